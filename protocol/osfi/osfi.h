@@ -88,3 +88,17 @@ int osfi_desc_decode(const uint8_t *buf, size_t len, struct osfi_desc *ret_desc)
 void osfi_desc_encode(const struct osfi_desc *desc, uint8_t out[OSFI_DESC_LEN]);
 /* Image id: SHA-256 of the 64 header bytes. */
 void osfi_image_id(const uint8_t header[OSFI_HEADER_LEN], uint8_t ret_id[OSFI_ID_LEN]);
+
+/* ---- Additions beyond the format API ---- */
+
+/* True for the area type letters of v1 (F C K M P R). */
+bool osfi_area_type_valid(uint8_t type);
+/* Seals a chip-specific license in software from Z (the ECDH x-coordinate) and the image or
+ * module key: fills lic->wrapped. Every other field must be set. Tests and test vectors use
+ * it; production licenses come from the HSM. Returns 0 or -ENOMEM/-EIO. */
+int osfi_license_seal(struct osfi_license *lic, const uint8_t z[32],
+		      const uint8_t key[OSFI_KEY_LEN]);
+/* ECDH on P-256: Z = x-coordinate of priv * peer_pub. priv: 32-byte big-endian scalar.
+ * Returns 0, -EINVAL (peer not on the curve), -EIO, -ENOMEM. */
+int osfi_ecdh_z(const uint8_t priv[32], const uint8_t peer_pub[OSFI_PUBKEY_LEN],
+		uint8_t ret_z[32]);
