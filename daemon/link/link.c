@@ -1,0 +1,862 @@
+/* UART link: libserialport transport and a blocking driver of the an3155 engine. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libserialport.h>
+
+#include "link.h"
+
+#define QUIET_MS 20		/* silence that ends draining after a resync or an entry */
+#define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
+
+struct link {
+	struct sp_port *port;
+	int fd;
+	char *name;
+	struct link_options opt;
+	void (*progress)(void *user_data, size_t done, size_t total);
+	void *progress_data;
+	char error[256];
+};
+
+__attribute__((format(printf, 2, 3)))
+static void link_set_error(struct link *l, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(l->error, sizeof(l->error), fmt, ap);
+	va_end(ap);
+}
+
+__attribute__((format(printf, 2, 3)))
+static void link_debug(const struct link *l, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	if (!l->opt.debug)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	l->opt.debug(l->opt.user_data, line);
+}
+
+/* Hex dump of a frame with a direction arrow, at most 64 bytes shown. */
+static void link_dump(const struct link *l, const char *arrow, const uint8_t *buf, size_t n)
+{
+	char line[3 * 64 + 48];
+	size_t off;
+
+	if (!l->opt.debug || n == 0)
+		return;
+	off = (size_t)snprintf(line, sizeof(line), "%s %s", l->name, arrow);
+	for (size_t i = 0; i < n && i < 64; i++)
+		off += (size_t)snprintf(line + off, sizeof(line) - off, " %02x", buf[i]);
+	if (n > 64)
+		snprintf(line + off, sizeof(line) - off, " ... (%zu bytes)", n);
+	l->opt.debug(l->opt.user_data, line);
+}
+
+void link_options_default(struct link_options *o)
+{
+	*o = (struct link_options){
+		.baud = 115200,
+		.retries = 2,
+		.resync_ms = 3000,
+	};
+	an3155_timeouts_default(&o->timeouts);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - now_ms();
+
+	if (left < 0)
+		return 0;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* ---- Port resolution ---- */
+
+__attribute__((format(printf, 3, 4)))
+static void set_err(char *err, size_t err_size, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || err_size == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, err_size, fmt, ap);
+	va_end(ap);
+}
+
+/* True when the tty `name` ("/dev/ttyUSB0") sits on physical USB port `usb_port` ("1-3"):
+ * its sysfs device path runs through ".../1-3/1-3:<config>.<interface>". */
+static bool port_on_usb_port(const char *name, const char *usb_port)
+{
+	const char *base = strrchr(name, '/');
+	char path[PATH_MAX], resolved[PATH_MAX], needle[128];
+	ssize_t n;
+
+	base = base ? base + 1 : name;
+	if (snprintf(needle, sizeof(needle), "/%s/%s:", usb_port, usb_port) >= (int)sizeof(needle))
+		return false;
+
+	snprintf(path, sizeof(path), "/sys/class/tty/%s/device", base);
+	if (realpath(path, resolved) && strstr(resolved, needle))
+		return true;
+	/* The class entry is itself a link into the device tree. */
+	snprintf(path, sizeof(path), "/sys/class/tty/%s", base);
+	n = readlink(path, resolved, sizeof(resolved) - 1);
+	if (n > 0) {
+		resolved[n] = '\0';
+		if (strstr(resolved, needle))
+			return true;
+	}
+	return false;
+}
+
+/* Finds the device path for "serial:X" or "usb:P". */
+static int link_resolve(const char *spec, char **ret_name, char *err, size_t err_size)
+{
+	bool by_serial = strncmp(spec, "serial:", 7) == 0;
+	const char *key = spec + (by_serial ? 7 : 4);
+	struct sp_port **list = NULL;
+	char *found = NULL;
+	unsigned matches = 0;
+
+	if (*key == '\0') {
+		set_err(err, err_size, "port '%s' names no %s", spec,
+			by_serial ? "serial number" : "USB port");
+		return -EINVAL;
+	}
+	if (sp_list_ports(&list) != SP_OK) {
+		set_err(err, err_size, "cannot list serial ports: %s", strerror(errno));
+		return -EIO;
+	}
+	for (size_t i = 0; list[i]; i++) {
+		const char *name = sp_get_port_name(list[i]);
+		bool match;
+
+		if (!name || sp_get_port_transport(list[i]) != SP_TRANSPORT_USB)
+			continue;
+		if (by_serial) {
+			const char *sn = sp_get_port_usb_serial(list[i]);
+
+			match = sn && strcmp(sn, key) == 0;
+		} else {
+			match = port_on_usb_port(name, key);
+		}
+		if (!match)
+			continue;
+		matches++;
+		if (!found)
+			found = strdup(name);
+	}
+	sp_free_port_list(list);
+
+	if (matches == 0) {
+		set_err(err, err_size, "no USB-serial adapter %s %s is connected; check the cable",
+			by_serial ? "with serial number" : "on USB port", key);
+		free(found);
+		return -ENODEV;
+	}
+	if (matches > 1) {
+		set_err(err, err_size, "%u adapters match '%s'; name the port by USB port instead",
+			matches, spec);
+		free(found);
+		return -ENOTUNIQ;
+	}
+	if (!found) {
+		set_err(err, err_size, "out of memory");
+		return -ENOMEM;
+	}
+	*ret_name = found;
+	return 0;
+}
+
+static int sp_to_errno(enum sp_return r)
+{
+	switch (r) {
+	case SP_OK:
+		return 0;
+	case SP_ERR_ARG:
+		return -EINVAL;
+	case SP_ERR_FAIL:
+		return errno > 0 ? -errno : -EIO;
+	case SP_ERR_MEM:
+		return -ENOMEM;
+	case SP_ERR_SUPP:
+		return -ENOTSUP;
+	}
+	return -EIO;
+}
+
+int link_open(const char *spec, const struct link_options *o, struct link **ret, char *err,
+	      size_t err_size)
+{
+	struct sp_port_config *cfg = NULL;
+	struct link *l;
+	enum sp_return sr;
+	int r, flags;
+
+	if (!spec || !ret)
+		return -EINVAL;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->fd = -1;
+	if (o)
+		l->opt = *o;
+	else
+		link_options_default(&l->opt);
+	if (l->opt.baud == 0)
+		l->opt.baud = 115200;
+
+	if (strncmp(spec, "serial:", 7) == 0 || strncmp(spec, "usb:", 4) == 0) {
+		r = link_resolve(spec, &l->name, err, err_size);
+		if (r < 0)
+			goto fail;
+	} else {
+		l->name = strdup(spec);
+		if (!l->name) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+
+	sr = sp_get_port_by_name(l->name, &l->port);
+	if (sr != SP_OK) {
+		r = sr == SP_ERR_FAIL || sr == SP_ERR_ARG ? -ENODEV : sp_to_errno(sr);
+		set_err(err, err_size, "serial port %s not found", l->name);
+		goto fail;
+	}
+	sr = sp_open(l->port, SP_MODE_READ_WRITE);
+	if (sr != SP_OK) {
+		r = sp_to_errno(sr);
+		set_err(err, err_size, "cannot open serial port %s: %s", l->name, strerror(-r));
+		goto fail;
+	}
+	/* Set the whole frame format at once: 8 data bits, even parity, 1 stop bit, no flow
+	 * control; the modem lines are left to entry sequences. */
+	sr = sp_new_config(&cfg);
+	if (sr == SP_OK)
+		sr = sp_get_config(l->port, cfg);
+	if (sr == SP_OK)
+		sr = sp_set_config_baudrate(cfg, (int)l->opt.baud);
+	if (sr == SP_OK)
+		sr = sp_set_config_bits(cfg, 8);
+	if (sr == SP_OK)
+		sr = sp_set_config_parity(cfg, SP_PARITY_EVEN);
+	if (sr == SP_OK)
+		sr = sp_set_config_stopbits(cfg, 1);
+	if (sr == SP_OK)
+		sr = sp_set_config_xon_xoff(cfg, SP_XONXOFF_DISABLED);
+	if (sr == SP_OK)
+		sr = sp_set_config_cts(cfg, SP_CTS_IGNORE);
+	if (sr == SP_OK)
+		sr = sp_set_config_dsr(cfg, SP_DSR_IGNORE);
+	if (sr == SP_OK)
+		sr = sp_set_config(l->port, cfg);
+	sp_free_config(cfg);
+	if (sr != SP_OK) {
+		r = sp_to_errno(sr);
+		set_err(err, err_size, "cannot set %u baud 8E1 on %s: %s", l->opt.baud, l->name,
+			strerror(-r));
+		goto fail;
+	}
+	sr = sp_get_port_handle(l->port, &l->fd);
+	if (sr != SP_OK) {
+		r = sp_to_errno(sr);
+		set_err(err, err_size, "no file descriptor for %s", l->name);
+		goto fail;
+	}
+	flags = fcntl(l->fd, F_GETFL);
+	if (flags < 0 || fcntl(l->fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
+	    fcntl(l->fd, F_SETFD, FD_CLOEXEC) < 0) {
+		r = -errno;
+		set_err(err, err_size, "cannot configure %s: %s", l->name, strerror(errno));
+		goto fail;
+	}
+	sp_flush(l->port, SP_BUF_INPUT);
+	link_debug(l, "%s: open at %u baud 8E1", l->name, l->opt.baud);
+	*ret = l;
+	return 0;
+
+fail:
+	link_close(l);
+	return r;
+}
+
+struct link *link_close(struct link *l)
+{
+	if (!l)
+		return NULL;
+	if (l->port) {
+		sp_close(l->port);
+		sp_free_port(l->port);
+	}
+	free(l->name);
+	free(l);
+	return NULL;
+}
+
+int link_fd(const struct link *l)
+{
+	return l->fd;
+}
+
+const char *link_port_name(const struct link *l)
+{
+	return l->name;
+}
+
+const char *link_last_error(const struct link *l)
+{
+	return l->error;
+}
+
+void link_set_progress(struct link *l, void (*cb)(void *user_data, size_t done, size_t total),
+		       void *user_data)
+{
+	l->progress = cb;
+	l->progress_data = user_data;
+}
+
+static bool errno_means_gone(int e)
+{
+	return e == EIO || e == ENXIO || e == ENODEV || e == EBADF || e == EPIPE;
+}
+
+/* ---- Raw I/O with deadlines ---- */
+
+/* Writes all of buf before the deadline. Returns 0 or a negative error. */
+static int link_write_all(struct link *l, const uint8_t *buf, size_t n, int64_t deadline)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		ssize_t w = write(l->fd, buf + off, n - off);
+
+		if (w > 0) {
+			off += (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno != EAGAIN)
+			return errno_means_gone(errno) ? -AN3155_E_PORT_GONE : -errno;
+
+		struct pollfd p = { .fd = l->fd, .events = POLLOUT };
+		int pr = poll(&p, 1, remaining_ms(deadline));
+
+		if (pr < 0 && errno != EINTR)
+			return -errno;
+		if (pr == 0)
+			return -AN3155_E_TIMEOUT;
+		if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+			return -AN3155_E_PORT_GONE;
+	}
+	return 0;
+}
+
+/* Reads what is available, up to max bytes, waiting until the deadline for the first one.
+ * Returns the count (> 0), -AN3155_E_TIMEOUT, -AN3155_E_PORT_GONE or a negative errno. */
+static int link_read_some(struct link *l, uint8_t *buf, size_t max, int64_t deadline)
+{
+	for (;;) {
+		ssize_t n = read(l->fd, buf, max);
+
+		if (n > 0)
+			return (int)n;
+		if (n == 0)
+			return -AN3155_E_PORT_GONE;	/* hang-up */
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return errno_means_gone(errno) ? -AN3155_E_PORT_GONE : -errno;
+
+		struct pollfd p = { .fd = l->fd, .events = POLLIN };
+		int pr = poll(&p, 1, remaining_ms(deadline));
+
+		if (pr < 0 && errno != EINTR)
+			return -errno;
+		if (pr == 0)
+			return -AN3155_E_TIMEOUT;
+		if ((p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN))
+			return -AN3155_E_PORT_GONE;
+	}
+}
+
+/* Discards input until the line has been quiet for quiet_ms or the deadline passes. */
+static int link_drain(struct link *l, int quiet_ms, int64_t deadline)
+{
+	uint8_t junk[256];
+
+	for (;;) {
+		int64_t until = now_ms() + quiet_ms;
+		int r;
+
+		if (until > deadline)
+			until = deadline;
+		r = link_read_some(l, junk, sizeof(junk), until);
+		if (r == -AN3155_E_TIMEOUT)
+			return 0;
+		if (r < 0)
+			return r;
+		link_dump(l, "<- (discarded)", junk, (size_t)r);
+		if (now_ms() >= deadline)
+			return 0;
+	}
+}
+
+/* ---- Driver ---- */
+
+/* Runs x once to its end. */
+static int link_run_once(struct link *l, struct an3155_xfer *x)
+{
+	unsigned armed = 0;
+	int64_t deadline = 0, wire_ms = 0;
+	uint8_t buf[AN3155_SPECIAL_MAX_ANSWER + 8];
+	struct an3155_io io;
+
+	for (;;) {
+		int r;
+
+		switch (an3155_xfer_next(x, &io)) {
+		case AN3155_NEXT_DONE:
+		case AN3155_NEXT_FAILED:
+			return an3155_xfer_result(x);
+		case AN3155_NEXT_IO:
+			break;
+		}
+
+		if (io.tx_len > 0) {
+			link_dump(l, "->", io.tx, io.tx_len);
+			r = link_write_all(l, io.tx, io.tx_len, now_ms() + io.timeout_ms);
+			if (r == -AN3155_E_PORT_GONE) {
+				an3155_xfer_port_gone(x);
+				continue;
+			}
+			if (r == -AN3155_E_TIMEOUT) {
+				an3155_xfer_timeout(x);
+				continue;
+			}
+			if (r < 0)
+				return r;
+			an3155_xfer_wrote(x, io.tx_len);
+			/* write() returns once the bytes are queued; the step's timeout counts
+			 * from when they have left at the line rate. */
+			wire_ms = (int64_t)io.tx_len * 11000 / l->opt.baud + 1;
+			continue;
+		}
+
+		if (io.wait_id != armed) {
+			armed = io.wait_id;
+			deadline = now_ms() + io.timeout_ms + wire_ms;
+			wire_ms = 0;
+		}
+		r = link_read_some(l, buf, io.rx_want < sizeof(buf) ? io.rx_want : sizeof(buf),
+				   deadline);
+		if (r == -AN3155_E_TIMEOUT) {
+			an3155_xfer_timeout(x);
+			continue;
+		}
+		if (r == -AN3155_E_PORT_GONE) {
+			an3155_xfer_port_gone(x);
+			continue;
+		}
+		if (r < 0)
+			return r;
+		link_dump(l, "<-", buf, (size_t)r);
+		an3155_xfer_feed(x, buf, (size_t)r);
+	}
+}
+
+/* Sends 0x7F until the chip answers ACK or NACK, within the resync budget, then waits for
+ * the line to go quiet so that stray answers do not reach the next command. */
+static int link_resync(struct link *l)
+{
+	int64_t deadline = now_ms() + l->opt.resync_ms;
+	struct an3155_timeouts t = l->opt.timeouts;
+	int r;
+
+	t.ack_ms = RESYNC_TRY_MS;
+	r = link_drain(l, QUIET_MS, deadline);
+	if (r < 0)
+		return r;
+	while (now_ms() < deadline) {
+		struct an3155_xfer x;
+
+		an3155_xfer_sync(&x, &t);
+		r = link_run_once(l, &x);
+		if (r == 0)
+			return link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
+		if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED)
+			return r;
+	}
+	return -AN3155_E_TIMEOUT;
+}
+
+static bool op_idempotent(uint8_t op)
+{
+	switch (op) {
+	case AN3155_SYNC:
+	case AN3155_CMD_GET:
+	case AN3155_CMD_GET_VERSION:
+	case AN3155_CMD_GET_ID:
+	case AN3155_CMD_READ_MEMORY:
+	case AN3155_CMD_EXTENDED_ERASE:	/* erasing again is harmless */
+		return true;
+	default:
+		return false;
+	}
+}
+
+int link_run(struct link *l, struct an3155_xfer *x)
+{
+	struct an3155_xfer *initial;
+	unsigned attempt = 0;
+	int r;
+
+	/* A copy of the freshly started transfer restarts it; caller buffers are borrowed by
+	 * pointer, so the copy repeats the same request. */
+	initial = malloc(sizeof(*initial));
+	if (!initial)
+		return -ENOMEM;
+	*initial = *x;
+
+	for (;;) {
+		r = link_run_once(l, x);
+		if (r >= 0)
+			break;
+		if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED &&
+		    r != -AN3155_E_TOO_LONG && r != -AN3155_E_CHECKSUM)
+			break;
+		if (an3155_xfer_committed(x) && !op_idempotent(x->op))
+			break;
+		if (attempt >= l->opt.retries)
+			break;
+		attempt++;
+		{
+			char what[160];
+
+			an3155_xfer_describe(x, what, sizeof(what));
+			link_debug(l, "%s: %s; resync and retry %u of %u", l->name, what, attempt,
+				   l->opt.retries);
+		}
+		if (x->op != AN3155_SYNC) {
+			int rr = link_resync(l);
+
+			if (rr < 0) {
+				/* Keep the original failure (it names the step that went wrong)
+				 * unless the port itself vanished. */
+				if (rr == -AN3155_E_PORT_GONE)
+					r = rr;
+				break;
+			}
+		}
+		*x = *initial;
+	}
+	free(initial);
+	if (r < 0 && r != -AN3155_E_PORT_GONE) {
+		char what[160];
+
+		an3155_xfer_describe(x, what, sizeof(what));
+		link_set_error(l, "%s on %s", what, l->name);
+	} else if (r == -AN3155_E_PORT_GONE) {
+		link_set_error(l, "serial port %s is gone (adapter unplugged?)", l->name);
+	}
+	return r;
+}
+
+/* ---- Lines and entry ---- */
+
+int link_set_lines(struct link *l, int dtr, int rts)
+{
+	enum sp_return sr = SP_OK;
+
+	if (dtr >= 0)
+		sr = sp_set_dtr(l->port, dtr ? SP_DTR_ON : SP_DTR_OFF);
+	if (sr == SP_OK && rts >= 0)
+		sr = sp_set_rts(l->port, rts ? SP_RTS_ON : SP_RTS_OFF);
+	if (sr != SP_OK) {
+		int r = sp_to_errno(sr);
+
+		if (errno_means_gone(-r))
+			r = -AN3155_E_PORT_GONE;
+		link_set_error(l, "cannot set the modem lines of %s: %s", l->name,
+			       an3155_strerror(r));
+		return r;
+	}
+	link_debug(l, "%s: dtr=%d rts=%d", l->name, dtr, rts);
+	return 0;
+}
+
+int link_enter_bootloader(struct link *l, const char *seq)
+{
+	struct link_entry_step steps[LINK_ENTRY_MAX_STEPS];
+	char err[128];
+	size_t n;
+	int r;
+
+	r = link_entry_parse(seq, steps, LINK_ENTRY_MAX_STEPS, &n, err, sizeof(err));
+	if (r < 0) {
+		link_set_error(l, "%s", err);
+		return r;
+	}
+	for (size_t i = 0; i < n; i++) {
+		switch (steps[i].kind) {
+		case LINK_ENTRY_DTR:
+			r = link_set_lines(l, (int)steps[i].value, -1);
+			break;
+		case LINK_ENTRY_RTS:
+			r = link_set_lines(l, -1, (int)steps[i].value);
+			break;
+		case LINK_ENTRY_WAIT:
+			/* Wait on the port itself: whatever a resetting chip sends is dropped
+			 * and an unplugged adapter is noticed. */
+			r = link_drain(l, (int)steps[i].value, now_ms() + steps[i].value);
+			if (r == -AN3155_E_PORT_GONE)
+				link_set_error(l, "serial port %s is gone (adapter unplugged?)",
+					       l->name);
+			break;
+		case _LINK_ENTRY_MAX:
+			r = -EINVAL;
+			break;
+		}
+		if (r < 0)
+			return r;
+	}
+	sp_flush(l->port, SP_BUF_INPUT);
+	return 0;
+}
+
+/* ---- Commands ---- */
+
+int link_sync(struct link *l)
+{
+	struct an3155_xfer x;
+	int r;
+
+	sp_flush(l->port, SP_BUF_INPUT);
+	an3155_xfer_sync(&x, &l->opt.timeouts);
+	r = link_run(l, &x);
+	if (r == -AN3155_E_TIMEOUT)
+		link_set_error(l, "no bootloader answers on %s (chip absent, not in its bootloader, "
+			       "or wrong entry sequence)", l->name);
+	else if (r == 0)
+		link_debug(l, "%s: synced%s", l->name,
+			   an3155_xfer_was_synced(&x) ? " (already)" : "");
+	return r;
+}
+
+int link_get(struct link *l, struct an3155_get_info *ret)
+{
+	struct an3155_xfer x;
+	int r;
+
+	an3155_xfer_get(&x, &l->opt.timeouts);
+	r = link_run(l, &x);
+	if (r < 0)
+		return r;
+	*ret = *an3155_xfer_get_info(&x);
+	return 0;
+}
+
+int link_get_version(struct link *l, struct an3155_version_info *ret)
+{
+	struct an3155_xfer x;
+	int r;
+
+	an3155_xfer_get_version(&x, &l->opt.timeouts);
+	r = link_run(l, &x);
+	if (r < 0)
+		return r;
+	*ret = *an3155_xfer_version_info(&x);
+	return 0;
+}
+
+int link_get_id(struct link *l, uint32_t *ret_pid)
+{
+	struct an3155_xfer x;
+	int r;
+
+	an3155_xfer_get_id(&x, &l->opt.timeouts);
+	r = link_run(l, &x);
+	if (r < 0)
+		return r;
+	*ret_pid = an3155_xfer_pid(&x);
+	return 0;
+}
+
+static void link_report(struct link *l, size_t done, size_t total)
+{
+	if (l->progress)
+		l->progress(l->progress_data, done, total);
+}
+
+int link_read_memory(struct link *l, uint32_t addr, uint8_t *buf, size_t len)
+{
+	struct an3155_xfer x;
+	size_t off = 0;
+
+	if (!buf || (uint64_t)addr + len > (uint64_t)UINT32_MAX + 1)
+		return -EINVAL;
+	while (off < len) {
+		size_t n = len - off < AN3155_MAX_BLOCK ? len - off : AN3155_MAX_BLOCK;
+		int r;
+
+		r = an3155_xfer_read_memory(&x, &l->opt.timeouts, addr + (uint32_t)off, buf + off, n);
+		if (r < 0)
+			return r;
+		r = link_run(l, &x);
+		if (r < 0) {
+			char what[160];
+
+			an3155_xfer_describe(&x, what, sizeof(what));
+			if (r != -AN3155_E_PORT_GONE)
+				link_set_error(l, "%s at 0x%08x on %s", what,
+					       addr + (unsigned)off, l->name);
+			return r;
+		}
+		off += n;
+		link_report(l, off, len);
+	}
+	return 0;
+}
+
+int link_write_memory(struct link *l, uint32_t addr, const uint8_t *data, size_t len)
+{
+	struct an3155_xfer x;
+	size_t off = 0;
+
+	if (!data || addr % 4 != 0 || (uint64_t)addr + len > (uint64_t)UINT32_MAX + 1) {
+		link_set_error(l, "write address 0x%08x is not a multiple of 4", addr);
+		return -EINVAL;
+	}
+	while (off < len) {
+		size_t n = len - off < AN3155_MAX_BLOCK ? len - off : AN3155_MAX_BLOCK;
+		int r;
+
+		r = an3155_xfer_write_memory(&x, &l->opt.timeouts, addr + (uint32_t)off,
+					     data + off, n);
+		if (r < 0)
+			return r;
+		r = link_run(l, &x);
+		if (r < 0) {
+			char what[160];
+
+			an3155_xfer_describe(&x, what, sizeof(what));
+			if (r != -AN3155_E_PORT_GONE)
+				link_set_error(l, "%s at 0x%08x on %s", what,
+					       addr + (unsigned)off, l->name);
+			return r;
+		}
+		off += n;
+		link_report(l, off, len);
+	}
+	return 0;
+}
+
+int link_erase(struct link *l, enum link_erase_kind kind, const uint16_t *pages, size_t n)
+{
+	struct an3155_xfer x;
+	uint16_t code = AN3155_ERASE_MASS;
+	int r;
+
+	switch (kind) {
+	case LINK_ERASE_MASS:
+		code = AN3155_ERASE_MASS;
+		break;
+	case LINK_ERASE_BANK1:
+		code = AN3155_ERASE_BANK1;
+		break;
+	case LINK_ERASE_BANK2:
+		code = AN3155_ERASE_BANK2;
+		break;
+	case LINK_ERASE_PAGES:
+		if (!pages || n == 0)
+			return -EINVAL;
+		for (size_t off = 0; off < n; off += AN3155_ERASE_MAX_PAGES) {
+			size_t k = n - off < AN3155_ERASE_MAX_PAGES ? n - off
+								    : AN3155_ERASE_MAX_PAGES;
+
+			r = an3155_xfer_erase_pages(&x, &l->opt.timeouts, pages + off, k);
+			if (r < 0)
+				return r;
+			r = link_run(l, &x);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	case _LINK_ERASE_MAX:
+		return -EINVAL;
+	}
+	r = an3155_xfer_erase_special(&x, &l->opt.timeouts, code);
+	if (r < 0)
+		return r;
+	return link_run(l, &x);
+}
+
+int link_go(struct link *l, uint32_t addr)
+{
+	struct an3155_xfer x;
+
+	an3155_xfer_go(&x, &l->opt.timeouts, addr);
+	return link_run(l, &x);
+}
+
+int link_special(struct link *l, uint16_t subop, const uint8_t *data, size_t len, uint8_t *out,
+		 size_t out_max, size_t *ret_out_len, uint16_t *ret_status)
+{
+	struct an3155_xfer x;
+	int r;
+
+	r = an3155_xfer_special(&x, &l->opt.timeouts, subop, data, len, out, out_max);
+	if (r < 0)
+		return r;
+	r = link_run(l, &x);
+	if (r < 0)
+		return r;
+	if (ret_out_len)
+		*ret_out_len = an3155_xfer_answer_len(&x);
+	if (ret_status)
+		*ret_status = an3155_xfer_status(&x);
+	return 0;
+}
+
+int link_xspecial(struct link *l, uint16_t subop, const uint8_t *p1, size_t n1,
+		  const uint8_t *p2, size_t n2, uint16_t *ret_status)
+{
+	struct an3155_xfer x;
+	int r;
+
+	r = an3155_xfer_xspecial(&x, &l->opt.timeouts, subop, p1, n1, p2, n2);
+	if (r < 0)
+		return r;
+	r = link_run(l, &x);
+	if (r < 0)
+		return r;
+	if (ret_status)
+		*ret_status = an3155_xfer_status(&x);
+	return 0;
+}
