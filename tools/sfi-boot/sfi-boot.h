@@ -1,0 +1,58 @@
+/* sfi-boot: technician tool for chips in their AN3155 UART bootloader. Each command lives in
+ * its own file and is listed in the table of sfi-boot.c. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "link.h"
+
+/* Exit codes (also in --help). */
+enum sfi_boot_exit {
+	SFI_BOOT_EXIT_OK = 0,
+	SFI_BOOT_EXIT_USAGE = 1,	/* bad command line */
+	SFI_BOOT_EXIT_LINK = 2,		/* port missing or gone, no answer, garbled link */
+	SFI_BOOT_EXIT_REFUSED = 3,	/* the chip refused a request (NACK) */
+	SFI_BOOT_EXIT_VERIFY = 4,	/* read-back differs from what was written */
+	SFI_BOOT_EXIT_FILE = 5,		/* a local file cannot be read or written */
+};
+
+struct sfi_boot {
+	const char *port_spec;
+	const char *entry;		/* NULL: leave the modem lines alone */
+	struct link_options opt;
+	int verbose;
+	bool no_verify;
+	bool progress;			/* stderr is a terminal */
+	struct link *link;		/* set by sfi_boot_connect() */
+};
+
+struct sfi_boot_command {
+	const char *name;
+	const char *args;		/* "ADDR LEN FILE" */
+	const char *summary;
+	int min_args, max_args;		/* after the command name; max -1 = unlimited */
+	/* Checks the arguments before any I/O (NULL: nothing to check); returns an enum
+	 * sfi_boot_exit value, having printed the reason. */
+	int (*check)(int argc, char **argv);
+	/* Runs with the chip connected and synced; returns an enum sfi_boot_exit value. */
+	int (*run)(struct sfi_boot *b, int argc, char **argv);
+};
+
+extern const struct sfi_boot_command sfi_boot_cmd_info;
+extern const struct sfi_boot_command sfi_boot_cmd_read;
+extern const struct sfi_boot_command sfi_boot_cmd_write;
+extern const struct sfi_boot_command sfi_boot_cmd_erase;
+extern const struct sfi_boot_command sfi_boot_cmd_go;
+
+/* Prints "sfi-boot: <what>: <link's reason>" once and returns the exit code for error r. */
+int sfi_boot_fail(struct sfi_boot *b, int r, const char *what);
+/* Prints "sfi-boot: <message>" on stderr. */
+__attribute__((format(printf, 1, 2))) void sfi_boot_error(const char *fmt, ...);
+/* Parses a 32-bit number (decimal, 0x hex). Returns 0 or -EINVAL. */
+int sfi_boot_parse_u32(const char *s, uint32_t *ret);
+/* Progress callback for link_set_progress(); user_data is a const char * label. */
+void sfi_boot_progress(void *user_data, size_t done, size_t total);
+/* Ends a progress line. */
+void sfi_boot_progress_end(struct sfi_boot *b);
