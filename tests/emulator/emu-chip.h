@@ -62,8 +62,12 @@ void emu_osfi_detach(struct emu_chip *c);
 /* The chip reset: an unfinished session is aborted (its flash erased again). */
 void emu_osfi_reset(struct emu_chip *c);
 
+/* True when `subop` is an OSFI sub-opcode: the bootloader NACKs any other at the
+ * sub-opcode stage, before its data. */
+bool emu_osfi_subop_known(uint16_t subop);
+
 /* Runs one OSFI sub-command. extended: 0x51 (p2 valid) or 0x50 (p2 NULL).
- * Returns 0 and fills *out/*out_len (answer data) and *status, or -ENOENT for an unknown
+ * Returns 0 and fills *out and *out_len (answer data) and *status, or -ENOENT for an unknown
  * sub-opcode (the bootloader NACKs it). */
 int emu_osfi_special(struct emu_chip *c, bool extended, uint16_t subop, const uint8_t *p1,
 		     size_t n1, const uint8_t *p2, size_t n2, uint8_t *out, size_t out_max,
