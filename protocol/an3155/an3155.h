@@ -211,8 +211,10 @@ int an3155_xfer_xspecial(struct an3155_xfer *x, const struct an3155_timeouts *t,
 enum an3155_next an3155_xfer_next(const struct an3155_xfer *x, struct an3155_io *io);
 /* n bytes of io.tx were written. */
 void an3155_xfer_wrote(struct an3155_xfer *x, size_t n);
-/* Bytes received. Returns how many were taken (never more than io.rx_want); bytes that
- * arrive while nothing is awaited fail the transfer with AN3155_E_UNEXPECTED. */
+/* Bytes received. Returns how many were taken: at least one if the transfer was waiting,
+ * running on through following receive-only steps, stopping when the engine has something
+ * to send or has finished. Bytes that arrive while the engine is sending fail the transfer
+ * with AN3155_E_UNEXPECTED; bytes left over after it finished are the driver's to drop. */
 size_t an3155_xfer_feed(struct an3155_xfer *x, const uint8_t *buf, size_t n);
 /* The timer of the current wait expired. */
 void an3155_xfer_timeout(struct an3155_xfer *x);
