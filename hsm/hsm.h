@@ -1,0 +1,160 @@
+/* sfid HSM layer: one PKCS#11 token (dlopen'ed module), its OSFI objects, counted license
+ * issuance, audit signatures. docs/security.md documents the object labels, the counter
+ * contract and the PIN rules.
+ *
+ * Errors: every call returns 0 or a negative enum hsm_error value; hsm_error_to_string()
+ * gives the operator's sentence, hsm_last_rv() the CK_RV behind the last failure.
+ *
+ * Threads: a struct hsm is internally locked (one mutex per token, shared by every handle
+ * of that token in the process), so worker threads may share one handle. Calls block for as
+ * long as the token takes (a smartcard: seconds): never call them from an event loop. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "osfi/osfi.h"
+
+/* Token object labels (CKA_LABEL; key pairs share their label and CKA_ID). */
+#define HSM_LABEL_OEM_KEY "osfi-oem-key"	   /* AES-128 K, sensitive, wrap-only */
+#define HSM_LABEL_LICENSE_KEY "osfi-license-key"  /* P-256 pair, private: derive only */
+#define HSM_LABEL_AUDIT_KEY "osfi-audit-key"	   /* P-256 pair, private: sign only */
+#define HSM_LABEL_FIRMWARE_ID "osfi-firmware-id" /* data, 32 bytes, read-only */
+#define HSM_LABEL_COUNTER "osfi-counter"	   /* data, LE32 remaining licenses */
+#define HSM_LABEL_CA_PUB "osfi-ca-pub"	   /* P-256 public key of the chip CA */
+#define HSM_LABEL_GLOBAL_KEY "osfi-global-key"   /* optional AES-256 G, derive only */
+
+enum hsm_error {
+	HSM_OK = 0,
+	HSM_ERR_INVALID,	     /* bad argument (caller bug or bad input file) */
+	HSM_ERR_NOMEM,
+	HSM_ERR_MODULE,		     /* PKCS#11 module missing or not loadable */
+	HSM_ERR_NO_TOKEN,	     /* no (matching) token present */
+	HSM_ERR_TOKEN_REMOVED,	     /* the token went away during an operation */
+	HSM_ERR_PIN_SOURCE,	     /* the PIN file/credential is missing or unreadable */
+	HSM_ERR_PIN_INCORRECT,
+	HSM_ERR_PIN_LOCKED,
+	HSM_ERR_NOT_LOGGED_IN,
+	HSM_ERR_OBJECT_MISSING,	     /* the token is not (fully) provisioned */
+	HSM_ERR_OBJECT_INVALID,	     /* an OSFI object has the wrong size or attributes */
+	HSM_ERR_ALREADY_PROVISIONED, /* provisioning a token that holds OSFI objects */
+	HSM_ERR_MECHANISM,	     /* the token lacks a mechanism OSFI needs */
+	HSM_ERR_COUNTER_EXHAUSTED,
+	HSM_ERR_COUNTER_MISMATCH,    /* the counter is not the value the caller recorded */
+	HSM_ERR_WRONG_FIRMWARE_ID,   /* the image (or module) is not the one the token licenses */
+	HSM_ERR_BAD_CERT,	     /* malformed certificate or CA signature fails */
+	HSM_ERR_WRONG_DEVICE,	     /* certificate for another device id */
+	HSM_ERR_NO_GLOBAL_KEY,	     /* global license asked from a token without a global key */
+	HSM_ERR_DEVICE,		     /* any other token failure (see hsm_last_rv()) */
+	_HSM_ERR_MAX,
+};
+
+/* Operator sentence for a return value (negative enum, or 0). Never NULL. */
+const char *hsm_error_to_string(int r);
+
+struct hsm;
+
+struct hsm_token_info {
+	char label[33];	       /* space padding stripped */
+	char serial[17];
+	char manufacturer[33];
+	char model[17];
+	bool logged_in;
+};
+
+/* Loads module_path (shared per path in the process), finds the token whose label equals
+ * token_label or whose serial equals token_serial (one may be NULL), and opens one R/W
+ * session. A second open of the same token returns a handle sharing its session and lock. */
+int hsm_open(const char *module_path, const char *token_label, const char *token_serial,
+	     struct hsm **ret_hsm);
+/* Closes the handle; the session and module go when their last handle does. Accepts NULL. */
+struct hsm *hsm_close(struct hsm *h);
+/* CK_RV of the last failed PKCS#11 call on this handle's token (debug only). */
+unsigned long hsm_last_rv(struct hsm *h);
+/* Name of the PKCS#11 call behind hsm_last_rv() ("" if none; debug only). */
+const char *hsm_last_call(struct hsm *h);
+
+/* User login with the PIN in file path (first line; trailing newline dropped). The PIN is
+ * wiped right after C_Login. Already logged in: 0. */
+int hsm_login_pin_file(struct hsm *h, const char *path);
+/* Same with a systemd credential: $CREDENTIALS_DIRECTORY/name. */
+int hsm_login_credential(struct hsm *h, const char *name);
+/* Same with a PIN in memory (interactive tools); wipes pin[0..len) before returning. */
+int hsm_login_pin(struct hsm *h, char *pin, size_t len);
+
+int hsm_token_info(struct hsm *h, struct hsm_token_info *ret_info);
+
+/* --- provisioning (sfi-hsm) ------------------------------------------------------------ */
+
+struct hsm_provision {
+	uint8_t image_key[OSFI_KEY_LEN];   /* OEM image key K (or module key Km) */
+	uint8_t firmware_id[OSFI_ID_LEN];  /* image id, or module firmware id */
+	uint32_t max_count;		   /* licenses this token may issue */
+	uint8_t ca_pub[OSFI_PUBKEY_LEN];   /* chip CA, uncompressed point */
+	bool has_global_key;
+	uint8_t global_key[32];		   /* optional global key G */
+};
+
+/* True if any OSFI object (label osfi-*) is on the token. */
+int hsm_is_provisioned(struct hsm *h, bool *ret_provisioned);
+/* Deletes every OSFI object from the token. */
+int hsm_wipe(struct hsm *h);
+/* Creates the OSFI objects (keys generated inside the token; K, G imported). Refuses a
+ * token that already holds OSFI objects. The caller wipes p afterwards. */
+int hsm_provision_token(struct hsm *h, const struct hsm_provision *p);
+
+/* --- reading ----------------------------------------------------------------------------- */
+
+/* Remaining licenses (the counter object). */
+int hsm_counter_read(struct hsm *h, uint32_t *ret_count);
+int hsm_firmware_id(struct hsm *h, uint8_t ret_id[OSFI_ID_LEN]);
+/* Uncompressed P-256 points of the license key, the audit key and the chip CA. */
+int hsm_license_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN]);
+int hsm_audit_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN]);
+int hsm_ca_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN]);
+/* The audit public key as a PEM SubjectPublicKeyInfo (malloc'ed, NUL-terminated). */
+int hsm_audit_pubkey_pem(struct hsm *h, char **ret_pem);
+/* Whether the optional global key is on the token. */
+int hsm_has_global_key(struct hsm *h, bool *ret_has);
+
+/* --- licenses ---------------------------------------------------------------------------- */
+
+/* Pass as expected_count to skip the check (tools; never the daemon). */
+#define HSM_COUNTER_ANY UINT32_MAX
+
+struct hsm_license_request {
+	const uint8_t *cert; /* the chip's OSC1 certificate as read from the chip */
+	size_t cert_len;
+	uint16_t device_id;  /* the job's device id: the certificate must carry it */
+	uint32_t target;     /* OSFI_TARGET_IMAGE or a module id */
+	uint8_t image_id[OSFI_ID_LEN]; /* target 0: must equal the token's firmware id */
+};
+
+struct hsm_license_result {
+	uint8_t license[OSFI_LICENSE_LEN];
+	uint32_t count_before;
+	uint32_t count_after;	/* = count_before - 1, also in the record */
+};
+
+/* Issues one counted chip license. Intent-before-spend contract:
+ *   1. hsm_counter_read() -> n;  2. the caller makes its intent durable (UID, n);
+ *   3. hsm_license_issue(..., expected_count = n, ...).
+ * Checks first, spending nothing: certificate format, CA signature against the token's CA,
+ * device id, image/module firmware id, counter == expected_count (else
+ * HSM_ERR_COUNTER_MISMATCH), counter > 0 (else HSM_ERR_COUNTER_EXHAUSTED). Then writes
+ * n-1 to the token and only then derives and wraps inside the token. An error after the
+ * counter was written (token removed, ...) means the count may be spent without a license:
+ * the caller re-reads the counter to decide. */
+int hsm_license_issue(struct hsm *h, const struct hsm_license_request *req,
+		      uint32_t expected_count, struct hsm_license_result *ret_result);
+
+/* Issues an uncounted global license with the token's global key G. */
+int hsm_license_issue_global(struct hsm *h, uint16_t device_id, uint32_t target,
+			     const uint8_t image_id[OSFI_ID_LEN],
+			     uint8_t ret_license[OSFI_LICENSE_LEN]);
+
+/* --- audit ------------------------------------------------------------------------------- */
+
+/* ECDSA-P256 signature of a 32-byte digest with the audit key: raw r || s. */
+int hsm_audit_sign(struct hsm *h, const uint8_t digest[32], uint8_t ret_sig[64]);
