@@ -379,29 +379,38 @@ static int link_write_all(struct link *l, const uint8_t *buf, size_t n, int64_t 
 }
 
 /* Reads what is available, up to max bytes, waiting until the deadline for the first one.
- * Returns the count (> 0), -AN3155_E_TIMEOUT, -AN3155_E_PORT_GONE or a negative errno. */
+ * Returns the count (> 0), -AN3155_E_TIMEOUT, -AN3155_E_PORT_GONE or a negative errno.
+ * Polls before reading: in raw mode (VMIN = VTIME = 0) a tty's read() returns 0 both for
+ * "no data" and after a hang-up, so only poll's POLLHUP tells them apart. */
 static int link_read_some(struct link *l, uint8_t *buf, size_t max, int64_t deadline)
 {
+	unsigned empty = 0;
+
 	for (;;) {
-		ssize_t n = read(l->fd, buf, max);
-
-		if (n > 0)
-			return (int)n;
-		if (n == 0)
-			return -AN3155_E_PORT_GONE;	/* hang-up */
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return errno_means_gone(errno) ? -AN3155_E_PORT_GONE : -errno;
-
 		struct pollfd p = { .fd = l->fd, .events = POLLIN };
 		int pr = poll(&p, 1, remaining_ms(deadline));
+		ssize_t n;
 
-		if (pr < 0 && errno != EINTR)
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr < 0)
 			return -errno;
 		if (pr == 0)
 			return -AN3155_E_TIMEOUT;
-		if ((p.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(p.revents & POLLIN))
+		if (p.revents & (POLLERR | POLLNVAL))
+			return -AN3155_E_PORT_GONE;
+		if ((p.revents & POLLHUP) && !(p.revents & POLLIN))
+			return -AN3155_E_PORT_GONE;
+
+		n = read(l->fd, buf, max);
+		if (n > 0)
+			return (int)n;
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return errno_means_gone(errno) ? -AN3155_E_PORT_GONE : -errno;
+		/* Readable but nothing to read: a hang-up, or (rarely) a spurious wake-up. */
+		if ((p.revents & POLLHUP) || ++empty >= 3)
 			return -AN3155_E_PORT_GONE;
 	}
 }
