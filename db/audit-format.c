@@ -1,0 +1,448 @@
+/* Canonical JSON encoding of audit records, and the parser for export lines. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+
+#include "audit-format.h"
+
+#define CANON_DEPTH_MAX 16
+
+struct buf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+
+static int buf_reserve(struct buf *b, size_t more)
+{
+	size_t need, cap;
+	char *p;
+
+	if (more > SIZE_MAX / 2 - b->len)
+		return -ENOMEM;
+	need = b->len + more + 1;
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->data, cap);
+	if (!p)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+static int buf_put(struct buf *b, const char *s, size_t n)
+{
+	int r = buf_reserve(b, n);
+
+	if (r < 0)
+		return r;
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is not valid. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n)
+{
+	uint32_t cp;
+	size_t len;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		cp = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		cp = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		cp = s[0] & 0x07;
+	} else {
+		return 0;
+	}
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates and values past U+10FFFF have more than one spelling or
+	 * none, so they would break byte-exact hashing. */
+	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+static int canon_string(struct buf *b, const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	int r;
+
+	r = buf_put(b, "\"", 1);
+	for (size_t i = 0; r == 0 && i < n;) {
+		char esc[8];
+		size_t k;
+
+		if (u[i] == '"' || u[i] == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)u[i];
+			r = buf_put(b, esc, 2);
+			i++;
+		} else if (u[i] < 0x20) {
+			snprintf(esc, sizeof(esc), "\\u%04x", u[i]);
+			r = buf_put(b, esc, 6);
+			i++;
+		} else {
+			k = utf8_seq_len(u + i, n - i);
+			if (k == 0)
+				return -EINVAL;
+			r = buf_put(b, s + i, k);
+			i += k;
+		}
+	}
+	if (r == 0)
+		r = buf_put(b, "\"", 1);
+	return r;
+}
+
+struct member {
+	const char *key;
+	size_t key_len;
+	struct json_object *value;
+};
+
+static int member_compare(const void *a, const void *b)
+{
+	const struct member *x = a, *y = b;
+	size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
+	int c = memcmp(x->key, y->key, n);
+
+	if (c != 0)
+		return c;
+	return (x->key_len > y->key_len) - (x->key_len < y->key_len);
+}
+
+static int canon_value(struct buf *b, struct json_object *v, unsigned depth)
+{
+	char num[32];
+	int r = 0;
+
+	if (depth > CANON_DEPTH_MAX)
+		return -EINVAL;
+
+	switch (json_object_get_type(v)) {
+	case json_type_null:
+		return buf_put(b, "null", 4);
+	case json_type_boolean:
+		return json_object_get_boolean(v) ? buf_put(b, "true", 4) : buf_put(b, "false", 5);
+	case json_type_int:
+		snprintf(num, sizeof(num), "%" PRId64, json_object_get_int64(v));
+		return buf_put(b, num, strlen(num));
+	case json_type_double:
+		return -EINVAL;
+	case json_type_string:
+		return canon_string(b, json_object_get_string(v),
+				    (size_t)json_object_get_string_len(v));
+	case json_type_array: {
+		size_t n = json_object_array_length(v);
+
+		r = buf_put(b, "[", 1);
+		for (size_t i = 0; r == 0 && i < n; i++) {
+			if (i > 0)
+				r = buf_put(b, ",", 1);
+			if (r == 0)
+				r = canon_value(b, json_object_array_get_idx(v, i), depth + 1);
+		}
+		return r < 0 ? r : buf_put(b, "]", 1);
+	}
+	case json_type_object: {
+		size_t n = (size_t)json_object_object_length(v), i = 0;
+		struct member *m;
+
+		m = calloc(n ? n : 1, sizeof(*m));
+		if (!m)
+			return -ENOMEM;
+		json_object_object_foreach(v, key, val) {
+			if (i < n) {
+				m[i].key = key;
+				m[i].key_len = strlen(key);
+				m[i].value = val;
+				i++;
+			}
+		}
+		n = i;
+		qsort(m, n, sizeof(*m), member_compare);
+		r = buf_put(b, "{", 1);
+		for (i = 0; r == 0 && i < n; i++) {
+			if (i > 0)
+				r = buf_put(b, ",", 1);
+			if (r == 0)
+				r = canon_string(b, m[i].key, m[i].key_len);
+			if (r == 0)
+				r = buf_put(b, ":", 1);
+			if (r == 0)
+				r = canon_value(b, m[i].value, depth + 1);
+		}
+		free(m);
+		return r < 0 ? r : buf_put(b, "}", 1);
+	}
+	}
+	return -EINVAL;
+}
+
+int audit_canon_encode(struct json_object *value, char **ret_text, size_t *ret_len)
+{
+	struct buf b = { 0 };
+	int r;
+
+	r = canon_value(&b, value, 0);
+	if (r < 0) {
+		free(b.data);
+		return r;
+	}
+	*ret_text = b.data;
+	*ret_len = b.len;
+	return 0;
+}
+
+int audit_hash_record(const uint8_t prev[AUDIT_HASH_SIZE], const char *canon, size_t canon_len,
+		      uint8_t ret_hash[AUDIT_HASH_SIZE])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int n = 0;
+	int ok;
+
+	if (!ctx)
+		return -ENOMEM;
+	ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+	     EVP_DigestUpdate(ctx, prev, AUDIT_HASH_SIZE) &&
+	     EVP_DigestUpdate(ctx, canon, canon_len) && EVP_DigestFinal_ex(ctx, ret_hash, &n);
+	EVP_MD_CTX_free(ctx);
+	return ok && n == AUDIT_HASH_SIZE ? 0 : -EIO;
+}
+
+void audit_hex_encode(const uint8_t *data, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[data[i] >> 4];
+		out[2 * i + 1] = digits[data[i] & 0x0f];
+	}
+	out[2 * len] = '\0';
+}
+
+static int hex_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+bool audit_is_hex(const char *s, size_t len)
+{
+	if (!s || strlen(s) != len)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (hex_nibble(s[i]) < 0)
+			return false;
+	return true;
+}
+
+int audit_hex_decode(const char *hex, uint8_t *out, size_t len)
+{
+	if (!audit_is_hex(hex, 2 * len))
+		return -EINVAL;
+	for (size_t i = 0; i < len; i++)
+		out[i] = (uint8_t)(hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
+	return 0;
+}
+
+static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errbuf && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(errbuf, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -EINVAL;
+}
+
+/* Reads a non-negative integer member; JSON numbers only. */
+static bool get_uint(struct json_object *o, const char *key, uint64_t *ret)
+{
+	struct json_object *v;
+	int64_t x;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return false;
+	x = json_object_get_int64(v);
+	if (x < 0 || x == INT64_MAX)
+		return false;
+	*ret = (uint64_t)x;
+	return true;
+}
+
+static bool get_hex(struct json_object *o, const char *key, uint8_t *out, size_t len)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return false;
+	return audit_hex_decode(json_object_get_string(v), out, len) == 0;
+}
+
+static int parse_meta(struct json_object *o, struct audit_line *l, char *errbuf, size_t errlen)
+{
+	uint64_t format;
+
+	if (!get_uint(o, "format", &format) || format != 1)
+		return fail(errbuf, errlen, "unsupported export format (expected format 1)");
+	l->format = 1;
+	if (!get_uint(o, "first_seq", &l->first_seq) || !get_uint(o, "last_seq", &l->last_seq))
+		return fail(errbuf, errlen, "metadata line lacks first_seq/last_seq");
+	if (!get_hex(o, "anchor", l->anchor, AUDIT_HASH_SIZE))
+		return fail(errbuf, errlen, "metadata line lacks a 64-digit anchor hash");
+	if (l->first_seq > l->last_seq || (l->first_seq == 0) != (l->last_seq == 0))
+		return fail(errbuf, errlen, "metadata line has an impossible seq range");
+	l->kind = AUDIT_LINE_META;
+	return 0;
+}
+
+static int parse_record(struct json_object *o, struct audit_line *l, char *errbuf,
+			size_t errlen)
+{
+	struct json_object *content, *v, *data;
+	uint64_t cseq, ctime, time_ms;
+	const char *type;
+	int r;
+
+	if (!get_uint(o, "seq", &l->seq) || l->seq == 0)
+		return fail(errbuf, errlen, "record lacks a positive seq");
+	if (!get_uint(o, "time", &time_ms))
+		return fail(errbuf, errlen, "record %" PRIu64 " lacks a time", l->seq);
+	l->time_ms = (int64_t)time_ms;
+	if (!json_object_object_get_ex(o, "type", &v) || !json_object_is_type(v, json_type_string))
+		return fail(errbuf, errlen, "record %" PRIu64 " lacks a type", l->seq);
+	type = json_object_get_string(v);
+	if (!get_hex(o, "prev_hash", l->prev_hash, AUDIT_HASH_SIZE) ||
+	    !get_hex(o, "hash", l->hash, AUDIT_HASH_SIZE))
+		return fail(errbuf, errlen, "record %" PRIu64 " lacks prev_hash/hash", l->seq);
+	if (json_object_object_get_ex(o, "signature", &v)) {
+		if (!get_hex(o, "signature", l->signature, AUDIT_SIG_SIZE))
+			return fail(errbuf, errlen, "record %" PRIu64 " has a malformed signature",
+				    l->seq);
+		l->has_signature = true;
+	}
+	if (!json_object_object_get_ex(o, "content", &content) ||
+	    !json_object_is_type(content, json_type_object))
+		return fail(errbuf, errlen, "record %" PRIu64 " lacks its content", l->seq);
+	if (!get_uint(content, "seq", &cseq) || cseq != l->seq ||
+	    !get_uint(content, "time", &ctime) || ctime != time_ms ||
+	    !json_object_object_get_ex(content, "type", &v) ||
+	    !json_object_is_type(v, json_type_string) ||
+	    strcmp(json_object_get_string(v), type) != 0 ||
+	    !json_object_object_get_ex(content, "data", &data) ||
+	    !json_object_is_type(data, json_type_object) || json_object_object_length(content) != 4)
+		return fail(errbuf, errlen,
+			    "record %" PRIu64 ": content does not match its seq/time/type", l->seq);
+
+	l->type = strdup(type);
+	if (!l->type)
+		return -ENOMEM;
+	r = audit_canon_encode(content, &l->canon, &l->canon_len);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return fail(errbuf, errlen, "record %" PRIu64 ": content cannot be encoded canonically",
+			    l->seq);
+	l->content = json_object_get(content);
+	l->kind = AUDIT_LINE_RECORD;
+	return 0;
+}
+
+int audit_line_parse(const char *text, size_t len, struct audit_line *ret_line, char *errbuf,
+		     size_t errlen)
+{
+	struct audit_line l = { .kind = _AUDIT_LINE_KIND_MAX };
+	struct json_tokener *tok;
+	struct json_object *o, *v;
+	size_t end;
+	int r;
+
+	if (len > AUDIT_LINE_MAX)
+		return fail(errbuf, errlen, "line longer than %d bytes", AUDIT_LINE_MAX);
+	if (memchr(text, '\0', len))
+		return fail(errbuf, errlen, "line contains a NUL byte");
+	tok = json_tokener_new_ex(CANON_DEPTH_MAX + 4);
+	if (!tok)
+		return -ENOMEM;
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+	o = json_tokener_parse_ex(tok, text, (int)len);
+	if (!o && json_tokener_get_error(tok) == json_tokener_continue)
+		/* A value cut off at the end of the line. */
+		o = json_tokener_parse_ex(tok, "", 1);
+	end = json_tokener_get_parse_end(tok);
+	if (!o || json_tokener_get_error(tok) != json_tokener_success) {
+		r = fail(errbuf, errlen, "not valid JSON: %s",
+			 json_tokener_error_desc(json_tokener_get_error(tok)));
+		json_tokener_free(tok);
+		json_object_put(o);
+		return r;
+	}
+	json_tokener_free(tok);
+	for (; end < len; end++)
+		if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r') {
+			json_object_put(o);
+			return fail(errbuf, errlen, "trailing bytes after the JSON value");
+		}
+	if (!json_object_is_type(o, json_type_object)) {
+		json_object_put(o);
+		return fail(errbuf, errlen, "line is not a JSON object");
+	}
+
+	if (json_object_object_get_ex(o, "export", &v))
+		r = parse_meta(o, &l, errbuf, errlen);
+	else
+		r = parse_record(o, &l, errbuf, errlen);
+	json_object_put(o);
+	if (r < 0) {
+		audit_line_clear(&l);
+		return r;
+	}
+	*ret_line = l;
+	return 0;
+}
+
+void audit_line_clear(struct audit_line *line)
+{
+	if (!line)
+		return;
+	free(line->type);
+	free(line->canon);
+	json_object_put(line->content);
+	line->type = NULL;
+	line->canon = NULL;
+	line->content = NULL;
+}

@@ -1,0 +1,238 @@
+/* sfid audit database: jobs, attempts, the license ledger, chips and the hash-chained,
+ * signed audit trail, in one SQLite file (WAL, synchronous=FULL).
+ *
+ * Every write function runs one transaction that changes its rows AND appends the matching
+ * audit record; when it returns 0 the change is on disk (fsynced). When it returns a
+ * negative errno nothing of it is stored and db_last_error() holds one operator sentence.
+ * -ENOSPC means "database full": the caller must stop programming chips it cannot record.
+ *
+ * Threads: a struct db is one SQLite connection and must be used by one thread at a time
+ * (it may be handed from thread to thread). Open one per thread to write concurrently;
+ * writers then serialize on SQLite's lock, waiting up to the busy timeout. There is no
+ * global state.
+ *
+ * The order that makes a crash harmless, per license (see docs/database.md):
+ *   db_ledger_find_reusable()  -> found: db_ledger_reuse(), send it, skip the HSM
+ *   db_ledger_reserve()        durable before the HSM counter moves
+ *   (HSM decrements and issues; on refusal before the decrement: db_ledger_cancel())
+ *   db_ledger_issue()          durable before the license is sent to the chip
+ *   db_ledger_installed() or db_ledger_not_installed()
+ * and at startup, for every token, db_reconcile() with the counter read from the token.
+ * Reserve/decrement/issue must be serialized per token: at most one open reservation per
+ * token exists, a second db_ledger_reserve() for the same token fails with -EBUSY. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define DB_HASH_SIZE 32
+#define DB_SIG_SIZE 64
+#define DB_CHIP_UID_HEX 24	/* 96-bit chip UID as lowercase hex */
+#define DB_ID_HEX 64		/* image id, firmware id, digests: SHA-256 as lowercase hex */
+#define DB_TOKEN_SERIAL_MAX 64
+
+struct db;
+
+/* Signs checkpoints with the token's audit key, so db/ needs no PKCS#11. */
+struct db_signer {
+	/* Signs a SHA-256 digest: ECDSA P-256, raw r‖s into ret_sig. Returns 0 or -errno.
+	 * Called inside a write transaction; keep it short. */
+	int (*sign)(void *userdata, const uint8_t digest[DB_HASH_SIZE],
+		    uint8_t ret_sig[DB_SIG_SIZE]);
+	void *userdata;
+	/* SHA-256 of the public key's DER SubjectPublicKeyInfo, names the key in records. */
+	uint8_t key_id[DB_HASH_SIZE];
+};
+
+struct db_options {
+	const struct db_signer *signer; /* NULL: no checkpoints are written */
+	unsigned checkpoint_records;    /* checkpoint after this many records; 0: 256 */
+	unsigned checkpoint_seconds;    /* or when the oldest unsigned record is this old; 0: 300 */
+	unsigned busy_timeout_ms;       /* wait for another writer; 0: 5000 */
+	uint64_t max_size_bytes;        /* refuse to grow the file past this; 0: no limit */
+};
+
+/* Opens (creating if absent) the database at path and brings its schema up to date. A
+ * database written by a newer sfid, or a migration that fails, leaves the file untouched
+ * and returns -EPROTONOSUPPORT / the migration's error. On failure a sentence is written to
+ * errbuf. Returns 0 and sets *ret_db. */
+int db_open(const char *path, const struct db_options *opts, struct db **ret_db, char *errbuf,
+	    size_t errlen);
+
+/* Closes the connection; accepts NULL; returns NULL. */
+struct db *db_close(struct db *db);
+
+/* The sentence describing the last failure on this connection ("" if none). */
+const char *db_last_error(const struct db *db);
+
+/* The schema version this build writes (PRAGMA user_version). */
+int db_schema_version(void);
+
+/* ---- jobs ---- */
+
+struct db_job {
+	const char *image_path;
+	const char *image_id;     /* DB_ID_HEX: SHA-256 of the image header */
+	const char *image_digest; /* DB_ID_HEX: SHA-256 of the whole .sfi file */
+	const char *module_file;  /* module license information file, or NULL */
+	uint32_t target_count;
+	uint32_t loaded_uid;
+	const char *loaded_user;
+};
+
+/* Records a newly loaded job. Returns 0 and sets *ret_job_id. */
+int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id);
+
+/* Marks the job ended and writes a checkpoint (if a signer is set). Returns 0 or -errno;
+ * -ENOKEY if the job end is stored but its checkpoint could not be signed. */
+int db_job_end(struct db *db, int64_t job_id);
+
+/* ---- attempts (one per chip placed in a slot) ---- */
+
+enum db_result {
+	DB_RESULT_OK,
+	DB_RESULT_FAILED,
+	_DB_RESULT_MAX,
+};
+
+/* Starts an attempt on a slot. Returns 0 and sets *ret_attempt_id. */
+int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *ret_attempt_id);
+
+/* Records the step an attempt has reached (call on state changes, not on progress);
+ * chip_uid (NULL: unchanged) once the chip is identified. */
+int db_attempt_step(struct db *db, int64_t attempt_id, const char *step, const char *chip_uid,
+		    uint64_t bytes_sent);
+
+/* Ends an attempt. error_text may be NULL when result is DB_RESULT_OK. */
+int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
+		   const char *error_text, uint64_t bytes_sent);
+
+/* Creates or updates a chip: final_state e.g. "programmed"/"failed", product_state as
+ * read from the chip (may be NULL). */
+int db_chip_update(struct db *db, const char *chip_uid, const char *final_state,
+		   const char *product_state);
+
+/* ---- license ledger ---- */
+
+enum db_license_state {
+	DB_LICENSE_RESERVED,             /* intent recorded, counter may be about to move */
+	DB_LICENSE_ISSUED,               /* counter moved, license stored, not yet installed */
+	DB_LICENSE_INSTALLED,            /* the chip accepted it and the install succeeded */
+	DB_LICENSE_NOT_INSTALLED,        /* issued, but the install failed (reusable) */
+	DB_LICENSE_RESERVED_UNCONFIRMED, /* found by reconcile: counter moved, no license stored */
+	DB_LICENSE_VOID,                 /* the counter never moved for this reservation */
+	_DB_LICENSE_STATE_MAX,
+};
+
+const char *db_license_state_to_string(enum db_license_state s);
+
+struct db_reservation {
+	int64_t job_id;
+	int64_t attempt_id;       /* the attempt spending it, or 0 */
+	const char *chip_uid;     /* DB_CHIP_UID_HEX */
+	const char *token_serial; /* the token whose counter pays */
+	const char *firmware_id;  /* DB_ID_HEX: image id (target 0) or module firmware id */
+	uint32_t target;          /* 0: the image; n: module n */
+	uint64_t counter_before;  /* the token's counter now, before the decrement */
+};
+
+/* Records the intent to spend one count. Durable before returning: call it BEFORE asking
+ * the HSM to decrement. Returns 0 and sets *ret_license_id; -EBUSY if the token already has
+ * an open reservation. */
+int db_ledger_reserve(struct db *db, const struct db_reservation *res, int64_t *ret_license_id);
+
+/* The HSM refused before its counter moved: the reservation becomes void. */
+int db_ledger_cancel(struct db *db, int64_t license_id, const char *reason);
+
+/* Stores the issued license (the record as sent to the chip). Durable before returning:
+ * call it BEFORE sending the license. counter_after must be counter_before - 1. */
+int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
+		    const uint8_t *record, size_t record_len);
+
+/* The chip installed the image with this license (from issued or not-installed). */
+int db_ledger_installed(struct db *db, int64_t license_id);
+
+/* The install with this license failed; reason is required (it stays reusable). */
+int db_ledger_not_installed(struct db *db, int64_t license_id, const char *reason);
+
+struct db_license {
+	int64_t id;
+	int64_t job_id;
+	char chip_uid[DB_CHIP_UID_HEX + 1];
+	char token_serial[DB_TOKEN_SERIAL_MAX + 1];
+	char firmware_id[DB_ID_HEX + 1];
+	uint32_t target;
+	uint64_t counter_before;
+	uint64_t counter_after;
+	enum db_license_state state;
+	uint8_t digest[DB_HASH_SIZE]; /* SHA-256 of record */
+	uint8_t *record;
+	size_t record_len;
+};
+
+struct db_license *db_license_free(struct db_license *l);
+
+/* Finds a stored license issued to this chip for this firmware id and target (issued,
+ * not-installed or installed). Returns 0 and sets *ret (free with db_license_free()),
+ * -ENOENT if there is none. */
+int db_ledger_find_reusable(struct db *db, const char *chip_uid, const char *firmware_id,
+			    uint32_t target, struct db_license **ret);
+
+/* Records that attempt_id re-sends an already issued license instead of spending a count. */
+int db_ledger_reuse(struct db *db, int64_t license_id, int64_t attempt_id);
+
+enum db_diff_kind {
+	DB_DIFF_RESERVED_UNCONFIRMED, /* counter moved for a reservation, no license stored */
+	DB_DIFF_RESERVATION_VOID,     /* a reservation whose counter never moved (harmless) */
+	DB_DIFF_UNRECORDED_SPENDS,    /* token counter lower than the ledger expects */
+	DB_DIFF_COUNTER_HIGHER,       /* token counter higher: impossible, or another token */
+	_DB_DIFF_KIND_MAX,
+};
+
+const char *db_diff_kind_to_string(enum db_diff_kind k);
+
+struct db_diff {
+	enum db_diff_kind kind;
+	int64_t license_id;       /* reservation concerned, or 0 */
+	char chip_uid[DB_CHIP_UID_HEX + 1];
+	char token_serial[DB_TOKEN_SERIAL_MAX + 1];
+	uint64_t counter_before;  /* of the reservation */
+	uint64_t expected;        /* counter the ledger expects on the token */
+	uint64_t actual;          /* counter read from the token */
+};
+
+/* Compares the token's current counter with the ledger, settles an open reservation
+ * (RESERVED_UNCONFIRMED or VOID), appends a "reconcile" audit record and returns every
+ * difference in *ret_diffs (free()) / *ret_n (0: ledger and token agree). */
+int db_reconcile(struct db *db, const char *token_serial, uint64_t token_counter,
+		 struct db_diff **ret_diffs, size_t *ret_n);
+
+/* ---- audit trail ---- */
+
+/* Writes a signed checkpoint now if some record is not yet covered by one. Returns 0,
+ * -ENOKEY without a signer, or the signer's error. */
+int db_checkpoint(struct db *db);
+
+/* Recomputes the whole hash chain stored in the database. Returns 0, or -EBADMSG and sets
+ * *ret_bad_seq to the first record that does not verify. */
+int db_audit_verify(struct db *db, uint64_t *ret_bad_seq);
+
+/* Number of audit records and the seq of the last one covered by a checkpoint. */
+int db_audit_stats(struct db *db, uint64_t *ret_records, uint64_t *ret_last_checkpoint_seq);
+
+/* A range of the trail: everything (all zero), one job, or a time window [from, to) in
+ * milliseconds since the epoch. */
+struct db_range {
+	int64_t job_id;
+	int64_t from_ms;
+	int64_t to_ms;
+};
+
+/* Writes a JSON Lines export (metadata line, then every audit record in the range and up
+ * to the checkpoint that covers it) to out. Returns 0 or -errno. */
+int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out);
+
+/* Writes a CSV export (RFC 4180, one row per attempt and license) to out. */
+int db_export_csv(struct db *db, const struct db_range *range, FILE *out);

@@ -1,0 +1,852 @@
+/* Jobs, attempts, chips and the license ledger. Each function is one transaction that
+ * changes its rows and appends the matching audit record. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "db-internal.h"
+
+#define TEXT_MAX 4096 /* bound on free text (paths, messages) stored per field */
+
+static const char *const license_state_names[_DB_LICENSE_STATE_MAX] = {
+	[DB_LICENSE_RESERVED] = "reserved",
+	[DB_LICENSE_ISSUED] = "issued",
+	[DB_LICENSE_INSTALLED] = "installed",
+	[DB_LICENSE_NOT_INSTALLED] = "issued_not_installed",
+	[DB_LICENSE_RESERVED_UNCONFIRMED] = "reserved_unconfirmed",
+	[DB_LICENSE_VOID] = "void",
+};
+
+static const char *const diff_kind_names[_DB_DIFF_KIND_MAX] = {
+	[DB_DIFF_RESERVED_UNCONFIRMED] = "reserved-but-unconfirmed",
+	[DB_DIFF_RESERVATION_VOID] = "reservation-void",
+	[DB_DIFF_UNRECORDED_SPENDS] = "unrecorded-spends",
+	[DB_DIFF_COUNTER_HIGHER] = "counter-higher",
+};
+
+const char *db_license_state_to_string(enum db_license_state s)
+{
+	return (unsigned)s < _DB_LICENSE_STATE_MAX ? license_state_names[s] : NULL;
+}
+
+const char *db_diff_kind_to_string(enum db_diff_kind k)
+{
+	return (unsigned)k < _DB_DIFF_KIND_MAX ? diff_kind_names[k] : NULL;
+}
+
+static int license_state_from_string(const char *s)
+{
+	for (int i = 0; i < _DB_LICENSE_STATE_MAX; i++)
+		if (s && strcmp(s, license_state_names[i]) == 0)
+			return i;
+	return -EINVAL;
+}
+
+static bool is_lower_hex(const char *s, size_t len)
+{
+	return audit_is_hex(s, len);
+}
+
+static bool text_ok(const char *s, bool required)
+{
+	if (!s)
+		return !required;
+	return (!required || s[0]) && strnlen(s, TEXT_MAX + 1) <= TEXT_MAX;
+}
+
+static bool serial_ok(const char *s)
+{
+	size_t n;
+
+	if (!s)
+		return false;
+	n = strnlen(s, DB_TOKEN_SERIAL_MAX + 1);
+	if (n == 0 || n > DB_TOKEN_SERIAL_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < 0x21 || s[i] > 0x7e)
+			return false;
+	return true;
+}
+
+/* Rolls back on error, otherwise appends the audit record and commits. data is consumed. */
+static int finish(struct db *db, int r, const char *type, struct json_object *data)
+{
+	if (r == 0)
+		r = db_audit_append(db, type, data);
+	else
+		json_object_put(data);
+	if (r < 0) {
+		db_rollback(db);
+		return r;
+	}
+	return db_commit(db);
+}
+
+/* Runs st (bound by the caller); fails with -ENOENT if it changed no row. */
+static int step_change(struct db *db, sqlite3_stmt *st, const char *what, const char *missing)
+{
+	int r = db_step_done(db, st, what);
+
+	if (r == 0 && sqlite3_changes(db->h) == 0)
+		r = db_fail(db, -ENOENT, "%s", missing);
+	return r;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s)
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
+{
+	struct json_object *data;
+	sqlite3_stmt *st;
+	int64_t id = 0;
+	int r;
+
+	if (!job || !text_ok(job->image_path, true) || !is_lower_hex(job->image_id, DB_ID_HEX) ||
+	    !is_lower_hex(job->image_digest, DB_ID_HEX) || !text_ok(job->module_file, false) ||
+	    !text_ok(job->loaded_user, true))
+		return db_fail(db, -EINVAL, "invalid job: image path, 64-digit lowercase hex image "
+					    "id and digest, and the loading user are required");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db,
+		       "INSERT INTO jobs (image_path, image_id, image_digest, module_file, "
+		       "target_count, loaded_uid, loaded_user, created_at, state) "
+		       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+		       &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, job->image_path, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, job->image_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, job->image_digest, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 4, job->module_file);
+		sqlite3_bind_int64(st, 5, job->target_count);
+		sqlite3_bind_int64(st, 6, job->loaded_uid);
+		sqlite3_bind_text(st, 7, job->loaded_user, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 8, db_now_ms());
+		r = db_step_done(db, st, "recording a job");
+		id = sqlite3_last_insert_rowid(db->h);
+	}
+	data = json_object_new_object();
+	db_json_add_int(data, "job", id);
+	db_json_add_str(data, "image_path", job->image_path);
+	db_json_add_str(data, "image_id", job->image_id);
+	db_json_add_str(data, "image_digest", job->image_digest);
+	db_json_add_str(data, "module_file", job->module_file);
+	db_json_add_int(data, "target_count", job->target_count);
+	db_json_add_int(data, "loaded_uid", job->loaded_uid);
+	db_json_add_str(data, "loaded_user", job->loaded_user);
+	r = finish(db, r, "job.create", data);
+	if (r == 0)
+		*ret_job_id = id;
+	return r;
+}
+
+int db_job_end(struct db *db, int64_t job_id)
+{
+	struct json_object *data;
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "UPDATE jobs SET state = 'ended', ended_at = ? "
+			   "WHERE id = ? AND state = 'active'", &st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, db_now_ms());
+		sqlite3_bind_int64(st, 2, job_id);
+		r = step_change(db, st, "ending a job", "no active job with this id");
+	}
+	data = json_object_new_object();
+	db_json_add_int(data, "job", job_id);
+	r = finish(db, r, "job.end", data);
+	if (r < 0 || !db->signer)
+		return r;
+	/* The job's records are stored; a checkpoint that fails here is reported so the
+	 * caller can retry with db_checkpoint(). */
+	r = db_checkpoint(db);
+	return r < 0 ? (r == -ENOSPC ? r : -ENOKEY) : 0;
+}
+
+int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *ret_attempt_id)
+{
+	struct json_object *data;
+	sqlite3_stmt *st;
+	int64_t id = 0;
+	int r;
+
+	if (!text_ok(slot, true))
+		return db_fail(db, -EINVAL, "an attempt needs a slot name");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "INSERT INTO attempts (job_id, slot, step, result, started_at) "
+			   "SELECT id, ?, 'begin', 'running', ? FROM jobs "
+			   "WHERE id = ? AND state = 'active'", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, slot, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, db_now_ms());
+		sqlite3_bind_int64(st, 3, job_id);
+		r = step_change(db, st, "recording an attempt",
+				"no active job with this id for the attempt");
+		id = sqlite3_last_insert_rowid(db->h);
+	}
+	data = json_object_new_object();
+	db_json_add_int(data, "attempt", id);
+	db_json_add_int(data, "job", job_id);
+	db_json_add_str(data, "slot", slot);
+	r = finish(db, r, "attempt.begin", data);
+	if (r == 0)
+		*ret_attempt_id = id;
+	return r;
+}
+
+int db_attempt_step(struct db *db, int64_t attempt_id, const char *step, const char *chip_uid,
+		    uint64_t bytes_sent)
+{
+	struct json_object *data;
+	sqlite3_stmt *st;
+	int r;
+
+	if (!text_ok(step, true) || (chip_uid && !is_lower_hex(chip_uid, DB_CHIP_UID_HEX)) ||
+	    bytes_sent > INT64_MAX)
+		return db_fail(db, -EINVAL, "invalid attempt step (a step name, and a chip UID of "
+					    "24 lowercase hex digits, are required)");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "UPDATE attempts SET step = ?, chip_uid = coalesce(?, chip_uid), "
+			   "bytes_sent = ? WHERE id = ? AND result = 'running'", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, step, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 2, chip_uid);
+		sqlite3_bind_int64(st, 3, (int64_t)bytes_sent);
+		sqlite3_bind_int64(st, 4, attempt_id);
+		r = step_change(db, st, "recording an attempt step", "no running attempt with this id");
+	}
+	data = json_object_new_object();
+	db_json_add_int(data, "attempt", attempt_id);
+	db_json_add_str(data, "step", step);
+	if (chip_uid)
+		db_json_add_str(data, "chip_uid", chip_uid);
+	db_json_add_int(data, "bytes", (int64_t)bytes_sent);
+	return finish(db, r, "attempt.step", data);
+}
+
+int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
+		   const char *error_text, uint64_t bytes_sent)
+{
+	struct json_object *data;
+	const char *res = NULL;
+	sqlite3_stmt *st;
+	int r;
+
+	switch (result) {
+	case DB_RESULT_OK:
+		res = "ok";
+		break;
+	case DB_RESULT_FAILED:
+		res = "failed";
+		break;
+	case _DB_RESULT_MAX:
+		break;
+	}
+	if (!res || !text_ok(error_text, result == DB_RESULT_FAILED) || bytes_sent > INT64_MAX)
+		return db_fail(db, -EINVAL, "invalid attempt end (a failed attempt needs an error "
+					    "text)");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "UPDATE attempts SET result = ?, error_code = ?, error_text = ?, "
+			   "bytes_sent = ?, ended_at = ? WHERE id = ? AND result = 'running'", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, res, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 2, error_code);
+		bind_text_or_null(st, 3, error_text);
+		sqlite3_bind_int64(st, 4, (int64_t)bytes_sent);
+		sqlite3_bind_int64(st, 5, db_now_ms());
+		sqlite3_bind_int64(st, 6, attempt_id);
+		r = step_change(db, st, "ending an attempt", "no running attempt with this id");
+	}
+	data = json_object_new_object();
+	db_json_add_int(data, "attempt", attempt_id);
+	db_json_add_str(data, "result", res);
+	db_json_add_int(data, "error_code", error_code);
+	db_json_add_str(data, "error_text", error_text);
+	db_json_add_int(data, "bytes", (int64_t)bytes_sent);
+	return finish(db, r, "attempt.end", data);
+}
+
+int db_chip_update(struct db *db, const char *chip_uid, const char *final_state,
+		   const char *product_state)
+{
+	struct json_object *data;
+	sqlite3_stmt *st;
+	int64_t now;
+	int r;
+
+	if (!is_lower_hex(chip_uid, DB_CHIP_UID_HEX) || !text_ok(final_state, true) ||
+	    !text_ok(product_state, false))
+		return db_fail(db, -EINVAL, "invalid chip update (24-digit lowercase hex UID and a "
+					    "state are required)");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	now = db_now_ms();
+	r = db_prepare(db, "INSERT INTO chips (uid, first_seen, last_seen, final_state, "
+			   "product_state) VALUES (?1, ?2, ?2, ?3, ?4) ON CONFLICT (uid) DO UPDATE "
+			   "SET last_seen = ?2, final_state = ?3, "
+			   "product_state = coalesce(?4, product_state)", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, chip_uid, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, now);
+		sqlite3_bind_text(st, 3, final_state, -1, SQLITE_STATIC);
+		bind_text_or_null(st, 4, product_state);
+		r = db_step_done(db, st, "recording a chip");
+	}
+	data = json_object_new_object();
+	db_json_add_str(data, "chip_uid", chip_uid);
+	db_json_add_str(data, "final_state", final_state);
+	db_json_add_str(data, "product_state", product_state);
+	return finish(db, r, "chip.update", data);
+}
+
+/* Loads one license row (SELECT of license_columns). */
+#define LICENSE_COLUMNS                                                                    \
+	"id, job_id, chip_uid, token_serial, firmware_id, target, counter_before, "       \
+	"coalesce(counter_after, -1), state, license_digest, record"
+
+static int license_from_row(struct db *db, sqlite3_stmt *st, struct db_license **ret)
+{
+	const char *chip = (const char *)sqlite3_column_text(st, 2);
+	const char *token = (const char *)sqlite3_column_text(st, 3);
+	const char *fw = (const char *)sqlite3_column_text(st, 4);
+	int state = license_state_from_string((const char *)sqlite3_column_text(st, 8));
+	int n = sqlite3_column_bytes(st, 10);
+	struct db_license *l;
+
+	if (!chip || !token || !fw || strlen(chip) != DB_CHIP_UID_HEX ||
+	    strlen(token) > DB_TOKEN_SERIAL_MAX || strlen(fw) != DB_ID_HEX || state < 0 ||
+	    (sqlite3_column_type(st, 9) != SQLITE_NULL &&
+	     sqlite3_column_bytes(st, 9) != DB_HASH_SIZE))
+		return db_fail(db, -EBADMSG, "a license row in %s is damaged", db->path);
+	l = calloc(1, sizeof(*l));
+	if (!l || (n > 0 && !(l->record = malloc((size_t)n)))) {
+		free(l);
+		return db_fail(db, -ENOMEM, "out of memory reading a license");
+	}
+	l->id = sqlite3_column_int64(st, 0);
+	l->job_id = sqlite3_column_int64(st, 1);
+	memcpy(l->chip_uid, chip, DB_CHIP_UID_HEX + 1);
+	memcpy(l->token_serial, token, strlen(token) + 1);
+	memcpy(l->firmware_id, fw, DB_ID_HEX + 1);
+	l->target = (uint32_t)sqlite3_column_int64(st, 5);
+	l->counter_before = (uint64_t)sqlite3_column_int64(st, 6);
+	l->counter_after = (uint64_t)sqlite3_column_int64(st, 7);
+	l->state = (enum db_license_state)state;
+	if (sqlite3_column_type(st, 9) != SQLITE_NULL)
+		memcpy(l->digest, sqlite3_column_blob(st, 9), DB_HASH_SIZE);
+	if (n > 0)
+		memcpy(l->record, sqlite3_column_blob(st, 10), (size_t)n);
+	l->record_len = (size_t)n;
+	*ret = l;
+	return 0;
+}
+
+static int license_load(struct db *db, int64_t id, struct db_license **ret)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT " LICENSE_COLUMNS " FROM licenses WHERE id = ?", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = license_from_row(db, st, ret);
+	else if (rc == SQLITE_DONE)
+		r = db_fail(db, -ENOENT, "no license with id %" PRId64 " in the ledger", id);
+	else
+		r = db_fail_sqlite(db, rc, "reading a license");
+	sqlite3_finalize(st);
+	return r;
+}
+
+struct db_license *db_license_free(struct db_license *l)
+{
+	if (!l)
+		return NULL;
+	if (l->record) {
+		OPENSSL_cleanse(l->record, l->record_len);
+		free(l->record);
+	}
+	free(l);
+	return NULL;
+}
+
+static struct json_object *license_data(const struct db_license *l)
+{
+	struct json_object *data = json_object_new_object();
+
+	if (!data)
+		return NULL;
+	db_json_add_int(data, "license", l->id);
+	db_json_add_str(data, "chip_uid", l->chip_uid);
+	db_json_add_str(data, "token", l->token_serial);
+	db_json_add_int(data, "target", l->target);
+	return data;
+}
+
+static int find_reusable_locked(struct db *db, const char *chip_uid, const char *firmware_id,
+				uint32_t target, struct db_license **ret)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT " LICENSE_COLUMNS " FROM licenses WHERE chip_uid = ? AND "
+			   "firmware_id = ? AND target = ? AND state IN ('issued', 'installed', "
+			   "'issued_not_installed') AND record IS NOT NULL ORDER BY id DESC LIMIT 1",
+		       &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, chip_uid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, firmware_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, target);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = license_from_row(db, st, ret);
+	else if (rc == SQLITE_DONE)
+		r = -ENOENT;
+	else
+		r = db_fail_sqlite(db, rc, "looking up a reusable license");
+	sqlite3_finalize(st);
+	return r;
+}
+
+int db_ledger_find_reusable(struct db *db, const char *chip_uid, const char *firmware_id,
+			    uint32_t target, struct db_license **ret)
+{
+	if (!is_lower_hex(chip_uid, DB_CHIP_UID_HEX) || !is_lower_hex(firmware_id, DB_ID_HEX))
+		return db_fail(db, -EINVAL, "invalid chip UID or firmware id");
+	db->err[0] = '\0';
+	return find_reusable_locked(db, chip_uid, firmware_id, target, ret);
+}
+
+static int use_insert(struct db *db, int64_t license_id, int64_t attempt_id, bool reused)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_prepare(db, "INSERT INTO license_uses (license_id, attempt_id, reused, used_at) "
+			   "VALUES (?, ?, ?, ?)", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, license_id);
+	sqlite3_bind_int64(st, 2, attempt_id);
+	sqlite3_bind_int(st, 3, reused);
+	sqlite3_bind_int64(st, 4, db_now_ms());
+	r = db_step_done(db, st, "linking a license to its attempt");
+	if (r == -EINVAL)
+		r = db_fail(db, r, "attempt %" PRId64 " does not exist", attempt_id);
+	return r;
+}
+
+int db_ledger_reserve(struct db *db, const struct db_reservation *res, int64_t *ret_license_id)
+{
+	struct db_license *existing = NULL;
+	struct json_object *data;
+	sqlite3_stmt *st;
+	int64_t id = 0;
+	int r;
+
+	if (!res || !is_lower_hex(res->chip_uid, DB_CHIP_UID_HEX) ||
+	    !serial_ok(res->token_serial) || !is_lower_hex(res->firmware_id, DB_ID_HEX) ||
+	    res->counter_before == 0 || res->counter_before > INT64_MAX)
+		return db_fail(db, -EINVAL, "invalid reservation (chip UID, token serial, firmware "
+					    "id and a counter above zero are required)");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+
+	/* A chip that already holds a license for this target must reuse it. */
+	r = find_reusable_locked(db, res->chip_uid, res->firmware_id, res->target, &existing);
+	if (r == 0) {
+		r = db_fail(db, -EEXIST, "chip %s already holds license %" PRId64 " for this "
+					 "image; reuse it instead of spending a count",
+			    res->chip_uid, existing->id);
+		existing = db_license_free(existing);
+	} else if (r == -ENOENT) {
+		r = db_prepare(db, "INSERT INTO licenses (job_id, attempt_id, chip_uid, "
+				   "token_serial, firmware_id, target, counter_before, state, "
+				   "reserved_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'reserved', ?)", &st);
+	}
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, res->job_id);
+		if (res->attempt_id)
+			sqlite3_bind_int64(st, 2, res->attempt_id);
+		else
+			sqlite3_bind_null(st, 2);
+		sqlite3_bind_text(st, 3, res->chip_uid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, res->token_serial, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, res->firmware_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 6, res->target);
+		sqlite3_bind_int64(st, 7, (int64_t)res->counter_before);
+		sqlite3_bind_int64(st, 8, db_now_ms());
+		r = db_step_done(db, st, "reserving a license");
+		id = sqlite3_last_insert_rowid(db->h);
+		if (r == -EEXIST)
+			r = db_fail(db, -EBUSY, "token %s already has an open reservation; license "
+						"issuance must be serialized per token",
+				    res->token_serial);
+		else if (r == -EINVAL)
+			r = db_fail(db, r, "job %" PRId64 " or attempt %" PRId64 " does not exist",
+				    res->job_id, res->attempt_id);
+	}
+	if (r == 0 && res->attempt_id)
+		r = use_insert(db, id, res->attempt_id, false);
+	data = json_object_new_object();
+	db_json_add_int(data, "license", id);
+	db_json_add_int(data, "job", res->job_id);
+	db_json_add_int(data, "attempt", res->attempt_id);
+	db_json_add_str(data, "chip_uid", res->chip_uid);
+	db_json_add_str(data, "token", res->token_serial);
+	db_json_add_str(data, "firmware_id", res->firmware_id);
+	db_json_add_int(data, "target", res->target);
+	db_json_add_int(data, "counter_before", (int64_t)res->counter_before);
+	r = finish(db, r, "license.reserve", data);
+	if (r == 0)
+		*ret_license_id = id;
+	return r;
+}
+
+/* Loads license id inside a transaction and checks it is in one of the allowed states. */
+static int license_expect(struct db *db, int64_t id, unsigned allowed_mask,
+			  struct db_license **ret)
+{
+	struct db_license *l;
+	int r;
+
+	r = license_load(db, id, &l);
+	if (r < 0)
+		return r;
+	if (!(allowed_mask & (1u << l->state))) {
+		r = db_fail(db, -EALREADY, "license %" PRId64 " is %s; this change is not allowed "
+					   "from that state",
+			    id, db_license_state_to_string(l->state));
+		db_license_free(l);
+		return r;
+	}
+	*ret = l;
+	return 0;
+}
+
+static int license_set_state(struct db *db, int64_t id, const char *state, const char *reason)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_prepare(db, "UPDATE licenses SET state = ?, reason = coalesce(?, reason), "
+			   "closed_at = ? WHERE id = ?", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 2, reason);
+	sqlite3_bind_int64(st, 3, db_now_ms());
+	sqlite3_bind_int64(st, 4, id);
+	return step_change(db, st, "updating a license", "the license vanished");
+}
+
+int db_ledger_cancel(struct db *db, int64_t license_id, const char *reason)
+{
+	struct json_object *data = NULL;
+	struct db_license *l = NULL;
+	int r;
+
+	if (!text_ok(reason, true))
+		return db_fail(db, -EINVAL, "cancelling a reservation needs a reason");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = license_expect(db, license_id, 1u << DB_LICENSE_RESERVED, &l);
+	if (r == 0)
+		r = license_set_state(db, license_id, "void", reason);
+	if (l) {
+		data = license_data(l);
+		db_json_add_int(data, "counter_before", (int64_t)l->counter_before);
+		db_json_add_str(data, "reason", reason);
+	}
+	db_license_free(l);
+	return finish(db, r, "license.void", data);
+}
+
+int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
+		    const uint8_t *record, size_t record_len)
+{
+	char hex[2 * DB_HASH_SIZE + 1] = "";
+	uint8_t digest[DB_HASH_SIZE];
+	struct json_object *data = NULL;
+	struct db_license *l = NULL;
+	sqlite3_stmt *st;
+	unsigned int n = 0;
+	int r;
+
+	if (!record || record_len == 0 || record_len > 65536)
+		return db_fail(db, -EINVAL, "an issued license needs its record (1..65536 bytes)");
+	if (!EVP_Digest(record, record_len, digest, &n, EVP_sha256(), NULL))
+		return db_fail(db, -EIO, "hashing a license record failed");
+	audit_hex_encode(digest, DB_HASH_SIZE, hex);
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = license_expect(db, license_id, 1u << DB_LICENSE_RESERVED, &l);
+	if (r == 0 && counter_after + 1 != l->counter_before)
+		r = db_fail(db, -ERANGE, "license %" PRId64 ": the token counter went from %" PRIu64
+					 " to %" PRIu64 ", not down by exactly one",
+			    license_id, l->counter_before, counter_after);
+	if (r == 0)
+		r = db_prepare(db, "UPDATE licenses SET state = 'issued', counter_after = ?, "
+				   "license_digest = ?, record = ?, issued_at = ? WHERE id = ?", &st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, (int64_t)counter_after);
+		sqlite3_bind_blob(st, 2, digest, DB_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 3, record, (int)record_len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, db_now_ms());
+		sqlite3_bind_int64(st, 5, license_id);
+		r = step_change(db, st, "storing an issued license", "the license vanished");
+	}
+	if (l) {
+		data = license_data(l);
+		db_json_add_int(data, "counter_before", (int64_t)l->counter_before);
+		db_json_add_int(data, "counter_after", (int64_t)counter_after);
+		db_json_add_str(data, "digest", hex);
+	}
+	db_license_free(l);
+	return finish(db, r, "license.issue", data);
+}
+
+static int license_outcome(struct db *db, int64_t license_id, bool installed, const char *reason)
+{
+	struct json_object *data = NULL;
+	struct db_license *l = NULL;
+	unsigned allowed = 1u << DB_LICENSE_ISSUED | 1u << DB_LICENSE_NOT_INSTALLED;
+	int r;
+
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = license_expect(db, license_id, allowed, &l);
+	if (r == 0)
+		r = license_set_state(db, license_id,
+				      installed ? "installed" : "issued_not_installed", reason);
+	if (l) {
+		data = license_data(l);
+		if (!installed)
+			db_json_add_str(data, "reason", reason);
+	}
+	db_license_free(l);
+	return finish(db, r, installed ? "license.installed" : "license.not_installed", data);
+}
+
+int db_ledger_installed(struct db *db, int64_t license_id)
+{
+	return license_outcome(db, license_id, true, NULL);
+}
+
+int db_ledger_not_installed(struct db *db, int64_t license_id, const char *reason)
+{
+	if (!text_ok(reason, true))
+		return db_fail(db, -EINVAL, "a license that was not installed needs a reason");
+	return license_outcome(db, license_id, false, reason);
+}
+
+int db_ledger_reuse(struct db *db, int64_t license_id, int64_t attempt_id)
+{
+	struct json_object *data = NULL;
+	struct db_license *l = NULL;
+	unsigned allowed = 1u << DB_LICENSE_ISSUED | 1u << DB_LICENSE_NOT_INSTALLED |
+			   1u << DB_LICENSE_INSTALLED;
+	int r;
+
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = license_expect(db, license_id, allowed, &l);
+	if (r == 0)
+		r = use_insert(db, license_id, attempt_id, true);
+	if (l) {
+		data = license_data(l);
+		db_json_add_int(data, "attempt", attempt_id);
+	}
+	db_license_free(l);
+	return finish(db, r, "license.reuse", data);
+}
+
+static int diff_push(struct db *db, struct db_diff **diffs, size_t *n, const struct db_diff *d)
+{
+	struct db_diff *p = realloc(*diffs, (*n + 1) * sizeof(**diffs));
+
+	if (!p)
+		return db_fail(db, -ENOMEM, "out of memory during reconciliation");
+	p[*n] = *d;
+	*diffs = p;
+	(*n)++;
+	return 0;
+}
+
+static struct json_object *diff_json(const struct db_diff *d)
+{
+	struct json_object *o = json_object_new_object();
+
+	db_json_add_str(o, "kind", db_diff_kind_to_string(d->kind));
+	db_json_add_int(o, "license", d->license_id);
+	db_json_add_str(o, "chip_uid", d->chip_uid[0] ? d->chip_uid : NULL);
+	db_json_add_int(o, "counter_before", (int64_t)d->counter_before);
+	db_json_add_int(o, "expected", (int64_t)d->expected);
+	db_json_add_int(o, "actual", (int64_t)d->actual);
+	return o;
+}
+
+/* Settles the open reservation of the token, if any, against the token's counter. */
+static int reconcile_open(struct db *db, const char *token, uint64_t actual,
+			  struct db_diff **diffs, size_t *n)
+{
+	struct db_license *l = NULL;
+	struct json_object *data;
+	struct db_diff d = { 0 };
+	sqlite3_stmt *st;
+	bool spent;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT " LICENSE_COLUMNS " FROM licenses "
+			   "WHERE token_serial = ? AND state = 'reserved'", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, token, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r = license_from_row(db, st, &l);
+	else if (rc != SQLITE_DONE)
+		r = db_fail_sqlite(db, rc, "looking for an open reservation");
+	sqlite3_finalize(st);
+	if (r < 0 || !l)
+		return r;
+
+	/* The counter is below the reservation's: the decrement happened, the license record
+	 * did not (a crash in between). Otherwise the counter never moved. */
+	spent = actual < l->counter_before;
+	d.kind = spent ? DB_DIFF_RESERVED_UNCONFIRMED : DB_DIFF_RESERVATION_VOID;
+	d.license_id = l->id;
+	memcpy(d.chip_uid, l->chip_uid, sizeof(d.chip_uid));
+	snprintf(d.token_serial, sizeof(d.token_serial), "%s", token);
+	d.counter_before = l->counter_before;
+	d.expected = spent ? l->counter_before - 1 : l->counter_before;
+	d.actual = actual;
+
+	r = db_prepare(db, "UPDATE licenses SET state = ?, counter_after = ?, reason = ?, "
+			   "closed_at = ? WHERE id = ?", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, spent ? "reserved_unconfirmed" : "void", -1,
+				  SQLITE_STATIC);
+		if (spent)
+			sqlite3_bind_int64(st, 2, (int64_t)l->counter_before - 1);
+		else
+			sqlite3_bind_null(st, 2);
+		sqlite3_bind_text(st, 3, spent ? "counter moved but no license was recorded" :
+						 "the counter never moved", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, db_now_ms());
+		sqlite3_bind_int64(st, 5, l->id);
+		r = step_change(db, st, "settling a reservation", "the reservation vanished");
+	}
+	if (r == 0) {
+		data = license_data(l);
+		db_json_add_int(data, "counter_before", (int64_t)l->counter_before);
+		if (spent)
+			db_json_add_int(data, "counter_after", (int64_t)l->counter_before - 1);
+		else
+			db_json_add_str(data, "reason", "the counter never moved");
+		r = db_audit_append(db, spent ? "license.unconfirmed" : "license.void", data);
+	}
+	if (r == 0)
+		r = diff_push(db, diffs, n, &d);
+	db_license_free(l);
+	return r;
+}
+
+int db_reconcile(struct db *db, const char *token_serial, uint64_t token_counter,
+		 struct db_diff **ret_diffs, size_t *ret_n)
+{
+	struct json_object *data, *list;
+	struct db_diff *diffs = NULL;
+	struct db_diff d = { 0 };
+	bool have_expected = false;
+	uint64_t expected = 0;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc, r;
+
+	if (!serial_ok(token_serial) || token_counter > INT64_MAX)
+		return db_fail(db, -EINVAL, "reconciliation needs a token serial and its counter");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = reconcile_open(db, token_serial, token_counter, &diffs, &n);
+
+	/* Counters only go down, so the lowest value the ledger saw is where the token
+	 * should be now: the counter after the last spend, or where a void reservation
+	 * found it. */
+	if (r == 0)
+		r = db_prepare(db, "SELECT min(CASE WHEN state = 'void' THEN counter_before "
+				   "ELSE counter_after END) FROM licenses WHERE token_serial = ? "
+				   "AND state != 'reserved'", &st);
+	if (r == 0) {
+		sqlite3_bind_text(st, 1, token_serial, -1, SQLITE_STATIC);
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+			have_expected = true;
+			expected = (uint64_t)sqlite3_column_int64(st, 0);
+		} else if (rc != SQLITE_ROW) {
+			r = db_fail_sqlite(db, rc, "reading the ledger's counter");
+		}
+		sqlite3_finalize(st);
+	}
+	if (r == 0 && have_expected && token_counter != expected) {
+		d.kind = token_counter < expected ? DB_DIFF_UNRECORDED_SPENDS :
+						    DB_DIFF_COUNTER_HIGHER;
+		snprintf(d.token_serial, sizeof(d.token_serial), "%s", token_serial);
+		d.expected = expected;
+		d.actual = token_counter;
+		r = diff_push(db, &diffs, &n, &d);
+	}
+
+	data = json_object_new_object();
+	list = json_object_new_array();
+	db_json_add_str(data, "token", token_serial);
+	db_json_add_int(data, "actual", (int64_t)token_counter);
+	if (have_expected)
+		db_json_add_int(data, "expected", (int64_t)expected);
+	else
+		json_object_object_add(data, "expected", NULL);
+	for (size_t i = 0; i < n; i++)
+		json_object_array_add(list, diff_json(&diffs[i]));
+	json_object_object_add(data, "differences", list);
+	r = finish(db, r, "reconcile", data);
+	if (r < 0) {
+		free(diffs);
+		return r;
+	}
+	*ret_diffs = diffs;
+	*ret_n = n;
+	return 0;
+}

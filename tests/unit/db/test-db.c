@@ -1,0 +1,825 @@
+/* Unit tests of the audit database on real SQLite files in a temporary directory:
+ * ledger order and states, reconciliation, migrations, full disk, append-only audit,
+ * exports and their offline verification (including tampering). */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+#include <sqlite3.h>
+
+#include "audit-format.h"
+#include "audit-verify.h"
+#include "db-internal.h"
+#include "db.h"
+#include "test-signer.h"
+
+#define IMAGE_ID "1111111111111111111111111111111111111111111111111111111111111111"
+#define DIGEST "2222222222222222222222222222222222222222222222222222222222222222"
+#define TOKEN "SOFTHSM0001"
+
+struct fixture {
+	char dir[64];
+	char path[128];
+	struct test_signer ts;
+	struct db *db;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/sfid-db-test-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/audit.db", f->dir);
+	assert_int_equal(test_signer_init(&f->ts, NULL), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	db_close(f->db);
+	test_signer_done(&f->ts);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", f->dir);
+	free(f);
+	return 0;
+}
+
+static struct db *open_db(struct fixture *f, unsigned every, uint64_t max_size)
+{
+	struct db_options o = {
+		.signer = &f->ts.signer,
+		.checkpoint_records = every,
+		.max_size_bytes = max_size,
+	};
+	char err[512];
+	struct db *db = NULL;
+	int r = db_open(f->path, &o, &db, err, sizeof(err));
+
+	if (r < 0)
+		fail_msg("db_open: %s", err);
+	return db;
+}
+
+static int64_t make_job(struct db *db)
+{
+	struct db_job j = {
+		.image_path = "/srv/images/app, \"v2\".sfi",
+		.image_id = IMAGE_ID,
+		.image_digest = DIGEST,
+		.target_count = 100,
+		.loaded_uid = 1000,
+		.loaded_user = "supervisor",
+	};
+	int64_t id = 0;
+
+	assert_int_equal(db_job_create(db, &j, &id), 0);
+	assert_true(id > 0);
+	return id;
+}
+
+static void uid_for(unsigned n, char out[DB_CHIP_UID_HEX + 1])
+{
+	snprintf(out, DB_CHIP_UID_HEX + 1, "%024x", n);
+}
+
+/* One chip the way the daemon records it. Returns 0 or the first error. */
+static int chip_cycle(struct db *db, int64_t job, unsigned n, uint64_t *counter, bool install_ok)
+{
+	uint8_t record[200];
+	char uid[DB_CHIP_UID_HEX + 1];
+	struct db_reservation res = { 0 };
+	int64_t attempt, lic;
+	int r;
+
+	uid_for(n, uid);
+	memset(record, (int)n, sizeof(record));
+	if ((r = db_attempt_begin(db, job, "slot-1", &attempt)) < 0)
+		return r;
+	if ((r = db_attempt_step(db, attempt, "identify", uid, 0)) < 0)
+		return r;
+	res = (struct db_reservation){ job, attempt, uid, TOKEN, IMAGE_ID, 0, *counter };
+	if ((r = db_ledger_reserve(db, &res, &lic)) < 0)
+		return r;
+	if ((r = db_ledger_issue(db, lic, *counter - 1, record, sizeof(record))) < 0)
+		return r;
+	(*counter)--;
+	if ((r = db_attempt_step(db, attempt, "installing", NULL, 4096)) < 0)
+		return r;
+	if (install_ok) {
+		if ((r = db_ledger_installed(db, lic)) < 0)
+			return r;
+		if ((r = db_chip_update(db, uid, "programmed", "closed")) < 0)
+			return r;
+		return db_attempt_end(db, attempt, DB_RESULT_OK, 0, NULL, 8192);
+	}
+	if ((r = db_ledger_not_installed(db, lic, "authentication failure on area 2")) < 0)
+		return r;
+	if ((r = db_chip_update(db, uid, "failed", "open")) < 0)
+		return r;
+	return db_attempt_end(db, attempt, DB_RESULT_FAILED, -74,
+			      "chip reported authentication failure, \"area 2\"", 4096);
+}
+
+static char *export_text(struct db *db, const struct db_range *range)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+
+	assert_non_null(m);
+	assert_int_equal(db_export_jsonl(db, range, m), 0);
+	fclose(m);
+	return buf;
+}
+
+static void verify_text(struct fixture *f, const char *text, struct verify_result *res)
+{
+	FILE *m = fmemopen((void *)text, strlen(text), "r");
+
+	assert_non_null(m);
+	assert_int_equal(audit_verify_stream(m, f->ts.key, res), 0);
+	fclose(m);
+}
+
+static void test_open_and_schema(void **state)
+{
+	struct fixture *f = *state;
+	sqlite3 *h;
+	sqlite3_stmt *st;
+
+	f->db = open_db(f, 0, 0);
+	f->db = db_close(f->db);
+	f->db = open_db(f, 0, 0);
+	assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), db_schema_version());
+	sqlite3_finalize(st);
+	assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+}
+
+static void test_ledger_flow(void **state)
+{
+	struct fixture *f = *state;
+	uint8_t record[64] = { 7 };
+	struct db_license *l = NULL;
+	struct db_reservation res;
+	uint64_t counter = 50, bad_seq = 0;
+	int64_t job, attempt, lic, lic2;
+	char uid[DB_CHIP_UID_HEX + 1];
+
+	f->db = open_db(f, 0, 0);
+	job = make_job(f->db);
+	assert_int_equal(chip_cycle(f->db, job, 1, &counter, true), 0);
+	assert_int_equal(chip_cycle(f->db, job, 2, &counter, false), 0);
+	assert_int_equal(counter, 48);
+
+	/* The failed chip comes back: it must reuse its license, never spend again. */
+	uid_for(2, uid);
+	assert_int_equal(db_attempt_begin(f->db, job, "slot-2", &attempt), 0);
+	assert_int_equal(db_ledger_find_reusable(f->db, uid, IMAGE_ID, 0, &l), 0);
+	assert_int_equal(l->state, DB_LICENSE_NOT_INSTALLED);
+	assert_int_equal(l->counter_before, 49);
+	assert_int_equal(l->record_len, 200);
+	res = (struct db_reservation){ job, attempt, uid, TOKEN, IMAGE_ID, 0, counter };
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic), -EEXIST);
+	assert_int_equal(db_ledger_reuse(f->db, l->id, attempt), 0);
+	assert_int_equal(db_ledger_installed(f->db, l->id), 0);
+	assert_int_equal(db_ledger_installed(f->db, l->id), -EALREADY);
+	assert_int_equal(db_attempt_end(f->db, attempt, DB_RESULT_OK, 0, NULL, 1), 0);
+	l = db_license_free(l);
+
+	/* A module license is a different target: not reusable from the image's. */
+	assert_int_equal(db_ledger_find_reusable(f->db, uid, IMAGE_ID, 1, &l), -ENOENT);
+
+	/* One open reservation per token; the counter must drop by exactly one. */
+	uid_for(3, uid);
+	res = (struct db_reservation){ job, 0, uid, TOKEN, IMAGE_ID, 0, counter };
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic), 0);
+	uid_for(4, uid);
+	res.chip_uid = uid;
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic2), -EBUSY);
+	assert_non_null(strstr(db_last_error(f->db), "open reservation"));
+	assert_int_equal(db_ledger_issue(f->db, lic, counter - 2, record, sizeof(record)), -ERANGE);
+	assert_int_equal(db_ledger_installed(f->db, lic), -EALREADY);
+	assert_int_equal(db_ledger_cancel(f->db, lic, "token reported counter exhausted"), 0);
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic2), 0);
+	assert_int_equal(db_ledger_issue(f->db, lic2, counter - 1, record, sizeof(record)), 0);
+
+	/* Invalid input is refused before anything is written. */
+	res.chip_uid = "XYZ";
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic), -EINVAL);
+	assert_int_equal(db_attempt_step(f->db, 9999, "x", NULL, 0), -ENOENT);
+
+	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
+	assert_int_equal(db_job_end(f->db, job), 0);
+	assert_true(f->ts.calls > 0);
+}
+
+static void test_append_only(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t counter = 10;
+	char *err = NULL;
+	sqlite3 *h;
+
+	f->db = open_db(f, 0, 0);
+	assert_int_equal(chip_cycle(f->db, make_job(f->db), 1, &counter, true), 0);
+	assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(h, "UPDATE audit SET type = 'x' WHERE seq = 2", NULL,
+					  NULL, &err), SQLITE_OK);
+	assert_non_null(strstr(err, "append-only"));
+	sqlite3_free(err);
+	assert_int_not_equal(sqlite3_exec(h, "DELETE FROM audit WHERE seq = 3", NULL, NULL, &err),
+			     SQLITE_OK);
+	assert_non_null(strstr(err, "append-only"));
+	sqlite3_free(err);
+	sqlite3_close(h);
+}
+
+/* Crash between the HSM decrement and ledger_issue(): the next start finds exactly one
+ * reserved-but-unconfirmed license naming chip, token and counter. */
+static void test_reconcile(void **state)
+{
+	struct fixture *f = *state;
+	char uid[DB_CHIP_UID_HEX + 1];
+	struct db_reservation res;
+	struct db_diff *d = NULL;
+	uint64_t counter = 20;
+	int64_t job, lic;
+	size_t n = 9;
+
+	f->db = open_db(f, 0, 0);
+	job = make_job(f->db);
+	assert_int_equal(chip_cycle(f->db, job, 1, &counter, true), 0);
+	uid_for(77, uid);
+	res = (struct db_reservation){ job, 0, uid, TOKEN, IMAGE_ID, 0, counter };
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic), 0);
+	/* The token decrements (counter 19 -> 18), then the process dies. */
+	f->db = db_close(f->db);
+
+	f->db = open_db(f, 0, 0);
+	assert_int_equal(db_reconcile(f->db, TOKEN, counter - 1, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_RESERVED_UNCONFIRMED);
+	assert_int_equal(d[0].license_id, lic);
+	assert_string_equal(d[0].chip_uid, uid);
+	assert_string_equal(d[0].token_serial, TOKEN);
+	assert_int_equal(d[0].counter_before, 19);
+	assert_int_equal(d[0].actual, 18);
+	free(d);
+
+	/* Reconciling again finds nothing; the ledger now agrees with the token. */
+	assert_int_equal(db_reconcile(f->db, TOKEN, 18, &d, &n), 0);
+	assert_int_equal(n, 0);
+	free(d);
+
+	/* Spends the ledger never saw, and a counter that went up. */
+	assert_int_equal(db_reconcile(f->db, TOKEN, 15, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_UNRECORDED_SPENDS);
+	assert_int_equal(d[0].expected, 18);
+	assert_int_equal(d[0].actual, 15);
+	free(d);
+	assert_int_equal(db_reconcile(f->db, TOKEN, 30, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_COUNTER_HIGHER);
+	free(d);
+
+	/* A reservation whose counter never moved becomes void. */
+	uid_for(78, uid);
+	res = (struct db_reservation){ job, 0, uid, "OTHER", IMAGE_ID, 0, 5 };
+	assert_int_equal(db_ledger_reserve(f->db, &res, &lic), 0);
+	assert_int_equal(db_reconcile(f->db, "OTHER", 5, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_RESERVATION_VOID);
+	free(d);
+}
+
+static void file_bytes(const char *path, char **ret, size_t *ret_len)
+{
+	FILE *fp = fopen(path, "re");
+	struct stat st;
+
+	assert_non_null(fp);
+	assert_int_equal(fstat(fileno(fp), &st), 0);
+	*ret = malloc((size_t)st.st_size + 1);
+	assert_non_null(*ret);
+	assert_int_equal(fread(*ret, 1, (size_t)st.st_size, fp), (size_t)st.st_size);
+	*ret_len = (size_t)st.st_size;
+	fclose(fp);
+}
+
+static void test_migration_newer_refused(void **state)
+{
+	struct fixture *f = *state;
+	char *before, *after, err[512] = "";
+	size_t n1, n2;
+	struct db *db = NULL;
+	sqlite3 *h;
+
+	f->db = open_db(f, 0, 0);
+	make_job(f->db);
+	f->db = db_close(f->db);
+	assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA user_version = 99", NULL, NULL, NULL), 0);
+	sqlite3_close(h);
+	file_bytes(f->path, &before, &n1);
+	assert_int_equal(db_open(f->path, NULL, &db, err, sizeof(err)), -EPROTONOSUPPORT);
+	assert_null(db);
+	assert_non_null(strstr(err, "schema version 99"));
+	file_bytes(f->path, &after, &n2);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(before, after, n1);
+	free(before);
+	free(after);
+}
+
+static void test_migration_failure_keeps_file(void **state)
+{
+	struct fixture *f = *state;
+	const char *steps[] = {
+		db_migrations[0],
+		"ALTER TABLE jobs ADD COLUMN line TEXT; CREATE TABLE extra (x);",
+		"INSERT INTO no_such_table VALUES (1);",
+	};
+	char *before, *after, err[512] = "";
+	struct db *db = NULL;
+	size_t n1, n2;
+
+	f->db = open_db(f, 0, 0);
+	make_job(f->db);
+	f->db = db_close(f->db);
+	file_bytes(f->path, &before, &n1);
+	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 3, &db, err, sizeof(err)),
+			 -EPROTO);
+	assert_null(db);
+	assert_non_null(strstr(err, "schema version 3"));
+	assert_non_null(strstr(err, "left unchanged"));
+	file_bytes(f->path, &after, &n2);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(before, after, n1);
+	free(before);
+	free(after);
+	/* And the current build still opens it, data intact. */
+	f->db = open_db(f, 0, 0);
+}
+
+static void check_full_error(struct db *db, int r)
+{
+	assert_int_equal(r, -ENOSPC);
+	assert_non_null(strstr(db_last_error(db), "database full"));
+}
+
+static void test_full_disk_page_limit(void **state)
+{
+	struct fixture *f = *state;
+	struct verify_result res;
+	uint64_t counter = 100000, records, cp, bad = 0;
+	unsigned done = 0;
+	int64_t job;
+	char *text;
+	int r = 0;
+
+	f->db = open_db(f, 16, 160 * 1024);
+	job = make_job(f->db);
+	while (done < 100000 && (r = chip_cycle(f->db, job, done + 1, &counter, true)) == 0)
+		done++;
+	check_full_error(f->db, r);
+	assert_true(done > 10);
+	assert_int_equal(db_audit_verify(f->db, &bad), 0);
+	f->db = db_close(f->db);
+
+	/* Everything stored before is there and verifies; with room again it goes on. */
+	f->db = open_db(f, 16, 0);
+	assert_int_equal(db_audit_verify(f->db, &bad), 0);
+	assert_int_equal(db_audit_stats(f->db, &records, &cp), 0);
+	assert_true(records > done * 8);
+	assert_int_equal(chip_cycle(f->db, job, 999999, &counter, true), 0);
+	assert_int_equal(db_job_end(f->db, job), 0);
+	text = export_text(f->db, NULL);
+	verify_text(f, text, &res);
+	if (res.status != VERIFY_OK)
+		fail_msg("verify: %s (%s)", res.message, res.n_warnings ? res.warnings[0] : "");
+	free(text);
+}
+
+/* The same through the file system: a child whose file size limit stops SQLite's writes. */
+static void test_full_disk_fsize(void **state)
+{
+	struct fixture *f = *state;
+	struct verify_result res;
+	uint64_t counter = 100000, bad = 0;
+	int64_t job;
+	int fds[2], status, reported[2] = { 0, 0 };
+	char *text;
+	pid_t pid;
+
+	f->db = open_db(f, 16, 0);
+	job = make_job(f->db);
+	f->db = db_close(f->db);
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = { 3 << 20, 3 << 20 };
+		struct db *db;
+		unsigned done = 0;
+		int r = 0;
+
+		signal(SIGXFSZ, SIG_IGN);
+		setrlimit(RLIMIT_FSIZE, &rl);
+		db = open_db(f, 16, 0);
+		while (done < 100000 && (r = chip_cycle(db, job, done + 1, &counter, true)) == 0)
+			done++;
+		reported[0] = (int)done;
+		reported[1] = r == -ENOSPC && strstr(db_last_error(db), "database full") ? 1 : r;
+		if (reported[1] != 1)
+			fprintf(stderr, "child: %d %s (%d)\n", r, db_last_error(db), sqlite3_extended_errcode(db->h));
+		if (write(fds[1], reported, sizeof(reported)) != sizeof(reported))
+			_exit(3);
+		_exit(0);
+	}
+	close(fds[1]);
+	assert_int_equal(read(fds[0], reported, sizeof(reported)), sizeof(reported));
+	close(fds[0]);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(reported[1], 1);
+	assert_true(reported[0] > 5);
+
+	f->db = open_db(f, 16, 0);
+	assert_int_equal(db_audit_verify(f->db, &bad), 0);
+	assert_int_equal(db_job_end(f->db, job), 0);
+	text = export_text(f->db, NULL);
+	verify_text(f, text, &res);
+	/* The chip in flight when the disk filled may hold an issued license without an
+	 * outcome or an open reservation: verify says so, and nothing else. */
+	if (res.status == VERIFY_INCOMPLETE) {
+		for (size_t i = 0; i < res.n_warnings; i++)
+			if (!strstr(res.warnings[i], "no chip outcome") &&
+			    !strstr(res.warnings[i], "still open"))
+				fail_msg("unexpected warning: %s", res.warnings[i]);
+	} else {
+		assert_int_equal(res.status, VERIFY_OK);
+	}
+	/* Every chip the child saw through completely is in the trail. */
+	assert_true(res.installed >= (uint64_t)reported[0]);
+	assert_true(res.installed <= (uint64_t)reported[0] + 1);
+	free(text);
+}
+
+static void test_checkpoints_and_export(void **state)
+{
+	struct fixture *f = *state;
+	struct verify_result res;
+	uint64_t counter = 1000, records, cp;
+	struct db_range range = { 0 };
+	int64_t job, job2;
+	char *text;
+
+	f->db = open_db(f, 5, 0);
+	job = make_job(f->db);
+	for (unsigned i = 1; i <= 6; i++)
+		assert_int_equal(chip_cycle(f->db, job, i, &counter, i != 3), 0);
+	assert_int_equal(db_audit_stats(f->db, &records, &cp), 0);
+	assert_true(cp > 0 && records - cp < 6);
+
+	/* Before the job ends, the tail is unsigned: verified, but incomplete. */
+	text = export_text(f->db, NULL);
+	verify_text(f, text, &res);
+	assert_int_equal(res.status, VERIFY_INCOMPLETE);
+	assert_int_equal(res.spends, 6);
+	assert_int_equal(res.installed, 5);
+	assert_int_equal(res.not_installed, 1);
+	free(text);
+
+	assert_int_equal(db_job_end(f->db, job), 0);
+	text = export_text(f->db, NULL);
+	verify_text(f, text, &res);
+	if (res.status != VERIFY_OK)
+		fail_msg("verify: %s / %s", res.message, res.n_warnings ? res.warnings[0] : "");
+	assert_int_equal(res.first_seq, 1);
+	free(text);
+
+	/* A second job exported alone: anchored on the record before it. */
+	job2 = make_job(f->db);
+	for (unsigned i = 10; i <= 12; i++)
+		assert_int_equal(chip_cycle(f->db, job2, i, &counter, true), 0);
+	assert_int_equal(db_job_end(f->db, job2), 0);
+	range.job_id = job2;
+	text = export_text(f->db, &range);
+	verify_text(f, text, &res);
+	if (res.status != VERIFY_OK)
+		fail_msg("verify: %s / %s", res.message, res.n_warnings ? res.warnings[0] : "");
+	assert_true(res.first_seq > 1);
+	assert_int_equal(res.spends, 3);
+	free(text);
+
+	/* Another key does not verify the checkpoints. */
+	{
+		struct test_signer other;
+
+		assert_int_equal(test_signer_init(&other, NULL), 0);
+		text = export_text(f->db, NULL);
+		FILE *m = fmemopen(text, strlen(text), "r");
+		assert_int_equal(audit_verify_stream(m, other.key, &res), 0);
+		fclose(m);
+		assert_int_equal(res.status, VERIFY_BAD);
+		assert_non_null(strstr(res.message, "different audit key"));
+		free(text);
+		test_signer_done(&other);
+	}
+}
+
+static void test_csv_export(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t counter = 10;
+	char *buf = NULL;
+	size_t len = 0;
+	int64_t job;
+	FILE *m;
+
+	f->db = open_db(f, 0, 0);
+	job = make_job(f->db);
+	assert_int_equal(chip_cycle(f->db, job, 1, &counter, true), 0);
+	assert_int_equal(chip_cycle(f->db, job, 2, &counter, false), 0);
+	m = open_memstream(&buf, &len);
+	assert_int_equal(db_export_csv(f->db, NULL, m), 0);
+	fclose(m);
+	assert_non_null(strstr(buf, "job_id,attempt_id,slot,chip_uid,"));
+	assert_non_null(strstr(buf, ",\"chip reported authentication failure, \"\"area 2\"\"\","));
+	assert_non_null(strstr(buf, ",issued_not_installed\r\n"));
+	assert_non_null(strstr(buf, ",installed\r\n"));
+	free(buf);
+}
+
+/* ---- tampering with an export ---- */
+
+struct lines {
+	char **v;
+	size_t n;
+};
+
+static void lines_split(const char *text, struct lines *ls)
+{
+	const char *p = text;
+
+	ls->v = NULL;
+	ls->n = 0;
+	while (*p) {
+		const char *e = strchr(p, '\n');
+		size_t len = e ? (size_t)(e - p) : strlen(p);
+
+		ls->v = realloc(ls->v, (ls->n + 1) * sizeof(char *));
+		ls->v[ls->n++] = strndup(p, len);
+		p += len + (e ? 1 : 0);
+	}
+}
+
+static char *lines_join(const struct lines *ls)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&buf, &len);
+
+	for (size_t i = 0; i < ls->n; i++)
+		if (ls->v[i])
+			fprintf(m, "%s\n", ls->v[i]);
+	fclose(m);
+	return buf;
+}
+
+static void lines_free(struct lines *ls)
+{
+	for (size_t i = 0; i < ls->n; i++)
+		free(ls->v[i]);
+	free(ls->v);
+}
+
+/* Index of the line holding record seq (line 0 is the metadata). */
+static size_t line_of(const struct lines *ls, uint64_t seq)
+{
+	char key[40];
+
+	/* The line's own seq follows prev_hash's closing quote; the content's follows "}". */
+	snprintf(key, sizeof(key), "\",\"seq\":%llu,", (unsigned long long)seq);
+	for (size_t i = 1; i < ls->n; i++)
+		if (ls->v[i] && strstr(ls->v[i], key))
+			return i;
+	fail_msg("no record %llu", (unsigned long long)seq);
+	return 0;
+}
+
+static uint64_t first_of_type(const struct lines *ls, const char *type, uint64_t after)
+{
+	char key[64];
+
+	snprintf(key, sizeof(key), "\"type\":\"%s\"}", type);
+	for (size_t i = 1; i < ls->n; i++) {
+		unsigned long long seq;
+		const char *s;
+
+		if (!strstr(ls->v[i], key) || !(s = strstr(ls->v[i], ",\"seq\":")) ||
+		    sscanf(s, ",\"seq\":%llu", &seq) != 1 || seq <= after)
+			continue;
+		return seq;
+	}
+	fail_msg("no %s record", type);
+	return 0;
+}
+
+static void expect_bad(struct fixture *f, const struct lines *ls, uint64_t seq, const char *what)
+{
+	struct verify_result res;
+	char *text = lines_join(ls);
+
+	verify_text(f, text, &res);
+	free(text);
+	if (res.status != VERIFY_BAD || res.bad_seq != seq)
+		fail_msg("%s: expected bad record %llu, got status %d record %llu (%s)", what,
+			 (unsigned long long)seq, res.status, (unsigned long long)res.bad_seq,
+			 res.message);
+}
+
+/* Rewrites the export from line `from` on with recomputed hashes (an attacker who knows
+ * the format), signing checkpoints with the attacker's key. */
+static void rechain(struct lines *ls, size_t from, struct test_signer *attacker)
+{
+	uint8_t prev[AUDIT_HASH_SIZE];
+	struct audit_line l;
+	char err[256];
+
+	assert_int_equal(audit_line_parse(ls->v[from], strlen(ls->v[from]), &l, err,
+					  sizeof(err)), 0);
+	memcpy(prev, l.prev_hash, sizeof(prev));
+	audit_line_clear(&l);
+	for (size_t i = from; i < ls->n; i++) {
+		uint8_t hash[AUDIT_HASH_SIZE], sig[AUDIT_SIG_SIZE], digest[32];
+		char ph[65], hh[65], sh[129], *canon;
+		struct json_object *data;
+		unsigned int dn;
+		size_t cl;
+
+		assert_int_equal(audit_line_parse(ls->v[i], strlen(ls->v[i]), &l, err, sizeof(err)),
+				 0);
+		json_object_object_get_ex(l.content, "data", &data);
+		audit_hex_encode(prev, 32, ph);
+		if (strcmp(l.type, "checkpoint") == 0)
+			json_object_object_add(data, "covers_hash", json_object_new_string(ph));
+		assert_int_equal(audit_canon_encode(l.content, &canon, &cl), 0);
+		assert_int_equal(audit_hash_record(prev, canon, cl, hash), 0);
+		audit_hex_encode(hash, 32, hh);
+		free(ls->v[i]);
+		if (strcmp(l.type, "checkpoint") == 0) {
+			EVP_Digest(canon, cl, digest, &dn, EVP_sha256(), NULL);
+			assert_int_equal(attacker->signer.sign(attacker, digest, sig), 0);
+			audit_hex_encode(sig, 64, sh);
+			assert_true(asprintf(&ls->v[i], "{\"content\":%s,\"hash\":\"%s\",\"prev_hash\":"
+					     "\"%s\",\"seq\":%llu,\"signature\":\"%s\",\"time\":%lld,"
+					     "\"type\":\"%s\"}", canon, hh, ph,
+					     (unsigned long long)l.seq, sh, (long long)l.time_ms,
+					     l.type) > 0);
+		} else {
+			assert_true(asprintf(&ls->v[i], "{\"content\":%s,\"hash\":\"%s\",\"prev_hash\":"
+					     "\"%s\",\"seq\":%llu,\"time\":%lld,\"type\":\"%s\"}",
+					     canon, hh, ph, (unsigned long long)l.seq,
+					     (long long)l.time_ms, l.type) > 0);
+		}
+		memcpy(prev, hash, 32);
+		free(canon);
+		audit_line_clear(&l);
+	}
+}
+
+static void replace_in(char **line, const char *from, const char *to)
+{
+	char *p = strstr(*line, from), *n;
+
+	assert_non_null(p);
+	assert_true(asprintf(&n, "%.*s%s%s", (int)(p - *line), *line, to, p + strlen(from)) > 0);
+	free(*line);
+	*line = n;
+}
+
+static void test_tampering(void **state)
+{
+	struct fixture *f = *state;
+	struct test_signer attacker;
+	uint64_t counter = 500, seq, cp;
+	struct lines ls;
+	int64_t job;
+	char *text, *tmp;
+
+	f->db = open_db(f, 12, 0);
+	job = make_job(f->db);
+	for (unsigned i = 1; i <= 8; i++)
+		assert_int_equal(chip_cycle(f->db, job, i, &counter, i != 4), 0);
+	assert_int_equal(db_job_end(f->db, job), 0);
+	text = export_text(f->db, NULL);
+
+	/* A changed field: one license's counter. */
+	lines_split(text, &ls);
+	seq = first_of_type(&ls, "license.issue", 20);
+	replace_in(&ls.v[line_of(&ls, seq)], "\"counter_after\":", "\"counter_after\":1");
+	expect_bad(f, &ls, seq, "changed field");
+	lines_free(&ls);
+
+	/* A deleted record. */
+	lines_split(text, &ls);
+	seq = first_of_type(&ls, "license.not_installed", 0);
+	tmp = ls.v[line_of(&ls, seq)];
+	ls.v[line_of(&ls, seq)] = NULL;
+	free(tmp);
+	expect_bad(f, &ls, seq, "deleted record");
+	lines_free(&ls);
+
+	/* Two records swapped. */
+	lines_split(text, &ls);
+	seq = first_of_type(&ls, "attempt.end", 30);
+	{
+		size_t a = line_of(&ls, seq), b = line_of(&ls, seq + 1);
+
+		tmp = ls.v[a];
+		ls.v[a] = ls.v[b];
+		ls.v[b] = tmp;
+	}
+	expect_bad(f, &ls, seq, "swapped records");
+	lines_free(&ls);
+
+	/* A rewritten history with forged checkpoints: the first checkpoint after the change
+	 * no longer verifies with the real audit key. */
+	assert_int_equal(test_signer_init(&attacker, NULL), 0);
+	lines_split(text, &ls);
+	seq = first_of_type(&ls, "attempt.end", 0);
+	replace_in(&ls.v[line_of(&ls, seq)], "\"result\":\"ok\"", "\"result\":\"failed\"");
+	rechain(&ls, line_of(&ls, seq), &attacker);
+	cp = first_of_type(&ls, "checkpoint", seq);
+	expect_bad(f, &ls, cp, "forged checkpoint");
+	lines_free(&ls);
+
+	/* Arithmetic: a license spent twice from the same counter, rehashed and signed with
+	 * the real key (what a buggy or dishonest line could produce) is named. */
+	lines_split(text, &ls);
+	seq = first_of_type(&ls, "license.issue", 40);
+	{
+		char *line = ls.v[line_of(&ls, seq)], *p = strstr(line, "\"counter_before\":");
+		unsigned long long before;
+
+		assert_non_null(p);
+		assert_int_equal(sscanf(p, "\"counter_before\":%llu", &before), 1);
+		char from[64], to[64];
+		snprintf(from, sizeof(from), "\"counter_after\":%llu", before - 1);
+		snprintf(to, sizeof(to), "\"counter_after\":%llu", before - 2);
+		replace_in(&ls.v[line_of(&ls, seq)], from, to);
+	}
+	rechain(&ls, line_of(&ls, seq), &f->ts);
+	expect_bad(f, &ls, seq, "bad arithmetic");
+	lines_free(&ls);
+
+	test_signer_done(&attacker);
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_and_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ledger_flow, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_append_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_newer_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_failure_keeps_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_disk_page_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_disk_fsize, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_checkpoints_and_export, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_csv_export, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tampering, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
