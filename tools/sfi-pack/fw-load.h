@@ -1,0 +1,27 @@
+/* Firmware file loaders for sfi-pack: raw binary, Intel HEX, ELF. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct fw_segment {
+	uint32_t address;
+	uint8_t *data;
+	size_t size;
+	char source[256];	/* "file.hex line 12" or "file.elf segment 1": for messages */
+};
+
+struct fw_image {
+	struct fw_segment *seg;
+	size_t n;
+	size_t merge_from;	/* segments of the file being loaded start here */
+};
+
+/* Loads FILE (raw needs has_addr). Appends segments to *fw. Returns 0, or -1 with a message
+ * (naming the file and line or address) in why. */
+int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *why,
+	    size_t why_len);
+/* Reads a whole file (at most max bytes). Returns 0 or -errno. */
+int fw_read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len);
+void fw_image_clear(struct fw_image *fw);
