@@ -649,6 +649,15 @@ static int emu_adapter_unplug_in_thread(struct emu_adapter *a, void *data)
 	if (a->master_fd < 0)
 		return -ENODEV;
 
+	/* Hang up first, so that a client which sees the node vanish already gets errors.
+	 * Closing the master hangs up the slave: open clients get EIO and POLLHUP, and the
+	 * handler (this thread) answers their ioctls with EIO from now on. */
+	close(a->slave_fd);
+	close(a->master_fd);
+	a->slave_fd = -1;
+	a->master_fd = -1;
+	a->open_clients = 0;
+
 	if (!umockdev_testbed_detach_ioctl(u->testbed, a->node, &error))
 		g_clear_error(&error);
 	/* The listening socket file outlives the detach; a later attach must bind it again. */
@@ -667,13 +676,6 @@ static int emu_adapter_unplug_in_thread(struct emu_adapter *a, void *data)
 	g_clear_pointer(&a->iface_syspath, g_free);
 	g_clear_pointer(&a->port_syspath, g_free);
 	g_clear_pointer(&a->tty_syspath, g_free);
-
-	/* Closing the master hangs up the slave: open clients get EIO and POLLHUP. */
-	close(a->slave_fd);
-	close(a->master_fd);
-	a->slave_fd = -1;
-	a->master_fd = -1;
-	a->open_clients = 0;
 
 	g_mutex_lock(&u->lock);
 	a->lines = 0;

@@ -187,7 +187,11 @@ static int run_main(unsigned index, size_t echo_bytes, const char *prefix)
 	 * and line requests fail with an error at once. */
 	CHECK(sp_blocking_write(port, "U", 1, 1000) == 1, "write U");
 	t0 = now_ms();
-	while (access(node, F_OK) == 0 && now_ms() - t0 < 5000)
+	/* Like a real unplug, the node and the sysfs entries go one after the other. Wait for
+	 * the class entry to be gone before enumerating: libserialport 0.1.1's sp_list_ports()
+	 * dereferences NULL when a listed port vanishes during the scan. */
+	snprintf(link, sizeof(link), "/sys/class/tty/ttyUSB%u", index);
+	while ((access(node, F_OK) == 0 || access(link, F_OK) == 0) && now_ms() - t0 < 5000)
 		usleep(5000);
 	{
 		enum sp_signal sig;
