@@ -16,6 +16,7 @@
 
 #define QUIET_MS 20		/* silence that ends draining after a resync or an entry */
 #define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
+#define SYNC_TRY_MS 100		/* wait for an answer to one 0x7F when connecting */
 
 struct link {
 	struct sp_port *port;
@@ -663,18 +664,41 @@ int link_enter_bootloader(struct link *l, const char *seq)
 
 int link_sync(struct link *l)
 {
+	/* Short tries within the whole budget: a 0x7F sent before the bootloader (or the
+	 * adapter) was ready is lost, and waiting a full second for it wastes the time of a
+	 * whole line of chips. */
+	int64_t deadline = now_ms() + (int64_t)l->opt.timeouts.ack_ms * (l->opt.retries + 1);
+	struct an3155_timeouts t = l->opt.timeouts;
 	struct an3155_xfer x;
+	unsigned tries = 0;
 	int r;
 
+	if (t.ack_ms > SYNC_TRY_MS)
+		t.ack_ms = SYNC_TRY_MS;
 	sp_flush(l->port, SP_BUF_INPUT);
-	an3155_xfer_sync(&x, &l->opt.timeouts);
-	r = link_run(l, &x);
-	if (r == -AN3155_E_TIMEOUT)
+	do {
+		tries++;
+		an3155_xfer_sync(&x, &t);
+		r = link_run_once(l, &x);
+	} while ((r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED) && now_ms() < deadline);
+
+	if (r == 0) {
+		link_debug(l, "%s: synced%s after %u tr%s", l->name,
+			   an3155_xfer_was_synced(&x) ? " (already)" : "", tries,
+			   tries == 1 ? "y" : "ies");
+		/* A late answer to an earlier try must not reach the next command. */
+		if (tries > 1)
+			r = link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
+		if (r == 0)
+			return 0;
+	}
+	if (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED)
 		link_set_error(l, "no bootloader answers on %s (chip absent, not in its bootloader, "
 			       "or wrong entry sequence)", l->name);
-	else if (r == 0)
-		link_debug(l, "%s: synced%s", l->name,
-			   an3155_xfer_was_synced(&x) ? " (already)" : "");
+	else if (r == -AN3155_E_PORT_GONE)
+		link_set_error(l, "serial port %s is gone (adapter unplugged?)", l->name);
+	else
+		link_set_error(l, "sync on %s failed: %s", l->name, an3155_strerror(r));
 	return r;
 }
 
