@@ -1,0 +1,777 @@
+/* sfictl: the operator's client for sfid's control socket (docs/control.md).
+ *
+ * Exit codes: 0 success; 1 sfid refused or failed the command; 2 usage error; 3 cannot reach
+ * sfid; 4 permission denied; 5 protocol error (unexpected answer); 6 local I/O error
+ * (writing the export file); 7 watch ended by --timeout before --count results. */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "config.h"
+#include "control.h"
+
+enum {
+	EXIT_OK = 0,
+	EXIT_REFUSED = 1,
+	EXIT_USAGE = 2,
+	EXIT_CONNECT = 3,
+	EXIT_DENIED = 4,
+	EXIT_PROTOCOL = 5,
+	EXIT_IO = 6,
+	EXIT_TIMEOUT = 7,
+};
+
+#define REPLY_MAX (256u * 1024 * 1024) /* exports come back in one reply */
+#define SLOTS_SHOWN 64
+
+static const char *socket_path = "/run/sfid/sfid.sock";
+static bool json_out;
+static int fd = -1;
+static uint64_t next_id = 1;
+static struct control_linebuf lb;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: sfictl [--socket PATH] [--json] COMMAND [ARGS]\n"
+		"Commands:\n"
+		"  status                       station, job and slots\n"
+		"  watch [--count N] [--timeout S]  live progress; stop after N results or S seconds\n"
+		"  start|stop|pause [SLOT...]   all slots when none is named\n"
+		"  history [--limit N]          recent attempts\n"
+		"  stats                        yield per slot and per failure step\n"
+		"  ports                        serial ports of the slots\n"
+		"  job load IMAGE [--modules CSV] [--count N]   (supervisor)\n"
+		"  job show                     the loaded job (supervisor)\n"
+		"  hsm                          token and license counter (supervisor)\n"
+		"  config                       configuration in force (supervisor)\n"
+		"  export --format csv|jsonl [--job N] [--since T] --out FILE   (supervisor)\n"
+		"         T: milliseconds since the epoch, or YYYY-MM-DD[THH:MM:SS] (UTC)\n"
+		"Options: --socket PATH (default /run/sfid/sfid.sock), --json (machine-readable\n"
+		"output of read commands), --help, --version.\n"
+		"Exit codes: 0 ok, 1 refused or failed by sfid, 2 usage, 3 sfid unreachable,\n"
+		"4 permission denied, 5 protocol error, 6 local I/O error, 7 watch timed out.\n");
+}
+
+static int connect_daemon(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+	if (strlen(socket_path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "sfictl: socket path %s is too long\n", socket_path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, socket_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int r = -errno;
+
+		fprintf(stderr, "sfictl: cannot reach sfid at %s: %s (is sfid running? is this the "
+			"right --socket?)\n", socket_path, strerror(-r));
+		return r;
+	}
+	control_linebuf_init(&lb, REPLY_MAX);
+	return 0;
+}
+
+static int send_request(const char *cmd, struct json_object *args, uint64_t *ret_id)
+{
+	char *line = NULL;
+	size_t len, off = 0;
+	uint64_t id = next_id++;
+
+	if (control_request_format(id, cmd, args, &line) < 0)
+		return -ENOMEM;
+	len = strlen(line);
+	while (off < len) {
+		ssize_t n = write(fd, line + off, len - off);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			free(line);
+			return -errno;
+		}
+		off += (size_t)n;
+	}
+	free(line);
+	*ret_id = id;
+	return 0;
+}
+
+/* Reads the next message. timeout_ms < 0 waits forever. Returns 1 with a message, 0 on
+ * timeout, or a negative errno (-ECONNRESET when sfid closed the connection). */
+static int read_message(int timeout_ms, struct control_reply *ret, struct json_object **ret_root)
+{
+	const char *line;
+	size_t len;
+	char buf[65536];
+	int r;
+
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		r = control_linebuf_next(&lb, &line, &len);
+		if (r == 1) {
+			r = control_reply_parse(line, len, REPLY_MAX, ret, ret_root);
+			if (r < 0) {
+				fprintf(stderr, "sfictl: sfid sent a message sfictl does not understand "
+					"(%s)\n", r == -EPROTO ? "other protocol version" : "malformed");
+				return -EPROTO;
+			}
+			return 1;
+		}
+		if (r < 0)
+			return r;
+		r = poll(&p, 1, timeout_ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : 0;
+		n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -ECONNRESET;
+		if (control_linebuf_append(&lb, buf, (size_t)n) < 0)
+			return -ENOMEM;
+	}
+}
+
+static int exit_for_error(const struct control_reply *rep)
+{
+	fprintf(stderr, "sfictl: %s\n", rep->message);
+	if (rep->error == CONTROL_E_DENIED)
+		return EXIT_DENIED;
+	if (rep->error == CONTROL_E_VERSION || rep->error == CONTROL_E_MALFORMED ||
+	    rep->error == CONTROL_E_ORDER)
+		return EXIT_PROTOCOL;
+	return EXIT_REFUSED;
+}
+
+/* Sends one request and waits for its reply (events in between are ignored). */
+static int call(const char *cmd, struct json_object *args, struct json_object **ret_result,
+		struct json_object **ret_root)
+{
+	struct control_reply rep;
+	struct json_object *root;
+	uint64_t id;
+	int r;
+
+	r = send_request(cmd, args, &id);
+	if (r < 0) {
+		fprintf(stderr, "sfictl: cannot send to sfid: %s\n", strerror(-r));
+		return EXIT_CONNECT;
+	}
+	for (;;) {
+		r = read_message(-1, &rep, &root);
+		if (r <= 0) {
+			if (r != -EPROTO)
+				fprintf(stderr, "sfictl: sfid closed the connection without answering\n");
+			return r == -EPROTO ? EXIT_PROTOCOL : EXIT_CONNECT;
+		}
+		if (!rep.is_event && (rep.id == id || rep.id == 0))
+			break;
+		json_object_put(root);
+	}
+	if (rep.failed) {
+		r = exit_for_error(&rep);
+		json_object_put(root);
+		return r;
+	}
+	*ret_result = rep.result;
+	*ret_root = root;
+	return EXIT_OK;
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return "";
+	return json_object_get_string(v);
+}
+
+static int64_t jint(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return 0;
+	return json_object_get_int64(v);
+}
+
+static void print_json(struct json_object *o)
+{
+	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+						       JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+static void human_bytes(uint64_t n, char *out, size_t size)
+{
+	if (n >= 10u * 1024 * 1024)
+		snprintf(out, size, "%.1f MiB", (double)n / (1024.0 * 1024.0));
+	else if (n >= 10u * 1024)
+		snprintf(out, size, "%.1f KiB", (double)n / 1024.0);
+	else
+		snprintf(out, size, "%" PRIu64 " B", n);
+}
+
+static void print_status(struct json_object *o)
+{
+	struct json_object *job, *slots, *v;
+
+	printf("station %s, sfid %s\n", jstr(o, "station"), jstr(o, "version"));
+	if (json_object_object_get_ex(o, "halted", &v) && v)
+		printf("HALTED: %s\n", json_object_get_string(v));
+	if (json_object_object_get_ex(o, "job", &job) && job)
+		printf("job %" PRId64 ": %s, %" PRId64 " installed, %" PRId64 " failed, target %"
+		       PRId64 "\n", jint(job, "id"), jstr(job, "image"), jint(job, "installed"),
+		       jint(job, "failed"), jint(job, "target"));
+	else
+		printf("no job loaded\n");
+	if (!json_object_object_get_ex(o, "slots", &slots))
+		return;
+	printf("%-10s %-20s %-24s %8s %8s  %s\n", "SLOT", "STATE", "CHIP", "OK", "FAILED", "LAST");
+	for (size_t i = 0; i < json_object_array_length(slots); i++) {
+		struct json_object *s = json_object_array_get_idx(slots, i);
+
+		printf("%-10s %-20s %-24s %8" PRId64 " %8" PRId64 "  %s\n", jstr(s, "slot"),
+		       jstr(s, "state"), jstr(s, "chip"), jint(s, "installed"), jint(s, "failed"),
+		       jstr(s, "port_error")[0] ? jstr(s, "port_error") : jstr(s, "last_result"));
+	}
+}
+
+/* ---- watch ---- */
+
+struct watch_slot {
+	char name[40];
+	char state[32];
+	char chip[32];
+	uint64_t done, total, rate;
+	char last[160];
+};
+
+static struct watch_slot wslots[SLOTS_SHOWN];
+static size_t n_wslots;
+static unsigned results_ok, results_failed;
+
+static struct watch_slot *wslot(const char *name)
+{
+	for (size_t i = 0; i < n_wslots; i++)
+		if (strcmp(wslots[i].name, name) == 0)
+			return &wslots[i];
+	if (n_wslots >= SLOTS_SHOWN)
+		return NULL;
+	snprintf(wslots[n_wslots].name, sizeof(wslots[0].name), "%s", name);
+	return &wslots[n_wslots++];
+}
+
+static void watch_redraw(bool first)
+{
+	if (!first)
+		printf("\033[%zuA", n_wslots + 1);
+	printf("\033[2K%u installed, %u failed\n", results_ok, results_failed);
+	for (size_t i = 0; i < n_wslots; i++) {
+		struct watch_slot *w = &wslots[i];
+		char bar[31], rate[24];
+		unsigned pct = w->total ? (unsigned)(w->done * 100 / w->total) : 0;
+		unsigned fill = pct * 30 / 100;
+
+		for (unsigned k = 0; k < 30; k++)
+			bar[k] = k < fill ? '#' : '.';
+		bar[30] = '\0';
+		human_bytes(w->rate, rate, sizeof(rate));
+		if (strcmp(w->state, "installing") == 0)
+			printf("\033[2K%-8s %-20s %-24s [%s] %3u%% %s/s\n", w->name, w->state, w->chip,
+			       bar, pct, rate);
+		else
+			printf("\033[2K%-8s %-20s %-24s %s\n", w->name, w->state, w->chip, w->last);
+	}
+	fflush(stdout);
+}
+
+static void watch_apply_status(struct json_object *o)
+{
+	struct json_object *slots;
+
+	if (!json_object_object_get_ex(o, "slots", &slots))
+		return;
+	for (size_t i = 0; i < json_object_array_length(slots); i++) {
+		struct json_object *s = json_object_array_get_idx(slots, i);
+		struct watch_slot *w = wslot(jstr(s, "slot"));
+
+		if (!w)
+			continue;
+		snprintf(w->state, sizeof(w->state), "%s", jstr(s, "state"));
+		snprintf(w->chip, sizeof(w->chip), "%s", jstr(s, "chip"));
+		snprintf(w->last, sizeof(w->last), "%s", jstr(s, "last_result"));
+	}
+}
+
+static int cmd_watch(int count, int timeout_s)
+{
+	struct json_object *root, *result;
+	struct control_reply rep;
+	bool tty = isatty(STDOUT_FILENO) && !json_out;
+	int64_t deadline = 0;
+	int r;
+
+	r = call("watch", NULL, &result, &root);
+	if (r != EXIT_OK)
+		return r;
+	if (json_out)
+		printf("%s\n", json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN));
+	watch_apply_status(result);
+	json_object_put(root);
+	if (tty)
+		watch_redraw(true);
+	if (timeout_s > 0) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (int64_t)timeout_s * 1000;
+	}
+	for (;;) {
+		int wait = -1;
+
+		if (count > 0 && (int)(results_ok + results_failed) >= count)
+			return EXIT_OK;
+		if (deadline) {
+			struct timespec ts;
+			int64_t now;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+			if (now >= deadline) {
+				fprintf(stderr, "sfictl: watch timed out after %d s with %u results\n",
+					timeout_s, results_ok + results_failed);
+				return EXIT_TIMEOUT;
+			}
+			wait = (int)(deadline - now);
+		}
+		r = read_message(wait, &rep, &root);
+		if (r == 0)
+			continue;
+		if (r < 0) {
+			fprintf(stderr, "sfictl: sfid closed the connection\n");
+			return r == -EPROTO ? EXIT_PROTOCOL : EXIT_CONNECT;
+		}
+		if (!rep.is_event) {
+			json_object_put(root);
+			continue;
+		}
+		if (json_out) {
+			printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
+			fflush(stdout);
+		}
+		{
+			struct json_object *o = rep.result;
+			struct watch_slot *w = wslot(jstr(o, "slot"));
+			bool is_result = strcmp(rep.event, "result") == 0;
+
+			if (is_result) {
+				if (strcmp(jstr(o, "result"), "ok") == 0)
+					results_ok++;
+				else
+					results_failed++;
+			}
+			if (w && strcmp(rep.event, "state") == 0) {
+				snprintf(w->state, sizeof(w->state), "%s", jstr(o, "state"));
+				snprintf(w->chip, sizeof(w->chip), "%s", jstr(o, "chip"));
+				if (strcmp(w->state, "installing") == 0)
+					w->done = w->rate = 0;
+				if (!tty && !json_out)
+					printf("slot %s chip %s: %s%s%s\n", w->name, w->chip[0] ? w->chip : "-",
+					       w->state, jstr(o, "error")[0] ? ": " : "", jstr(o, "error"));
+			} else if (w && strcmp(rep.event, "progress") == 0) {
+				w->done = (uint64_t)jint(o, "done");
+				w->total = (uint64_t)jint(o, "total");
+				w->rate = (uint64_t)jint(o, "rate");
+			} else if (w && is_result) {
+				char b[24];
+
+				human_bytes((uint64_t)jint(o, "bytes"), b, sizeof(b));
+				if (strcmp(jstr(o, "result"), "ok") == 0)
+					snprintf(w->last, sizeof(w->last), "ok: %s in %.1f s%s", b,
+						 (double)jint(o, "duration_ms") / 1000.0,
+						 json_object_get_boolean(json_object_object_get(o,
+							"license_reused")) ? " (license reused)" : "");
+				else
+					snprintf(w->last, sizeof(w->last), "FAILED at %s: %s",
+						 jstr(o, "step"), jstr(o, "error"));
+				if (!tty && !json_out)
+					printf("slot %s chip %s: %s\n", w->name, jstr(o, "chip"), w->last);
+			} else if (strcmp(rep.event, "halt") == 0 && !json_out) {
+				printf("LINE HALTED: %s\n", jstr(o, "reason"));
+			}
+			if (!tty && !json_out)
+				fflush(stdout);
+		}
+		json_object_put(root);
+		if (tty)
+			watch_redraw(false);
+	}
+}
+
+static int parse_since(const char *s, int64_t *ret)
+{
+	struct tm tm = { 0 };
+	const char *end;
+	char *e;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &e, 10);
+	if (errno == 0 && *e == '\0' && v >= 0) {
+		*ret = v;
+		return 0;
+	}
+	end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!end || *end) {
+		memset(&tm, 0, sizeof(tm));
+		end = strptime(s, "%Y-%m-%d", &tm);
+	}
+	if (!end || *end)
+		return -EINVAL;
+	*ret = (int64_t)timegm(&tm) * 1000;
+	return 0;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "format", required_argument, NULL, 'f' },
+		{ "job", required_argument, NULL, 'j' },
+		{ "since", required_argument, NULL, 's' },
+		{ "out", required_argument, NULL, 'o' },
+		{ 0 }
+	};
+	const char *format = NULL, *out = NULL;
+	struct json_object *args = json_object_new_object(), *result, *root, *data;
+	int64_t since;
+	FILE *f;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "f:j:s:o:", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'f':
+			format = optarg;
+			break;
+		case 'j':
+			json_object_object_add(args, "job", json_object_new_int64(atoll(optarg)));
+			break;
+		case 's':
+			if (parse_since(optarg, &since) < 0) {
+				fprintf(stderr, "sfictl: --since %s: use milliseconds since the epoch or "
+					"YYYY-MM-DD[THH:MM:SS]\n", optarg);
+				json_object_put(args);
+				return EXIT_USAGE;
+			}
+			json_object_object_add(args, "since_ms", json_object_new_int64(since));
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		default:
+			json_object_put(args);
+			return EXIT_USAGE;
+		}
+	}
+	if (!format || !out || (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0)) {
+		fprintf(stderr, "sfictl: export needs --format csv|jsonl and --out FILE\n");
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
+	json_object_object_add(args, "format", json_object_new_string(format));
+	r = call("export", args, &result, &root);
+	if (r != EXIT_OK)
+		return r;
+	if (!json_object_object_get_ex(result, "data", &data)) {
+		json_object_put(root);
+		return EXIT_PROTOCOL;
+	}
+	f = strcmp(out, "-") == 0 ? stdout : fopen(out, "we");
+	if (!f || fwrite(json_object_get_string(data), 1, (size_t)json_object_get_string_len(data),
+			 f) != (size_t)json_object_get_string_len(data) ||
+	    (f != stdout && fclose(f) != 0)) {
+		fprintf(stderr, "sfictl: cannot write %s: %s\n", out, strerror(errno));
+		json_object_put(root);
+		return EXIT_IO;
+	}
+	if (f != stdout)
+		fprintf(stderr, "sfictl: wrote %d bytes of %s to %s\n",
+			json_object_get_string_len(data), format, out);
+	json_object_put(root);
+	return EXIT_OK;
+}
+
+static int simple(const char *cmd, struct json_object *args, void (*print)(struct json_object *))
+{
+	struct json_object *result, *root;
+	int r;
+
+	r = call(cmd, args, &result, &root);
+	if (r != EXIT_OK)
+		return r;
+	if (json_out || !print)
+		print_json(result);
+	else
+		print(result);
+	json_object_put(root);
+	return EXIT_OK;
+}
+
+static void print_history(struct json_object *o)
+{
+	struct json_object *a;
+
+	if (!json_object_object_get_ex(o, "attempts", &a))
+		return;
+	printf("%-8s %-24s %-8s %-12s %10s %9s  %s\n", "SLOT", "CHIP", "RESULT", "STEP", "BYTES",
+	       "SECONDS", "CAUSE");
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		struct json_object *h = json_object_array_get_idx(a, i);
+
+		printf("%-8s %-24s %-8s %-12s %10" PRId64 " %9.2f  %s%s\n", jstr(h, "slot"),
+		       jstr(h, "chip"), jstr(h, "result"), jstr(h, "step"), jint(h, "bytes"),
+		       (double)jint(h, "duration_ms") / 1000.0, jstr(h, "error"),
+		       json_object_get_boolean(json_object_object_get(h, "license_reused"))
+			       ? " (license reused)" : "");
+	}
+}
+
+static void print_stats(struct json_object *o)
+{
+	struct json_object *slots, *causes;
+
+	printf("installed %" PRId64 ", failed %" PRId64 ", yield %.1f %%\n", jint(o, "ok"),
+	       jint(o, "failed"), json_object_get_double(json_object_object_get(o, "yield")) * 100);
+	if (json_object_object_get_ex(o, "slots", &slots)) {
+		json_object_object_foreach(slots, name, s)
+			printf("  slot %-10s ok %4" PRId64 "  failed %4" PRId64 "\n", name,
+			       jint(s, "ok"), jint(s, "failed"));
+	}
+	if (json_object_object_get_ex(o, "failures_by_step", &causes)) {
+		json_object_object_foreach(causes, step, n)
+			printf("  failures at %-14s %4" PRId64 "\n", step, json_object_get_int64(n));
+	}
+}
+
+static void print_ports(struct json_object *o)
+{
+	struct json_object *a;
+
+	if (!json_object_object_get_ex(o, "ports", &a))
+		return;
+	printf("%-10s %-22s %-16s %-6s %s\n", "SLOT", "SPEC", "DEVICE", "BAUD", "STATE");
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		struct json_object *p = json_object_array_get_idx(a, i);
+
+		printf("%-10s %-22s %-16s %-6" PRId64 " %s\n", jstr(p, "slot"), jstr(p, "spec"),
+		       jstr(p, "device"), jint(p, "baud"),
+		       json_object_get_boolean(json_object_object_get(p, "open")) ? "open"
+		       : jstr(p, "error")[0] ? jstr(p, "error") : "closed");
+	}
+}
+
+static void print_job(struct json_object *j)
+{
+	printf("job %" PRId64 "\n  image     %s\n  image id  %s\n  digest    %s\n  bytes     %"
+	       PRId64 "\n  modules   %s\n  target    %" PRId64 "\n  installed %" PRId64
+	       "\n  failed    %" PRId64 "\n  loaded by %s\n", jint(j, "id"), jstr(j, "image"),
+	       jstr(j, "image_id"), jstr(j, "digest"), jint(j, "bytes"),
+	       jstr(j, "modules")[0] ? jstr(j, "modules") : "-", jint(j, "target"),
+	       jint(j, "installed"), jint(j, "failed"), jstr(j, "loaded_by"));
+}
+
+static void print_hsm(struct json_object *o)
+{
+	printf("token %s (serial %s, %s %s)\n  licenses left %" PRId64 "\n  firmware id   %s\n",
+	       jstr(o, "label"), jstr(o, "serial"), jstr(o, "manufacturer"), jstr(o, "model"),
+	       jint(o, "counter"), jstr(o, "firmware_id"));
+}
+
+static void print_slots(struct json_object *o)
+{
+	struct json_object *a;
+
+	if (!json_object_object_get_ex(o, "slots", &a))
+		return;
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		struct json_object *s = json_object_array_get_idx(a, i);
+
+		printf("slot %s: %s\n", jstr(s, "slot"), jstr(s, "state"));
+	}
+}
+
+static int cmd_job_load(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "modules", required_argument, NULL, 'm' },
+		{ "count", required_argument, NULL, 'n' },
+		{ 0 }
+	};
+	struct json_object *args = json_object_new_object();
+	char path[4096];
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "m:n:", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'm':
+			if (!realpath(optarg, path)) {
+				fprintf(stderr, "sfictl: %s: %s\n", optarg, strerror(errno));
+				json_object_put(args);
+				return EXIT_IO;
+			}
+			json_object_object_add(args, "modules", json_object_new_string(path));
+			break;
+		case 'n':
+			json_object_object_add(args, "count", json_object_new_int64(atoll(optarg)));
+			break;
+		default:
+			json_object_put(args);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind + 1 != argc) {
+		fprintf(stderr, "sfictl: job load needs exactly one IMAGE\n");
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
+	/* sfid resolves nothing relative to the caller's directory. */
+	if (!realpath(argv[optind], path)) {
+		fprintf(stderr, "sfictl: %s: %s\n", argv[optind], strerror(errno));
+		json_object_put(args);
+		return EXIT_IO;
+	}
+	json_object_object_add(args, "image", json_object_new_string(path));
+	return simple("job-load", args, print_job);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 'S' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 }
+	};
+	const char *cmd;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "+S:jhV", opts, NULL)) >= 0) {
+		switch (c) {
+		case 'S':
+			socket_path = optarg;
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		case 'V':
+			printf("sfictl %s\n", SFID_VERSION);
+			return EXIT_OK;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[optind];
+	argc -= optind;
+	argv += optind;
+	if ((!control_command_find(cmd) || strchr(cmd, '-')) && strcmp(cmd, "job") != 0) {
+		fprintf(stderr, "sfictl: unknown command '%s'\n", cmd);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (strcmp(cmd, "job") == 0 && (argc < 2 || (strcmp(argv[1], "load") != 0 &&
+						      strcmp(argv[1], "show") != 0))) {
+		fprintf(stderr, "sfictl: use 'job load IMAGE' or 'job show'\n");
+		return EXIT_USAGE;
+	}
+	if (connect_daemon() < 0)
+		return EXIT_CONNECT;
+
+	if (strcmp(cmd, "status") == 0) {
+		r = simple("status", NULL, print_status);
+	} else if (strcmp(cmd, "watch") == 0) {
+		static const struct option wopts[] = {
+			{ "count", required_argument, NULL, 'n' },
+			{ "timeout", required_argument, NULL, 't' },
+			{ 0 }
+		};
+		int count = 0, timeout_s = 0;
+
+		optind = 1;
+		while ((c = getopt_long(argc, argv, "n:t:", wopts, NULL)) >= 0) {
+			if (c == 'n')
+				count = atoi(optarg);
+			else if (c == 't')
+				timeout_s = atoi(optarg);
+			else
+				return EXIT_USAGE;
+		}
+		r = cmd_watch(count, timeout_s);
+	} else if (strcmp(cmd, "start") == 0 || strcmp(cmd, "stop") == 0 ||
+		   strcmp(cmd, "pause") == 0) {
+		struct json_object *args = json_object_new_object(), *a = json_object_new_array();
+
+		for (int i = 1; i < argc; i++)
+			json_object_array_add(a, json_object_new_string(argv[i]));
+		json_object_object_add(args, "slots", a);
+		r = simple(cmd, args, print_slots);
+	} else if (strcmp(cmd, "history") == 0) {
+		struct json_object *args = json_object_new_object();
+
+		if (argc == 3 && strcmp(argv[1], "--limit") == 0)
+			json_object_object_add(args, "limit", json_object_new_int64(atoll(argv[2])));
+		else if (argc != 1) {
+			json_object_put(args);
+			fprintf(stderr, "sfictl: history takes only --limit N\n");
+			return EXIT_USAGE;
+		}
+		r = simple("history", args, print_history);
+	} else if (strcmp(cmd, "stats") == 0) {
+		r = simple("stats", NULL, print_stats);
+	} else if (strcmp(cmd, "ports") == 0) {
+		r = simple("ports", NULL, print_ports);
+	} else if (strcmp(cmd, "hsm") == 0) {
+		r = simple("hsm", NULL, print_hsm);
+	} else if (strcmp(cmd, "config") == 0) {
+		r = simple("config", NULL, NULL);
+	} else if (strcmp(cmd, "hello") == 0) {
+		r = simple("hello", NULL, NULL);
+	} else if (strcmp(cmd, "export") == 0) {
+		r = cmd_export(argc, argv);
+	} else if (strcmp(argv[1], "load") == 0) {
+		r = cmd_job_load(argc - 1, argv + 1);
+	} else {
+		r = simple("job-show", NULL, print_job);
+	}
+	control_linebuf_done(&lb);
+	close(fd);
+	return r;
+}

@@ -1,0 +1,28 @@
+/* Journal-style logging to stderr: "<6>slot 3 chip 0123...: message". The priority prefix
+ * is what systemd-journald reads from a service's stderr. */
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+enum log_prio {
+	LOG_PRIO_ERR = 3,
+	LOG_PRIO_WARNING = 4,
+	LOG_PRIO_NOTICE = 5,
+	LOG_PRIO_INFO = 6,
+	LOG_PRIO_DEBUG = 7,
+};
+
+/* Sets the highest priority that is printed (LOG_PRIO_INFO by default). */
+void log_set_max(enum log_prio p);
+/* True if messages of priority p are printed. */
+bool log_enabled(enum log_prio p);
+/* Prints one line with its priority prefix. */
+void log_print(enum log_prio p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_printv(enum log_prio p, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+#define log_error(...) log_print(LOG_PRIO_ERR, __VA_ARGS__)
+#define log_warning(...) log_print(LOG_PRIO_WARNING, __VA_ARGS__)
+#define log_notice(...) log_print(LOG_PRIO_NOTICE, __VA_ARGS__)
+#define log_info(...) log_print(LOG_PRIO_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (log_enabled(LOG_PRIO_DEBUG)) log_print(LOG_PRIO_DEBUG, __VA_ARGS__); } while (0)

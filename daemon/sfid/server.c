@@ -1,0 +1,430 @@
+/* Control server: see server.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <json-c/json.h>
+
+#include "log.h"
+#include "server.h"
+
+/* A watcher that does not read its events is dropped beyond this much queued output. */
+#define CLIENT_OUTPUT_MAX (4u * 1024 * 1024)
+#define CLIENT_GROUPS_MAX 256
+
+struct client {
+	struct server *server;
+	struct client *next;
+	struct bufferevent *bev;
+	uint64_t serial;
+	uid_t uid;
+	pid_t pid;
+	char user[64];
+	enum control_role role;
+	struct control_linebuf lb;
+	uint64_t last_id;
+	bool watching;
+	uint64_t watch_id;
+	bool closing;		/* flush, then close */
+};
+
+struct server {
+	struct event_base *base;
+	struct evconnlistener *listener;
+	char *path;		/* file we created, removed at exit */
+	struct server_options o;
+	char *operator_group, *supervisor_group;
+	server_dispatch_fn fn;
+	void *user_data;
+	struct client *clients;
+	unsigned n_clients;
+	uint64_t next_serial;
+};
+
+static void client_free(struct client *c)
+{
+	struct server *s = c->server;
+
+	for (struct client **p = &s->clients; *p; p = &(*p)->next)
+		if (*p == c) {
+			*p = c->next;
+			break;
+		}
+	s->n_clients--;
+	log_debug("control: client %llu (%s) disconnected", (unsigned long long)c->serial, c->user);
+	bufferevent_free(c->bev);
+	control_linebuf_done(&c->lb);
+	free(c);
+}
+
+static void client_send(struct client *c, char *line)
+{
+	struct evbuffer *out;
+
+	if (!line)
+		return;
+	out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) > CLIENT_OUTPUT_MAX) {
+		/* A reader this far behind would make the daemon grow without bound. */
+		if (!c->closing)
+			log_warning("control: client %s does not read its replies; disconnecting",
+				    c->user);
+		c->closing = true;
+		c->watching = false;
+		free(line);
+		return;
+	}
+	evbuffer_add(out, line, strlen(line));
+	free(line);
+}
+
+void server_reply_ok(struct client *c, uint64_t id, struct json_object *result)
+{
+	char *line = NULL;
+
+	if (control_reply_ok(id, result, &line) < 0)
+		return;
+	client_send(c, line);
+}
+
+void server_reply_error(struct client *c, uint64_t id, enum control_error code,
+			const char *fmt, ...)
+{
+	char msg[512], *line = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (control_reply_error(id, code, msg, &line) < 0)
+		return;
+	client_send(c, line);
+}
+
+static void client_handle_line(struct client *c, const char *line, size_t len)
+{
+	struct server *s = c->server;
+	struct control_request req;
+	struct json_object *root = NULL;
+	enum control_error code;
+	uint64_t id;
+	char why[200];
+	int r;
+
+	r = control_request_parse(line, len, s->o.max_message, c->last_id, &req, &root, &code, &id,
+				  why, sizeof(why));
+	if (r < 0) {
+		log_debug("control: client %s: refused message: %s", c->user, why);
+		server_reply_error(c, id, code, "%s", why);
+		return;
+	}
+	c->last_id = req.id;
+	if (!control_authorized(c->role, req.command)) {
+		if (c->role == CONTROL_ROLE_NONE)
+			server_reply_error(c, req.id, CONTROL_E_DENIED,
+					   "user %s is in neither group %s nor %s; ask the line "
+					   "supervisor for access", c->user, s->operator_group,
+					   s->supervisor_group);
+		else
+			server_reply_error(c, req.id, CONTROL_E_DENIED,
+					   "'%s' needs the %s role (group %s); user %s is an %s",
+					   req.command->name, control_role_to_string(req.command->role),
+					   s->supervisor_group, c->user, control_role_to_string(c->role));
+		json_object_put(root);
+		return;
+	}
+	s->fn(s->user_data, c, &req);
+	json_object_put(root);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char chunk[4096];
+	const char *line;
+	size_t len;
+	int n, r;
+
+	while ((n = evbuffer_remove(in, chunk, sizeof(chunk))) > 0) {
+		if (c->closing)
+			continue;
+		if (control_linebuf_append(&c->lb, chunk, (size_t)n) < 0) {
+			c->closing = true;
+			break;
+		}
+		while ((r = control_linebuf_next(&c->lb, &line, &len)) != 0) {
+			if (r == -EMSGSIZE) {
+				server_reply_error(c, 0, CONTROL_E_TOO_LARGE,
+						   "message over the limit of %zu bytes",
+						   c->server->o.max_message);
+				continue;
+			}
+			client_handle_line(c, line, len);
+		}
+	}
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		client_free(c);
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+
+	if (c->closing)
+		client_free(c);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct client *c = arg;
+
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+		client_free(c);
+}
+
+/* Fills the peer's identity and role from SO_PEERCRED and SO_PEERGROUPS. */
+static void client_identify(struct server *s, struct client *c, int fd)
+{
+	gid_t groups[CLIENT_GROUPS_MAX];
+	struct passwd pw, *pwr = NULL;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	size_t n = 0;
+	char buf[4096];
+
+	c->role = CONTROL_ROLE_NONE;
+	c->uid = (uid_t)-1;
+	snprintf(c->user, sizeof(c->user), "unknown");
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return;
+	c->uid = cred.uid;
+	c->pid = cred.pid;
+	if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &pwr) == 0 && pwr)
+		snprintf(c->user, sizeof(c->user), "%s", pwr->pw_name);
+	else
+		snprintf(c->user, sizeof(c->user), "uid %u", (unsigned)cred.uid);
+
+	groups[n++] = cred.gid;
+#ifdef SO_PEERGROUPS
+	len = (socklen_t)((CLIENT_GROUPS_MAX - 1) * sizeof(gid_t));
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups + 1, &len) == 0)
+		n += len / sizeof(gid_t);
+#endif
+	c->role = control_role_decide(cred.uid, groups, n, s->o.operator_gid, s->o.supervisor_gid);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+		      int socklen, void *arg)
+{
+	struct server *s = arg;
+	struct client *c;
+
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	c->server = s;
+	c->serial = ++s->next_serial;
+	control_linebuf_init(&c->lb, s->o.max_message);
+	client_identify(s, c, fd);
+	c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!c->bev) {
+		close(fd);
+		free(c);
+		return;
+	}
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	c->next = s->clients;
+	s->clients = c;
+	s->n_clients++;
+
+	if (s->n_clients > s->o.max_clients) {
+		log_warning("control: refusing %s: already %u clients (max_clients)", c->user,
+			    s->o.max_clients);
+		server_reply_error(c, 0, CONTROL_E_BUSY,
+				   "sfid already serves %u clients; close one and retry",
+				   s->o.max_clients);
+		c->closing = true;
+		bufferevent_enable(c->bev, EV_WRITE);
+		return;
+	}
+	log_debug("control: client %llu: %s (pid %d), role %s", (unsigned long long)c->serial,
+		  c->user, (int)c->pid, control_role_to_string(c->role));
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static int server_bind(struct server *s, const struct server_options *o, char *err,
+		       size_t err_size)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	mode_t old;
+	int fd, r;
+
+	if (strlen(o->path) >= sizeof(sa.sun_path)) {
+		snprintf(err, err_size, "control socket path %s is too long", o->path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, o->path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* A stale socket file from a killed daemon would make bind fail; a live daemon
+	 * answers connect, and then we must not steal its socket. */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(fd);
+		snprintf(err, err_size, "another sfid already listens on %s; stop it first", o->path);
+		return -EADDRINUSE;
+	}
+	close(fd);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	unlink(o->path);
+	old = umask(0117);
+	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0 || listen(fd, 16) < 0) {
+		r = -errno;
+		snprintf(err, err_size, "cannot listen on %s: %s", o->path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (o->socket_gid != (gid_t)-1 && chown(o->path, (uid_t)-1, o->socket_gid) < 0)
+		log_warning("control: cannot give %s to group %u: %m", o->path, (unsigned)o->socket_gid);
+	chmod(o->path, 0660);
+	s->path = strdup(o->path);
+	return fd;
+}
+
+int server_new(struct event_base *base, const struct server_options *o, server_dispatch_fn fn,
+	       void *user_data, struct server **ret, char *err, size_t err_size)
+{
+	struct server *s;
+	int fd;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->base = base;
+	s->o = *o;
+	s->o.path = NULL;
+	s->operator_group = strdup(o->operator_group ? o->operator_group : "-");
+	s->supervisor_group = strdup(o->supervisor_group ? o->supervisor_group : "-");
+	s->fn = fn;
+	s->user_data = user_data;
+	if (o->listen_fd >= 0) {
+		fd = o->listen_fd;
+		evutil_make_socket_nonblocking(fd);
+	} else {
+		fd = server_bind(s, o, err, err_size);
+		if (fd < 0) {
+			server_free(s);
+			return fd;
+		}
+	}
+	s->listener = evconnlistener_new(base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE |
+					 LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (!s->listener) {
+		close(fd);
+		snprintf(err, err_size, "cannot watch the control socket");
+		server_free(s);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+struct server *server_free(struct server *s)
+{
+	if (!s)
+		return NULL;
+	while (s->clients)
+		client_free(s->clients);
+	if (s->listener)
+		evconnlistener_free(s->listener);
+	if (s->path) {
+		unlink(s->path);
+		free(s->path);
+	}
+	free(s->operator_group);
+	free(s->supervisor_group);
+	free(s);
+	return NULL;
+}
+
+uint64_t server_client_serial(const struct client *c)
+{
+	return c->serial;
+}
+
+struct client *server_client_find(struct server *s, uint64_t serial)
+{
+	for (struct client *c = s->clients; c; c = c->next)
+		if (c->serial == serial && !c->closing)
+			return c;
+	return NULL;
+}
+
+enum control_role server_client_role(const struct client *c)
+{
+	return c->role;
+}
+
+uid_t server_client_uid(const struct client *c)
+{
+	return c->uid;
+}
+
+const char *server_client_user(const struct client *c)
+{
+	return c->user;
+}
+
+void server_watch(struct client *c, uint64_t id)
+{
+	c->watching = true;
+	c->watch_id = id;
+}
+
+void server_broadcast(struct server *s, const char *event, struct json_object *data)
+{
+	for (struct client *c = s->clients; c; c = c->next) {
+		char *line = NULL;
+
+		if (!c->watching || c->closing)
+			continue;
+		if (control_event_format(c->watch_id, event, json_object_get(data), &line) < 0)
+			continue;
+		client_send(c, line);
+	}
+	json_object_put(data);
+}
+
+unsigned server_n_clients(const struct server *s)
+{
+	return s->n_clients;
+}
+
+unsigned server_n_watchers(const struct server *s)
+{
+	unsigned n = 0;
+
+	for (const struct client *c = s->clients; c; c = c->next)
+		n += c->watching;
+	return n;
+}

@@ -1,0 +1,58 @@
+/* The control server: a Unix stream socket speaking the control protocol (control.h), with
+ * SO_PEERCRED authorization, limits on clients and message size, and watch streams. Runs on
+ * the daemon's event_base; the daemon supplies one dispatch callback. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "control.h"
+
+struct event_base;
+struct json_object;
+struct server;
+struct client;
+
+struct server_options {
+	const char *path;	/* socket path; ignored when listen_fd >= 0 */
+	int listen_fd;		/* an inherited listening socket (socket activation), or -1 */
+	gid_t socket_gid;	/* group of the socket file, (gid_t)-1 to keep */
+	gid_t operator_gid, supervisor_gid;
+	const char *operator_group, *supervisor_group; /* names, for refusal messages */
+	unsigned max_clients;
+	size_t max_message;
+};
+
+/* Handles an authorized request. Reply now (server_reply_*) or later by client serial. */
+typedef void (*server_dispatch_fn)(void *user_data, struct client *c,
+				   const struct control_request *req);
+
+/* Creates the socket (umask 0117 around bind, mode 0660) and starts accepting. Returns 0 or
+ * a negative errno with a sentence in err. */
+int server_new(struct event_base *base, const struct server_options *o, server_dispatch_fn fn,
+	       void *user_data, struct server **ret, char *err, size_t err_size);
+/* Closes every client and the socket (removing the file it created). Accepts NULL. */
+struct server *server_free(struct server *s);
+
+/* A client's serial number: stable for its lifetime, never reused. */
+uint64_t server_client_serial(const struct client *c);
+/* Finds a client by serial; NULL when it has gone. */
+struct client *server_client_find(struct server *s, uint64_t serial);
+enum control_role server_client_role(const struct client *c);
+uid_t server_client_uid(const struct client *c);
+/* The caller's user name (or uid as text). */
+const char *server_client_user(const struct client *c);
+
+/* Sends a reply; result's reference is taken. */
+void server_reply_ok(struct client *c, uint64_t id, struct json_object *result);
+void server_reply_error(struct client *c, uint64_t id, enum control_error code,
+			const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Makes c a watcher: events go to it tagged with the watch request id. */
+void server_watch(struct client *c, uint64_t id);
+/* Sends an event to every watcher; data's reference is taken. */
+void server_broadcast(struct server *s, const char *event, struct json_object *data);
+/* Number of connected clients and watchers. */
+unsigned server_n_clients(const struct server *s);
+unsigned server_n_watchers(const struct server *s);

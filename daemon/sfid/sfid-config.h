@@ -1,0 +1,64 @@
+/* sfid configuration: one INI file (inih). Every error names the file, the line and the key;
+ * a file with any error is refused whole, so the daemon never starts half-configured. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#define CONFIG_SLOTS_MAX 64
+#define CONFIG_NAME_MAX 32
+
+struct config_slot {
+	char name[CONFIG_NAME_MAX + 1];
+	char *port;		/* /dev/..., serial:XXXX or usb:1-3 */
+	unsigned baud;
+	char *entry;		/* entry sequence, or NULL */
+	unsigned ack_ms;	/* AN3155 ACK wait */
+	unsigned block_ms;	/* write/read block wait */
+	unsigned special_ms;	/* OSFI sub-command answer wait (the chip works) */
+	unsigned poll_ms;	/* presence polling while waiting for a chip or its removal */
+	unsigned reopen_ms;	/* retry opening a missing port */
+	unsigned retries;	/* extra attempts of one command after a timeout */
+	unsigned line;		/* of the [slot NAME] header, for messages */
+};
+
+struct config {
+	char *path;
+	char *station;
+
+	struct config_slot slots[CONFIG_SLOTS_MAX];
+	size_t n_slots;
+
+	char *hsm_module;
+	char *hsm_token;	/* label, or "serial:XXXX" */
+	char *hsm_pin_file;
+	char *hsm_pin_credential;
+
+	char *db_path;
+
+	char *socket_path;
+	char *operator_group;
+	char *supervisor_group;
+	gid_t operator_gid;	/* (gid_t)-1 when the group does not exist */
+	gid_t supervisor_gid;
+	unsigned max_clients;
+	size_t max_message;
+
+	unsigned shutdown_timeout_ms; /* SIGTERM: time to finish chips in progress */
+	unsigned hsm_workers;	      /* threads for PKCS#11 calls */
+	unsigned history_max;	      /* attempts kept for `history` */
+	unsigned retry_limit;	      /* attempts per chip before it is refused */
+	unsigned long long db_max_bytes; /* database size limit, 0 none */
+};
+
+/* Reads and checks path. Returns 0 and a new config in *ret, or a negative errno with one
+ * sentence "FILE:LINE: ..." in err. */
+int config_load(const char *path, struct config **ret, char *err, size_t err_size);
+/* Parses config text (tests; path only names it in messages). */
+int config_parse_string(const char *path, const char *text, struct config **ret, char *err,
+			size_t err_size);
+/* Frees a config; accepts NULL; returns NULL. */
+struct config *config_free(struct config *c);
+/* Looks a slot up by name. Returns its index or -ENOENT. */
+int config_slot_find(const struct config *c, const char *name);

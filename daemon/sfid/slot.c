@@ -1,0 +1,1215 @@
+/* Slot state machine and its non-blocking AN3155/OSFI driver: see slot.h.
+ *
+ * I/O: one an3155 transfer at a time runs on the port's fd; the read event feeds it, a
+ * write event sends what did not fit, a timer carries the engine's per-step timeout. The
+ * OSFI session engine decides which Special/Extended Special request comes next. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <json-c/json.h>
+
+#include "db.h"
+#include "link.h"
+#include "log.h"
+#include "sfid.h"
+#include "slot.h"
+
+#define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
+#define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
+
+typedef void (*xfer_done_fn)(struct slot *s, int r);
+
+struct slot {
+	struct sfid *d;
+	const struct config_slot *cfg;
+	unsigned index;
+	enum slot_state state;
+	bool running;		/* started by an operator */
+	bool pause_requested;
+
+	struct link *link;
+	char port_name[128];
+	char port_error[256];
+	struct event *ev_read, *ev_write, *ev_xfer_timer, *ev_tick;
+
+	/* The transfer in progress. */
+	struct an3155_xfer x;
+	struct an3155_timeouts t;
+	bool xfer_active;
+	unsigned xfer_gen;
+	unsigned wait_id;
+	xfer_done_fn xfer_done;
+
+	/* Entry sequence, run before presence polls. */
+	struct link_entry_step entry[LINK_ENTRY_MAX_STEPS];
+	size_t n_entry, entry_pos;
+	void (*entry_done)(struct slot *s);
+
+	/* The chip. */
+	uint8_t uid[OSFI_UID_LEN];
+	char uid_hex[2 * OSFI_UID_LEN + 1];
+	bool have_uid;
+	uint32_t pid;
+	struct osfi_info info;
+	uint8_t cert[OSFI_CERT_LEN];
+	struct osfi_session *sess;
+	uint8_t answer[AN3155_SPECIAL_MAX_ANSWER];
+	void (*osfi_done)(struct slot *s, int r);
+	int64_t reconnect_deadline;
+
+	int64_t attempt_id;
+	int64_t license_id;	/* ledger row of the license sent or to send, 0 none */
+	bool license_issued;	/* a ledger license exists for this attempt: settle it */
+	bool license_reused;
+	uint8_t license[OSFI_LICENSE_LEN];
+	bool in_license_queue;
+
+	char fail_step[24];
+	char fail_cause[200];
+	uint64_t bytes_done, bytes_total;
+	int64_t t_attempt, t_install, t_progress_event;
+	unsigned misses;
+
+	/* Counters for status. */
+	uint64_t n_ok, n_failed;
+	char last_result[300];
+};
+
+static void slot_enter_state(struct slot *s, enum slot_state next);
+static void slot_poll_chip(struct slot *s);
+static void slot_fail(struct slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+__attribute__((format(printf, 3, 4)))
+static void slot_log(const struct slot *s, enum log_prio p, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (!log_enabled(p))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_print(p, "slot %s chip %s: %s", s->cfg->name, s->have_uid ? s->uid_hex : "-", msg);
+}
+
+const char *slot_name(const struct slot *s)
+{
+	return s->cfg->name;
+}
+
+enum slot_state slot_state(const struct slot *s)
+{
+	return s->state;
+}
+
+bool slot_busy(const struct slot *s)
+{
+	return slot_state_busy(s->state) || s->xfer_active;
+}
+
+/* ---- timers ---- */
+
+static void slot_tick_start(struct slot *s, unsigned ms)
+{
+	struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+
+	evtimer_add(s->ev_tick, &tv);
+}
+
+static void slot_tick_stop(struct slot *s)
+{
+	evtimer_del(s->ev_tick);
+}
+
+/* ---- the transfer driver ---- */
+
+static void slot_port_lost(struct slot *s);
+
+static void slot_xfer_finish(struct slot *s)
+{
+	xfer_done_fn fn = s->xfer_done;
+
+	evtimer_del(s->ev_xfer_timer);
+	event_del(s->ev_write);
+	s->xfer_active = false;
+	s->xfer_done = NULL;
+	s->xfer_gen++;
+	if (fn)
+		fn(s, an3155_xfer_result(&s->x));
+}
+
+/* Runs the engine until it waits for bytes or ends. */
+static void slot_xfer_pump(struct slot *s)
+{
+	while (s->xfer_active) {
+		struct an3155_io io;
+		ssize_t w;
+
+		if (an3155_xfer_next(&s->x, &io) != AN3155_NEXT_IO) {
+			slot_xfer_finish(s);
+			return;
+		}
+		if (io.tx_len > 0) {
+			w = write(link_fd(s->link), io.tx, io.tx_len);
+			if (w > 0) {
+				if (log_enabled(LOG_PRIO_DEBUG)) {
+					char hex[3 * 16 + 1] = "";
+
+					for (ssize_t i = 0; i < w && i < 16; i++)
+						snprintf(hex + 3 * i, 4, " %02x", io.tx[i]);
+					slot_log(s, LOG_PRIO_DEBUG, "->%s%s (%zd bytes)", hex,
+						 w > 16 ? " ..." : "", w);
+				}
+				an3155_xfer_wrote(&s->x, (size_t)w);
+				continue;
+			}
+			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+				event_add(s->ev_write, NULL);
+				return;
+			}
+			an3155_xfer_port_gone(&s->x);
+			continue;
+		}
+		if (io.wait_id != s->wait_id) {
+			struct timeval tv = { .tv_sec = io.timeout_ms / 1000,
+					      .tv_usec = (io.timeout_ms % 1000) * 1000 };
+
+			s->wait_id = io.wait_id;
+			evtimer_add(s->ev_xfer_timer, &tv);
+		}
+		return;
+	}
+}
+
+static void slot_xfer_begin(struct slot *s, xfer_done_fn done)
+{
+	s->xfer_active = true;
+	s->xfer_done = done;
+	s->wait_id = 0;
+	slot_xfer_pump(s);
+}
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot *s = arg;
+	uint8_t buf[2048];
+	ssize_t n;
+
+	n = read(fd, buf, sizeof(buf));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* EOF or EIO: the adapter was unplugged. */
+		if (s->xfer_active) {
+			an3155_xfer_port_gone(&s->x);
+			slot_xfer_pump(s);
+		} else {
+			slot_port_lost(s);
+		}
+		return;
+	}
+	if (log_enabled(LOG_PRIO_DEBUG)) {
+		char hex[3 * 16 + 1] = "";
+
+		for (ssize_t i = 0; i < n && i < 16; i++)
+			snprintf(hex + 3 * i, 4, " %02x", buf[i]);
+		slot_log(s, LOG_PRIO_DEBUG, "<-%s%s (%zd bytes)", hex, n > 16 ? " ..." : "", n);
+	}
+	if (!s->xfer_active) {
+		slot_log(s, LOG_PRIO_DEBUG, "dropped %zd bytes received outside a command", n);
+		return;
+	}
+	for (size_t off = 0; off < (size_t)n && s->xfer_active;) {
+		unsigned gen = s->xfer_gen;
+		size_t k = an3155_xfer_feed(&s->x, buf + off, (size_t)n - off);
+
+		off += k;
+		slot_xfer_pump(s);
+		/* Bytes left over belong to the transfer that just ended, not to the next. */
+		if (gen != s->xfer_gen || k == 0)
+			break;
+	}
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	slot_xfer_pump(arg);
+}
+
+static void xfer_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot *s = arg;
+
+	if (!s->xfer_active)
+		return;
+	an3155_xfer_timeout(&s->x);
+	slot_xfer_pump(s);
+}
+
+/* ---- port ---- */
+
+static void slot_port_close(struct slot *s)
+{
+	if (s->xfer_active) {
+		/* The transfer's owner gets a port-gone result through its callback. */
+		an3155_xfer_port_gone(&s->x);
+		slot_xfer_pump(s);
+	}
+	if (s->ev_read) {
+		event_free(s->ev_read);
+		s->ev_read = NULL;
+	}
+	if (s->ev_write) {
+		event_free(s->ev_write);
+		s->ev_write = NULL;
+	}
+	s->link = link_close(s->link);
+}
+
+static int slot_port_open(struct slot *s)
+{
+	struct link_options o;
+	char err[256] = "";
+	int r;
+
+	link_options_default(&o);
+	o.baud = s->cfg->baud;
+	o.timeouts = s->t;
+	r = link_open(s->cfg->port, &o, &s->link, err, sizeof(err));
+	if (r < 0) {
+		if (strcmp(err, s->port_error) != 0)
+			slot_log(s, LOG_PRIO_WARNING, "cannot open port %s: %s; retrying every %u ms",
+				 s->cfg->port, err[0] ? err : strerror(-r), s->cfg->reopen_ms);
+		snprintf(s->port_error, sizeof(s->port_error), "%s", err[0] ? err : strerror(-r));
+		return r;
+	}
+	s->port_error[0] = '\0';
+	snprintf(s->port_name, sizeof(s->port_name), "%s", link_port_name(s->link));
+	s->ev_read = event_new(s->d->base, link_fd(s->link), EV_READ | EV_PERSIST, read_cb, s);
+	s->ev_write = event_new(s->d->base, link_fd(s->link), EV_WRITE, write_cb, s);
+	if (!s->ev_read || !s->ev_write || event_add(s->ev_read, NULL) < 0) {
+		slot_port_close(s);
+		return -ENOMEM;
+	}
+	slot_log(s, LOG_PRIO_INFO, "port %s open (%s, %u baud)", s->port_name, s->cfg->port,
+		 s->cfg->baud);
+	return 0;
+}
+
+/* ---- attempt bookkeeping ---- */
+
+static void slot_progress_event(struct slot *s, bool force)
+{
+	struct json_object *o;
+	int64_t now = sfid_mono_ms();
+	double rate = 0;
+
+	if (!force && now - s->t_progress_event < PROGRESS_EVENT_MS)
+		return;
+	s->t_progress_event = now;
+	if (now > s->t_install)
+		rate = (double)s->bytes_done * 1000.0 / (double)(now - s->t_install);
+	o = json_object_new_object();
+	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
+	json_object_object_add(o, "chip", json_object_new_string(s->have_uid ? s->uid_hex : ""));
+	json_object_object_add(o, "done", json_object_new_int64((int64_t)s->bytes_done));
+	json_object_object_add(o, "total", json_object_new_int64((int64_t)s->bytes_total));
+	json_object_object_add(o, "rate", json_object_new_int64((int64_t)rate));
+	sfid_broadcast(s->d, "progress", o);
+}
+
+/* Settles the ledger and the attempt of a chip that did not make it. */
+static void slot_record_failure(struct slot *s)
+{
+	struct sfid *d = s->d;
+	struct history_entry e = { 0 };
+
+	if (s->license_issued && s->license_id > 0 && d->db) {
+		char reason[300];
+
+		snprintf(reason, sizeof(reason), "%s: %s", s->fail_step, s->fail_cause);
+		if (db_ledger_not_installed(d->db, s->license_id, reason) < 0)
+			slot_log(s, LOG_PRIO_ERR, "cannot record license %" PRId64 " as not installed: "
+				 "%s", s->license_id, db_last_error(d->db));
+		else
+			slot_log(s, LOG_PRIO_NOTICE, "license %" PRId64 " issued, not installed; the "
+				 "chip will reuse it", s->license_id);
+	}
+	if (s->attempt_id > 0 && d->db) {
+		char text[300];
+
+		snprintf(text, sizeof(text), "%s: %s", s->fail_step, s->fail_cause);
+		if (db_attempt_end(d->db, s->attempt_id, DB_RESULT_FAILED, 0, text, s->bytes_done) < 0)
+			slot_log(s, LOG_PRIO_ERR, "cannot record the failed attempt: %s",
+				 db_last_error(d->db));
+		if (s->have_uid)
+			db_chip_update(d->db, s->uid_hex, "failed", NULL);
+	}
+	e.attempt_id = s->attempt_id;
+	e.time_ms = sfid_now_ms();
+	snprintf(e.slot, sizeof(e.slot), "%s", s->cfg->name);
+	snprintf(e.chip, sizeof(e.chip), "%s", s->have_uid ? s->uid_hex : "");
+	snprintf(e.step, sizeof(e.step), "%s", s->fail_step);
+	snprintf(e.cause, sizeof(e.cause), "%s", s->fail_cause);
+	e.bytes = s->bytes_done;
+	e.duration_ms = (unsigned)(sfid_mono_ms() - s->t_attempt);
+	e.license_reused = s->license_reused;
+	sfid_history_add(d, &e);
+	if (d->job)
+		d->job->failed++;
+	s->n_failed++;
+	snprintf(s->last_result, sizeof(s->last_result), "failed at %s: %s", s->fail_step,
+		 s->fail_cause);
+}
+
+static void slot_record_success(struct slot *s)
+{
+	struct sfid *d = s->d;
+	struct history_entry e = { 0 };
+	const char *ps = osfi_product_state_name(s->info.product_state);
+
+	if (s->license_id > 0 && d->db && db_ledger_installed(d->db, s->license_id) < 0)
+		slot_log(s, LOG_PRIO_ERR, "cannot record license %" PRId64 " as installed: %s",
+			 s->license_id, db_last_error(d->db));
+	if (s->attempt_id > 0 && d->db) {
+		if (db_attempt_end(d->db, s->attempt_id, DB_RESULT_OK, 0, NULL, s->bytes_done) < 0)
+			slot_log(s, LOG_PRIO_ERR, "cannot record the attempt: %s", db_last_error(d->db));
+		db_chip_update(d->db, s->uid_hex, "programmed", ps);
+	}
+	e.attempt_id = s->attempt_id;
+	e.time_ms = sfid_now_ms();
+	e.ok = true;
+	snprintf(e.slot, sizeof(e.slot), "%s", s->cfg->name);
+	snprintf(e.chip, sizeof(e.chip), "%s", s->uid_hex);
+	snprintf(e.step, sizeof(e.step), "done");
+	e.bytes = s->bytes_done;
+	e.duration_ms = (unsigned)(sfid_mono_ms() - s->t_attempt);
+	e.license_reused = s->license_reused;
+	sfid_history_add(d, &e);
+	if (d->job)
+		d->job->installed++;
+	s->n_ok++;
+	snprintf(s->last_result, sizeof(s->last_result), "installed %" PRIu64 " bytes in %u ms%s",
+		 s->bytes_done, e.duration_ms, s->license_reused ? " (license reused)" : "");
+}
+
+static void slot_result_event(struct slot *s, bool ok)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
+	json_object_object_add(o, "chip", json_object_new_string(s->have_uid ? s->uid_hex : ""));
+	json_object_object_add(o, "result", json_object_new_string(ok ? "ok" : "failed"));
+	if (!ok) {
+		json_object_object_add(o, "step", json_object_new_string(s->fail_step));
+		json_object_object_add(o, "error", json_object_new_string(s->fail_cause));
+	}
+	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)s->bytes_done));
+	json_object_object_add(o, "duration_ms",
+			       json_object_new_int64(sfid_mono_ms() - s->t_attempt));
+	json_object_object_add(o, "license_reused", json_object_new_boolean(s->license_reused));
+	sfid_broadcast(s->d, "result", o);
+}
+
+static void slot_chip_clear(struct slot *s)
+{
+	s->sess = osfi_session_free(s->sess);
+	s->have_uid = false;
+	s->uid_hex[0] = '\0';
+	s->attempt_id = 0;
+	s->license_id = 0;
+	s->license_issued = false;
+	s->license_reused = false;
+	explicit_bzero(s->license, sizeof(s->license));
+	s->fail_step[0] = s->fail_cause[0] = '\0';
+	s->bytes_done = s->bytes_total = 0;
+	s->misses = 0;
+	if (s->in_license_queue) {
+		struct sfid *d = s->d;
+
+		for (size_t i = 0; i < d->n_license_queue; i++)
+			if (d->license_queue[i] == s) {
+				memmove(&d->license_queue[i], &d->license_queue[i + 1],
+					(d->n_license_queue - i - 1) * sizeof(d->license_queue[0]));
+				d->n_license_queue--;
+				break;
+			}
+		s->in_license_queue = false;
+	}
+}
+
+/* ---- the one door ---- */
+
+static void slot_enter_state(struct slot *s, enum slot_state next)
+{
+	enum slot_state prev = s->state;
+	struct json_object *o;
+
+	if (!slot_state_transition_allowed(prev, next))
+		slot_log(s, LOG_PRIO_WARNING, "unexpected transition %s -> %s",
+			 slot_state_to_string(prev), slot_state_to_string(next));
+	slot_log(s, slot_state_busy(next) || next == SLOT_STATE_DONE ? LOG_PRIO_INFO : LOG_PRIO_DEBUG,
+		 "%s -> %s", slot_state_to_string(prev), slot_state_to_string(next));
+	slot_tick_stop(s);
+	s->state = next;
+
+	switch (next) {
+	case SLOT_STATE_IDLE:
+	case SLOT_STATE_PAUSED:
+		slot_chip_clear(s);
+		break;
+	case SLOT_STATE_NO_PORT:
+		slot_chip_clear(s);
+		slot_tick_start(s, s->cfg->reopen_ms);
+		break;
+	case SLOT_STATE_WAIT_CHIP:
+		slot_chip_clear(s);
+		slot_tick_start(s, 0);
+		break;
+	case SLOT_STATE_IDENTIFYING:
+		s->t_attempt = sfid_mono_ms();
+		if (s->d->db && s->d->job &&
+		    db_attempt_begin(s->d->db, s->d->job->id, s->cfg->name, &s->attempt_id) < 0)
+			slot_log(s, LOG_PRIO_ERR, "cannot record the attempt: %s",
+				 db_last_error(s->d->db));
+		break;
+	case SLOT_STATE_CERTIFICATE:
+	case SLOT_STATE_LICENSE:
+	case SLOT_STATE_INSTALLING:
+	case SLOT_STATE_FINALIZING:
+	case SLOT_STATE_VERIFYING:
+		if (s->attempt_id > 0 && s->d->db &&
+		    db_attempt_step(s->d->db, s->attempt_id, slot_state_to_string(next),
+				    s->have_uid ? s->uid_hex : NULL, s->bytes_done) < 0)
+			slot_log(s, LOG_PRIO_ERR, "cannot record the step: %s", db_last_error(s->d->db));
+		if (next == SLOT_STATE_INSTALLING)
+			s->t_install = sfid_mono_ms();
+		break;
+	case SLOT_STATE_DONE:
+		slot_record_success(s);
+		break;
+	case SLOT_STATE_FAILED:
+		slot_record_failure(s);
+		break;
+	case SLOT_STATE_WAIT_REMOVAL:
+		s->misses = 0;
+		slot_tick_start(s, s->cfg->poll_ms);
+		break;
+	case _SLOT_STATE_MAX:
+		break;
+	}
+
+	o = json_object_new_object();
+	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
+	json_object_object_add(o, "from", json_object_new_string(slot_state_to_string(prev)));
+	json_object_object_add(o, "state", json_object_new_string(slot_state_to_string(next)));
+	json_object_object_add(o, "chip", json_object_new_string(s->have_uid ? s->uid_hex : ""));
+	if (next == SLOT_STATE_FAILED) {
+		json_object_object_add(o, "step", json_object_new_string(s->fail_step));
+		json_object_object_add(o, "error", json_object_new_string(s->fail_cause));
+	}
+	sfid_broadcast(s->d, "state", o);
+
+	if (next == SLOT_STATE_DONE || next == SLOT_STATE_FAILED) {
+		slot_result_event(s, next == SLOT_STATE_DONE);
+		sfid_slot_settled(s->d);
+	}
+}
+
+/* Fails the chip in progress: records where and why, then waits for its removal. */
+static void slot_fail(struct slot *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!s->fail_step[0])
+		snprintf(s->fail_step, sizeof(s->fail_step), "%s", slot_state_to_string(s->state));
+	va_start(ap, fmt);
+	vsnprintf(s->fail_cause, sizeof(s->fail_cause), fmt, ap);
+	va_end(ap);
+	slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
+	slot_enter_state(s, SLOT_STATE_FAILED);
+	if (s->link)
+		slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
+}
+
+static void slot_port_lost(struct slot *s)
+{
+	slot_log(s, LOG_PRIO_WARNING, "port %s disappeared (adapter unplugged?)", s->port_name);
+	if (slot_state_busy(s->state)) {
+		snprintf(s->fail_step, sizeof(s->fail_step), "%s", slot_state_to_string(s->state));
+		snprintf(s->fail_cause, sizeof(s->fail_cause), "the chip or its adapter vanished");
+		slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
+		slot_enter_state(s, SLOT_STATE_FAILED);
+	}
+	s->xfer_active = false;
+	s->xfer_gen++;
+	slot_port_close(s);
+	slot_enter_state(s, s->running ? SLOT_STATE_NO_PORT : SLOT_STATE_IDLE);
+}
+
+/* A transfer failure while working on a chip: port gone, or a step that failed. */
+static bool slot_check_link(struct slot *s, int r)
+{
+	if (r == -AN3155_E_PORT_GONE) {
+		slot_port_lost(s);
+		return false;
+	}
+	return true;
+}
+
+/* ---- next chip ---- */
+
+/* Where a slot goes when it may take the next chip. */
+static void slot_next_chip(struct slot *s)
+{
+	struct sfid *d = s->d;
+
+	if (!s->running) {
+		slot_enter_state(s, SLOT_STATE_IDLE);
+		return;
+	}
+	if (s->pause_requested || d->halt_reason[0] || d->stopping ||
+	    (d->job && d->job->target && d->job->installed >= d->job->target)) {
+		slot_enter_state(s, SLOT_STATE_PAUSED);
+		return;
+	}
+	slot_enter_state(s, SLOT_STATE_WAIT_CHIP);
+}
+
+/* ---- entry sequence (DTR/RTS) ---- */
+
+static void slot_entry_step(struct slot *s)
+{
+	while (s->entry_pos < s->n_entry) {
+		const struct link_entry_step *st = &s->entry[s->entry_pos++];
+
+		switch (st->kind) {
+		case LINK_ENTRY_DTR:
+			link_set_lines(s->link, (int)st->value, -1);
+			break;
+		case LINK_ENTRY_RTS:
+			link_set_lines(s->link, -1, (int)st->value);
+			break;
+		case LINK_ENTRY_WAIT:
+			slot_tick_start(s, st->value);
+			return;
+		case _LINK_ENTRY_MAX:
+			break;
+		}
+	}
+	s->entry_pos = 0;
+	s->entry_done(s);
+}
+
+/* ---- identification ---- */
+
+static void slot_osfi_pump(struct slot *s);
+static void slot_install_done(struct slot *s, int r);
+
+static void slot_describe_xfer(struct slot *s, const char *what, int r)
+{
+	char text[200];
+
+	an3155_xfer_describe(&s->x, text, sizeof(text));
+	slot_fail(s, "%s failed: %s", what, text[0] ? text : an3155_strerror(r));
+}
+
+static void slot_cert_done(struct slot *s, int r)
+{
+	struct sfid *d = s->d;
+	const struct osfi_info *info = osfi_session_info(s->sess);
+	const struct osfi_cert *cert = osfi_session_cert(s->sess);
+	char text[300];
+
+	if (info) {
+		s->info = *info;
+		if (!s->have_uid) {
+			memcpy(s->uid, info->uid, sizeof(s->uid));
+			sfid_hex(s->uid, sizeof(s->uid), s->uid_hex);
+			s->have_uid = true;
+		}
+	}
+	if (r < 0) {
+		osfi_session_describe(s->sess, text, sizeof(text));
+		slot_fail(s, "%s", text);
+		return;
+	}
+	if (info->product_state != STM32H5_PS_OPEN) {
+		const char *n = osfi_product_state_name(info->product_state);
+
+		slot_fail(s, "chip is in product state %s (0x%02x), not Open: it is already "
+			  "programmed and was not touched; no license was spent", n ? n : "unknown",
+			  info->product_state);
+		return;
+	}
+	if (d->job && info->device_id != d->job->device_id) {
+		slot_fail(s, "chip reports device id 0x%03x, the job is for 0x%03x", info->device_id,
+			  d->job->device_id);
+		return;
+	}
+	slot_enter_state(s, SLOT_STATE_CERTIFICATE);
+	if (!cert) {
+		slot_fail(s, "the chip sent no certificate");
+		return;
+	}
+	if (memcmp(cert->uid, s->uid, OSFI_UID_LEN) != 0) {
+		slot_fail(s, "the certificate names another chip than the one in the slot");
+		return;
+	}
+	if (d->job && cert->device_id != d->job->device_id) {
+		slot_fail(s, "the certificate is for device id 0x%03x, the job is for 0x%03x",
+			  cert->device_id, d->job->device_id);
+		return;
+	}
+	r = osfi_cert_verify(cert, d->ca_pub);
+	if (r < 0) {
+		slot_fail(s, "the chip certificate is not signed by the chip CA provisioned in the "
+			  "token; the chip is not genuine or the token is for another vendor");
+		return;
+	}
+	osfi_cert_encode(cert, s->cert);
+	s->sess = osfi_session_free(s->sess);
+
+	slot_enter_state(s, SLOT_STATE_LICENSE);
+	if (!d->job) {
+		slot_fail(s, "no job is loaded");
+		return;
+	}
+	if (d->halt_reason[0]) {
+		slot_fail(s, "%s", d->halt_reason);
+		return;
+	}
+	/* A chip that already holds a license for this image reuses it: never two counts. */
+	if (d->db) {
+		struct db_license *lic = NULL;
+
+		r = db_ledger_find_reusable(d->db, s->uid_hex, d->job->image_id_hex, OSFI_TARGET_IMAGE,
+					    &lic);
+		if (r == 0 && lic->record_len == OSFI_LICENSE_LEN) {
+			if (db_ledger_reuse(d->db, lic->id, s->attempt_id) < 0) {
+				slot_fail(s, "cannot record the license reuse: %s", db_last_error(d->db));
+				db_license_free(lic);
+				return;
+			}
+			slot_log(s, LOG_PRIO_INFO, "reusing license %" PRId64 " (%s), no count spent",
+				 lic->id, db_license_state_to_string(lic->state));
+			s->license_reused = true;
+			slot_license_ready(s, lic->id, lic->record);
+			db_license_free(lic);
+			return;
+		}
+		db_license_free(lic);
+		if (r < 0 && r != -ENOENT) {
+			slot_fail(s, "cannot look up the chip's license: %s", db_last_error(d->db));
+			return;
+		}
+	}
+	if (d->n_license_queue >= CONFIG_SLOTS_MAX) {
+		slot_fail(s, "license queue full");
+		return;
+	}
+	d->license_queue[d->n_license_queue++] = s;
+	s->in_license_queue = true;
+	sfid_license_kick(d);
+}
+
+static void slot_id_done(struct slot *s, int r)
+{
+	char why[200];
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_describe_xfer(s, "Get ID", r);
+		return;
+	}
+	s->pid = an3155_xfer_pid(&s->x);
+	if (s->d->job && s->pid != s->d->job->device_id) {
+		slot_fail(s, "the chip's product id is 0x%03x, the job is for 0x%03x", s->pid,
+			  s->d->job->device_id);
+		return;
+	}
+	r = osfi_session_new_cert(&s->sess);
+	if (r < 0) {
+		snprintf(why, sizeof(why), "%s", strerror(-r));
+		slot_fail(s, "cannot start a certificate session: %s", why);
+		return;
+	}
+	s->osfi_done = slot_cert_done;
+	slot_osfi_pump(s);
+}
+
+static void slot_get_done(struct slot *s, int r)
+{
+	const struct an3155_get_info *g;
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_describe_xfer(s, "Get", r);
+		return;
+	}
+	g = an3155_xfer_get_info(&s->x);
+	/* The command list is the chip's word on what it supports. */
+	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL) ||
+	    !an3155_get_has(g, AN3155_CMD_EXTENDED_SPECIAL)) {
+		slot_fail(s, "the bootloader (version %u.%u) lacks Get ID, Special or Extended "
+			  "Special: not an STM32H5 able to install OSFI images", g->version >> 4,
+			  g->version & 0xf);
+		return;
+	}
+	an3155_xfer_get_id(&s->x, &s->t);
+	slot_xfer_begin(s, slot_id_done);
+}
+
+/* ---- presence ---- */
+
+static void slot_sync_done(struct slot *s, int r)
+{
+	if (!slot_check_link(s, r))
+		return;
+	switch (s->state) {
+	case SLOT_STATE_WAIT_CHIP:
+		if (r < 0) {
+			slot_tick_start(s, s->cfg->poll_ms);
+			return;
+		}
+		slot_log(s, LOG_PRIO_INFO, "a chip answers");
+		slot_enter_state(s, SLOT_STATE_IDENTIFYING);
+		an3155_xfer_get(&s->x, &s->t);
+		slot_xfer_begin(s, slot_get_done);
+		return;
+	case SLOT_STATE_WAIT_REMOVAL:
+		if (r < 0 && ++s->misses >= REMOVAL_MISSES) {
+			slot_log(s, LOG_PRIO_INFO, "chip removed");
+			slot_next_chip(s);
+			return;
+		}
+		if (r == 0)
+			s->misses = 0;
+		slot_tick_start(s, s->cfg->poll_ms);
+		return;
+	case SLOT_STATE_IDLE:
+	case SLOT_STATE_NO_PORT:
+	case SLOT_STATE_IDENTIFYING:
+	case SLOT_STATE_CERTIFICATE:
+	case SLOT_STATE_LICENSE:
+	case SLOT_STATE_INSTALLING:
+	case SLOT_STATE_FINALIZING:
+	case SLOT_STATE_VERIFYING:
+	case SLOT_STATE_DONE:
+	case SLOT_STATE_FAILED:
+	case SLOT_STATE_PAUSED:
+	case _SLOT_STATE_MAX:
+		break;
+	}
+}
+
+static void slot_poll_chip_now(struct slot *s)
+{
+	an3155_xfer_sync(&s->x, &s->t);
+	slot_xfer_begin(s, slot_sync_done);
+}
+
+static void slot_poll_chip(struct slot *s)
+{
+	if (s->n_entry > 0 && s->state == SLOT_STATE_WAIT_CHIP) {
+		s->entry_done = slot_poll_chip_now;
+		s->entry_pos = 0;
+		slot_entry_step(s);
+		return;
+	}
+	slot_poll_chip_now(s);
+}
+
+/* ---- OSFI sessions ---- */
+
+static void slot_osfi_answered(struct slot *s, int r)
+{
+	uint64_t done, total;
+
+	if (r == -AN3155_E_PORT_GONE) {
+		slot_port_lost(s);
+		return;
+	}
+	if (r < 0)
+		osfi_session_link_error(s->sess, r);
+	else
+		osfi_session_answer(s->sess, an3155_xfer_status(&s->x), s->answer,
+				    an3155_xfer_answer_len(&s->x));
+	osfi_session_progress(s->sess, &done, &total);
+	if (s->state == SLOT_STATE_INSTALLING && done != s->bytes_done) {
+		s->bytes_done = done;
+		s->bytes_total = total;
+		slot_progress_event(s, done == total);
+	}
+	slot_osfi_pump(s);
+}
+
+static void slot_reconnect_done(struct slot *s, int r)
+{
+	if (r == -AN3155_E_PORT_GONE) {
+		slot_port_lost(s);
+		return;
+	}
+	if (r < 0) {
+		if (sfid_mono_ms() < s->reconnect_deadline) {
+			an3155_xfer_sync(&s->x, &s->t);
+			slot_xfer_begin(s, slot_reconnect_done);
+			return;
+		}
+		osfi_session_link_error(s->sess, r);
+	} else {
+		osfi_session_reconnected(s->sess);
+	}
+	slot_osfi_pump(s);
+}
+
+/* Enters the slot state that matches the install session's step. */
+static void slot_follow_step(struct slot *s)
+{
+	enum slot_state want = s->state;
+
+	switch (osfi_session_step(s->sess)) {
+	case OSFI_STEP_FINALIZE:
+		want = SLOT_STATE_FINALIZING;
+		break;
+	case OSFI_STEP_RECONNECT:
+	case OSFI_STEP_VERIFY:
+		want = SLOT_STATE_VERIFYING;
+		break;
+	case OSFI_STEP_GET_INFO:
+	case OSFI_STEP_ABORT:
+	case OSFI_STEP_GET_INFO_AGAIN:
+	case OSFI_STEP_GET_CERT:
+	case OSFI_STEP_PUT_LICENSE:
+	case OSFI_STEP_PUT_HEADER:
+	case OSFI_STEP_PUT_DATA:
+	case OSFI_STEP_DONE:
+	case OSFI_STEP_FAILED:
+	case _OSFI_STEP_MAX:
+		return;
+	}
+	if (want != s->state && s->state >= SLOT_STATE_INSTALLING && s->state < want)
+		slot_enter_state(s, want);
+}
+
+static void slot_osfi_pump(struct slot *s)
+{
+	struct osfi_request req;
+	int r;
+
+	switch (osfi_session_next(s->sess, &req)) {
+	case OSFI_NEXT_REQUEST:
+		if (s->state >= SLOT_STATE_INSTALLING)
+			slot_follow_step(s);
+		if (req.command == AN3155_CMD_SPECIAL)
+			r = an3155_xfer_special(&s->x, &s->t, req.subop, req.p1, req.n1, s->answer,
+						req.answer_max < sizeof(s->answer) ? req.answer_max
+										 : sizeof(s->answer));
+		else
+			r = an3155_xfer_xspecial(&s->x, &s->t, req.subop, req.p1, req.n1, req.p2,
+						 req.n2);
+		if (r < 0) {
+			osfi_session_link_error(s->sess, r);
+			slot_osfi_pump(s);
+			return;
+		}
+		slot_xfer_begin(s, slot_osfi_answered);
+		return;
+	case OSFI_NEXT_RECONNECT:
+		slot_follow_step(s);
+		s->reconnect_deadline = sfid_mono_ms() + s->cfg->special_ms;
+		an3155_xfer_sync(&s->x, &s->t);
+		slot_xfer_begin(s, slot_reconnect_done);
+		return;
+	case OSFI_NEXT_DONE:
+		s->osfi_done(s, 0);
+		return;
+	case OSFI_NEXT_FAILED:
+		r = osfi_session_result(s->sess);
+		s->osfi_done(s, r < 0 ? r : -EIO);
+		return;
+	}
+}
+
+/* ---- install ---- */
+
+static void slot_install_done(struct slot *s, int r)
+{
+	const struct osfi_info *info = osfi_session_info(s->sess);
+	char text[300];
+
+	if (r < 0) {
+		if (osfi_session_result(s->sess) == -OSFI_E_LINK &&
+		    osfi_session_link_errno(s->sess) == -AN3155_E_PORT_GONE) {
+			slot_port_lost(s);
+			return;
+		}
+		osfi_session_describe(s->sess, text, sizeof(text));
+		snprintf(s->fail_step, sizeof(s->fail_step), "%s", slot_state_to_string(s->state));
+		slot_fail(s, "%s", text);
+		return;
+	}
+	if (info)
+		s->info = *info;
+	slot_follow_step(s);
+	if (s->state != SLOT_STATE_VERIFYING) {
+		slot_enter_state(s, SLOT_STATE_FINALIZING);
+		slot_enter_state(s, SLOT_STATE_VERIFYING);
+	}
+	s->sess = osfi_session_free(s->sess);
+	{
+		const char *ps = osfi_product_state_name(s->info.product_state);
+
+		slot_log(s, LOG_PRIO_INFO, "installed %" PRIu64 " bytes; chip is %s", s->bytes_done,
+			 ps ? ps : "in an unknown product state");
+	}
+	slot_enter_state(s, SLOT_STATE_DONE);
+	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
+}
+
+bool slot_license_wanted(const struct slot *s)
+{
+	return s->state == SLOT_STATE_LICENSE && s->link;
+}
+
+const uint8_t *slot_license_cert(const struct slot *s)
+{
+	return s->cert;
+}
+
+const char *slot_chip_hex(const struct slot *s)
+{
+	return s->uid_hex;
+}
+
+int64_t slot_attempt_id(const struct slot *s)
+{
+	return s->attempt_id;
+}
+
+void slot_license_ready(struct slot *s, int64_t license_id, const uint8_t *license)
+{
+	struct sfid *d = s->d;
+	char why[200];
+	int r;
+
+	s->in_license_queue = false;
+	s->license_id = license_id;
+	s->license_issued = license_id > 0;
+	memcpy(s->license, license, OSFI_LICENSE_LEN);
+	slot_enter_state(s, SLOT_STATE_INSTALLING);
+
+	r = osfi_session_new_install(d->job->image, d->job->image_len, &s->sess, why, sizeof(why));
+	if (r < 0) {
+		slot_fail(s, "cannot start the install session: %s", why);
+		return;
+	}
+	r = osfi_session_add_license(s->sess, s->license, OSFI_LICENSE_LEN);
+	if (r < 0) {
+		slot_fail(s, "the stored license record is malformed: %s", strerror(-r));
+		return;
+	}
+	if (d->job->has_final_state)
+		osfi_session_expect_state(s->sess, d->job->final_state);
+	s->bytes_total = d->job->image_len > OSFI_HEADER_LEN ? d->job->image_len - OSFI_HEADER_LEN : 0;
+	s->osfi_done = slot_install_done;
+	slot_osfi_pump(s);
+}
+
+void slot_license_failed(struct slot *s, const char *cause)
+{
+	s->in_license_queue = false;
+	if (s->state != SLOT_STATE_LICENSE)
+		return;
+	slot_fail(s, "%s", cause);
+}
+
+/* ---- ticks ---- */
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot *s = arg;
+
+	if (s->entry_pos > 0 && s->entry_pos <= s->n_entry && s->entry_done) {
+		slot_entry_step(s);
+		return;
+	}
+	switch (s->state) {
+	case SLOT_STATE_NO_PORT:
+		if (slot_port_open(s) < 0) {
+			slot_tick_start(s, s->cfg->reopen_ms);
+			return;
+		}
+		slot_next_chip(s);
+		return;
+	case SLOT_STATE_WAIT_CHIP:
+	case SLOT_STATE_WAIT_REMOVAL:
+		if (!s->xfer_active)
+			slot_poll_chip(s);
+		return;
+	case SLOT_STATE_IDLE:
+	case SLOT_STATE_IDENTIFYING:
+	case SLOT_STATE_CERTIFICATE:
+	case SLOT_STATE_LICENSE:
+	case SLOT_STATE_INSTALLING:
+	case SLOT_STATE_FINALIZING:
+	case SLOT_STATE_VERIFYING:
+	case SLOT_STATE_DONE:
+	case SLOT_STATE_FAILED:
+	case SLOT_STATE_PAUSED:
+	case _SLOT_STATE_MAX:
+		return;
+	}
+}
+
+/* ---- control ---- */
+
+int slot_start(struct slot *s)
+{
+	s->pause_requested = false;
+	if (s->running && s->state != SLOT_STATE_PAUSED)
+		return -EALREADY;
+	s->running = true;
+	if (s->state == SLOT_STATE_PAUSED && s->link) {
+		slot_enter_state(s, SLOT_STATE_WAIT_CHIP);
+		return 0;
+	}
+	if (!s->link && slot_port_open(s) < 0) {
+		slot_enter_state(s, SLOT_STATE_NO_PORT);
+		return 0;
+	}
+	slot_enter_state(s, SLOT_STATE_WAIT_CHIP);
+	return 0;
+}
+
+void slot_stop(struct slot *s, const char *reason)
+{
+	s->running = false;
+	s->pause_requested = false;
+	if (slot_state_busy(s->state)) {
+		/* An OSFI failure or abort leaves the chip Open and installable, and a license
+		 * already issued stays reusable: recording it as not installed is safe. */
+		if (!s->fail_step[0])
+			snprintf(s->fail_step, sizeof(s->fail_step), "%s",
+				 slot_state_to_string(s->state));
+		snprintf(s->fail_cause, sizeof(s->fail_cause), "%s", reason);
+		slot_log(s, LOG_PRIO_WARNING, "stopped at %s: %s", s->fail_step, reason);
+		s->xfer_active = false;
+		s->xfer_gen++;
+		evtimer_del(s->ev_xfer_timer);
+		if (s->ev_write)
+			event_del(s->ev_write);
+		slot_enter_state(s, SLOT_STATE_FAILED);
+	}
+	if (s->xfer_active) {
+		s->xfer_active = false;
+		s->xfer_gen++;
+		evtimer_del(s->ev_xfer_timer);
+	}
+	slot_port_close(s);
+	if (s->state != SLOT_STATE_IDLE)
+		slot_enter_state(s, SLOT_STATE_IDLE);
+}
+
+void slot_pause(struct slot *s)
+{
+	if (!s->running)
+		return;
+	s->pause_requested = true;
+	if (s->state == SLOT_STATE_WAIT_CHIP || s->state == SLOT_STATE_NO_PORT ||
+	    s->state == SLOT_STATE_WAIT_REMOVAL) {
+		if (s->xfer_active) {
+			s->xfer_active = false;
+			s->xfer_gen++;
+			evtimer_del(s->ev_xfer_timer);
+		}
+		slot_enter_state(s, SLOT_STATE_PAUSED);
+	}
+}
+
+struct json_object *slot_status_json(const struct slot *s)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
+	json_object_object_add(o, "state", json_object_new_string(slot_state_to_string(s->state)));
+	json_object_object_add(o, "running", json_object_new_boolean(s->running));
+	json_object_object_add(o, "port", json_object_new_string(s->cfg->port));
+	json_object_object_add(o, "chip", json_object_new_string(s->have_uid ? s->uid_hex : ""));
+	json_object_object_add(o, "done", json_object_new_int64((int64_t)s->bytes_done));
+	json_object_object_add(o, "total", json_object_new_int64((int64_t)s->bytes_total));
+	json_object_object_add(o, "installed", json_object_new_int64((int64_t)s->n_ok));
+	json_object_object_add(o, "failed", json_object_new_int64((int64_t)s->n_failed));
+	json_object_object_add(o, "last_result", json_object_new_string(s->last_result));
+	if (s->port_error[0])
+		json_object_object_add(o, "port_error", json_object_new_string(s->port_error));
+	return o;
+}
+
+struct json_object *slot_port_json(const struct slot *s)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
+	json_object_object_add(o, "spec", json_object_new_string(s->cfg->port));
+	json_object_object_add(o, "device", json_object_new_string(s->link ? s->port_name : ""));
+	json_object_object_add(o, "open", json_object_new_boolean(s->link != NULL));
+	json_object_object_add(o, "baud", json_object_new_int((int)s->cfg->baud));
+	json_object_object_add(o, "entry", json_object_new_string(s->cfg->entry ? s->cfg->entry : ""));
+	if (s->port_error[0])
+		json_object_object_add(o, "error", json_object_new_string(s->port_error));
+	return o;
+}
+
+int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, struct slot **ret)
+{
+	struct slot *s;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->d = d;
+	s->cfg = cfg;
+	s->index = index;
+	s->state = SLOT_STATE_IDLE;
+	an3155_timeouts_default(&s->t);
+	s->t.ack_ms = cfg->ack_ms;
+	s->t.block_ms = cfg->block_ms;
+	s->t.special_ms = cfg->special_ms;
+	if (cfg->entry &&
+	    link_entry_parse(cfg->entry, s->entry, LINK_ENTRY_MAX_STEPS, &s->n_entry, NULL, 0) < 0)
+		s->n_entry = 0;
+	s->ev_tick = evtimer_new(d->base, tick_cb, s);
+	s->ev_xfer_timer = evtimer_new(d->base, xfer_timer_cb, s);
+	if (!s->ev_tick || !s->ev_xfer_timer) {
+		slot_free(s);
+		return -ENOMEM;
+	}
+	*ret = s;
+	return 0;
+}
+
+struct slot *slot_free(struct slot *s)
+{
+	if (!s)
+		return NULL;
+	s->xfer_active = false;
+	slot_port_close(s);
+	s->sess = osfi_session_free(s->sess);
+	explicit_bzero(s->license, sizeof(s->license));
+	if (s->ev_tick)
+		event_free(s->ev_tick);
+	if (s->ev_xfer_timer)
+		event_free(s->ev_xfer_timer);
+	free(s);
+	return NULL;
+}

@@ -1,0 +1,96 @@
+/* sfid configuration: a good file, and errors that name file, line and key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "sfid-config.h"
+
+#define BASE "[hsm]\nmodule = /m.so\ntoken = t\npin_file = /p\n[database]\npath = /d.db\n" \
+	     "[control]\noperator_group = root\nsupervisor_group = root\n"
+
+static void expect_error(const char *text, const char *fragment)
+{
+	struct config *c = NULL;
+	char err[512] = "";
+
+	assert_true(config_parse_string("test.conf", text, &c, err, sizeof(err)) < 0);
+	assert_null(c);
+	if (!strstr(err, fragment))
+		fail_msg("error '%s' lacks '%s'", err, fragment);
+}
+
+static void test_good(void **state)
+{
+	struct config *c = NULL;
+	char err[512] = "";
+
+	assert_int_equal(config_parse_string("test.conf",
+		"[station]\nname = L1\n" BASE
+		"[slot A]\nport = serial:SFIA0000\nbaud = 57600\nentry = rts=1,dtr=1,wait=10,dtr=0\n"
+		"[slot B]\nport = usb:1-3\npoll_ms = 100\n[limits]\nshutdown_timeout_ms = 5000\n",
+		&c, err, sizeof(err)), 0);
+	assert_string_equal(c->station, "L1");
+	assert_int_equal(c->n_slots, 2);
+	assert_string_equal(c->slots[0].name, "A");
+	assert_int_equal(c->slots[0].baud, 57600);
+	assert_string_equal(c->slots[0].entry, "rts=1,dtr=1,wait=10,dtr=0");
+	assert_int_equal(c->slots[1].baud, 115200);
+	assert_int_equal(c->slots[1].poll_ms, 100);
+	assert_int_equal(c->shutdown_timeout_ms, 5000);
+	assert_int_equal(c->operator_gid, 0);
+	assert_int_equal(config_slot_find(c, "B"), 1);
+	assert_true(config_slot_find(c, "C") < 0);
+	config_free(c);
+}
+
+static void test_errors(void **state)
+{
+	/* line 11 is "baud = fast" */
+	expect_error(BASE "[slot A]\nbaud = fast\nport = /dev/x\n",
+		     "test.conf:11: key 'baud' in [slot A]: 'fast' is not a whole number");
+	expect_error(BASE "[slot A]\nport = /dev/x\ncolour = blue\n",
+		     "test.conf:12: unknown key 'colour' in [slot A]");
+	expect_error(BASE "[slot A]\nport = /dev/x\n[slot A]\nport = /dev/y\n",
+		     "test.conf:12: section [slot A]: slot 'A' is already defined at line 10");
+	expect_error(BASE "[slot A]\nbaud = 9600\n", "test.conf:10: key 'port' missing in [slot A]");
+	expect_error(BASE "[slot A]\nport = /dev/x\nentry = dtr=2\n", "test.conf:12: key 'entry'");
+	expect_error(BASE "[slot A]\nport = /dev/x\n[slot B]\nport = /dev/x\n",
+		     "test.conf:12: key 'port' in [slot B]: port '/dev/x' is already used by slot A");
+	expect_error(BASE "[slot A]\nport = /dev/x\n[wheels]\ncount = 4\n",
+		     "test.conf:13: unknown section [wheels]");
+	expect_error(BASE "[slot A]\nport = /dev/x\nthis is not ini\n", "test.conf:12: syntax error");
+	expect_error("[hsm]\nmodule = /m.so\ntoken = t\n[database]\npath = /d\n[slot A]\nport = /x\n",
+		     "exactly one of 'pin_file' or 'pin_credential'");
+	expect_error("[hsm]\nmodule = /m.so\ntoken = t\npin_file = /p\n[database]\npath = /d\n"
+		     "[control]\noperator_group = no-such-group-here\n[slot A]\nport = /x\n",
+		     "group 'no-such-group-here' does not exist");
+	expect_error(BASE, "no [slot NAME] section");
+	expect_error(BASE "[control]\nmax_message = 10\n[slot A]\nport = /x\n",
+		     "test.conf:11: key 'max_message' in [control]");
+	expect_error(BASE "[slot bad name!]\nport = /x\n", "test.conf:10: section [slot bad name!]");
+}
+
+static void test_missing_file(void **state)
+{
+	struct config *c = NULL;
+	char err[512];
+
+	assert_true(config_load("/nonexistent/sfid.conf", &c, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "/nonexistent/sfid.conf: cannot open"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_good),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_missing_file),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
