@@ -501,8 +501,12 @@ static int link_run_once(struct link *l, struct an3155_xfer *x)
 	}
 }
 
-/* Sends 0x7F until the chip answers ACK or NACK, within the resync budget, then waits for
- * the line to go quiet so that stray answers do not reach the next command. */
+/* Brings the bootloader back to waiting for a command after a failed exchange. Single
+ * 0x7F bytes fill whatever frame the chip is still collecting until it answers; an answer
+ * may however be a stale one (a late ACK), so after the line went quiet a second round
+ * must be answered too. Each round ends with the chip idle and nothing pending: it has
+ * just answered a 0x7F, which either completed a frame or was a command byte paired with
+ * its (wrong) complement. */
 static int link_resync(struct link *l)
 {
 	int64_t deadline = now_ms() + l->opt.resync_ms;
@@ -513,17 +517,23 @@ static int link_resync(struct link *l)
 	r = link_drain(l, QUIET_MS, deadline);
 	if (r < 0)
 		return r;
-	while (now_ms() < deadline) {
-		struct an3155_xfer x;
+	for (int round = 0; round < 2; round++) {
+		do {
+			struct an3155_xfer x;
 
-		an3155_xfer_sync(&x, &t);
-		r = link_run_once(l, &x);
-		if (r == 0)
-			return link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
-		if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED)
+			if (now_ms() >= deadline)
+				return -AN3155_E_TIMEOUT;
+			an3155_xfer_sync(&x, &t);
+			r = link_run_once(l, &x);
+		} while (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED);
+		if (r < 0)
+			return r;
+		r = link_drain(l, QUIET_MS, deadline);
+		if (r < 0)
 			return r;
 	}
-	return -AN3155_E_TIMEOUT;
+	link_debug(l, "%s: resynchronised", l->name);
+	return 0;
 }
 
 static bool op_idempotent(uint8_t op)
