@@ -21,8 +21,8 @@ tables=$(sqlite3 "$db" "SELECT group_concat(name, ' ') FROM (SELECT name FROM sq
 [ "$(sqlite3 "$db" "SELECT count(*) FROM licenses WHERE state = 'installed'")" = 17 ] || fail "installed count"
 [ "$(sqlite3 "$db" "SELECT count(*) FROM chips WHERE final_state = 'failed'")" = 3 ] || fail "failed chips"
 [ "$(sqlite3 "$db" "SELECT min(counter_after) FROM licenses")" = "$(cat "$dir/token")" ] || fail "counter"
-sqlite3 "$db" "SELECT seq, type, hex(hash) FROM audit ORDER BY seq DESC LIMIT 1" | grep -q '|checkpoint|' \
-	|| fail "the job end is not followed by a checkpoint"
+head=$(sqlite3 "$db" "SELECT seq, type, hex(hash) FROM audit ORDER BY seq DESC LIMIT 1")
+[[ $head == *"|checkpoint|"* ]] || fail "the job end is not followed by a checkpoint: $head"
 if sqlite3 "$db" "DELETE FROM audit WHERE seq = 5" 2>"$dir/err"; then fail "audit delete allowed"; fi
 grep -q "append-only" "$dir/err" || fail "trigger message"
 
@@ -30,8 +30,9 @@ grep -q "append-only" "$dir/err" || fail "trigger message"
 "$audit" verify "$dir/export.jsonl" --pubkey "$dir/pub.pem" >"$dir/out" || fail "verify: $(cat "$dir/out")"
 grep -q '^VERIFIED$' "$dir/out" || fail "verify output"
 # Change the error text of the first failure: verify names exactly that record.
-seq=$(grep -m1 '"type":"attempt.end"}' "$dir/export.jsonl" | grep '"result":"failed"' >/dev/null; \
-	grep '"type":"attempt.end"}' "$dir/export.jsonl" | grep -m1 '"result":"failed"' | sed 's/.*","seq":\([0-9]*\),.*/\1/')
+seq=$(sed -n '/"type":"attempt.end"}/{/"result":"failed"/{s/.*","seq":\([0-9]*\),.*/\1/p;q}}' \
+	"$dir/export.jsonl")
+[ -n "$seq" ] || fail "no failed attempt in the export"
 sed "/\",\"seq\":$seq,/s/flash error at/flash fine at/" "$dir/export.jsonl" > "$dir/bad.jsonl"
 set +e
 "$audit" verify "$dir/bad.jsonl" --pubkey "$dir/pub.pem" >"$dir/out"
@@ -45,5 +46,6 @@ grep -q "^BAD record $seq:" "$dir/out" || fail "tampered export: $(cat "$dir/out
 [ "$(jq '.licenses.spent' "$dir/report.json")" = 20 ] || fail "report spent"
 [ "$(jq '.failures_by_cause | to_entries[0].value' "$dir/report.json")" = 3 ] || fail "report causes"
 [ "$(jq '.per_slot["slot-1"].attempts' "$dir/report.json")" = 10 ] || fail "report slots"
-"$audit" report "$dir/export.jsonl" | grep -q "chips programmed   17" || fail "text report"
+"$audit" report "$dir/export.jsonl" > "$dir/report.txt"
+grep -q "chips programmed   17" "$dir/report.txt" || fail "text report"
 echo "sqlite3 shell, sfi-audit verify/report: ok"
