@@ -20,6 +20,8 @@ static const struct sfi_boot_command *const commands[] = {
 	&sfi_boot_cmd_write,
 	&sfi_boot_cmd_erase,
 	&sfi_boot_cmd_go,
+	&sfi_boot_cmd_cert,
+	&sfi_boot_cmd_install,
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))

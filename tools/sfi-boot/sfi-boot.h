@@ -45,6 +45,8 @@ extern const struct sfi_boot_command sfi_boot_cmd_read;
 extern const struct sfi_boot_command sfi_boot_cmd_write;
 extern const struct sfi_boot_command sfi_boot_cmd_erase;
 extern const struct sfi_boot_command sfi_boot_cmd_go;
+extern const struct sfi_boot_command sfi_boot_cmd_cert;
+extern const struct sfi_boot_command sfi_boot_cmd_install;
 
 /* Prints "sfi-boot: <what>: <link's reason>" once and returns the exit code for error r. */
 int sfi_boot_fail(struct sfi_boot *b, int r, const char *what);
