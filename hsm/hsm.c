@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -128,12 +129,40 @@ int hsm_rv_to_error(CK_RV rv, bool in_session)
 	}
 }
 
+/* Whether the token left its slot. Modules report a token removed under an open session
+ * in different ways (SoftHSM2: empty searches and CKR_GENERAL_ERROR, while the slot may
+ * still claim a token), so failures and missing objects are checked against both the slot's
+ * CKF_TOKEN_PRESENT and C_GetTokenInfo. Caller holds h->lock. */
+static bool hsm_token_gone(struct hsm *h)
+{
+	CK_SLOT_INFO si;
+	CK_TOKEN_INFO ti;
+	CK_RV rv = h->mod->f->C_GetSlotInfo(h->slot, &si);
+
+	if (rv != CKR_OK || !(si.flags & CKF_TOKEN_PRESENT))
+		return true;
+	rv = h->mod->f->C_GetTokenInfo(h->slot, &ti);
+	return rv != CKR_OK;
+}
+
 /* Records a failed call (debug) and converts it. Caller holds h->lock. */
 static int hsm_fail(struct hsm *h, const char *call, CK_RV rv)
 {
+	int r = hsm_rv_to_error(rv, true);
+
 	h->last_rv = rv;
 	h->last_call = call;
-	return hsm_rv_to_error(rv, true);
+	if ((r == -HSM_ERR_DEVICE || r == -HSM_ERR_OBJECT_MISSING) && hsm_token_gone(h))
+		r = -HSM_ERR_TOKEN_REMOVED;
+	return r;
+}
+
+/* An expected object was not found: not provisioned, not logged in, or token gone. */
+static int hsm_missing(struct hsm *h)
+{
+	if (hsm_token_gone(h))
+		return -HSM_ERR_TOKEN_REMOVED;
+	return h->logged_in ? -HSM_ERR_OBJECT_MISSING : -HSM_ERR_NOT_LOGGED_IN;
 }
 
 unsigned long hsm_last_rv(struct hsm *h)
@@ -520,7 +549,7 @@ static int hsm_find(struct hsm *h, CK_OBJECT_CLASS cls, const char *label,
 	if (rv != CKR_OK)
 		return hsm_fail(h, "C_FindObjects", rv);
 	if (n == 0)
-		return h->logged_in ? -HSM_ERR_OBJECT_MISSING : -HSM_ERR_NOT_LOGGED_IN;
+		return hsm_missing(h);
 	if (n > 1)
 		return -HSM_ERR_OBJECT_INVALID;
 	*ret_obj = objs[0];
@@ -596,7 +625,7 @@ static int hsm_read_counter_locked(struct hsm *h, struct hsm_counter *ret)
 	if (rv != CKR_OK)
 		return hsm_fail(h, "C_FindObjects", rv);
 	if (c.n == 0)
-		return h->logged_in ? -HSM_ERR_OBJECT_MISSING : -HSM_ERR_NOT_LOGGED_IN;
+		return hsm_missing(h);
 	for (CK_ULONG i = 0; i < c.n; i++) {
 		uint8_t v[4];
 		uint32_t x;

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# sfi-hsm end to end on SoftHSM2: provision, info, counted licenses that unwrap only on their
+# chip, refusals that spend nothing (exit codes and one-line errors), module tokens, global
+# licenses, exhaustion, audit key export.
+set -euo pipefail
+. "$(dirname "$0")/hsm-lib.sh"
+K=$HSM_TESTKIT
+
+make_token oem
+make_token mod7
+make_token blank
+
+"$SFI_HSM" --help | grep -q "Exit codes" || fail "--help lacks exit codes"
+expect_fail 1 "unknown command" "$SFI_HSM" frobnicate
+
+hsm provision oem --image-key k.bin --image image.sfi --max-count 3 --ca-pub ca.pub \
+	--global-key g.bin >/dev/null
+expect_fail 5 "already provisioned" hsm provision oem --image-key k.bin --image image.sfi \
+	--max-count 9 --ca-pub ca.pub
+hsm provision oem --image-key k.bin --image image.sfi --max-count 3 --ca-pub ca.pub \
+	--global-key g.bin --wipe >/dev/null
+[ "$(left oem)" = 3 ] || fail "counter after provisioning is $(left oem)"
+want_id=$(head -c 64 image.sfi | sha256sum | cut -d' ' -f1)
+hsm info oem --json | grep -q "\"firmware_id\":\"$want_id\"" || fail "firmware id is not the image id"
+hsm info oem | grep -q "^licenses left:  3$" || fail "info text"
+
+# One license: counted once, unwraps on its chip only.
+hsm license oem --cert chip1.cert --image image.sfi --out chip1.lic | grep -q "licenses left: 2"
+[ "$(left oem)" = 2 ] || fail "counter did not drop by one"
+[ "$(stat -c %s chip1.lic)" = 172 ] || fail "license size"
+[ "$("$K" field chip1.lic counter)" = 2 ] || fail "counter field"
+[ "$("$K" field chip1.lic uid)" = 0102030405060708090a0b0c ] || fail "uid field"
+"$K" check chip1.lic chip1.key k.bin image.sfi || fail "license does not unwrap on its chip"
+rc=0; "$K" check chip1.lic chip2.key k.bin image.sfi 2>/dev/null || rc=$?
+[ "$rc" = 1 ] || fail "license unwrapped on another chip (rc $rc)"
+
+# Refusals: nothing spent, no file left behind.
+expect_fail 2 "refusing to overwrite" hsm license oem --cert chip2.cert --image image.sfi --out chip1.lic
+expect_fail 6 "bad chip certificate" hsm license oem --cert foreign.cert --image image.sfi --out x.lic
+expect_fail 6 "wrong device id" hsm license oem --cert wrongdev.cert --image image.sfi --out x.lic
+expect_fail 6 "wrong firmware id" hsm license oem --cert chip2.cert --image other-image.sfi --out x.lic
+expect_fail 6 "wrong firmware id" hsm license oem --cert chip2.cert --image image.sfi --module-id 7 --out x.lic
+expect_fail 2 "not an OSFI image" hsm license oem --cert chip2.cert --image chip1.cert --out x.lic
+[ ! -e x.lic ] || fail "a refused license left a file"
+printf '9999\n' >bad-pin; chmod 600 bad-pin
+expect_fail 4 "PIN incorrect" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file bad-pin
+chmod 644 bad-pin
+expect_fail 4 "readable by others" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file bad-pin
+expect_fail 4 "no PIN" setsid -w "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem </dev/null
+expect_fail 3 "module missing" "$SFI_HSM" info --module "$WORK/nope.so" --token oem --pin-file pin
+expect_fail 3 "no token present" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token nope --pin-file pin
+expect_fail 5 "not provisioned" hsm info blank
+expect_fail 5 "not provisioned" hsm license blank --cert chip2.cert --image image.sfi --out x.lic
+[ "$(left oem)" = 2 ] || fail "a refusal changed the counter"
+
+# Global license: uncounted, opens with G.
+hsm global-license oem --image image.sfi --out global.lic >/dev/null
+"$K" check-global global.lic g.bin k.bin image.sfi || fail "global license does not unwrap"
+[ "$(left oem)" = 2 ] || fail "global license was counted"
+
+# Module token: firmware id = module firmware id; licenses name the module.
+hsm provision mod7 --image-key k.bin --module-id 7 --max-count 1 --ca-pub ca.pub >/dev/null
+hsm license mod7 --cert chip2.cert --image image.sfi --module-id 7 --out mod.lic >/dev/null
+"$K" check mod.lic chip2.key k.bin image.sfi 7 || fail "module license does not unwrap"
+expect_fail 6 "wrong firmware id" hsm license mod7 --cert chip2.cert --image image.sfi --out x.lic
+expect_fail 5 "no global key" hsm global-license mod7 --image image.sfi --module-id 7 --out x.lic
+expect_fail 7 "license counter exhausted" hsm license mod7 --cert chip1.cert --image image.sfi \
+	--module-id 7 --out x.lic
+
+# Exhaustion on the image token.
+hsm license oem --cert chip2.cert --image image.sfi --out a.lic >/dev/null
+hsm license oem --cert chip1.cert --image image.sfi --out b.lic >/dev/null
+[ "$(left oem)" = 0 ] || fail "counter not at zero"
+expect_fail 7 "license counter exhausted" hsm license oem --cert chip2.cert --image image.sfi --out x.lic
+[ ! -e x.lic ] || fail "exhausted counter left a license file"
+[ "$(left oem)" = 0 ] || fail "counter moved below zero"
+[ "$("$K" field a.lic nonce)" != "$("$K" field b.lic nonce)" ] || fail "nonces repeat"
+
+# Audit public key: a P-256 PEM key equal to the token's.
+hsm audit-pubkey oem --out audit.pem
+openssl pkey -pubin -in audit.pem -noout -text | grep -q "prime256v1" || fail "audit key PEM"
+echo "sfi-hsm CLI: all checks passed"
