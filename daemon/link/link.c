@@ -10,6 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/serial.h>
+#include <sys/ioctl.h>
+
 #include <libserialport.h>
 
 #include "link.h"
@@ -211,6 +214,25 @@ static int sp_to_errno(enum sp_return r)
 	return -EIO;
 }
 
+/* Every command waits for one-byte ACKs: USB-serial adapters that batch received bytes
+ * (FTDI's latency timer defaults to 16 ms) would add that to each of the three round trips
+ * of a block. Ask the driver for low latency; ttys that do not know the request (PTYs)
+ * simply keep their behaviour. */
+static void link_low_latency(struct link *l)
+{
+	struct serial_struct ss;
+
+	if (ioctl(l->fd, TIOCGSERIAL, &ss) < 0)
+		return;
+	if (ss.flags & ASYNC_LOW_LATENCY)
+		return;
+	ss.flags |= ASYNC_LOW_LATENCY;
+	if (ioctl(l->fd, TIOCSSERIAL, &ss) < 0)
+		link_debug(l, "%s: low-latency mode not available: %s", l->name, strerror(errno));
+	else
+		link_debug(l, "%s: low-latency mode on", l->name);
+}
+
 int link_open(const char *spec, const struct link_options *o, struct link **ret, char *err,
 	      size_t err_size)
 {
@@ -297,6 +319,7 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 		set_err(err, err_size, "cannot configure %s: %s", l->name, strerror(errno));
 		goto fail;
 	}
+	link_low_latency(l);
 	sp_flush(l->port, SP_BUF_INPUT);
 	link_debug(l, "%s: open at %u baud 8E1", l->name, l->opt.baud);
 	*ret = l;
