@@ -16,7 +16,6 @@
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include "an3155-wire.h"
@@ -512,9 +511,11 @@ static int chip_cert_load_or_create(struct emu_osfi *o, const char *dir, const c
 	size_t n = 0;
 	int r;
 
+	if (access(ca_path, R_OK) < 0)
+		return -errno;
 	ca = read_pem_private(ca_path);
 	if (!ca)
-		return -errno ? -errno : -EINVAL;
+		return -EINVAL;
 	if (!pkey_is_p256(ca)) {
 		EVP_PKEY_free(ca);
 		return -EINVAL;
@@ -559,7 +560,7 @@ static int global_key_load(struct emu_osfi *o, const char *path)
 	int r;
 
 	r = read_file_small(path, buf, sizeof(buf), &n);
-	if (r == 0 && n != sizeof(o->global_key))
+	if (r == -EFBIG || (r == 0 && n != sizeof(o->global_key)))
 		r = -EINVAL;
 	if (r == 0) {
 		memcpy(o->global_key, buf, sizeof(o->global_key));

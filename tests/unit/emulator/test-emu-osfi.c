@@ -310,6 +310,22 @@ static void test_identity(void **state)
 		assert_int_equal(s, OSFI_ST_INTERNAL);
 		assert_int_equal(len, 0);
 	}
+	/* Unusable configuration files are refused at start. */
+	emu_osfi_detach(f->chip);
+	{
+		char missing[160];
+		struct emu_osfi_config cfg = { .ca_key_path = missing };
+
+		snprintf(missing, sizeof(missing), "%s/none.pem", f->dir);
+		assert_int_equal(emu_osfi_attach(f->chip, &cfg), -ENOENT);
+		cfg.ca_key_path = f->gk_path;	/* not a PEM key */
+		assert_int_equal(emu_osfi_attach(f->chip, &cfg), -EINVAL);
+		cfg.ca_key_path = NULL;
+		cfg.global_key_path = f->ca_path;	/* not 32 bytes */
+		assert_int_equal(emu_osfi_attach(f->chip, &cfg), -EINVAL);
+		assert_null(emu_chip_osfi(f->chip));
+	}
+	attach(f, NULL, NULL);
 	/* The key is kept: the certificate made with the CA again is the same point. */
 	emu_osfi_detach(f->chip);
 	attach(f, f->ca_path, f->gk_path);
