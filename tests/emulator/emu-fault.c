@@ -7,6 +7,7 @@
 
 #include "emu-internal.h"
 
+static int fail(char *err, size_t err_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t err_len, const char *fmt, ...)
 {
 	va_list ap;
