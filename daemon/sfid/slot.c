@@ -757,12 +757,11 @@ static void slot_get_done(struct slot *s, int r)
 		return;
 	}
 	g = an3155_xfer_get_info(&s->x);
-	/* The command list is the chip's word on what it supports. */
-	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL) ||
-	    !an3155_get_has(g, AN3155_CMD_EXTENDED_SPECIAL)) {
-		slot_fail(s, "the bootloader (version %u.%u) lacks Get ID, Special or Extended "
-			  "Special: not an STM32H5 able to install OSFI images", g->version >> 4,
-			  g->version & 0xf);
+	/* The command list is the chip's word on what it supports. (The STM32H5 does not list
+	 * Extended Special 0x51 although it serves it, so only Special is required here.) */
+	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL)) {
+		slot_fail(s, "the bootloader (version %u.%u) lacks Get ID or Special: not an STM32H5 "
+			  "able to install OSFI images", g->version >> 4, g->version & 0xf);
 		return;
 	}
 	an3155_xfer_get_id(&s->x, &s->t);
@@ -789,6 +788,13 @@ static void slot_sync_done(struct slot *s, int r)
 	case SLOT_STATE_WAIT_REMOVAL:
 		if (r < 0 && ++s->misses >= REMOVAL_MISSES) {
 			slot_log(s, LOG_PRIO_INFO, "chip removed");
+			slot_next_chip(s);
+			return;
+		}
+		/* A synchronised bootloader NACKs a second 0x7F; an ACK means a bootloader that
+		 * just started: another chip was put in (or this one was reset). */
+		if (r == 0 && !an3155_xfer_was_synced(&s->x)) {
+			slot_log(s, LOG_PRIO_INFO, "chip replaced");
 			slot_next_chip(s);
 			return;
 		}

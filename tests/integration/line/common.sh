@@ -1,0 +1,149 @@
+# Shared set-up of the whole-line scenarios (sourced by the tests, the demo and the bench):
+# a SoftHSM2 token in a temp dir, a chip CA, a packed demo image, the token provisioned for
+# it, h5emu with umockdev adapters, and sfid with a generated configuration.
+# Needs: BUILD (build dir) and tmp (a private temp dir) set by the caller.
+SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
+H5EMU=${H5EMU:-$BUILD/tests/emulator/h5emu}
+SFID=$BUILD/daemon/sfid/sfid
+SFICTL=$BUILD/daemon/sfictl/sfictl
+SFIPACK=$BUILD/tools/sfi-pack/sfi-pack
+SFIHSM=$BUILD/tools/sfi-hsm/sfi-hsm
+SFIAUDIT=$BUILD/tools/sfi-audit/sfi-audit
+TOKEN_LABEL=sfid-line
+EMU_SERIAL_PREFIX=H5EMU
+emu_pid=
+sfid_pid=
+
+line_fail() {
+	echo "FAIL: $*" >&2
+	for f in "$tmp/sfid.log" "$tmp/emu.log"; do
+		if [ -f "$f" ]; then
+			echo "--- $(basename "$f") (tail)" >&2
+			tail -n 30 "$f" >&2
+		fi
+	done
+	exit 1
+}
+
+# Stops a process we started: TERM, up to 10 s, then KILL.
+line_stop_pid() {
+	local pid=$1
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+line_cleanup() {
+	line_stop_pid "$sfid_pid"
+	sfid_pid=
+	line_stop_pid "$emu_pid"
+	emu_pid=
+	rm -rf "$tmp"
+}
+
+# line_setup_pki COUNT [IMAGE_KB]: token with COUNT licenses for a demo image.
+line_setup_pki() {
+	local count=$1 kb=${2:-64}
+	mkdir -p "$tmp/tokens" "$tmp/pki"
+	chmod 755 "$tmp"
+	export SOFTHSM2_CONF=$tmp/softhsm2.conf
+	printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+		"$tmp/tokens" >"$SOFTHSM2_CONF"
+	softhsm2-util --init-token --free --label "$TOKEN_LABEL" --so-pin 12345678 --pin 87654321 \
+		>/dev/null || line_fail "cannot create a SoftHSM2 token"
+	printf '87654321\n' >"$tmp/pki/pin"
+	chmod 600 "$tmp/pki/pin"
+	openssl ecparam -name prime256v1 -genkey -noout -out "$tmp/pki/ca.pem" 2>/dev/null
+	openssl ec -in "$tmp/pki/ca.pem" -pubout -out "$tmp/pki/ca-pub.pem" 2>/dev/null
+	head -c 16 /dev/urandom >"$tmp/pki/image.key"
+	head -c 32 /dev/urandom >"$tmp/pki/global.key"
+	head -c $((kb * 1024)) /dev/urandom >"$tmp/pki/firmware.bin"
+	printf 'PRODUCT_STATE, Closed\n' >"$tmp/pki/options.csv"
+	"$SFIPACK" create --out "$tmp/pki/demo.sfi" --firmware "$tmp/pki/firmware.bin@0x08000000" \
+		--options "$tmp/pki/options.csv" --key "$tmp/pki/image.key" >/dev/null \
+		|| line_fail "sfi-pack create failed"
+	"$SFIHSM" provision --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
+		--pin-file "$tmp/pki/pin" --image-key "$tmp/pki/image.key" --image "$tmp/pki/demo.sfi" \
+		--max-count "$count" --ca-pub "$tmp/pki/ca-pub.pem" --global-key "$tmp/pki/global.key" \
+		>/dev/null || line_fail "sfi-hsm provision failed"
+}
+
+# line_counter: licenses left on the token.
+line_counter() {
+	"$SFIHSM" info --json --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
+		--pin-file "$tmp/pki/pin" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("counter", d.get("licenses_left")))'
+}
+
+# line_start_emu SLOTS CHIPS_PER_SLOT [h5emu options...]
+line_start_emu() {
+	local slots=$1 chips=$2
+	shift 2
+	rm -rf "$tmp/emu"
+	mkdir -p "$tmp/emu"
+	"$H5EMU" --count "$slots" --dir "$tmp/emu" --state-dir "$tmp/emu-state" --umockdev \
+		--chips-per-slot "$chips" --ca-key "$tmp/pki/ca.pem" \
+		--global-key "$tmp/pki/global.key" "$@" >"$tmp/emu.ready" 2>"$tmp/emu.log" &
+	emu_pid=$!
+	for _ in $(seq 100); do
+		[ -s "$tmp/emu.ready" ] && [ -f "$tmp/emu/umockdev.env" ] && return 0
+		kill -0 "$emu_pid" 2>/dev/null || line_fail "h5emu exited: $(cat "$tmp/emu.log")"
+		sleep 0.1
+	done
+	line_fail "h5emu printed no ready line in 10 s"
+}
+
+# line_write_config SLOTS [extra slot lines]: slots bound by adapter serial number.
+line_write_config() {
+	local slots=$1 extra=${2:-}
+	{
+		printf '[station]\nname = test-line\n'
+		printf '[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n' "$SOFTHSM_MODULE" \
+			"$TOKEN_LABEL" "$tmp/pki/pin"
+		printf '[database]\npath = %s\n' "$tmp/sfid.db"
+		printf '[control]\nsocket = %s\noperator_group = users\nsupervisor_group = root\n' \
+			"$tmp/sfid.sock"
+		printf '[limits]\nshutdown_timeout_ms = 5000\n'
+		for i in $(seq 0 $((slots - 1))); do
+			printf '[slot S%d]\nport = serial:%s%04d\npoll_ms = 100\nreopen_ms = 200\n%b' \
+				"$i" "$EMU_SERIAL_PREFIX" "$i" "$extra"
+		done
+	} >"$tmp/sfid.conf"
+}
+
+# line_env: the umockdev environment lines, one per array element, in $envs.
+line_env() {
+	envs=()
+	while IFS= read -r line; do
+		[ -n "$line" ] && envs+=("$line")
+	done <"$tmp/emu/umockdev.env"
+}
+
+# line_start_sfid [sfid options...]: waits until the control socket answers.
+line_start_sfid() {
+	line_env
+	env "${envs[@]}" "$SFID" --config "$tmp/sfid.conf" "$@" >>"$tmp/sfid.log" 2>&1 &
+	sfid_pid=$!
+	for _ in $(seq 100); do
+		if [ -S "$tmp/sfid.sock" ] && "$SFICTL" --socket "$tmp/sfid.sock" status >/dev/null 2>&1; then
+			return 0
+		fi
+		kill -0 "$sfid_pid" 2>/dev/null || line_fail "sfid exited at start-up"
+		sleep 0.1
+	done
+	line_fail "sfid did not answer on its socket in 10 s"
+}
+
+# ctl ARGS...: sfictl against the test daemon, bounded.
+ctl() {
+	timeout 120 "$SFICTL" --socket "$tmp/sfid.sock" "$@"
+}
+
+# sql QUERY: one value from the database (read-only).
+sql() {
+	sqlite3 -readonly "$tmp/sfid.db" "$1"
+}
