@@ -28,6 +28,7 @@ struct link {
 	struct link_options opt;
 	void (*progress)(void *user_data, size_t done, size_t total);
 	void *progress_data;
+	unsigned write_unit;
 	char error[256];
 };
 
@@ -247,6 +248,7 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 	if (!l)
 		return -ENOMEM;
 	l->fd = -1;
+	l->write_unit = 4;
 	if (o)
 		l->opt = *o;
 	else
@@ -810,21 +812,41 @@ int link_read_memory(struct link *l, uint32_t addr, uint8_t *buf, size_t len)
 	return 0;
 }
 
+int link_set_write_unit(struct link *l, unsigned unit)
+{
+	if (unit < 4 || unit > AN3155_MAX_BLOCK || (unit & (unit - 1)) != 0)
+		return -EINVAL;
+	l->write_unit = unit;
+	return 0;
+}
+
 int link_write_memory(struct link *l, uint32_t addr, const uint8_t *data, size_t len)
 {
+	uint8_t tail[AN3155_MAX_BLOCK];
 	struct an3155_xfer x;
 	size_t off = 0;
 
-	if (!data || addr % 4 != 0 || (uint64_t)addr + len > (uint64_t)UINT32_MAX + 1) {
-		link_set_error(l, "write address 0x%08x is not a multiple of 4", addr);
+	if (!data || addr % l->write_unit != 0 ||
+	    (uint64_t)addr + len > (uint64_t)UINT32_MAX + 1) {
+		link_set_error(l, "write address 0x%08x is not a multiple of %u", addr,
+			       l->write_unit);
 		return -EINVAL;
 	}
 	while (off < len) {
 		size_t n = len - off < AN3155_MAX_BLOCK ? len - off : AN3155_MAX_BLOCK;
+		const uint8_t *block = data + off;
+		size_t sent = n;
 		int r;
 
-		r = an3155_xfer_write_memory(&x, &l->opt.timeouts, addr + (uint32_t)off,
-					     data + off, n);
+		/* Blocks are multiples of 256; only the last may need padding. */
+		if (n % l->write_unit != 0) {
+			sent = (n + l->write_unit - 1) & ~(size_t)(l->write_unit - 1);
+			memcpy(tail, block, n);
+			memset(tail + n, 0xff, sent - n);
+			block = tail;
+		}
+		r = an3155_xfer_write_memory(&x, &l->opt.timeouts, addr + (uint32_t)off, block,
+					     sent);
 		if (r < 0)
 			return r;
 		r = link_run(l, &x);

@@ -103,9 +103,12 @@ int link_get_id(struct link *l, uint32_t *ret_pid);
 
 /* Reads len bytes from addr into buf, 256 bytes per command. */
 int link_read_memory(struct link *l, uint32_t addr, uint8_t *buf, size_t len);
-/* Writes len bytes to addr (a multiple of 4), 256 bytes per command, the last block padded
- * with 0xFF to a multiple of 4. */
+/* Writes len bytes to addr (a multiple of the write unit), 256 bytes per command, the last
+ * block padded with 0xFF to a multiple of the write unit. */
 int link_write_memory(struct link *l, uint32_t addr, const uint8_t *data, size_t len);
+/* Sets the write unit: 4 (AN3155's minimum, the default) or a larger power of two up to
+ * 256, e.g. 16 for STM32H5 flash, which programs 128-bit words only. */
+int link_set_write_unit(struct link *l, unsigned unit);
 
 enum link_erase_kind {
 	LINK_ERASE_MASS,

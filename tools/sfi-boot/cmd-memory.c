@@ -144,14 +144,22 @@ static int load_file(const char *path, uint8_t **ret_buf, size_t *ret_len)
 	return 0;
 }
 
+/* STM32 flash, OTP and option areas live in 0x08000000..0x0fffffff; the STM32H5 programs
+ * them in 16-byte words, so writes there are aligned and padded to 16 bytes. */
+static unsigned write_unit(uint32_t addr)
+{
+	return addr >= 0x08000000u && addr <= 0x0fffffffu ? STM32H5_FLASH_WRITE_UNIT : 4;
+}
+
 static int write_check(int argc, char **argv)
 {
 	uint32_t addr = 0;
 
 	if (parse_addr("address", argv[0], &addr) < 0)
 		return SFI_BOOT_EXIT_USAGE;
-	if (addr % 4 != 0) {
-		sfi_boot_error("write address 0x%08x is not a multiple of 4", addr);
+	if (addr % write_unit(addr) != 0) {
+		sfi_boot_error("write address 0x%08x is not a multiple of %u", addr,
+			       write_unit(addr));
 		return SFI_BOOT_EXIT_USAGE;
 	}
 	return SFI_BOOT_EXIT_OK;
@@ -177,6 +185,7 @@ static int write_run(struct sfi_boot *b, int argc, char **argv)
 		return SFI_BOOT_EXIT_FILE;
 	}
 
+	link_set_write_unit(b->link, write_unit(addr));
 	if (b->progress)
 		link_set_progress(b->link, sfi_boot_progress, (void *)"write");
 	r = link_write_memory(b->link, addr, data, len);
