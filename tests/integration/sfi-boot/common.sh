@@ -28,6 +28,11 @@ trap cleanup EXIT INT TERM
 
 fail() {
 	echo "FAIL: $*" >&2
+	if [ -f "$tmp/emu/umockdev.env" ]; then
+		echo "--- testbed" >&2
+		cat "$tmp/emu/umockdev.env" >&2
+		ls -l "$(sed -n 's/^UMOCKDEV_DIR=//p' "$tmp/emu/umockdev.env")/sys/class/tty" >&2 || true
+	fi
 	if [ -f "$tmp/emu.log" ]; then
 		echo "--- h5emu log (tail)" >&2
 		tail -n 20 "$tmp/emu.log" >&2
@@ -38,7 +43,7 @@ fail() {
 # start_emu [h5emu options...]: 2 chips, state kept in $tmp/state.
 start_emu() {
 	stop_emu
-	rm -rf "$tmp/emu"
+	rm -rf "$tmp/emu" "$tmp/ready"
 	"$H5EMU" --count 2 --dir "$tmp/emu" --state-dir "$tmp/state" "$@" \
 		>"$tmp/ready" 2>"$tmp/emu.log" &
 	emu_pid=$!

@@ -10,7 +10,7 @@ set -euo pipefail
 T=(--timeout-ms 400)
 FLASH=0x08000000
 
-head -c 20000 /dev/urandom >"$tmp/img"	# not a multiple of 256 nor of 4 bytes
+head -c 20001 /dev/urandom >"$tmp/img"	# the last block (33 bytes) needs padding
 head -c 4096 /dev/urandom >"$tmp/img2"
 
 echo "# info through the three port forms"
@@ -33,17 +33,19 @@ err_has "no USB-serial adapter with serial number NOSUCH0"
 expect 2 --port usb:9-9 info
 err_has "no USB-serial adapter on USB port 9-9"
 expect 1 --port usb:1-1 write 0x08000002 "$tmp/img"
+expect 1 --port usb:1-1 write 0x08000008 "$tmp/img"
+err_has "not a multiple of 16"
 expect 1 --port usb:1-1 --entry dtr=3 info
 err_has "0 or 1"
 
 echo "# erase, write with verify, read back"
 expect 0 --port usb:1-1 "${T[@]}" erase mass
 expect 0 --port usb:1-1 "${T[@]}" write $FLASH "$tmp/img"
-expect 0 --port usb:1-1 "${T[@]}" read $FLASH 20000 "$tmp/back"
+expect 0 --port usb:1-1 "${T[@]}" read $FLASH 20001 "$tmp/back"
 cmp -s "$tmp/img" "$tmp/back" || fail "read-back differs from the image"
-# The padding of the last block is erased-flash 0xFF.
-expect 0 --port usb:1-1 "${T[@]}" read 0x08004e20 16 "$tmp/pad"
-[ "$(od -An -tx1 "$tmp/pad" | tr -d ' \n')" = "ffffffffffffffffffffffffffffffff" ] ||
+# The last block went out padded to 16 bytes with 0xFF.
+expect 0 --port usb:1-1 "${T[@]}" read 0x08004e21 15 "$tmp/pad"
+[ "$(od -An -tx1 "$tmp/pad" | tr -d ' \n')" = "ffffffffffffffffffffffffffffff" ] ||
 	fail "bytes after the image are not erased"
 # Programmed flash cannot be written again: the chip refuses.
 expect 3 --port usb:1-1 "${T[@]}" write $FLASH "$tmp/img2"
@@ -52,7 +54,7 @@ expect 0 --port usb:1-1 "${T[@]}" erase 0 1
 expect 0 --port usb:1-1 "${T[@]}" read $FLASH 16384 "$tmp/erased"
 [ "$(od -An -tx1 -v "$tmp/erased" | tr -d ' \n' | tr -d f | wc -c)" -eq 0 ] ||
 	fail "pages 0 and 1 are not erased"
-expect 0 --port usb:1-1 "${T[@]}" read 0x08004000 3616 "$tmp/kept"
+expect 0 --port usb:1-1 "${T[@]}" read 0x08004000 3617 "$tmp/kept"
 cmp -s "$tmp/kept" <(tail -c +16385 "$tmp/img") || fail "page 2 was touched by erase 0 1"
 expect 0 --port usb:1-1 "${T[@]}" write $FLASH "$tmp/img2"
 expect 0 --port usb:1-1 "${T[@]}" erase bank1
@@ -80,7 +82,7 @@ echo "# faults"
 start_emu --umockdev --fault chip=0,cmd=0x31,nth=3,byte=0,action=drop
 expect 0 --port usb:1-1 "${T[@]}" erase mass
 expect 0 --port usb:1-1 "${T[@]}" write $FLASH "$tmp/img"
-expect 0 --port usb:1-1 "${T[@]}" read $FLASH 20000 "$tmp/back"
+expect 0 --port usb:1-1 "${T[@]}" read $FLASH 20001 "$tmp/back"
 cmp -s "$tmp/img" "$tmp/back" || fail "retried write left wrong data"
 
 # A lost ACK after the data block: a retry could program twice, so it is an error.
@@ -96,7 +98,7 @@ start_emu --umockdev --fault chip=0,cmd=0x11,nth=2,action=garbage \
 	--fault chip=0,cmd=0x11,nth=8,action=delay:1200
 expect 0 --port usb:1-1 "${T[@]}" erase mass
 expect 0 --port usb:1-1 "${T[@]}" --no-verify write $FLASH "$tmp/img"
-expect 0 --port usb:1-1 "${T[@]}" read $FLASH 20000 "$tmp/back"
+expect 0 --port usb:1-1 "${T[@]}" read $FLASH 20001 "$tmp/back"
 cmp -s "$tmp/img" "$tmp/back" || fail "retried reads returned wrong data"
 
 # A refusal is not retried and says so.
