@@ -40,7 +40,7 @@ trap 'stop_emu; rm -rf "$tmp"' EXIT INT TERM
 
 start_emu() {
 	stop_emu
-	rm -rf "$tmp/emu" "$tmp/state"
+	rm -rf "$tmp/emu" "$tmp/state" "$tmp/ready"
 	"$h5emu" --count 1 --dir "$tmp/emu" --state-dir "$tmp/state" --baud "$baud" "$@" \
 		>"$tmp/ready" 2>"$tmp/emu.log" &
 	emu_pid=$!
