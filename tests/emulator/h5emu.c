@@ -1231,8 +1231,13 @@ static void shutdown_all(void)
 		}
 	}
 #ifdef HAVE_EMU_UMOCKDEV
-	if (E.um)
+	if (E.um) {
+		char env[PATH_MAX];
+
 		emu_umockdev_stop(E.um);
+		if (snprintf(env, sizeof(env), "%s/umockdev.env", E.dir) < (int)sizeof(env))
+			unlink(env);
+	}
 #endif
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		if (E.clients[i].fd >= 0)
