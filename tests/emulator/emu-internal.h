@@ -33,6 +33,7 @@ struct emu_profile {
 	bool product_state;	/* H5 life cycle; otherwise RDP commands */
 };
 
+/* Returns the profile called `name` ("h563", "g474"), or NULL. */
 const struct emu_profile *emu_profile_find(const char *name);
 
 /* What the bootloader emits: answer bytes and fault markers, consumed by the port. */
@@ -55,10 +56,13 @@ struct emu_txq {
 
 /* Appends an item; returns 0 or -ENOMEM. */
 int emu_txq_push(struct emu_txq *q, struct emu_tx t);
+/* Number of items not yet taken. */
 size_t emu_txq_pending(const struct emu_txq *q);
 /* Takes the oldest item; returns false when empty. */
 bool emu_txq_pop(struct emu_txq *q, struct emu_tx *ret);
+/* Forgets every pending item. */
 void emu_txq_clear(struct emu_txq *q);
+/* Releases the queue's memory; the queue is empty and reusable afterwards. */
 void emu_txq_free(struct emu_txq *q);
 
 /* --- Fault injection (emu-fault.c) --- */
@@ -123,10 +127,12 @@ struct emu_chip_params {
 int emu_chip_new(const struct emu_chip_params *p, struct emu_chip **ret);
 /* Frees a chip (NULL accepted); does not persist. */
 struct emu_chip *emu_chip_free(struct emu_chip *c);
+/* The profile the chip was created with. */
 const struct emu_profile *emu_chip_profile(const struct emu_chip *c);
 
 /* Power-on / reset: the bootloader forgets the sync, SRAM keeps its content. */
 void emu_chip_reset(struct emu_chip *c, enum emu_mode mode);
+/* What the chip is running now. */
 enum emu_mode emu_chip_mode(const struct emu_chip *c);
 /* Where a reset requested by the chip itself (Unprotect, OSFI FINALIZE) leads. */
 void emu_chip_set_reset_mode(struct emu_chip *c, enum emu_mode mode);
@@ -135,6 +141,7 @@ bool emu_chip_protected(const struct emu_chip *c);
 
 /* Feeds one received byte into the bootloader; answers go to emu_chip_txq(). */
 void emu_chip_input(struct emu_chip *c, uint8_t byte);
+/* The chip's answer queue, drained by the port (or the fuzz target). */
 struct emu_txq *emu_chip_txq(struct emu_chip *c);
 
 /* Reads chip memory as the bootloader would (protection aside): 0 or -EINVAL. */
