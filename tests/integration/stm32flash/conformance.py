@@ -171,9 +171,9 @@ def test_framing(emu):
     check(p.silent([0x00, 0xFF]), "no answer before the sync byte")
     p.sync()
     check(p.xfer([0x7F, 0x7F], 1) == bytes([NACK]), "second 0x7F once synced is NACKed")
-    r = p.xfer([0x00, 0xFF], 14)
-    check(r == bytes([ACK, 10, 0x40, 0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x50, 0x63,
-                      0x73, ACK]), "Get answer %s" % r.hex())
+    r = p.xfer([0x00, 0xFF], 15)
+    check(r == bytes([ACK, 11, 0x40, 0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x50, 0x51,
+                      0x63, 0x73, ACK]), "Get answer %s" % r.hex())
     check(p.xfer([0x01, 0xFE], 5) == bytes([ACK, 0x40, 0, 0, ACK]), "Get Version")
     check(p.xfer([0x02, 0xFD], 5) == bytes([ACK, 1, 0x04, 0x84, ACK]), "Get ID 0x484")
     check(p.xfer([0x00, 0x00], 1) == bytes([NACK]), "bad complement NACKed")
