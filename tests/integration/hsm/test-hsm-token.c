@@ -463,8 +463,8 @@ int main(int argc, char **argv)
 	ca = chip_keygen();
 	REQUIRE(ca);
 
-	test_refusals(ca, key, image_id);
 	test_threads(ca, key, image_id);
+	test_refusals(ca, key, image_id);
 
 	EVP_PKEY_free(ca);
 	OPENSSL_cleanse(key, sizeof(key));
