@@ -6,8 +6,9 @@
  * gives the operator's sentence, hsm_last_rv() the CK_RV behind the last failure.
  *
  * Threads: a struct hsm is internally locked (one mutex per token, shared by every handle
- * of that token in the process), so worker threads may share one handle. Calls block for as
- * long as the token takes (a smartcard: seconds): never call them from an event loop. */
+ * of that token in the process), so worker threads may share one handle; hsm_close() only
+ * once every call on that handle has returned. Calls block for as long as the token takes
+ * (a smartcard: seconds): never call them from an event loop. */
 #pragma once
 
 #include <stdbool.h>
