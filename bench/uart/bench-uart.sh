@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side UART write throughput: sfi-boot (libserialport, 8E1, umockdev adapter) and
-# stm32flash (8N1, the emulator's plain PTY), both against h5emu paced at the line rate,
-# both writing erased flash without verify. Runs alternate between the tools; medians are
-# printed with their fraction of the wire limit (baud / 11 bytes per second).
+# Side-by-side UART write throughput against h5emu paced at the line rate, all writing
+# erased flash without verify, runs alternating between the tools; medians are printed with
+# their fraction of the wire limit (baud / 11 bytes per second):
+#   sfi-boot             libserialport, 8E1, umockdev USB-serial adapter (h563 profile)
+#   stm32flash-umockdev  stm32flash 8E1 on the same kind of umockdev adapter (g474 profile):
+#                        like for like, both pay the testbed's cost per read()/write()
+#   stm32flash-pty       stm32flash -m 8n1 on the emulator's plain PTY (g474 profile)
 #
 # Usage: bench/uart/bench-uart.sh [--build DIR] [--size BYTES] [--runs N] [--baud B]
 # stm32flash (Debian 0.7) does not know the STM32H5, so it runs against the g474 profile,
@@ -53,6 +56,9 @@ start_emu() {
 }
 
 now() { date +%s.%N; }
+# The run_* functions run in this shell (not in $(...)), so that start_emu/stop_emu track
+# the emulator's pid; each leaves its wall time in $last.
+last=
 
 g4_size=$((size < 512 * 1024 ? size : 512 * 1024))
 head -c "$size" /dev/urandom >"$tmp/image"
@@ -67,10 +73,10 @@ run_sfiboot() {
 	env "${envs[@]}" "$sfiboot" --port serial:H5EMU0000 --no-verify write 0x08000000 \
 		"$tmp/image" >/dev/null
 	t1=$(now)
-	echo "$t1 - $t0" | bc -l
+	last=$(echo "$t1 - $t0" | bc -l)
 }
 
-run_stm32flash() {
+run_stm32flash_pty() {
 	start_emu --profile g474
 	local t0 t1
 	t0=$(now)
@@ -78,22 +84,41 @@ run_stm32flash() {
 	"$stm32flash" -m 8n1 -b "$baud" -e 0 -w "$tmp/image-g4" -S 0x08000000 \
 		"$tmp/emu/chip0" >/dev/null
 	t1=$(now)
-	echo "$t1 - $t0" | bc -l
+	last=$(echo "$t1 - $t0" | bc -l)
+}
+
+run_stm32flash_umockdev() {
+	start_emu --profile g474 --umockdev
+	local envs=()
+	while IFS= read -r line; do envs+=("$line"); done <"$tmp/emu/umockdev.env"
+	local t0 t1
+	t0=$(now)
+	env "${envs[@]}" "$stm32flash" -m 8e1 -b "$baud" -e 0 -w "$tmp/image-g4" -S 0x08000000 \
+		/dev/ttyUSB0 >/dev/null
+	t1=$(now)
+	last=$(echo "$t1 - $t0" | bc -l)
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 wire=$(echo "$baud / 11" | bc -l)
 : >"$tmp/sfiboot.t"
-: >"$tmp/stm32flash.t"
+: >"$tmp/sf-umockdev.t"
+: >"$tmp/sf-pty.t"
 for i in $(seq "$runs"); do
-	t=$(run_sfiboot)
+	run_sfiboot
+	t=$last
 	echo "$t" >>"$tmp/sfiboot.t"
-	printf 'run %d: sfi-boot   %7d bytes in %6.2f s\n' "$i" "$size" "$t"
+	printf 'run %d: sfi-boot            %7d bytes in %6.2f s\n' "$i" "$size" "$t"
 	if [ -n "$stm32flash" ]; then
-		t=$(run_stm32flash)
-		echo "$t" >>"$tmp/stm32flash.t"
-		printf 'run %d: stm32flash %7d bytes in %6.2f s\n' "$i" "$g4_size" "$t"
+		run_stm32flash_umockdev
+	t=$last
+		echo "$t" >>"$tmp/sf-umockdev.t"
+		printf 'run %d: stm32flash-umockdev %7d bytes in %6.2f s\n' "$i" "$g4_size" "$t"
+		run_stm32flash_pty
+	t=$last
+		echo "$t" >>"$tmp/sf-pty.t"
+		printf 'run %d: stm32flash-pty      %7d bytes in %6.2f s\n' "$i" "$g4_size" "$t"
 	fi
 done
 stop_emu
@@ -102,11 +127,14 @@ report() {
 	local name=$1 bytes=$2 file=$3 t rate
 	t=$(median <"$file")
 	rate=$(echo "$bytes / $t" | bc -l)
-	printf '%-10s median %6.2f s  %7.0f B/s  %6.2f KiB/s  %5.1f %% of the wire limit (%d B/s)\n' \
+	printf '%-19s median %6.2f s  %7.0f B/s  %6.2f KiB/s  %5.1f %% of the wire limit (%d B/s)\n' \
 		"$name" "$t" "$rate" "$(echo "$rate / 1024" | bc -l)" "$(echo "100 * $rate / $wire" | bc -l)" \
 		"$(printf '%.0f' "$wire")"
 }
 echo "baud $baud, $runs runs, write without verify, medians:"
 report sfi-boot "$size" "$tmp/sfiboot.t"
-[ -n "$stm32flash" ] && report stm32flash "$g4_size" "$tmp/stm32flash.t"
+if [ -n "$stm32flash" ]; then
+	report stm32flash-umockdev "$g4_size" "$tmp/sf-umockdev.t"
+	report stm32flash-pty "$g4_size" "$tmp/sf-pty.t"
+fi
 exit 0
