@@ -19,7 +19,7 @@
 
 #define QUIET_MS 20		/* silence that ends draining after a resync or an entry */
 #define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
-#define SYNC_TRY_MS 100		/* wait for an answer to one 0x7F when connecting */
+#define SYNC_TRY_MS 25		/* wait for an answer to one 0x7F when connecting */
 
 struct link {
 	struct sp_port *port;
@@ -526,39 +526,50 @@ static int link_run_once(struct link *l, struct an3155_xfer *x)
 	}
 }
 
-/* Brings the bootloader back to waiting for a command after a failed exchange. Single
- * 0x7F bytes fill whatever frame the chip is still collecting until it answers; an answer
- * may however be a stale one (a late ACK), so after the line went quiet a second round
- * must be answered too. Each round ends with the chip idle and nothing pending: it has
- * just answered a 0x7F, which either completed a frame or was a command byte paired with
- * its (wrong) complement. */
+/* Sends single 0x7F bytes, each given try_ms to be answered, until the chip answers ACK or
+ * NACK, then waits for the line to go quiet. Afterwards the chip is idle with nothing
+ * pending, provided the answer was to our last 0x7F: that byte either completed a frame
+ * the chip was collecting, or was a command byte paired with its (wrong) complement, or
+ * was the sync byte itself. Returns 0 and *ret_tries, or a negative error. */
+static int link_sync_round(struct link *l, unsigned try_ms, int64_t deadline,
+			   unsigned *ret_tries)
+{
+	struct an3155_timeouts t = l->opt.timeouts;
+	struct an3155_xfer x;
+	unsigned tries = 0;
+	int r;
+
+	t.ack_ms = try_ms;
+	do {
+		if (tries > 0 && now_ms() >= deadline)
+			return -AN3155_E_TIMEOUT;
+		tries++;
+		an3155_xfer_sync(&x, &t);
+		r = link_run_once(l, &x);
+	} while (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED);
+	if (r < 0)
+		return r;
+	link_debug(l, "%s: %s after %u tr%s", l->name,
+		   an3155_xfer_was_synced(&x) ? "NACK (already synced)" : "ACK", tries,
+		   tries == 1 ? "y" : "ies");
+	*ret_tries = tries;
+	return link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
+}
+
+/* Brings the bootloader back to waiting for a command after a failed exchange. The first
+ * answer may be a stale one (a late ACK), so a second round must be answered too. */
 static int link_resync(struct link *l)
 {
 	int64_t deadline = now_ms() + l->opt.resync_ms;
-	struct an3155_timeouts t = l->opt.timeouts;
+	unsigned tries;
 	int r;
 
-	t.ack_ms = RESYNC_TRY_MS;
 	r = link_drain(l, QUIET_MS, deadline);
-	if (r < 0)
-		return r;
-	for (int round = 0; round < 2; round++) {
-		do {
-			struct an3155_xfer x;
-
-			if (now_ms() >= deadline)
-				return -AN3155_E_TIMEOUT;
-			an3155_xfer_sync(&x, &t);
-			r = link_run_once(l, &x);
-		} while (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED);
-		if (r < 0)
-			return r;
-		r = link_drain(l, QUIET_MS, deadline);
-		if (r < 0)
-			return r;
-	}
-	link_debug(l, "%s: resynchronised", l->name);
-	return 0;
+	for (int round = 0; r == 0 && round < 2; round++)
+		r = link_sync_round(l, RESYNC_TRY_MS, deadline, &tries);
+	if (r == 0)
+		link_debug(l, "%s: resynchronised", l->name);
+	return r;
 }
 
 static bool op_idempotent(uint8_t op)
@@ -700,33 +711,22 @@ int link_enter_bootloader(struct link *l, const char *seq)
 int link_sync(struct link *l)
 {
 	/* Short tries within the whole budget: a 0x7F sent before the bootloader (or the
-	 * adapter) was ready is lost, and waiting a full second for it wastes the time of a
-	 * whole line of chips. */
+	 * adapter) was ready is lost, and waiting a full step timeout for it would cost every
+	 * chip of a line that much. A try lasts three byte times plus scheduling slack. */
 	int64_t deadline = now_ms() + (int64_t)l->opt.timeouts.ack_ms * (l->opt.retries + 1);
-	struct an3155_timeouts t = l->opt.timeouts;
-	struct an3155_xfer x;
-	unsigned tries = 0;
+	unsigned try_ms = SYNC_TRY_MS + 3 * 11000 / l->opt.baud, tries = 0;
 	int r;
 
-	if (t.ack_ms > SYNC_TRY_MS)
-		t.ack_ms = SYNC_TRY_MS;
+	if (try_ms > l->opt.timeouts.ack_ms)
+		try_ms = l->opt.timeouts.ack_ms;
 	sp_flush(l->port, SP_BUF_INPUT);
-	do {
-		tries++;
-		an3155_xfer_sync(&x, &t);
-		r = link_run_once(l, &x);
-	} while ((r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED) && now_ms() < deadline);
-
-	if (r == 0) {
-		link_debug(l, "%s: synced%s after %u tr%s", l->name,
-			   an3155_xfer_was_synced(&x) ? " (already)" : "", tries,
-			   tries == 1 ? "y" : "ies");
-		/* A late answer to an earlier try must not reach the next command. */
-		if (tries > 1)
-			r = link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
-		if (r == 0)
-			return 0;
-	}
+	r = link_sync_round(l, try_ms, deadline, &tries);
+	/* After several tries the answer may belong to an earlier 0x7F and a later one may
+	 * still be pending in the chip: one more round settles it. */
+	if (r == 0 && tries > 1)
+		r = link_sync_round(l, try_ms, deadline, &tries);
+	if (r == 0)
+		return 0;
 	if (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED)
 		link_set_error(l, "no bootloader answers on %s (chip absent, not in its bootloader, "
 			       "or wrong entry sequence)", l->name);

@@ -90,7 +90,7 @@ int link_set_lines(struct link *l, int dtr, int rts);
  * Returns 0, -EINVAL for a bad sequence, or a negative link error. */
 int link_enter_bootloader(struct link *l, const char *seq);
 
-/* Sends 0x7F every 100 ms until the bootloader answers, for at most ack_ms x (retries + 1);
+/* Sends 0x7F every ~25 ms until the bootloader answers, for at most ack_ms x (retries + 1);
  * ACK or NACK (already synced) is success. Returns 0 or a negative error
  * (-AN3155_E_TIMEOUT: no chip answers). */
 int link_sync(struct link *l);
