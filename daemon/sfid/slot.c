@@ -476,7 +476,8 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 	case SLOT_STATE_IDENTIFYING:
 		s->t_attempt = sfid_mono_ms();
 		if (s->d->db && s->d->job &&
-		    db_attempt_begin(s->d->db, s->d->job->id, s->cfg->name, &s->attempt_id) < 0)
+		    (db_attempt_begin(s->d->db, s->d->job->id, s->cfg->name, &s->attempt_id) < 0 ||
+		     db_attempt_step(s->d->db, s->attempt_id, slot_state_to_string(next), NULL, 0) < 0))
 			slot_log(s, LOG_PRIO_ERR, "cannot record the attempt: %s",
 				 db_last_error(s->d->db));
 		break;
@@ -613,6 +614,20 @@ static void slot_entry_step(struct slot *s)
 static void slot_osfi_pump(struct slot *s);
 static void slot_install_done(struct slot *s, int r);
 
+/* One sentence for a failed OSFI session: the chip's status, or what the link said. */
+static void slot_describe_session(struct slot *s, char *text, size_t size)
+{
+	if (osfi_session_result(s->sess) == -OSFI_E_LINK) {
+		char link[200];
+
+		an3155_xfer_describe(&s->x, link, sizeof(link));
+		snprintf(text, size, "%s: %s", osfi_subop_name(s->x.subop),
+			 link[0] ? link : an3155_strerror(osfi_session_link_errno(s->sess)));
+		return;
+	}
+	osfi_session_describe(s->sess, text, size);
+}
+
 static void slot_describe_xfer(struct slot *s, const char *what, int r)
 {
 	char text[200];
@@ -637,7 +652,7 @@ static void slot_cert_done(struct slot *s, int r)
 		}
 	}
 	if (r < 0) {
-		osfi_session_describe(s->sess, text, sizeof(text));
+		slot_describe_session(s, text, sizeof(text));
 		slot_fail(s, "%s", text);
 		return;
 	}
@@ -959,7 +974,7 @@ static void slot_install_done(struct slot *s, int r)
 			slot_port_lost(s);
 			return;
 		}
-		osfi_session_describe(s->sess, text, sizeof(text));
+		slot_describe_session(s, text, sizeof(text));
 		snprintf(s->fail_step, sizeof(s->fail_step), "%s", slot_state_to_string(s->state));
 		slot_fail(s, "%s", text);
 		return;

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Control socket and configuration: a bad configuration is refused naming file, line and
+# key; a user in neither group is refused (by the socket's mode, and by SO_PEERCRED when the
+# socket is opened up); an operator may watch but not load jobs; malformed, oversized,
+# out-of-order, wrong-version and unknown messages get error replies; the client limit
+# holds; the daemon stays up throughout.
+set -euo pipefail
+BUILD=${SFID_BUILD_ROOT:?run through meson test}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-control.XXXXXX")
+. "$(dirname "$0")/common.sh"
+trap line_cleanup EXIT INT TERM
+
+line_setup_pki 5 16
+line_write_config 1
+printf '[control]\nmax_message = 4096\nmax_clients = 4\n' >>"$tmp/sfid.conf"
+
+# --- configuration errors
+cp "$tmp/sfid.conf" "$tmp/bad.conf"
+printf '[slot X]\nport = /dev/ttyUSB9\nbaud = fast\n' >>"$tmp/bad.conf"
+line=$(grep -n '^baud = fast' "$tmp/bad.conf" | cut -d: -f1)
+set +e
+"$SFID" --config "$tmp/bad.conf" --check 2>"$tmp/check.err"
+rc=$?
+set -e
+[ "$rc" -eq 1 ] || line_fail "sfid --check on a bad file exited $rc"
+grep -q "^$tmp/bad.conf:$line: key 'baud' in \[slot X\]" "$tmp/check.err" ||
+	line_fail "bad config message: $(cat "$tmp/check.err")"
+[ "$(wc -l <"$tmp/check.err")" -eq 1 ] || line_fail "more than one line for one error"
+"$SFID" --config "$tmp/sfid.conf" --check >/dev/null || line_fail "good config refused"
+
+line_start_sfid
+
+# --- authorization
+who_ctl() { # who_ctl GID ARGS...: sfictl as nobody with one group
+	local gid=$1
+	shift
+	set +e
+	setpriv --reuid=65534 --regid="$gid" --clear-groups \
+		timeout 20 "$SFICTL" --socket "$tmp/sfid.sock" "$@" >"$tmp/who.out" 2>"$tmp/who.err"
+	rc=$?
+	set -e
+}
+nogroup=$(getent group nogroup | cut -d: -f3)
+users=$(getent group users | cut -d: -f3)
+[ "$(stat -c %a "$tmp/sfid.sock")" = 660 ] || line_fail "socket mode $(stat -c %a "$tmp/sfid.sock")"
+who_ctl "$nogroup" status
+[ "$rc" -eq 3 ] || line_fail "nobody through a 0660 socket: exit $rc"
+chmod 666 "$tmp/sfid.sock"
+who_ctl "$nogroup" status
+[ "$rc" -eq 4 ] && grep -q "neither group users nor root" "$tmp/who.err" ||
+	line_fail "nobody not refused by sfid: exit $rc, $(cat "$tmp/who.err")"
+who_ctl "$users" status
+[ "$rc" -eq 0 ] || line_fail "operator status: exit $rc, $(cat "$tmp/who.err")"
+who_ctl "$users" job load "$tmp/pki/demo.sfi"
+[ "$rc" -eq 4 ] && grep -q "needs the supervisor role" "$tmp/who.err" ||
+	line_fail "operator job load: exit $rc, $(cat "$tmp/who.err")"
+who_ctl "$users" export --format csv --out -
+[ "$rc" -eq 4 ] || line_fail "operator export: exit $rc"
+
+# --- bad messages on one connection, then a good one; then the client limit
+python3 - "$tmp/sfid.sock" <<'PY' || line_fail "control protocol checks failed"
+import json, socket, sys
+
+def conn():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(sys.argv[1])
+    return s, s.makefile("rb")
+
+s, f = conn()
+def ask(raw, want):
+    s.sendall(raw)
+    rep = json.loads(f.readline())
+    got = rep.get("error", {}).get("code", "ok")
+    if got != want:
+        print("sent %r: got %r, want %r" % (raw[:60], rep, want))
+        sys.exit(1)
+    return rep
+
+ask(b"this is not json\n", "malformed")
+ask(b'{"v":1,"id":1,"cmd":"status","pad":"' + b"x" * 5000 + b'"}\n', "too-large")
+ask(b'{"v":2,"id":2,"cmd":"status"}\n', "version")
+ask(b'{"v":1,"id":3,"cmd":"self-destruct"}\n', "unknown-command")
+ask(b'{"v":1,"id":4,"cmd":"status"}\n', "ok")
+ask(b'{"v":1,"id":4,"cmd":"status"}\n', "out-of-order")
+ask(b'{"v":1,"id":5,"cmd":"start","args":{"slots":["nope"]}}\n', "not-found")
+ask(b'{"v":1,"id":6,"cmd":"job-load","args":{"image":"/nonexistent.sfi"}}\n', "not-found")
+ask(b'{"v":1,"id":7,"cmd":"start"}\n', "bad-state")
+rep = ask(b'{"v":1,"id":8,"cmd":"hello"}\n', "ok")
+assert rep["id"] == 8 and rep["ok"]["role"] == "supervisor", rep
+
+extra = [conn() for _ in range(3)]  # 4 clients now
+s5, f5 = conn()
+rep = json.loads(f5.readline())
+if rep.get("error", {}).get("code") != "busy":
+    print("fifth client: %r" % rep)
+    sys.exit(1)
+PY
+ctl status >/dev/null || line_fail "sfid does not answer after the bad messages"
+kill -0 "$sfid_pid" || line_fail "sfid died"
+echo "configuration, authorization and protocol errors handled; sfid still up"
