@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -234,6 +235,74 @@ static void link_low_latency(struct link *l)
 		link_debug(l, "%s: low-latency mode on", l->name);
 }
 
+static speed_t baud_to_speed(unsigned baud)
+{
+	static const struct {
+		unsigned baud;
+		speed_t speed;
+	} table[] = {
+		{ 1200, B1200 },     { 2400, B2400 },	  { 4800, B4800 },     { 9600, B9600 },
+		{ 19200, B19200 },   { 38400, B38400 },	  { 57600, B57600 },   { 115200, B115200 },
+		{ 230400, B230400 }, { 460800, B460800 }, { 921600, B921600 },
+	};
+
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (table[i].baud == baud)
+			return table[i].speed;
+	return 0;
+}
+
+/* "tty:PATH": a terminal opened with termios alone, for ttys that libserialport does not
+ * enumerate (pseudo-terminals, e.g. the emulator's plain PTYs). Same 8E1 raw settings. */
+static int link_open_tty(struct link *l, const char *path, char *err, size_t err_size)
+{
+	speed_t speed = baud_to_speed(l->opt.baud);
+	struct termios tio;
+
+	l->name = strdup(path);
+	if (!l->name)
+		return -ENOMEM;
+	if (speed == 0) {
+		set_err(err, err_size, "%u baud is not a standard rate for %s", l->opt.baud, path);
+		return -EINVAL;
+	}
+	l->fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (l->fd < 0) {
+		int r = -errno;
+
+		set_err(err, err_size, "cannot open %s: %s", path, strerror(errno));
+		return r == -ENOENT ? -ENODEV : r;
+	}
+	if (tcgetattr(l->fd, &tio) < 0) {
+		int r = -errno;
+
+		set_err(err, err_size, "%s is not a terminal: %s", path, strerror(errno));
+		return r;
+	}
+	cfmakeraw(&tio);
+	tio.c_cflag &= ~(CSIZE | CSTOPB | PARODD | CRTSCTS);
+	tio.c_cflag |= CS8 | PARENB | CREAD | CLOCAL;
+	tio.c_iflag &= ~(IXON | IXOFF | IXANY);
+	tio.c_cc[VMIN] = 0;
+	tio.c_cc[VTIME] = 0;
+	cfsetispeed(&tio, speed);
+	cfsetospeed(&tio, speed);
+	if (tcsetattr(l->fd, TCSANOW, &tio) == 0)
+		return 0;
+	if (errno == EINVAL) {
+		/* A pseudo-terminal has no line to carry parity and drops PARENB (glibc then
+		 * reports EINVAL); everything else applies. */
+		tio.c_cflag &= ~PARENB;
+		if (tcsetattr(l->fd, TCSANOW, &tio) == 0) {
+			link_debug(l, "%s: no parity on this terminal (pseudo-terminal)", path);
+			return 0;
+		}
+	}
+	set_err(err, err_size, "cannot set %u baud 8E1 on %s: %s", l->opt.baud, path,
+		strerror(errno));
+	return -errno;
+}
+
 int link_open(const char *spec, const struct link_options *o, struct link **ret, char *err,
 	      size_t err_size)
 {
@@ -256,6 +325,12 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 	if (l->opt.baud == 0)
 		l->opt.baud = 115200;
 
+	if (strncmp(spec, "tty:", 4) == 0) {
+		r = link_open_tty(l, spec + 4, err, err_size);
+		if (r < 0)
+			goto fail;
+		goto opened;
+	}
 	if (strncmp(spec, "serial:", 7) == 0 || strncmp(spec, "usb:", 4) == 0) {
 		r = link_resolve(spec, &l->name, err, err_size);
 		if (r < 0)
@@ -322,7 +397,8 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 		goto fail;
 	}
 	link_low_latency(l);
-	sp_flush(l->port, SP_BUF_INPUT);
+opened:
+	tcflush(l->fd, TCIFLUSH);
 	link_debug(l, "%s: open at %u baud 8E1", l->name, l->opt.baud);
 	*ret = l;
 	return 0;
@@ -339,6 +415,8 @@ struct link *link_close(struct link *l)
 	if (l->port) {
 		sp_close(l->port);
 		sp_free_port(l->port);
+	} else if (l->fd >= 0) {
+		close(l->fd);
 	}
 	free(l->name);
 	free(l);
@@ -650,10 +728,23 @@ int link_set_lines(struct link *l, int dtr, int rts)
 {
 	enum sp_return sr = SP_OK;
 
-	if (dtr >= 0)
-		sr = sp_set_dtr(l->port, dtr ? SP_DTR_ON : SP_DTR_OFF);
-	if (sr == SP_OK && rts >= 0)
-		sr = sp_set_rts(l->port, rts ? SP_RTS_ON : SP_RTS_OFF);
+	if (!l->port) {
+		/* A "tty:" port: the modem-line ioctls directly. */
+		int on = 0, off = 0;
+
+		if (dtr >= 0)
+			*(dtr ? &on : &off) |= TIOCM_DTR;
+		if (rts >= 0)
+			*(rts ? &on : &off) |= TIOCM_RTS;
+		if ((on && ioctl(l->fd, TIOCMBIS, &on) < 0) ||
+		    (off && ioctl(l->fd, TIOCMBIC, &off) < 0))
+			sr = SP_ERR_FAIL;
+	} else {
+		if (dtr >= 0)
+			sr = sp_set_dtr(l->port, dtr ? SP_DTR_ON : SP_DTR_OFF);
+		if (sr == SP_OK && rts >= 0)
+			sr = sp_set_rts(l->port, rts ? SP_RTS_ON : SP_RTS_OFF);
+	}
 	if (sr != SP_OK) {
 		int r = sp_to_errno(sr);
 
@@ -702,7 +793,7 @@ int link_enter_bootloader(struct link *l, const char *seq)
 		if (r < 0)
 			return r;
 	}
-	sp_flush(l->port, SP_BUF_INPUT);
+	tcflush(l->fd, TCIFLUSH);
 	return 0;
 }
 
@@ -719,7 +810,7 @@ int link_sync(struct link *l)
 
 	if (try_ms > l->opt.timeouts.ack_ms)
 		try_ms = l->opt.timeouts.ack_ms;
-	sp_flush(l->port, SP_BUF_INPUT);
+	tcflush(l->fd, TCIFLUSH);
 	r = link_sync_round(l, try_ms, deadline, &tries);
 	/* After several tries the answer may belong to an earlier 0x7F and a later one may
 	 * still be pending in the chip: one more round settles it. */

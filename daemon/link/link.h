@@ -7,6 +7,8 @@
  *   serial:SFIA0003   the USB-serial adapter whose USB serial number is SFIA0003
  *   usb:1-3           the adapter plugged into physical USB port 1-3 (sysfs: the tty's
  *                     device directory is a USB interface "1-3:1.0" under port dir "1-3")
+ *   tty:/dev/pts/4    a terminal set up with termios alone, without libserialport (for
+ *                     pseudo-terminals, which libserialport does not handle)
  *
  * Fixture wiring convention for entry sequences:
  *   DTR asserted (dtr=1) holds NRST low: the chip is held in reset.
