@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # sfi-boot and stm32flash agree about the chip's memory: stm32flash writes on the emulator's
-# plain PTY (8N1), sfi-boot reads the same chip state through a umockdev adapter (8E1),
-# and the other way round. The g474 profile is used because Debian's stm32flash predates
+# plain PTY (8N1), sfi-boot reads the same chip state through a umockdev adapter (8E1) and
+# through the plain PTY itself (tty:), and the other way round. The g474 profile is used because Debian's stm32flash predates
 # the STM32H5; both tools run the same AN3155 commands.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -22,6 +22,11 @@ flash() {
 echo "# stm32flash writes, sfi-boot reads"
 start_emu --profile g474
 flash -w "$tmp/a.bin" -v -S $FLASH
+# sfi-boot on the same plain PTY, without libserialport (tty:).
+expect 0 --port "tty:$tmp/emu/chip0" --timeout-ms 400 read $FLASH 12000 "$tmp/a.tty"
+cmp -s "$tmp/a.bin" "$tmp/a.tty" || fail "sfi-boot on tty: reads something else than stm32flash wrote"
+expect 2 --port "tty:$tmp/emu/chip0" --entry dtr=1 info
+err_has "cannot set the modem lines"
 start_emu --profile g474 --umockdev
 expect 0 --port usb:1-1 --timeout-ms 400 read $FLASH 12000 "$tmp/a.back"
 cmp -s "$tmp/a.bin" "$tmp/a.back" || fail "sfi-boot reads something else than stm32flash wrote"
