@@ -5,7 +5,8 @@
 #   sfi-boot             libserialport, 8E1, umockdev USB-serial adapter (h563 profile)
 #   stm32flash-umockdev  stm32flash 8E1 on the same kind of umockdev adapter (g474 profile):
 #                        like for like, both pay the testbed's cost per read()/write()
-#   stm32flash-pty       stm32flash -m 8n1 on the emulator's plain PTY (g474 profile)
+#   sfi-boot-pty         sfi-boot --port tty:PTY on the emulator's plain PTY (g474 profile)
+#   stm32flash-pty       stm32flash -m 8n1 on the same kind of plain PTY: like for like
 #
 # Usage: bench/uart/bench-uart.sh [--build DIR] [--size BYTES] [--runs N] [--baud B]
 # stm32flash (Debian 0.7) does not know the STM32H5, so it runs against the g474 profile,
@@ -87,6 +88,16 @@ run_stm32flash_pty() {
 	last=$(echo "$t1 - $t0" | bc -l)
 }
 
+run_sfiboot_pty() {
+	start_emu --profile g474
+	local t0 t1
+	t0=$(now)
+	"$sfiboot" --port "tty:$tmp/emu/chip0" --no-verify write 0x08000000 "$tmp/image-g4" \
+		>/dev/null
+	t1=$(now)
+	last=$(echo "$t1 - $t0" | bc -l)
+}
+
 run_stm32flash_umockdev() {
 	start_emu --profile g474 --umockdev
 	local envs=()
@@ -103,6 +114,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 wire=$(echo "$baud / 11" | bc -l)
 : >"$tmp/sfiboot.t"
+: >"$tmp/sfiboot-pty.t"
 : >"$tmp/sf-umockdev.t"
 : >"$tmp/sf-pty.t"
 for i in $(seq "$runs"); do
@@ -110,6 +122,10 @@ for i in $(seq "$runs"); do
 	t=$last
 	echo "$t" >>"$tmp/sfiboot.t"
 	printf 'run %d: sfi-boot            %7d bytes in %6.2f s\n' "$i" "$size" "$t"
+	run_sfiboot_pty
+	t=$last
+	echo "$t" >>"$tmp/sfiboot-pty.t"
+	printf 'run %d: sfi-boot-pty        %7d bytes in %6.2f s\n' "$i" "$g4_size" "$t"
 	if [ -n "$stm32flash" ]; then
 		run_stm32flash_umockdev
 	t=$last
@@ -133,6 +149,7 @@ report() {
 }
 echo "baud $baud, $runs runs, write without verify, medians:"
 report sfi-boot "$size" "$tmp/sfiboot.t"
+report sfi-boot-pty "$g4_size" "$tmp/sfiboot-pty.t"
 if [ -n "$stm32flash" ]; then
 	report stm32flash-umockdev "$g4_size" "$tmp/sf-umockdev.t"
 	report stm32flash-pty "$g4_size" "$tmp/sf-pty.t"
