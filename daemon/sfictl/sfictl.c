@@ -1,4 +1,4 @@
-/* sfictl: the operator's client for sfid's control socket (docs/control.md).
+/* sfictl: the operator's client for sfid's control socket (protocol/control/control.h).
  *
  * Exit codes: 0 success; 1 sfid refused or failed the command; 2 usage error; 3 cannot reach
  * sfid; 4 permission denied; 5 protocol error (unexpected answer); 6 local I/O error
@@ -167,7 +167,7 @@ static int call(const char *cmd, struct json_object *args, struct json_object **
 {
 	struct control_reply rep;
 	struct json_object *root;
-	uint64_t id;
+	uint64_t id = 0;
 	int r;
 
 	r = send_request(cmd, args, &id);
@@ -466,7 +466,7 @@ static int cmd_export(int argc, char **argv)
 	FILE *f;
 	int c, r;
 
-	optind = 1;
+	optind = 0;
 	while ((c = getopt_long(argc, argv, "f:j:s:o:", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'f':
@@ -630,7 +630,7 @@ static int cmd_job_load(int argc, char **argv)
 	char path[4096];
 	int c;
 
-	optind = 1;
+	optind = 0;
 	while ((c = getopt_long(argc, argv, "m:n:", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'm':
@@ -725,7 +725,7 @@ int main(int argc, char **argv)
 		};
 		int count = 0, timeout_s = 0;
 
-		optind = 1;
+		optind = 0;
 		while ((c = getopt_long(argc, argv, "n:t:", wopts, NULL)) >= 0) {
 			if (c == 'n')
 				count = atoi(optarg);

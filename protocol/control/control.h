@@ -1,4 +1,4 @@
-/* The sfid control protocol (docs/control.md): JSON Lines over a Unix stream socket, shared by
+/* The sfid control protocol: JSON Lines over a Unix stream socket, shared by
  * sfid and sfictl. Every message is one JSON object on one line carrying "v" (protocol
  * version) and "id". Requests name a command from the table below; replies echo the id with
  * "ok" (an object) or "error" ({code, message}); a watch stream's events carry the id of the
