@@ -30,6 +30,7 @@ struct link {
 	void (*progress)(void *user_data, size_t done, size_t total);
 	void *progress_data;
 	unsigned write_unit;
+	bool resyncing;		/* answers may be stale: always drain after a sync round */
 	char error[256];
 };
 
@@ -631,6 +632,9 @@ static int link_sync_round(struct link *l, unsigned try_ms, int64_t deadline,
 		   an3155_xfer_was_synced(&x) ? "NACK (already synced)" : "ACK", tries,
 		   tries == 1 ? "y" : "ies");
 	*ret_tries = tries;
+	/* One 0x7F answered at once leaves nothing in flight. */
+	if (tries == 1 && !l->resyncing)
+		return 0;
 	return link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
 }
 
@@ -643,8 +647,10 @@ static int link_resync(struct link *l)
 	int r;
 
 	r = link_drain(l, QUIET_MS, deadline);
+	l->resyncing = true;
 	for (int round = 0; r == 0 && round < 2; round++)
 		r = link_sync_round(l, RESYNC_TRY_MS, deadline, &tries);
+	l->resyncing = false;
 	if (r == 0)
 		link_debug(l, "%s: resynchronised", l->name);
 	return r;
