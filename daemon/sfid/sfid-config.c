@@ -276,6 +276,11 @@ static int handler(void *user, const char *section, const char *name, const char
 	} else if (strcmp(section, "database") == 0) {
 		if (strcmp(name, "path") == 0)
 			return set_string(st, section, name, value, &c->db_path), 1;
+		if (strcmp(name, "max_size_mb") == 0) {
+			if (set_uint(st, section, name, value, 0, 1ull << 30, &x))
+				c->db_max_bytes = x << 20;
+			return 1;
+		}
 		if (strcmp(name, "max_size_kb") == 0) {
 			if (set_uint(st, section, name, value, 0, 1ull << 40, &x))
 				c->db_max_bytes = x << 10;

@@ -101,7 +101,15 @@ void sfid_history_add(struct sfid *d, const struct history_entry *e)
 		d->history_len++;
 }
 
-static struct event_base *main_base;
+unsigned sfid_chip_failures(const struct sfid *d, const char *uid_hex)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < d->history_len; i++)
+		if (!d->history[i].ok && strcmp(d->history[i].chip, uid_hex) == 0)
+			n++;
+	return n;
+}
 
 void sfid_slot_settled(struct sfid *d)
 {
@@ -1208,7 +1216,6 @@ int main(int argc, char **argv)
 	d.started_ms = sfid_mono_ms();
 	d.history = calloc(d.cfg->history_max, sizeof(*d.history));
 	d.base = event_base_new();
-	main_base = d.base;
 	if (!d.history || !d.base) {
 		log_error("out of memory");
 		goto out;

@@ -89,6 +89,8 @@ int64_t sfid_now_ms(void);
 int64_t sfid_mono_ms(void);
 /* Stops every slot from taking new chips and tells operators why (one sentence). */
 void sfid_halt(struct sfid *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Failed attempts of a chip (UID in hex) among the attempts kept for history. */
+unsigned sfid_chip_failures(const struct sfid *d, const char *uid_hex);
 /* Records a finished attempt for history/stats. */
 void sfid_history_add(struct sfid *d, const struct history_entry *e);
 /* Sends an event to watchers; data's reference is taken. */

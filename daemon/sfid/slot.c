@@ -22,6 +22,8 @@
 
 #define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
 #define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
+#define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
+#define RESYNC_MS 3000		/* time allowed to resynchronise before a retry */
 
 typedef void (*xfer_done_fn)(struct slot *s, int r);
 
@@ -45,6 +47,13 @@ struct slot {
 	unsigned xfer_gen;
 	unsigned wait_id;
 	xfer_done_fn xfer_done;
+	/* Retries: the transfer as started, the failed one, and the resync in between. */
+	struct an3155_xfer x_initial, x_failed;
+	unsigned xfer_tries;
+	bool resyncing;
+	int64_t resync_deadline;
+	xfer_done_fn retry_done;
+	struct event *ev_retry;
 
 	/* Entry sequence, run before presence polls. */
 	struct link_entry_step entry[LINK_ENTRY_MAX_STEPS];
@@ -131,18 +140,123 @@ static void slot_tick_stop(struct slot *s)
 /* ---- the transfer driver ---- */
 
 static void slot_port_lost(struct slot *s);
+static void slot_xfer_pump(struct slot *s);
+
+/* Commands that may be sent again even after their request reached the chip. */
+static bool slot_op_idempotent(const struct an3155_xfer *x)
+{
+	switch (x->op) {
+	case AN3155_CMD_SPECIAL:
+		return x->subop == OSFI_OP_GET_INFO || x->subop == OSFI_OP_GET_CERT;
+	case AN3155_CMD_EXTENDED_SPECIAL:
+		/* The chip answers a repeated last chunk OK without applying it twice. */
+		return x->subop == OSFI_OP_PUT_DATA;
+	case AN3155_SYNC:
+	case AN3155_CMD_GET:
+	case AN3155_CMD_GET_VERSION:
+	case AN3155_CMD_GET_ID:
+	case AN3155_CMD_READ_MEMORY:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Decides whether a failed transfer is tried again (after a resync), as the blocking link
+ * driver does: only garbled or missing answers, never a NACK, and a request with side
+ * effects only if it never fully reached the chip. */
+static bool slot_xfer_should_retry(struct slot *s, int r)
+{
+	if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED && r != -AN3155_E_TOO_LONG &&
+	    r != -AN3155_E_CHECKSUM)
+		return false;
+	if (s->x_initial.op == AN3155_SYNC || s->xfer_tries >= s->cfg->retries)
+		return false;
+	return !an3155_xfer_committed(&s->x) || slot_op_idempotent(&s->x_initial);
+}
+
+static void slot_xfer_begin(struct slot *s, xfer_done_fn done);
 
 static void slot_xfer_finish(struct slot *s)
 {
 	xfer_done_fn fn = s->xfer_done;
+	int r = an3155_xfer_result(&s->x);
 
 	evtimer_del(s->ev_xfer_timer);
 	event_del(s->ev_write);
 	s->xfer_active = false;
 	s->xfer_done = NULL;
 	s->xfer_gen++;
+	if (r < 0 && fn && !s->resyncing && slot_xfer_should_retry(s, r)) {
+		struct timeval quiet = { .tv_usec = 20 * 1000 };
+		char what[160];
+
+		s->xfer_tries++;
+		an3155_xfer_describe(&s->x, what, sizeof(what));
+		slot_log(s, LOG_PRIO_DEBUG, "%s; resync and retry %u of %u", what, s->xfer_tries,
+			 s->cfg->retries);
+		s->x_failed = s->x;
+		s->retry_done = fn;
+		/* Let whatever the chip still sends drain (it is dropped) before the resync. */
+		evtimer_add(s->ev_retry, &quiet);
+		return;
+	}
 	if (fn)
+		fn(s, r);
+}
+
+static void slot_resync_done(struct slot *s, int r);
+
+/* One short 0x7F try of a resynchronisation. */
+static void slot_resync_try(struct slot *s)
+{
+	struct an3155_timeouts t = s->t;
+
+	t.ack_ms = RESYNC_TRY_MS;
+	an3155_xfer_sync(&s->x, &t);
+	s->xfer_active = true;
+	s->xfer_done = slot_resync_done;
+	s->wait_id = 0;
+	slot_xfer_pump(s);
+}
+
+static void slot_resync_done(struct slot *s, int r)
+{
+	xfer_done_fn fn = s->retry_done;
+	unsigned tries = s->xfer_tries;
+
+	if (r == -AN3155_E_TIMEOUT && sfid_mono_ms() < s->resync_deadline) {
+		/* A chip in the middle of a command takes each 0x7F as data: keep offering
+		 * them until its command ends and it answers. */
+		slot_resync_try(s);
+		return;
+	}
+	s->resyncing = false;
+	s->retry_done = NULL;
+	if (r == -AN3155_E_PORT_GONE) {
+		fn(s, r);
+		return;
+	}
+	if (r < 0) {
+		/* Report the original failure: it names the step that went wrong. */
+		s->x = s->x_failed;
 		fn(s, an3155_xfer_result(&s->x));
+		return;
+	}
+	s->x = s->x_initial;
+	slot_xfer_begin(s, fn);
+	s->xfer_tries = tries;
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot *s = arg;
+
+	if (!s->retry_done || !s->link)
+		return;
+	s->resyncing = true;
+	s->resync_deadline = sfid_mono_ms() + RESYNC_MS;
+	slot_resync_try(s);
 }
 
 /* Runs the engine until it waits for bytes or ends. */
@@ -190,6 +304,8 @@ static void slot_xfer_pump(struct slot *s)
 
 static void slot_xfer_begin(struct slot *s, xfer_done_fn done)
 {
+	s->x_initial = s->x;
+	s->xfer_tries = 0;
 	s->xfer_active = true;
 	s->xfer_done = done;
 	s->wait_id = 0;
@@ -257,6 +373,9 @@ static void xfer_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static void slot_port_close(struct slot *s)
 {
+	evtimer_del(s->ev_retry);
+	s->retry_done = NULL;
+	s->resyncing = false;
 	if (s->xfer_active) {
 		/* The transfer's owner gets a port-gone result through its callback. */
 		an3155_xfer_port_gone(&s->x);
@@ -654,6 +773,11 @@ static void slot_cert_done(struct slot *s, int r)
 	if (r < 0) {
 		slot_describe_session(s, text, sizeof(text));
 		slot_fail(s, "%s", text);
+		return;
+	}
+	if (sfid_chip_failures(d, s->uid_hex) >= d->cfg->retry_limit) {
+		slot_fail(s, "this chip already failed %u times on this line; set it aside for "
+			  "analysis (no license was spent now)", sfid_chip_failures(d, s->uid_hex));
 		return;
 	}
 	if (info->product_state != STM32H5_PS_OPEN) {
@@ -1114,6 +1238,9 @@ int slot_start(struct slot *s)
 
 void slot_stop(struct slot *s, const char *reason)
 {
+	evtimer_del(s->ev_retry);
+	s->retry_done = NULL;
+	s->resyncing = false;
 	s->running = false;
 	s->pause_requested = false;
 	if (slot_state_busy(s->state)) {
@@ -1211,7 +1338,8 @@ int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, stru
 		s->n_entry = 0;
 	s->ev_tick = evtimer_new(d->base, tick_cb, s);
 	s->ev_xfer_timer = evtimer_new(d->base, xfer_timer_cb, s);
-	if (!s->ev_tick || !s->ev_xfer_timer) {
+	s->ev_retry = evtimer_new(d->base, retry_cb, s);
+	if (!s->ev_tick || !s->ev_xfer_timer || !s->ev_retry) {
 		slot_free(s);
 		return -ENOMEM;
 	}
@@ -1231,6 +1359,8 @@ struct slot *slot_free(struct slot *s)
 		event_free(s->ev_tick);
 	if (s->ev_xfer_timer)
 		event_free(s->ev_xfer_timer);
+	if (s->ev_retry)
+		event_free(s->ev_retry);
 	free(s);
 	return NULL;
 }
