@@ -227,3 +227,8 @@ check_chips_programmed() {
 sql_is() {
 	[ "$(sql "$1")" = "$2" ]
 }
+
+# sql_is_db FILE QUERY VALUE: sql_is on another database file.
+sql_is_db() {
+	[ "$(sqlite3 -readonly "$1" "$2")" = "$3" ]
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Limits: the token's counter runs out mid-job, then the database reaches its size limit
-# mid-job. Each time the line halts with one clear message, slots stop taking chips, and
+# Limits: the token's counter runs out mid-job, the database reaches its size limit, and
+# the HSM token is removed mid-job. Each time the line halts with one clear message, slots
+# stop taking chips, and
 # every count the token spent is in the ledger (after a restart's reconciliation).
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
@@ -71,4 +72,23 @@ recorded=$(sqlite3 -readonly "$tmp/full.db" "SELECT count(*) FROM licenses WHERE
 [ $((before - after)) -eq "$recorded" ] ||
 	line_fail "token spent $((before - after)) licenses, the ledger records $recorded"
 grep -q "unrecorded" "$tmp/sfid.log" && line_fail "reconciliation found unrecorded spends"
-echo "counter exhausted: 3 installed, halted; database full: halted, $recorded spent = recorded"
+
+# --- token removed while the line runs: halt, nothing spent unrecorded
+ok="SELECT count(*) FROM attempts WHERE result = 'ok'"
+n=$(sqlite3 -readonly "$tmp/full.db" "$ok")
+ctl job load "$tmp/pki/demo.sfi" >/dev/null
+ctl start >/dev/null
+wait_for 60 "one more chip" sql_is_db "$tmp/full.db" "$ok" $((n + 1))
+mv "$tmp/tokens" "$tmp/tokens.removed"
+wait_for 60 "the line to halt on the token" halted "cannot read the HSM license counter: token removed"
+mv "$tmp/tokens.removed" "$tmp/tokens"
+line_stop_pid "$sfid_pid"
+sfid_pid=
+line_start_sfid
+grep -q "unrecorded" "$tmp/sfid.log" && line_fail "reconciliation found unrecorded spends"
+after=$(line_counter)
+recorded=$(sqlite3 -readonly "$tmp/full.db" "SELECT count(*) FROM licenses WHERE state <> 'void'")
+[ $((before - after)) -eq "$recorded" ] ||
+	line_fail "token spent $((before - after)) licenses, the ledger records $recorded"
+echo "counter exhausted: 3 installed, halted; database full and token removed: halted," \
+	"$recorded spent = recorded"
