@@ -2,6 +2,7 @@
 # A chip's adapter vanishes mid-install (h5emu control `unplug`): the attempt is recorded as
 # failed at the installing step with its license issued-not-installed, the other slot carries
 # on; plugged back, the same chip reuses its license and succeeds without a second count.
+# The chips need the bootloader entry sequence (DTR/RTS) to answer at all.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-vanish.XXXXXX")
@@ -10,8 +11,10 @@ trap line_cleanup EXIT INT TERM
 
 line_setup_pki 10 64
 before=$(line_counter)
-line_start_emu 2 1 --baud 115200
-line_write_config 2
+# The chips boot their application unless the fixture's DTR/RTS select the bootloader:
+# sfid runs the slot's entry sequence before each presence poll.
+line_start_emu 2 1 --baud 115200 --require-entry
+line_write_config 2 'entry = rts=1,dtr=1,wait=20,dtr=0,wait=50\n'
 line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
