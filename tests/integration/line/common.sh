@@ -40,11 +40,20 @@ line_stop_pid() {
 }
 
 line_cleanup() {
+	local rc=$?
 	line_stop_pid "$sfid_pid"
 	sfid_pid=
 	line_stop_pid "$emu_pid"
 	emu_pid=
+	# A sanitizer build reports into sfid's log: such a report fails the run.
+	if [ -f "$tmp/sfid.log" ] && grep -q "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" "$tmp/sfid.log"; then
+		echo "FAIL: sanitizer report in the sfid log:" >&2
+		grep -A 30 "ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:" \
+			"$tmp/sfid.log" | head -n 60 >&2
+		rc=1
+	fi
 	rm -rf "$tmp"
+	exit "$rc"
 }
 
 # line_setup_pki COUNT [IMAGE_KB]: token with COUNT licenses for a demo image.
