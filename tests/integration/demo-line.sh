@@ -11,6 +11,8 @@ set -euo pipefail
 BUILD=$(cd "${1:-build}" && pwd)
 SLOTS=${DEMO_SLOTS:-4}
 CHIPS=${DEMO_CHIPS_PER_SLOT:-2}
+# The emulated wire runs at a real UART rate so that progress can be watched; 0: unpaced.
+BAUD=${DEMO_BAUD:-115200}
 TOTAL=$((SLOTS * CHIPS))
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-demo.XXXXXX")
 # shellcheck source=line/common.sh
@@ -29,7 +31,9 @@ echo "token '$TOKEN_LABEL' provisioned with 100 licenses for $("$SFIPACK" info "
 before=$(line_counter)
 
 step "h5emu: $SLOTS slots x $CHIPS chips on emulated USB-serial adapters"
-line_start_emu "$SLOTS" "$CHIPS" --auto-swap 300
+pace=()
+[ "$BAUD" -gt 0 ] && pace=(--baud "$BAUD")
+line_start_emu "$SLOTS" "$CHIPS" --auto-swap 300 "${pace[@]}"
 line_write_config "$SLOTS"
 sed -n '/^\[slot S0\]/,/^\[slot S1\]/p' "$tmp/sfid.conf" | head -n 4
 
