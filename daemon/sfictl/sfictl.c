@@ -52,7 +52,7 @@ static void usage(FILE *f)
 		"  history [--limit N]          recent attempts\n"
 		"  stats                        yield per slot and per failure step\n"
 		"  ports                        serial ports of the slots\n"
-		"  job load IMAGE [--modules CSV] [--count N]   (supervisor)\n"
+		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
 		"  hsm                          token and license counter (supervisor)\n"
 		"  config                       configuration in force (supervisor)\n"
@@ -592,10 +592,12 @@ static void print_ports(struct json_object *o)
 static void print_job(struct json_object *j)
 {
 	printf("job %" PRId64 "\n  image     %s\n  image id  %s\n  digest    %s\n  bytes     %"
-	       PRId64 "\n  modules   %s\n  target    %" PRId64 "\n  installed %" PRId64
-	       "\n  failed    %" PRId64 "\n  loaded by %s\n", jint(j, "id"), jstr(j, "image"),
+	       PRId64 "\n  modules   %s\n  licenses  %s\n  target    %" PRId64 "\n  installed %"
+	       PRId64 "\n  failed    %" PRId64 "\n  loaded by %s\n", jint(j, "id"), jstr(j, "image"),
 	       jstr(j, "image_id"), jstr(j, "digest"), jint(j, "bytes"),
-	       jstr(j, "modules")[0] ? jstr(j, "modules") : "-", jint(j, "target"),
+	       jstr(j, "modules")[0] ? jstr(j, "modules") : "-",
+	       strcmp(jstr(j, "license"), "global") == 0 ? "global (uncounted)" : "HSM (counted)",
+	       jint(j, "target"),
 	       jint(j, "installed"), jint(j, "failed"), jstr(j, "loaded_by"));
 }
 
@@ -624,6 +626,7 @@ static int cmd_job_load(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "modules", required_argument, NULL, 'm' },
 		{ "count", required_argument, NULL, 'n' },
+		{ "global-license", required_argument, NULL, 'g' },
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
@@ -631,15 +634,17 @@ static int cmd_job_load(int argc, char **argv)
 	int c;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "m:n:", opts, NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, "m:n:g:", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'm':
+		case 'g':
 			if (!realpath(optarg, path)) {
 				fprintf(stderr, "sfictl: %s: %s\n", optarg, strerror(errno));
 				json_object_put(args);
 				return EXIT_IO;
 			}
-			json_object_object_add(args, "modules", json_object_new_string(path));
+			json_object_object_add(args, c == 'm' ? "modules" : "global_license",
+					       json_object_new_string(path));
 			break;
 		case 'n':
 			json_object_object_add(args, "count", json_object_new_int64(atoll(optarg)));

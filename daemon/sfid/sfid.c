@@ -360,6 +360,8 @@ static struct job *job_free(struct job *j)
 	free(j->image_path);
 	free(j->image);
 	free(j->module_file);
+	free(j->global_file);
+	explicit_bzero(j->global_license, sizeof(j->global_license));
 	free(j->loaded_by);
 	free(j);
 	return NULL;
@@ -408,8 +410,43 @@ static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_le
 
 /* Loads a job: the image must parse, be for the STM32H5 and be the image the token may
  * license; modules must match the image. Returns 0 or a control error with a message. */
-static int job_load(struct sfid *d, const char *path, const char *modules, uint32_t target,
-		    const char *user, struct job **ret, char *msg, size_t msg_size)
+/* Reads a global license file: it must be a global license for this job's image. */
+static int job_load_global(struct job *j, const char *path, char *msg, size_t msg_size)
+{
+	struct osfi_license lic;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r;
+
+	r = read_file(path, 4096, &buf, &len);
+	if (r < 0) {
+		snprintf(msg, msg_size, "cannot read global license %s: %s", path, strerror(-r));
+		return CONTROL_E_NOT_FOUND;
+	}
+	r = osfi_license_decode(buf, len, &lic);
+	if (r < 0 || lic.kind != OSFI_LICENSE_KIND_GLOBAL || lic.target != OSFI_TARGET_IMAGE) {
+		snprintf(msg, msg_size, "%s is not a global license for an image", path);
+		explicit_bzero(buf, len);
+		free(buf);
+		return CONTROL_E_ARGUMENT;
+	}
+	if (memcmp(lic.id, j->image_id, OSFI_ID_LEN) != 0 || lic.device_id != j->device_id) {
+		snprintf(msg, msg_size, "global license %s was made for another image", path);
+		explicit_bzero(buf, len);
+		free(buf);
+		return CONTROL_E_ARGUMENT;
+	}
+	memcpy(j->global_license, buf, OSFI_LICENSE_LEN);
+	explicit_bzero(buf, len);
+	free(buf);
+	j->global = true;
+	j->global_file = strdup(path);
+	return 0;
+}
+
+static int job_load(struct sfid *d, const char *path, const char *modules,
+		    const char *global, uint32_t target, const char *user, struct job **ret,
+		    char *msg, size_t msg_size)
 {
 	struct osfi_image *img = NULL;
 	struct job *j;
@@ -446,7 +483,14 @@ static int job_load(struct sfid *d, const char *path, const char *modules, uint3
 			 "STM32H56x/H57x (0x%03x)", path, j->device_id, STM32_PID_H56X_H57X);
 		goto bad;
 	}
-	if (d->hsm && memcmp(j->image_id, d->firmware_id, OSFI_ID_LEN) != 0) {
+	if (global) {
+		r = job_load_global(j, global, msg, msg_size);
+		if (r != 0) {
+			osfi_image_free(img);
+			job_free(j);
+			return r;
+		}
+	} else if (d->hsm && memcmp(j->image_id, d->firmware_id, OSFI_ID_LEN) != 0) {
 		char tok[2 * OSFI_ID_LEN + 1];
 
 		sfid_hex(d->firmware_id, OSFI_ID_LEN, tok);
@@ -521,6 +565,9 @@ static struct json_object *job_json(const struct job *j)
 	json_object_object_add(o, "device_id", json_object_new_int(j->device_id));
 	json_object_object_add(o, "modules", j->module_file ? json_object_new_string(j->module_file)
 							    : NULL);
+	json_object_object_add(o, "license", json_object_new_string(j->global ? "global" : "hsm"));
+	json_object_object_add(o, "global_license", j->global_file ?
+			       json_object_new_string(j->global_file) : NULL);
 	json_object_object_add(o, "target", json_object_new_int64(j->target));
 	json_object_object_add(o, "installed", json_object_new_int64(j->installed));
 	json_object_object_add(o, "failed", json_object_new_int64(j->failed));
@@ -661,6 +708,7 @@ static int64_t arg_int(const struct control_request *req, const char *key, int64
 static void cmd_job_load(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
+	const char *global = arg_string(req, "global_license");
 	int64_t count = arg_int(req, "count", 0);
 	struct job *j = NULL;
 	struct db_job dj;
@@ -677,7 +725,7 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "chips are in progress; pause or stop the slots first");
 		return;
 	}
-	r = job_load(d, image, modules, (uint32_t)count, server_client_user(c), &j, msg,
+	r = job_load(d, image, modules, global, (uint32_t)count, server_client_user(c), &j, msg,
 		     sizeof(msg));
 	if (r != 0) {
 		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);

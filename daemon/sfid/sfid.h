@@ -31,6 +31,10 @@ struct job {
 	uint8_t final_state;	/* product state the image sets, 0 if it sets none */
 	bool has_final_state;
 	char *module_file;
+	/* A global (uncounted) license for every chip instead of HSM chip licenses. */
+	bool global;
+	char *global_file;
+	uint8_t global_license[OSFI_LICENSE_LEN];
 	uint32_t target;	/* chips to install; 0: no limit */
 	uint32_t installed;
 	uint32_t failed;

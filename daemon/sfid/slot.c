@@ -825,6 +825,11 @@ static void slot_cert_done(struct slot *s, int r)
 		slot_fail(s, "%s", d->halt_reason);
 		return;
 	}
+	if (d->job->global) {
+		/* Uncounted: the same global license serves every chip, no ledger entry. */
+		slot_license_ready(s, 0, d->job->global_license);
+		return;
+	}
 	/* A chip that already holds a license for this image reuses it: never two counts. */
 	if (d->db) {
 		struct db_license *lic = NULL;
