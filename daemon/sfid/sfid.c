@@ -1194,6 +1194,28 @@ static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
 	sd_notify(0, "WATCHDOG=1");
 }
 
+/* Tells the service manager what the line is doing (systemctl status shows it); sent only
+ * when the text changes. */
+static void status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	static char last[256];
+	struct sfid *d = arg;
+	char text[256];
+
+	if (d->job)
+		snprintf(text, sizeof(text), "STATUS=station %s, job %" PRId64 ": %" PRIu32
+			 " installed, %" PRIu32 " failed%s, %zu slots",
+			 d->cfg->station, d->job->id, d->job->installed, d->job->failed,
+			 d->job->target ? "" : " (no target)", d->n_slots);
+	else
+		snprintf(text, sizeof(text), "STATUS=station %s, no job loaded, %zu slots",
+			 d->cfg->station, d->n_slots);
+	if (strcmp(text, last) == 0)
+		return;
+	snprintf(last, sizeof(last), "%s", text);
+	sd_notify(0, text);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "Usage: sfid --config FILE [--check] [--debug]\n"
@@ -1216,7 +1238,7 @@ int main(int argc, char **argv)
 	};
 	struct server_options so;
 	struct db_signer signer = { 0 };
-	struct event *ev_term = NULL, *ev_int = NULL, *ev_wd = NULL;
+	struct event *ev_term = NULL, *ev_int = NULL, *ev_wd = NULL, *ev_status = NULL;
 	struct sfid d = { 0 };
 	const char *config_path = NULL;
 	bool check = false;
@@ -1314,6 +1336,13 @@ int main(int argc, char **argv)
 	log_info("sfid %s: station %s, %zu slots, control socket %s", SFID_VERSION, d.cfg->station,
 		 d.n_slots, d.cfg->socket_path);
 	sd_notify(0, "READY=1");
+	ev_status = event_new(d.base, -1, EV_PERSIST, status_cb, &d);
+	if (ev_status) {
+		struct timeval one_s = { .tv_sec = 1 };
+
+		status_cb(-1, 0, &d);
+		evtimer_add(ev_status, &one_s);
+	}
 
 	event_base_dispatch(d.base);
 	log_info("shutting down");
@@ -1335,6 +1364,8 @@ out:
 		event_free(ev_int);
 	if (ev_wd)
 		event_free(ev_wd);
+	if (ev_status)
+		event_free(ev_status);
 	if (ev_shutdown_timer)
 		event_free(ev_shutdown_timer);
 	job_free(d.job);
