@@ -242,7 +242,10 @@ static int handler(void *user, const char *section, const char *name, const char
 	if (st->failed)
 		return 1;
 	if (strcmp(section, st->section) != 0 || st->section_line != st->entered_line) {
-		snprintf(st->section, sizeof(st->section), "%s", section);
+		size_t n = strnlen(section, sizeof(st->section) - 1);
+
+		memcpy(st->section, section, n);
+		st->section[n] = '\0';
 		st->entered_line = st->section_line;
 		st->slot = -1;
 		if (strncmp(section, "slot", 4) == 0 && (section[4] == ' ' || section[4] == '\t')) {
