@@ -529,25 +529,39 @@ int hsm_token_info(struct hsm *h, struct hsm_token_info *ret_info)
 
 /* --- objects ----------------------------------------------------------------------------- */
 
-/* Finds the single object of that class and label. Caller holds h->lock. */
-static int hsm_find(struct hsm *h, CK_OBJECT_CLASS cls, const char *label,
-		    CK_OBJECT_HANDLE *ret_obj)
+/* Finds up to max objects of that class and label; *ret_n may be 0. Caller holds h->lock. */
+static int hsm_find_all(struct hsm *h, CK_OBJECT_CLASS cls, const char *label,
+			CK_OBJECT_HANDLE *objs, CK_ULONG max, CK_ULONG *ret_n)
 {
 	CK_ATTRIBUTE tmpl[] = {
 		{ CKA_CLASS, &cls, sizeof(cls) },
 		{ CKA_LABEL, (void *)label, strlen(label) },
 	};
-	CK_OBJECT_HANDLE objs[2];
 	CK_ULONG n = 0;
 	CK_RV rv;
 
 	rv = h->mod->f->C_FindObjectsInit(h->session, tmpl, 2);
 	if (rv != CKR_OK)
 		return hsm_fail(h, "C_FindObjectsInit", rv);
-	rv = h->mod->f->C_FindObjects(h->session, objs, 2, &n);
+	rv = h->mod->f->C_FindObjects(h->session, objs, max, &n);
 	h->mod->f->C_FindObjectsFinal(h->session);
 	if (rv != CKR_OK)
 		return hsm_fail(h, "C_FindObjects", rv);
+	*ret_n = n;
+	return 0;
+}
+
+/* Finds the single object of that class and label. Caller holds h->lock. */
+static int hsm_find(struct hsm *h, CK_OBJECT_CLASS cls, const char *label,
+		    CK_OBJECT_HANDLE *ret_obj)
+{
+	CK_OBJECT_HANDLE objs[2];
+	CK_ULONG n;
+	int r;
+
+	r = hsm_find_all(h, cls, label, objs, 2, &n);
+	if (r < 0)
+		return r;
 	if (n == 0)
 		return hsm_missing(h);
 	if (n > 1)
@@ -609,27 +623,19 @@ struct hsm_counter {
 
 static int hsm_read_counter_locked(struct hsm *h, struct hsm_counter *ret)
 {
-	CK_OBJECT_CLASS cls = CKO_DATA;
-	CK_ATTRIBUTE tmpl[] = {
-		{ CKA_CLASS, &cls, sizeof(cls) },
-		{ CKA_LABEL, (void *)HSM_LABEL_COUNTER, strlen(HSM_LABEL_COUNTER) },
-	};
 	struct hsm_counter c = { .value = UINT32_MAX };
-	CK_RV rv;
+	int r;
 
-	rv = h->mod->f->C_FindObjectsInit(h->session, tmpl, 2);
-	if (rv != CKR_OK)
-		return hsm_fail(h, "C_FindObjectsInit", rv);
-	rv = h->mod->f->C_FindObjects(h->session, c.objs, HSM_COUNTER_MAX_OBJS, &c.n);
-	h->mod->f->C_FindObjectsFinal(h->session);
-	if (rv != CKR_OK)
-		return hsm_fail(h, "C_FindObjects", rv);
+	r = hsm_find_all(h, CKO_DATA, HSM_LABEL_COUNTER, c.objs, HSM_COUNTER_MAX_OBJS, &c.n);
+	if (r < 0)
+		return r;
 	if (c.n == 0)
 		return hsm_missing(h);
 	for (CK_ULONG i = 0; i < c.n; i++) {
 		uint8_t v[4];
 		uint32_t x;
-		int r = hsm_get_exact(h, c.objs[i], CKA_VALUE, v, sizeof(v));
+
+		r = hsm_get_exact(h, c.objs[i], CKA_VALUE, v, sizeof(v));
 
 		if (r < 0)
 			return r;
@@ -864,25 +870,17 @@ static int hsm_sweep_locked(struct hsm *h, bool destroy, unsigned *ret_found)
 	unsigned found = 0;
 
 	for (size_t i = 0; i < sizeof(hsm_objects) / sizeof(hsm_objects[0]); i++) {
-		CK_OBJECT_CLASS cls = hsm_objects[i].cls;
-		CK_ATTRIBUTE tmpl[] = {
-			{ CKA_CLASS, &cls, sizeof(cls) },
-			{ CKA_LABEL, (void *)hsm_objects[i].label, strlen(hsm_objects[i].label) },
-		};
 		CK_OBJECT_HANDLE objs[16];
-		CK_ULONG n = 0;
-		CK_RV rv;
+		CK_ULONG n;
+		int r;
 
-		rv = h->mod->f->C_FindObjectsInit(h->session, tmpl, 2);
-		if (rv != CKR_OK)
-			return hsm_fail(h, "C_FindObjectsInit", rv);
-		rv = h->mod->f->C_FindObjects(h->session, objs, 16, &n);
-		h->mod->f->C_FindObjectsFinal(h->session);
-		if (rv != CKR_OK)
-			return hsm_fail(h, "C_FindObjects", rv);
+		r = hsm_find_all(h, hsm_objects[i].cls, hsm_objects[i].label, objs, 16, &n);
+		if (r < 0)
+			return r;
 		found += n;
 		for (CK_ULONG k = 0; destroy && k < n; k++) {
-			rv = h->mod->f->C_DestroyObject(h->session, objs[k]);
+			CK_RV rv = h->mod->f->C_DestroyObject(h->session, objs[k]);
+
 			if (rv != CKR_OK)
 				return hsm_fail(h, "C_DestroyObject", rv);
 		}
