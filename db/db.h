@@ -80,6 +80,7 @@ struct db_job {
 	uint32_t target_count;
 	uint32_t loaded_uid;
 	const char *loaded_user;
+	const char *global_license_file; /* global (uncounted) license file, or NULL */
 };
 
 /* Records a newly loaded job. Returns 0 and sets *ret_job_id. */
@@ -236,3 +237,109 @@ int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out);
 
 /* Writes a CSV export (RFC 4180, one row per attempt and license) to out. */
 int db_export_csv(struct db *db, const struct db_range *range, FILE *out);
+
+/* ---- queries ----
+ * Read-only: they change nothing in the file and append no audit record, so they may run
+ * at any time (in WAL mode they see the last committed state and do not wait for a
+ * writer). Each returns 0 or a negative errno with db_last_error() set. */
+
+#define DB_TEXT_MAX 4096     /* longest free text (path, user, message) a write accepts */
+#define DB_SLOT_MAX 64       /* slot names longer than this are cut in query results */
+#define DB_STEP_MAX 31       /* step names likewise */
+#define DB_ERROR_TEXT_MAX 299 /* error texts likewise (cut at a UTF-8 character boundary) */
+
+enum db_attempt_result {
+	DB_ATTEMPT_RUNNING,
+	DB_ATTEMPT_OK,
+	DB_ATTEMPT_FAILED,
+	_DB_ATTEMPT_RESULT_MAX,
+};
+
+/* "running", "ok", "failed"; NULL out of range. */
+const char *db_attempt_result_to_string(enum db_attempt_result r);
+
+struct db_attempt_row {
+	int64_t id;
+	int64_t job_id;
+	char slot[DB_SLOT_MAX + 1];
+	char chip_uid[DB_CHIP_UID_HEX + 1]; /* "" until the chip was identified */
+	char step[DB_STEP_MAX + 1];         /* the last step reached */
+	enum db_attempt_result result;
+	int error_code;
+	char error_text[DB_ERROR_TEXT_MAX + 1]; /* "" if none */
+	int64_t started_ms;
+	int64_t ended_ms;    /* 0 while running */
+	uint64_t bytes_sent;
+	bool license_reused; /* the attempt re-sent an already issued license */
+};
+
+struct db_history_filter {
+	int64_t job_id;       /* 0: every job */
+	const char *slot;     /* NULL: every slot */
+	const char *chip_uid; /* NULL: every chip; else DB_CHIP_UID_HEX lowercase hex */
+	bool only_failed;
+	bool include_running; /* also attempts not ended yet (listed first) */
+	unsigned limit;       /* 0: 100; at most 10000 */
+};
+
+/* The newest attempts matching f (NULL: every job, slot and chip), newest first: by end
+ * time, running attempts before all ended ones, ties by descending id. Returns 0 and sets
+ * *ret_rows (free(); NULL when *ret_n is 0) and *ret_n. */
+int db_history(struct db *db, const struct db_history_filter *f, struct db_attempt_row **ret_rows,
+	       size_t *ret_n);
+
+struct db_slot_stats {
+	char slot[DB_SLOT_MAX + 1];
+	uint64_t ok;
+	uint64_t failed;
+	uint64_t bytes;      /* bytes_sent summed over its ended attempts */
+	int64_t duration_ms; /* ended_ms - started_ms summed over its ended attempts */
+};
+
+/* Failed attempts sharing one step reached and one error text. */
+struct db_failure_cause {
+	char step[DB_STEP_MAX + 1];             /* attempts.step: the step reached */
+	char error_text[DB_ERROR_TEXT_MAX + 1]; /* as stored: "<step>: <cause>" */
+	char cause[DB_ERROR_TEXT_MAX + 1];      /* error_text without its "<word>: " prefix */
+	uint64_t count;
+};
+
+struct db_stats {
+	uint64_t ok; /* totals over every slot */
+	uint64_t failed;
+	uint64_t bytes;
+	int64_t duration_ms;
+	struct db_slot_stats *slots; /* one per slot with an ended attempt, by slot name */
+	size_t n_slots;
+	struct db_failure_cause *failures; /* most frequent first, ties by step and text */
+	size_t n_failures;
+};
+
+/* Counts of the ended attempts of one job (0: of every job), from one consistent snapshot.
+ * Returns 0 and sets *ret (free with db_stats_free()). */
+int db_stats(struct db *db, int64_t job_id, struct db_stats **ret);
+
+/* Frees s (accepts NULL); returns NULL. */
+struct db_stats *db_stats_free(struct db_stats *s);
+
+/* Number of failed attempts of a chip over every job (across restarts). */
+int db_chip_failures(struct db *db, const char *chip_uid, unsigned *ret_n);
+
+struct db_job_row {
+	int64_t id;
+	char image_path[DB_TEXT_MAX + 1];
+	char image_id[DB_ID_HEX + 1];
+	char image_digest[DB_ID_HEX + 1];
+	char module_file[DB_TEXT_MAX + 1];         /* "" if none */
+	char global_license_file[DB_TEXT_MAX + 1]; /* "" if none */
+	uint32_t target_count;
+	uint32_t loaded_uid;
+	char loaded_user[DB_TEXT_MAX + 1];
+	int64_t created_ms;
+	uint64_t installed; /* its attempts that ended ok */
+	uint64_t failed;    /* its attempts that ended failed */
+};
+
+/* The newest job still active (loaded and not ended), to restore it at startup. Returns 0
+ * and fills *ret, or -ENOENT if no job is active. */
+int db_job_active(struct db *db, struct db_job_row *ret);

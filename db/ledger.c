@@ -10,7 +10,7 @@
 
 #include "db-internal.h"
 
-#define TEXT_MAX 4096 /* bound on free text (paths, messages) stored per field */
+#define TEXT_MAX DB_TEXT_MAX /* bound on free text (paths, messages) stored per field */
 
 static const char *const license_state_names[_DB_LICENSE_STATE_MAX] = {
 	[DB_LICENSE_RESERVED] = "reserved",
@@ -114,7 +114,7 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 
 	if (!job || !text_ok(job->image_path, true) || !is_lower_hex(job->image_id, DB_ID_HEX) ||
 	    !is_lower_hex(job->image_digest, DB_ID_HEX) || !text_ok(job->module_file, false) ||
-	    !text_ok(job->loaded_user, true))
+	    !text_ok(job->loaded_user, true) || !text_ok(job->global_license_file, false))
 		return db_fail(db, -EINVAL, "invalid job: image path, 64-digit lowercase hex image "
 					    "id and digest, and the loading user are required");
 	r = db_begin(db);
@@ -122,8 +122,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		return r;
 	r = db_prepare(db,
 		       "INSERT INTO jobs (image_path, image_id, image_digest, module_file, "
-		       "target_count, loaded_uid, loaded_user, created_at, state) "
-		       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active')",
+		       "target_count, loaded_uid, loaded_user, created_at, state, "
+		       "global_license_file) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
 		       &st);
 	if (r == 0) {
 		sqlite3_bind_text(st, 1, job->image_path, -1, SQLITE_STATIC);
@@ -134,6 +134,7 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		sqlite3_bind_int64(st, 6, job->loaded_uid);
 		sqlite3_bind_text(st, 7, job->loaded_user, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 8, db_now_ms());
+		bind_text_or_null(st, 9, job->global_license_file);
 		r = db_step_done(db, st, "recording a job");
 		id = sqlite3_last_insert_rowid(db->h);
 	}
@@ -146,6 +147,9 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 	db_json_add_int(data, "target_count", job->target_count);
 	db_json_add_int(data, "loaded_uid", job->loaded_uid);
 	db_json_add_str(data, "loaded_user", job->loaded_user);
+	/* Only when set, so the records of counted jobs keep their members. */
+	if (job->global_license_file)
+		db_json_add_str(data, "global_license_file", job->global_license_file);
 	r = finish(db, r, "job.create", data);
 	if (r == 0)
 		*ret_job_id = id;

@@ -84,6 +84,10 @@ const char *const db_migrations[] = {
 	"  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;"
 	"CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
 	"  BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;",
+	/* v2: jobs with a global (uncounted) license; indexes for the history queries. */
+	"ALTER TABLE jobs ADD COLUMN global_license_file TEXT;"
+	"CREATE INDEX attempts_ended ON attempts(ended_at);"
+	"CREATE INDEX license_uses_attempt ON license_uses(attempt_id);",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

@@ -1,6 +1,7 @@
 /* Unit tests of the audit database on real SQLite files in a temporary directory:
  * ledger order and states, reconciliation, migrations, full disk, append-only audit,
- * exports and their offline verification (including tampering). */
+ * exports and their offline verification (including tampering), the read-side queries
+ * and the upgrade of a version 1 file. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -401,6 +402,8 @@ static void test_full_disk_page_limit(void **state)
 	uint64_t counter = 100000, records, cp, bad = 0;
 	unsigned done = 0;
 	int64_t job;
+	struct db_diff *diffs = NULL;
+	size_t n_diffs = 0;
 	char *text;
 	int r = 0;
 
@@ -418,6 +421,13 @@ static void test_full_disk_page_limit(void **state)
 	assert_int_equal(db_audit_verify(f->db, &bad), 0);
 	assert_int_equal(db_audit_stats(f->db, &records, &cp), 0);
 	assert_true(records > done * 8);
+	/* As at the daemon's start: the chip in flight may have left its reservation open
+	 * (the disk filled before the issue), and its counter never moved. */
+	assert_int_equal(db_reconcile(f->db, TOKEN, counter, &diffs, &n_diffs), 0);
+	assert_true(n_diffs <= 1);
+	if (n_diffs)
+		assert_int_equal(diffs[0].kind, DB_DIFF_RESERVATION_VOID);
+	free(diffs);
 	assert_int_equal(chip_cycle(f->db, job, 999999, &counter, true), 0);
 	assert_int_equal(db_job_end(f->db, job), 0);
 	text = export_text(f->db, NULL);
@@ -805,6 +815,500 @@ static void test_tampering(void **state)
 	free(text);
 }
 
+/* ---- read-side queries ---- */
+
+#define GLOBAL_FILE "/etc/sfid/global-app.lic"
+#define ERR_IDENTIFY "identify: no answer from the bootloader"
+#define ERR_QUEUE "license: license queue full"
+#define ERR_AUTH "chip reported authentication failure, \"area 2\""
+
+static int64_t make_job_with(struct db *db, const char *module_file, const char *global)
+{
+	struct db_job j = {
+		.image_path = "/srv/images/other.sfi",
+		.image_id = IMAGE_ID,
+		.image_digest = DIGEST,
+		.module_file = module_file,
+		.target_count = 7,
+		.loaded_uid = 1001,
+		.loaded_user = "operator",
+		.global_license_file = global,
+	};
+	int64_t id = 0;
+
+	assert_int_equal(db_job_create(db, &j, &id), 0);
+	return id;
+}
+
+/* One attempt: chip 0 is never identified; error NULL ends it ok, "" leaves it running. */
+static int64_t attempt(struct db *db, int64_t job, const char *slot, unsigned chip,
+		       const char *step, const char *error, uint64_t bytes)
+{
+	char uid[DB_CHIP_UID_HEX + 1];
+	int64_t id = 0;
+
+	uid_for(chip, uid);
+	assert_int_equal(db_attempt_begin(db, job, slot, &id), 0);
+	assert_int_equal(db_attempt_step(db, id, step, chip ? uid : NULL, bytes), 0);
+	if (error && !error[0])
+		return id;
+	if (error)
+		assert_int_equal(db_attempt_end(db, id, DB_RESULT_FAILED, -5, error, bytes), 0);
+	else
+		assert_int_equal(db_attempt_end(db, id, DB_RESULT_OK, 0, NULL, bytes), 0);
+	return id;
+}
+
+/* Two jobs on two slots. ids[1..9] are the attempts in the order they began; attempt 8
+ * ends before attempt 7, and attempt 9 is still running. */
+static void build_line(struct db *db, int64_t *job_a, int64_t *job_b, int64_t ids[10])
+{
+	struct db_license *l = NULL;
+	char uid[DB_CHIP_UID_HEX + 1];
+	uint64_t counter = 100;
+
+	*job_a = make_job(db);
+	assert_int_equal(chip_cycle(db, *job_a, 1, &counter, true), 0);
+	assert_int_equal(chip_cycle(db, *job_a, 2, &counter, false), 0);
+	ids[1] = 1;
+	ids[2] = 2;
+
+	/* Chip 2 comes back on slot-2 and re-sends its stored license. */
+	uid_for(2, uid);
+	assert_int_equal(db_attempt_begin(db, *job_a, "slot-2", &ids[3]), 0);
+	assert_int_equal(db_attempt_step(db, ids[3], "identify", uid, 0), 0);
+	assert_int_equal(db_ledger_find_reusable(db, uid, IMAGE_ID, 0, &l), 0);
+	assert_int_equal(db_ledger_reuse(db, l->id, ids[3]), 0);
+	assert_int_equal(db_ledger_installed(db, l->id), 0);
+	assert_int_equal(db_attempt_step(db, ids[3], "installing", NULL, 50), 0);
+	assert_int_equal(db_attempt_end(db, ids[3], DB_RESULT_OK, 0, NULL, 100), 0);
+	l = db_license_free(l);
+	ids[4] = attempt(db, *job_a, "slot-2", 0, "identify", ERR_IDENTIFY, 0);
+
+	*job_b = make_job_with(db, "/srv/images/modules.bin", GLOBAL_FILE);
+	ids[5] = attempt(db, *job_b, "slot-1", 2, "identify", ERR_IDENTIFY, 0);
+	ids[6] = attempt(db, *job_b, "slot-2", 3, "license", ERR_QUEUE, 0);
+	assert_int_equal(db_attempt_begin(db, *job_b, "slot-1", &ids[7]), 0);
+	assert_int_equal(db_attempt_begin(db, *job_b, "slot-2", &ids[8]), 0);
+	uid_for(4, uid);
+	assert_int_equal(db_attempt_step(db, ids[7], "installing", uid, 10), 0);
+	uid_for(5, uid);
+	assert_int_equal(db_attempt_step(db, ids[8], "license", uid, 0), 0);
+	assert_int_equal(db_attempt_end(db, ids[8], DB_RESULT_FAILED, -5, ERR_QUEUE, 0), 0);
+	usleep(5000);
+	assert_int_equal(db_attempt_end(db, ids[7], DB_RESULT_OK, 0, NULL, 500), 0);
+	ids[9] = attempt(db, *job_b, "slot-1", 6, "identify", "", 0);
+	assert_true(ids[8] == 8 && ids[9] == 9);
+}
+
+static void expect_ids(struct db *db, const struct db_history_filter *f, size_t n,
+		       const int64_t *want)
+{
+	struct db_attempt_row *rows = NULL;
+	size_t got = 99;
+
+	if (db_history(db, f, &rows, &got) < 0)
+		fail_msg("db_history: %s", db_last_error(db));
+	if (got != n)
+		fail_msg("expected %zu attempts, got %zu", n, got);
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].id != want[i])
+			fail_msg("row %zu: expected attempt %lld, got %lld", i, (long long)want[i],
+				 (long long)rows[i].id);
+	free(rows);
+}
+
+#define EXPECT_IDS(db, f, ...)                                                             \
+	do {                                                                               \
+		const int64_t want_[] = { __VA_ARGS__ };                                   \
+		expect_ids(db, f, sizeof(want_) / sizeof(want_[0]), want_);                \
+	} while (0)
+
+static void test_query_history(void **state)
+{
+	struct fixture *f = *state;
+	struct db_history_filter q = { 0 };
+	struct db_attempt_row *rows = NULL;
+	char uid[DB_CHIP_UID_HEX + 1];
+	int64_t job_a, job_b, id[10];
+	int total;
+	size_t n;
+
+	f->db = open_db(f, 0, 0);
+	build_line(f->db, &job_a, &job_b, id);
+	total = sqlite3_total_changes(f->db->h);
+
+	/* Newest first by end time: 7 ended after 8 although it began first. */
+	EXPECT_IDS(f->db, NULL, 7, 8, 6, 5, 4, 3, 2, 1);
+	q.include_running = true;
+	EXPECT_IDS(f->db, &q, 9, 7, 8, 6, 5, 4, 3, 2, 1);
+	q = (struct db_history_filter){ .only_failed = true };
+	EXPECT_IDS(f->db, &q, 8, 6, 5, 4, 2);
+	q = (struct db_history_filter){ .slot = "slot-2" };
+	EXPECT_IDS(f->db, &q, 8, 6, 4, 3);
+	q = (struct db_history_filter){ .job_id = job_a };
+	EXPECT_IDS(f->db, &q, 4, 3, 2, 1);
+	q = (struct db_history_filter){ .job_id = job_b, .only_failed = true };
+	EXPECT_IDS(f->db, &q, 8, 6, 5);
+	q = (struct db_history_filter){ .job_id = job_b, .slot = "slot-1",
+					.include_running = true };
+	EXPECT_IDS(f->db, &q, 9, 7, 5);
+	q = (struct db_history_filter){ .limit = 3 };
+	EXPECT_IDS(f->db, &q, 7, 8, 6);
+	q = (struct db_history_filter){ .slot = "slot-9" };
+	assert_int_equal(db_history(f->db, &q, &rows, &n), 0);
+	assert_int_equal(n, 0);
+	free(rows);
+
+	/* One chip over both jobs, with every field of its rows. */
+	uid_for(2, uid);
+	q = (struct db_history_filter){ .chip_uid = uid };
+	EXPECT_IDS(f->db, &q, 5, 3, 2);
+	assert_int_equal(db_history(f->db, &q, &rows, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(rows[0].job_id, job_b);
+	assert_string_equal(rows[0].step, "identify");
+	assert_string_equal(rows[0].error_text, ERR_IDENTIFY);
+	assert_false(rows[0].license_reused);
+	assert_int_equal(rows[1].job_id, job_a);
+	assert_string_equal(rows[1].slot, "slot-2");
+	assert_string_equal(rows[1].chip_uid, uid);
+	assert_int_equal(rows[1].result, DB_ATTEMPT_OK);
+	assert_string_equal(rows[1].step, "installing");
+	assert_string_equal(rows[1].error_text, "");
+	assert_int_equal(rows[1].bytes_sent, 100);
+	assert_true(rows[1].license_reused);
+	assert_string_equal(rows[2].slot, "slot-1");
+	assert_int_equal(rows[2].result, DB_ATTEMPT_FAILED);
+	assert_int_equal(rows[2].error_code, -74);
+	assert_string_equal(rows[2].error_text, ERR_AUTH);
+	assert_string_equal(rows[2].step, "installing");
+	assert_int_equal(rows[2].bytes_sent, 4096);
+	assert_false(rows[2].license_reused); /* it spent the license, it did not reuse one */
+	for (size_t i = 0; i < n; i++)
+		assert_true(rows[i].started_ms > 0 && rows[i].ended_ms >= rows[i].started_ms);
+	free(rows);
+
+	/* An attempt without a chip, and the running one. */
+	q = (struct db_history_filter){ .include_running = true, .limit = 10 };
+	assert_int_equal(db_history(f->db, &q, &rows, &n), 0);
+	assert_int_equal(n, 9);
+	assert_int_equal(rows[0].result, DB_ATTEMPT_RUNNING);
+	assert_int_equal(rows[0].ended_ms, 0);
+	assert_string_equal(rows[0].step, "identify");
+	assert_string_equal(rows[5].chip_uid, ""); /* attempt 4 */
+	assert_int_equal(rows[5].id, 4);
+	assert_string_equal(db_attempt_result_to_string(rows[0].result), "running");
+	free(rows);
+
+	q = (struct db_history_filter){ .chip_uid = "00000000000000000000000A" };
+	rows = NULL;
+	assert_int_equal(db_history(f->db, &q, &rows, &n), -EINVAL);
+	assert_non_null(strstr(db_last_error(f->db), "lowercase hex"));
+	assert_null(rows);
+
+	/* Nothing was written by reading. */
+	assert_int_equal(sqlite3_total_changes(f->db->h), total);
+}
+
+/* The default and the ceiling of the history length, over more attempts than both. */
+static void test_query_history_limit(void **state)
+{
+	struct fixture *f = *state;
+	struct db_history_filter q = { 0 };
+	struct db_attempt_row *rows = NULL;
+	sqlite3_stmt *st;
+	int64_t job;
+	size_t n;
+
+	f->db = open_db(f, 0, 0);
+	job = make_job(f->db);
+	assert_int_equal(sqlite3_exec(f->db->h, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(f->db->h,
+					    "INSERT INTO attempts (job_id, slot, step, result, "
+					    "started_at, ended_at) VALUES (?, 'slot-1', 'done', 'ok', "
+					    "?, ?)", -1, &st, NULL), SQLITE_OK);
+	for (int i = 0; i < 10050; i++) {
+		sqlite3_bind_int64(st, 1, job);
+		sqlite3_bind_int64(st, 2, 1000 + i);
+		sqlite3_bind_int64(st, 3, 2000 + i);
+		assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+		sqlite3_reset(st);
+	}
+	sqlite3_finalize(st);
+	assert_int_equal(sqlite3_exec(f->db->h, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+
+	assert_int_equal(db_history(f->db, NULL, &rows, &n), 0);
+	assert_int_equal(n, 100);
+	assert_int_equal(rows[0].id, 10050);
+	assert_int_equal(rows[0].ended_ms, 2000 + 10049);
+	assert_int_equal(rows[99].id, 10050 - 99);
+	free(rows);
+	q.limit = 50000;
+	assert_int_equal(db_history(f->db, &q, &rows, &n), 0);
+	assert_int_equal(n, 10000);
+	assert_int_equal(rows[9999].id, 51);
+	free(rows);
+}
+
+static void test_query_stats(void **state)
+{
+	struct fixture *f = *state;
+	struct db_attempt_row *rows = NULL;
+	struct db_history_filter q = { 0 };
+	struct db_stats *s = NULL;
+	int64_t job_a, job_b, id[10], dur[2] = { 0, 0 };
+	uint64_t records, cp, records2;
+	size_t n;
+
+	f->db = open_db(f, 0, 0);
+	build_line(f->db, &job_a, &job_b, id);
+	assert_int_equal(db_audit_stats(f->db, &records, &cp), 0);
+
+	assert_int_equal(db_stats(f->db, 0, &s), 0);
+	assert_int_equal(s->ok, 3);
+	assert_int_equal(s->failed, 5);
+	assert_int_equal(s->bytes, 8192 + 4096 + 100 + 500);
+	assert_int_equal(s->n_slots, 2);
+	assert_string_equal(s->slots[0].slot, "slot-1");
+	assert_int_equal(s->slots[0].ok, 2);
+	assert_int_equal(s->slots[0].failed, 2);
+	assert_int_equal(s->slots[0].bytes, 8192 + 4096 + 500);
+	assert_string_equal(s->slots[1].slot, "slot-2");
+	assert_int_equal(s->slots[1].ok, 1);
+	assert_int_equal(s->slots[1].failed, 3);
+	assert_int_equal(s->slots[1].bytes, 100);
+
+	/* Durations are the ended attempts' (end - start), per slot. */
+	q.limit = 100;
+	assert_int_equal(db_history(f->db, &q, &rows, &n), 0);
+	for (size_t i = 0; i < n; i++)
+		dur[strcmp(rows[i].slot, "slot-1") != 0] += rows[i].ended_ms - rows[i].started_ms;
+	free(rows);
+	assert_int_equal(s->slots[0].duration_ms, dur[0]);
+	assert_int_equal(s->slots[1].duration_ms, dur[1]);
+	assert_int_equal(s->duration_ms, dur[0] + dur[1]);
+	assert_true(s->slots[0].duration_ms >= 5); /* attempt 7 outlived attempt 8 by 5 ms */
+
+	/* Failures by step and cause, most frequent first; ties by step. */
+	assert_int_equal(s->n_failures, 3);
+	assert_string_equal(s->failures[0].step, "identify");
+	assert_string_equal(s->failures[0].error_text, ERR_IDENTIFY);
+	assert_string_equal(s->failures[0].cause, "no answer from the bootloader");
+	assert_int_equal(s->failures[0].count, 2);
+	assert_string_equal(s->failures[1].step, "license");
+	assert_string_equal(s->failures[1].cause, "license queue full");
+	assert_int_equal(s->failures[1].count, 2);
+	assert_string_equal(s->failures[2].step, "installing");
+	assert_string_equal(s->failures[2].error_text, ERR_AUTH);
+	assert_string_equal(s->failures[2].cause, ERR_AUTH); /* no "<step>: " prefix */
+	assert_int_equal(s->failures[2].count, 1);
+	s = db_stats_free(s);
+
+	/* One job. */
+	assert_int_equal(db_stats(f->db, job_a, &s), 0);
+	assert_int_equal(s->ok, 2);
+	assert_int_equal(s->failed, 2);
+	assert_int_equal(s->n_slots, 2);
+	assert_int_equal(s->slots[0].bytes, 8192 + 4096);
+	assert_int_equal(s->slots[1].ok, 1);
+	assert_int_equal(s->slots[1].failed, 1);
+	assert_int_equal(s->n_failures, 2);
+	assert_string_equal(s->failures[0].step, "identify");
+	assert_string_equal(s->failures[1].step, "installing");
+	s = db_stats_free(s);
+	assert_int_equal(db_stats(f->db, job_b, &s), 0);
+	assert_int_equal(s->ok, 1);
+	assert_int_equal(s->failed, 3);
+	assert_int_equal(s->n_failures, 2);
+	assert_string_equal(s->failures[0].step, "license");
+	assert_int_equal(s->failures[0].count, 2);
+	s = db_stats_free(s);
+
+	/* A job without attempts. */
+	assert_int_equal(db_stats(f->db, 999, &s), 0);
+	assert_int_equal(s->ok + s->failed + s->bytes, 0);
+	assert_int_equal(s->n_slots, 0);
+	assert_int_equal(s->n_failures, 0);
+	s = db_stats_free(s);
+	assert_null(db_stats_free(NULL));
+
+	assert_int_equal(db_audit_stats(f->db, &records2, &cp), 0);
+	assert_int_equal(records2, records);
+}
+
+static void test_query_chip_failures(void **state)
+{
+	struct fixture *f = *state;
+	char uid[DB_CHIP_UID_HEX + 1];
+	int64_t job_a, job_b, id[10];
+	unsigned n = 99;
+
+	f->db = open_db(f, 0, 0);
+	build_line(f->db, &job_a, &job_b, id);
+	uid_for(2, uid);
+	assert_int_equal(db_chip_failures(f->db, uid, &n), 0);
+	assert_int_equal(n, 2); /* one per job; its ok retry does not count */
+	uid_for(5, uid);
+	assert_int_equal(db_chip_failures(f->db, uid, &n), 0);
+	assert_int_equal(n, 1);
+	uid_for(1, uid);
+	assert_int_equal(db_chip_failures(f->db, uid, &n), 0);
+	assert_int_equal(n, 0);
+	uid_for(6, uid); /* running */
+	assert_int_equal(db_chip_failures(f->db, uid, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(db_chip_failures(f->db, "0002", &n), -EINVAL);
+	assert_non_null(strstr(db_last_error(f->db), "chip UID"));
+
+	/* It survives a restart, and grows with the next failure. */
+	f->db = db_close(f->db);
+	f->db = open_db(f, 0, 0);
+	uid_for(2, uid);
+	assert_int_equal(db_chip_failures(f->db, uid, &n), 0);
+	assert_int_equal(n, 2);
+	attempt(f->db, job_b, "slot-2", 2, "certificate", "certificate: the chip sent no "
+			 "certificate", 0);
+	assert_int_equal(db_chip_failures(f->db, uid, &n), 0);
+	assert_int_equal(n, 3);
+}
+
+static void test_query_job_active(void **state)
+{
+	struct fixture *f = *state;
+	struct verify_result res;
+	struct db_job_row j;
+	int64_t job_a, job_b, id[10];
+	int total;
+	char *text;
+
+	f->db = open_db(f, 0, 0);
+	memset(&j, 0x5a, sizeof(j));
+	assert_int_equal(db_job_active(f->db, &j), -ENOENT);
+	assert_non_null(strstr(db_last_error(f->db), "no job is active"));
+
+	build_line(f->db, &job_a, &job_b, id);
+	f->db = db_close(f->db);
+	f->db = open_db(f, 0, 0);
+	total = sqlite3_total_changes(f->db->h);
+
+	/* Both jobs are active: the newer one is restored, with its global license file. */
+	assert_int_equal(db_job_active(f->db, &j), 0);
+	assert_int_equal(j.id, job_b);
+	assert_string_equal(j.image_path, "/srv/images/other.sfi");
+	assert_string_equal(j.image_id, IMAGE_ID);
+	assert_string_equal(j.image_digest, DIGEST);
+	assert_string_equal(j.module_file, "/srv/images/modules.bin");
+	assert_string_equal(j.global_license_file, GLOBAL_FILE);
+	assert_int_equal(j.target_count, 7);
+	assert_int_equal(j.loaded_uid, 1001);
+	assert_string_equal(j.loaded_user, "operator");
+	assert_true(j.created_ms > 0 && j.created_ms <= db_now_ms());
+	assert_int_equal(j.installed, 1);
+	assert_int_equal(j.failed, 3); /* the running attempt is neither */
+	assert_int_equal(sqlite3_total_changes(f->db->h), total);
+
+	assert_int_equal(db_job_end(f->db, job_b), 0);
+	assert_int_equal(db_job_active(f->db, &j), 0);
+	assert_int_equal(j.id, job_a);
+	assert_string_equal(j.image_path, "/srv/images/app, \"v2\".sfi");
+	assert_string_equal(j.module_file, "");
+	assert_string_equal(j.global_license_file, "");
+	assert_int_equal(j.target_count, 100);
+	assert_string_equal(j.loaded_user, "supervisor");
+	assert_int_equal(j.installed, 2);
+	assert_int_equal(j.failed, 2);
+	assert_int_equal(db_job_end(f->db, job_a), 0);
+	assert_int_equal(db_job_active(f->db, &j), -ENOENT);
+
+	/* The global license file is in the job's audit record, and only where it is set. */
+	text = export_text(f->db, NULL);
+	assert_non_null(strstr(text, "\"global_license_file\":\"" GLOBAL_FILE "\""));
+	assert_null(strstr(strstr(text, "\"global_license_file\"") + 1,
+			   "\"global_license_file\""));
+	verify_text(f, text, &res);
+	if (res.status != VERIFY_OK)
+		fail_msg("verify: %s (%s)", res.message, res.n_warnings ? res.warnings[0] : "");
+	free(text);
+}
+
+/* A file written by the v1 code path (schema 1 only, with data) upgrades when opened. */
+static void test_migration_v1_upgrade(void **state)
+{
+	struct fixture *f = *state;
+	struct db_options o = { .signer = &f->ts.signer };
+	struct db_attempt_row *rows = NULL;
+	char err[512], uid[DB_CHIP_UID_HEX + 1];
+	uint64_t bad = 0;
+	struct db_job_row j;
+	struct db *db = NULL;
+	int64_t job, a1, a2;
+	sqlite3_stmt *st;
+	unsigned fails;
+	sqlite3 *h;
+	size_t n;
+
+	assert_int_equal(db_open_with_migrations(f->path, &o, db_migrations, 1, &db, err,
+						 sizeof(err)), 0);
+	/* v1 had no global license column: the job goes in with v1's columns. */
+	assert_int_equal(sqlite3_exec(db->h, "INSERT INTO jobs (image_path, image_id, "
+				      "image_digest, target_count, loaded_uid, loaded_user, "
+				      "created_at, state) VALUES ('/srv/v1.sfi', '" IMAGE_ID "', '"
+				      DIGEST "', 5, 0, 'root', 1700000000000, 'active')",
+				      NULL, NULL, NULL), SQLITE_OK);
+	job = sqlite3_last_insert_rowid(db->h);
+	uid_for(42, uid);
+	a1 = attempt(db, job, "slot-1", 42, "installing", NULL, 1234);
+	a2 = attempt(db, job, "slot-1", 42, "identify", ERR_IDENTIFY, 0);
+	db = db_close(db);
+
+	assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 1);
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+
+	f->db = open_db(f, 0, 0);
+	assert_int_equal(db_schema_version(), 2);
+	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
+					    "pragma_table_info('jobs') WHERE name = "
+					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
+					    "WHERE name IN ('attempts_ended', 'license_uses_attempt')), "
+					    "(SELECT user_version FROM pragma_user_version)",
+					    -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 1);
+	assert_int_equal(sqlite3_column_int(st, 1), 2);
+	assert_int_equal(sqlite3_column_int(st, 2), 2);
+	sqlite3_finalize(st);
+
+	/* The old rows read back through the queries; the chain written by v1 holds. */
+	assert_int_equal(db_job_active(f->db, &j), 0);
+	assert_int_equal(j.id, job);
+	assert_string_equal(j.image_path, "/srv/v1.sfi");
+	assert_string_equal(j.global_license_file, "");
+	assert_int_equal(j.created_ms, 1700000000000);
+	assert_int_equal(j.installed, 1);
+	assert_int_equal(j.failed, 1);
+	assert_int_equal(db_history(f->db, NULL, &rows, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(rows[0].id, a2);
+	assert_int_equal(rows[1].id, a1);
+	assert_int_equal(rows[1].bytes_sent, 1234);
+	free(rows);
+	assert_int_equal(db_chip_failures(f->db, uid, &fails), 0);
+	assert_int_equal(fails, 1);
+	assert_int_equal(db_audit_verify(f->db, &bad), 0);
+
+	/* And the new column takes a global license job. */
+	job = make_job_with(f->db, NULL, GLOBAL_FILE);
+	assert_int_equal(db_job_active(f->db, &j), 0);
+	assert_int_equal(j.id, job);
+	assert_string_equal(j.global_license_file, GLOBAL_FILE);
+	assert_string_equal(j.module_file, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -819,6 +1323,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_checkpoints_and_export, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_csv_export, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tampering, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_history, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_history_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_stats, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_chip_failures, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_query_job_active, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migration_v1_upgrade, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
