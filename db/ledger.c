@@ -535,25 +535,45 @@ int db_ledger_reserve(struct db *db, const struct db_reservation *res, int64_t *
 	return r;
 }
 
-/* Loads license id inside a transaction and checks it is in one of the allowed states. */
-static int license_expect(struct db *db, int64_t id, unsigned allowed_mask,
-			  struct db_license **ret)
+/* A change to one license: its transaction, the license as it was, and the data of the
+ * audit record that states the change. */
+struct license_change {
+	struct db_license *l;
+	struct json_object *data;
+};
+
+/* Opens the transaction of a change to license id, which must be in one of the allowed
+ * states; c->data starts with the license's members. On failure nothing is left open. */
+static int license_change_begin(struct db *db, int64_t id, unsigned allowed_mask,
+				struct license_change *c)
 {
 	struct db_license *l;
 	int r;
 
-	r = license_load(db, id, &l);
+	r = db_begin(db);
 	if (r < 0)
 		return r;
-	if (!(allowed_mask & (1u << l->state))) {
+	r = license_load(db, id, &l);
+	if (r == 0 && !(allowed_mask & (1u << l->state))) {
 		r = db_fail(db, -EALREADY, "license %" PRId64 " is %s; this change is not allowed "
 					   "from that state",
 			    id, db_license_state_to_string(l->state));
 		db_license_free(l);
+	}
+	if (r < 0) {
+		db_rollback(db);
 		return r;
 	}
-	*ret = l;
+	c->l = l;
+	c->data = license_data(l);
 	return 0;
+}
+
+/* Appends the record of type and commits if r is 0, else rolls back; frees c. */
+static int license_change_end(struct db *db, int r, struct license_change *c, const char *type)
+{
+	db_license_free(c->l);
+	return finish(db, r, type, c->data);
 }
 
 static int license_set_state(struct db *db, int64_t id, const char *state, const char *reason)
@@ -574,25 +594,18 @@ static int license_set_state(struct db *db, int64_t id, const char *state, const
 
 int db_ledger_cancel(struct db *db, int64_t license_id, const char *reason)
 {
-	struct json_object *data = NULL;
-	struct db_license *l = NULL;
+	struct license_change c;
 	int r;
 
 	if (!text_ok(reason, true))
 		return db_fail(db, -EINVAL, "cancelling a reservation needs a reason");
-	r = db_begin(db);
+	r = license_change_begin(db, license_id, 1u << DB_LICENSE_RESERVED, &c);
 	if (r < 0)
 		return r;
-	r = license_expect(db, license_id, 1u << DB_LICENSE_RESERVED, &l);
-	if (r == 0)
-		r = license_set_state(db, license_id, "void", reason);
-	if (l) {
-		data = license_data(l);
-		db_json_add_int(data, "counter_before", (int64_t)l->counter_before);
-		db_json_add_str(data, "reason", reason);
-	}
-	db_license_free(l);
-	return finish(db, r, "license.void", data);
+	r = license_set_state(db, license_id, "void", reason);
+	db_json_add_int(c.data, "counter_before", (int64_t)c.l->counter_before);
+	db_json_add_str(c.data, "reason", reason);
+	return license_change_end(db, r, &c, "license.void");
 }
 
 int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
@@ -600,8 +613,7 @@ int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
 {
 	char hex[2 * DB_HASH_SIZE + 1] = "";
 	uint8_t digest[DB_HASH_SIZE];
-	struct json_object *data = NULL;
-	struct db_license *l = NULL;
+	struct license_change c;
 	sqlite3_stmt *st;
 	unsigned int n = 0;
 	int r;
@@ -611,14 +623,13 @@ int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
 	if (!EVP_Digest(record, record_len, digest, &n, EVP_sha256(), NULL))
 		return db_fail(db, -EIO, "hashing a license record failed");
 	audit_hex_encode(digest, DB_HASH_SIZE, hex);
-	r = db_begin(db);
+	r = license_change_begin(db, license_id, 1u << DB_LICENSE_RESERVED, &c);
 	if (r < 0)
 		return r;
-	r = license_expect(db, license_id, 1u << DB_LICENSE_RESERVED, &l);
-	if (r == 0 && counter_after + 1 != l->counter_before)
+	if (counter_after + 1 != c.l->counter_before)
 		r = db_fail(db, -ERANGE, "license %" PRId64 ": the token counter went from %" PRIu64
 					 " to %" PRIu64 ", not down by exactly one",
-			    license_id, l->counter_before, counter_after);
+			    license_id, c.l->counter_before, counter_after);
 	if (r == 0)
 		r = db_prepare(db, "UPDATE licenses SET state = 'issued', counter_after = ?, "
 				   "license_digest = ?, record = ?, issued_at = ? WHERE id = ?", &st);
@@ -630,37 +641,27 @@ int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
 		sqlite3_bind_int64(st, 5, license_id);
 		r = step_change(db, st, "storing an issued license", "the license vanished");
 	}
-	if (l) {
-		data = license_data(l);
-		db_json_add_int(data, "counter_before", (int64_t)l->counter_before);
-		db_json_add_int(data, "counter_after", (int64_t)counter_after);
-		db_json_add_str(data, "digest", hex);
-	}
-	db_license_free(l);
-	return finish(db, r, "license.issue", data);
+	db_json_add_int(c.data, "counter_before", (int64_t)c.l->counter_before);
+	db_json_add_int(c.data, "counter_after", (int64_t)counter_after);
+	db_json_add_str(c.data, "digest", hex);
+	return license_change_end(db, r, &c, "license.issue");
 }
 
 static int license_outcome(struct db *db, int64_t license_id, bool installed, const char *reason)
 {
-	struct json_object *data = NULL;
-	struct db_license *l = NULL;
 	unsigned allowed = 1u << DB_LICENSE_ISSUED | 1u << DB_LICENSE_NOT_INSTALLED;
+	struct license_change c;
 	int r;
 
-	r = db_begin(db);
+	r = license_change_begin(db, license_id, allowed, &c);
 	if (r < 0)
 		return r;
-	r = license_expect(db, license_id, allowed, &l);
-	if (r == 0)
-		r = license_set_state(db, license_id,
-				      installed ? "installed" : "issued_not_installed", reason);
-	if (l) {
-		data = license_data(l);
-		if (!installed)
-			db_json_add_str(data, "reason", reason);
-	}
-	db_license_free(l);
-	return finish(db, r, installed ? "license.installed" : "license.not_installed", data);
+	r = license_set_state(db, license_id, installed ? "installed" : "issued_not_installed",
+			      reason);
+	if (!installed)
+		db_json_add_str(c.data, "reason", reason);
+	return license_change_end(db, r, &c,
+				  installed ? "license.installed" : "license.not_installed");
 }
 
 int db_ledger_installed(struct db *db, int64_t license_id)
@@ -677,24 +678,17 @@ int db_ledger_not_installed(struct db *db, int64_t license_id, const char *reaso
 
 int db_ledger_reuse(struct db *db, int64_t license_id, int64_t attempt_id)
 {
-	struct json_object *data = NULL;
-	struct db_license *l = NULL;
 	unsigned allowed = 1u << DB_LICENSE_ISSUED | 1u << DB_LICENSE_NOT_INSTALLED |
 			   1u << DB_LICENSE_INSTALLED;
+	struct license_change c;
 	int r;
 
-	r = db_begin(db);
+	r = license_change_begin(db, license_id, allowed, &c);
 	if (r < 0)
 		return r;
-	r = license_expect(db, license_id, allowed, &l);
-	if (r == 0)
-		r = use_insert(db, license_id, attempt_id, true);
-	if (l) {
-		data = license_data(l);
-		db_json_add_int(data, "attempt", attempt_id);
-	}
-	db_license_free(l);
-	return finish(db, r, "license.reuse", data);
+	r = use_insert(db, license_id, attempt_id, true);
+	db_json_add_int(c.data, "attempt", attempt_id);
+	return license_change_end(db, r, &c, "license.reuse");
 }
 
 static int diff_push(struct db *db, struct db_diff **diffs, size_t *n, const struct db_diff *d)

@@ -230,6 +230,14 @@ static void test_ledger_flow(void **state)
 	assert_int_equal(db_ledger_reserve(f->db, &res, &lic2), 0);
 	assert_int_equal(db_ledger_issue(f->db, lic2, counter - 1, record, sizeof(record)), 0);
 
+	/* A change refused for the license's state, or for a license that does not exist,
+	 * leaves no transaction open behind it. */
+	assert_int_equal(db_ledger_reuse(f->db, lic, attempt), -EALREADY);
+	assert_true(sqlite3_get_autocommit(f->db->h));
+	assert_int_equal(db_ledger_not_installed(f->db, 9999, "no such license"), -ENOENT);
+	assert_non_null(strstr(db_last_error(f->db), "no license with id 9999"));
+	assert_true(sqlite3_get_autocommit(f->db->h));
+
 	/* Invalid input is refused before anything is written. */
 	res.chip_uid = "XYZ";
 	assert_int_equal(db_ledger_reserve(f->db, &res, &lic), -EINVAL);
