@@ -48,6 +48,7 @@ struct hsm {
 	pthread_mutex_t lock;
 	unsigned refs;
 	bool logged_in;
+	char serial[17];	/* to find the token again after it was re-inserted */
 	CK_RV last_rv;
 	const char *last_call;
 	struct hsm *next;
@@ -323,6 +324,77 @@ static int hsm_find_slot(struct hsm_module *m, const char *label, const char *se
 	return r;
 }
 
+int hsm_token_list(const char *module_path, struct hsm_token_info **ret_list, size_t *ret_n)
+{
+	struct hsm_module *m = NULL;
+	struct hsm_token_info *list = NULL;
+	CK_SLOT_ID *slots = NULL;
+	CK_ULONG n = 0, count = 0;
+	size_t k = 0;
+	CK_RV rv;
+	int r;
+
+	if (!module_path || !ret_list || !ret_n)
+		return -HSM_ERR_INVALID;
+	pthread_mutex_lock(&hsm_registry_lock);
+	r = hsm_module_get(module_path, &m);
+	if (r < 0)
+		goto out;
+	for (unsigned attempt = 0; attempt < HSM_SLOT_RETRIES; attempt++) {
+		rv = m->f->C_GetSlotList(CK_TRUE, NULL, &count);
+		if (rv != CKR_OK || count == 0)
+			break;
+		free(slots);
+		slots = calloc(count, sizeof(*slots));
+		if (!slots) {
+			r = -HSM_ERR_NOMEM;
+			goto out;
+		}
+		n = count;
+		rv = m->f->C_GetSlotList(CK_TRUE, slots, &n);
+		if (rv != CKR_BUFFER_TOO_SMALL)
+			break;
+		n = 0;
+	}
+	if (rv != CKR_OK) {
+		r = rv == CKR_BUFFER_TOO_SMALL ? -HSM_ERR_DEVICE : hsm_rv_to_error(rv, false);
+		goto out;
+	}
+	list = calloc(n ? n : 1, sizeof(*list));
+	if (!list) {
+		r = -HSM_ERR_NOMEM;
+		goto out;
+	}
+	for (CK_ULONG i = 0; i < n; i++) {
+		CK_TOKEN_INFO ti;
+		struct hsm_token_info *e = &list[k];
+
+		if (m->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK ||
+		    !(ti.flags & CKF_TOKEN_INITIALIZED))
+			continue;
+		hsm_strip_field(ti.label, sizeof(ti.label), e->label, sizeof(e->label));
+		hsm_strip_field(ti.serialNumber, sizeof(ti.serialNumber), e->serial,
+				sizeof(e->serial));
+		hsm_strip_field(ti.manufacturerID, sizeof(ti.manufacturerID), e->manufacturer,
+				sizeof(e->manufacturer));
+		hsm_strip_field(ti.model, sizeof(ti.model), e->model, sizeof(e->model));
+		e->pin_at_risk = (ti.flags & (CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY |
+					      CKF_USER_PIN_LOCKED)) != 0;
+		k++;
+	}
+	*ret_list = list;
+	*ret_n = k;
+	list = NULL;
+	r = 0;
+out:
+	free(list);
+	free(slots);
+	if (m)
+		hsm_module_unref(m);
+	pthread_mutex_unlock(&hsm_registry_lock);
+	return r;
+}
+
 int hsm_open(const char *module_path, const char *token_label, const char *token_serial,
 	     struct hsm **ret_hsm)
 {
@@ -368,6 +440,13 @@ int hsm_open(const char *module_path, const char *token_label, const char *token
 	pthread_mutex_init(&h->lock, NULL);
 	h->mod = m;
 	h->slot = slot;
+	{
+		CK_TOKEN_INFO ti;
+
+		if (m->f->C_GetTokenInfo(slot, &ti) == CKR_OK)
+			hsm_strip_field(ti.serialNumber, sizeof(ti.serialNumber), h->serial,
+					sizeof(h->serial));
+	}
 	h->refs = 1;
 	h->next = hsm_tokens;
 	hsm_tokens = h;
@@ -378,6 +457,34 @@ out:
 	if (m)
 		hsm_module_unref(m);
 	pthread_mutex_unlock(&hsm_registry_lock);
+	return r;
+}
+
+int hsm_reopen(struct hsm *h)
+{
+	CK_SESSION_HANDLE session;
+	CK_SLOT_ID slot;
+	CK_RV rv;
+	int r;
+
+	if (!h || !h->serial[0])
+		return -HSM_ERR_INVALID;
+	pthread_mutex_lock(&h->lock);
+	r = hsm_find_slot(h->mod, NULL, h->serial, &slot);
+	if (r == 0) {
+		rv = h->mod->f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+					      &session);
+		if (rv == CKR_OK) {
+			/* The old session is gone with the token; closing it only tidies up. */
+			h->mod->f->C_CloseSession(h->session);
+			h->session = session;
+			h->slot = slot;
+			h->logged_in = false;
+		} else {
+			r = hsm_fail(h, "C_OpenSession", rv);
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
 	return r;
 }
 
@@ -501,7 +608,7 @@ int hsm_login_credential(struct hsm *h, const char *name)
 
 int hsm_token_info(struct hsm *h, struct hsm_token_info *ret_info)
 {
-	struct hsm_token_info info;
+	struct hsm_token_info info = { 0 };
 	CK_TOKEN_INFO ti;
 	CK_RV rv;
 	int r = 0;

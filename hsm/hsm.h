@@ -62,6 +62,9 @@ struct hsm_token_info {
 	char manufacturer[33];
 	char model[17];
 	bool logged_in;
+	/* The token warns that few PIN tries are left, or the PIN is locked: do not try a PIN
+	 * that may be wrong (hsm_token_list only). */
+	bool pin_at_risk;
 };
 
 /* Loads module_path (shared per path in the process), finds the token whose label equals
@@ -69,8 +72,14 @@ struct hsm_token_info {
  * session. A second open of the same token returns a handle sharing its session and lock. */
 int hsm_open(const char *module_path, const char *token_label, const char *token_serial,
 	     struct hsm **ret_hsm);
+/* Lists the initialized tokens present in module_path's slots (*ret_list: free()). Used to
+ * find the tokens provisioned for modules, which are named by firmware id, not by label. */
+int hsm_token_list(const char *module_path, struct hsm_token_info **ret_list, size_t *ret_n);
 /* Closes the handle; the session and module go when their last handle does. Accepts NULL. */
 struct hsm *hsm_close(struct hsm *h);
+/* Opens a new session on the same token (found again by serial) after it was removed and
+ * put back; the caller logs in again. Every handle of the token shares the new session. */
+int hsm_reopen(struct hsm *h);
 /* CK_RV of the last failed PKCS#11 call on this handle's token (debug only). */
 unsigned long hsm_last_rv(struct hsm *h);
 /* Name of the PKCS#11 call behind hsm_last_rv() ("" if none; debug only). */

@@ -27,6 +27,9 @@
 #include "control.h"
 #include "db.h"
 #include "hsm.h"
+#include "job.h"
+#include "license.h"
+#include "recorder.h"
 #include "an3155-wire.h"
 #include "log.h"
 #include "server.h"
@@ -34,8 +37,6 @@
 #include "slot.h"
 #include "worker.h"
 
-#define IMAGE_MAX (64u * 1024 * 1024)
-#define MODULES_FILE_MAX (1024u * 1024)
 
 int64_t sfid_now_ms(void)
 {
@@ -91,23 +92,13 @@ void sfid_halt(struct sfid *d, const char *fmt, ...)
 		slot_pause(d->slots[i]);
 }
 
-void sfid_history_add(struct sfid *d, const struct history_entry *e)
-{
-	if (!d->history)
-		return;
-	d->history[d->history_next] = *e;
-	d->history_next = (d->history_next + 1) % d->cfg->history_max;
-	if (d->history_len < d->cfg->history_max)
-		d->history_len++;
-}
-
-unsigned sfid_chip_failures(const struct sfid *d, const char *uid_hex)
+unsigned sfid_chip_failures(struct sfid *d, const char *uid_hex)
 {
 	unsigned n = 0;
 
-	for (size_t i = 0; i < d->history_len; i++)
-		if (!d->history[i].ok && strcmp(d->history[i].chip, uid_hex) == 0)
-			n++;
+	if (d->db && db_chip_failures(d->db, uid_hex, &n) < 0)
+		log_warning("cannot count the failures of chip %s: %s", uid_hex,
+			    db_last_error(d->db));
 	return n;
 }
 
@@ -123,426 +114,6 @@ void sfid_slot_settled(struct sfid *d)
 	event_base_loopexit(d->base, NULL);
 }
 
-/* ---- license issuance (one at a time per token) ---- */
-
-struct license_work {
-	struct sfid *d;
-	struct slot *s;
-	char uid_hex[2 * OSFI_UID_LEN + 1];
-	uint8_t cert[OSFI_CERT_LEN];
-	int64_t attempt_id;
-	int64_t license_id;
-	uint32_t count;
-	int r;
-	struct hsm_license_result res;
-};
-
-static void license_work_free(struct license_work *w)
-{
-	OPENSSL_cleanse(&w->res, sizeof(w->res));
-	free(w);
-}
-
-static void license_finish(struct license_work *w)
-{
-	struct sfid *d = w->d;
-
-	license_work_free(w);
-	d->license_busy = false;
-	sfid_license_kick(d);
-	sfid_slot_settled(d);
-}
-
-static void license_issue_work(void *data)
-{
-	struct license_work *w = data;
-	struct hsm_license_request req = {
-		.cert = w->cert,
-		.cert_len = sizeof(w->cert),
-		.device_id = w->d->job->device_id,
-		.target = OSFI_TARGET_IMAGE,
-	};
-
-	memcpy(req.image_id, w->d->job->image_id, OSFI_ID_LEN);
-	w->r = hsm_license_issue(w->d->hsm, &req, w->count, &w->res);
-}
-
-static void license_counter_reread_work(void *data)
-{
-	struct license_work *w = data;
-
-	w->r = hsm_counter_read(w->d->hsm, &w->count);
-}
-
-static void license_counter_reread_done(void *data)
-{
-	struct license_work *w = data;
-	struct sfid *d = w->d;
-	struct db_diff *diffs = NULL;
-	size_t n = 0;
-
-	/* The ledger decides from the counter whether the count was spent. */
-	if (w->r == 0 && db_reconcile(d->db, d->token_serial, w->count, &diffs, &n) == 0) {
-		for (size_t i = 0; i < n; i++)
-			log_warning("ledger: %s: license %" PRId64 " chip %s: ledger expects counter "
-				    "%" PRIu64 ", token has %" PRIu64,
-				    db_diff_kind_to_string(diffs[i].kind), diffs[i].license_id,
-				    diffs[i].chip_uid, diffs[i].expected, diffs[i].actual);
-		free(diffs);
-	} else {
-		sfid_halt(d, "the HSM token cannot be read after a failed license; the ledger "
-			  "keeps the open reservation until sfid restarts with the token present");
-	}
-	license_finish(w);
-}
-
-static void license_issue_done(void *data)
-{
-	struct license_work *w = data;
-	struct sfid *d = w->d;
-	char cause[300];
-
-	if (w->r < 0) {
-		snprintf(cause, sizeof(cause), "the HSM refused the license: %s",
-			 hsm_error_to_string(w->r));
-		log_error("slot %s chip %s: %s", slot_name(w->s), w->uid_hex, cause);
-		switch (-w->r) {
-		case HSM_ERR_TOKEN_REMOVED:
-		case HSM_ERR_DEVICE:
-		case HSM_ERR_NOT_LOGGED_IN:
-			/* The counter may have moved: the token says, once it can be read. */
-			slot_license_failed(w->s, cause);
-			sfid_halt(d, "HSM token failed while issuing a license (%s); check the token",
-				  hsm_error_to_string(w->r));
-			if (workers_submit(d->workers, license_counter_reread_work,
-					   license_counter_reread_done, w) < 0)
-				license_finish(w);
-			return;
-		case HSM_ERR_COUNTER_EXHAUSTED:
-			sfid_halt(d, "the HSM license counter is exhausted; load a token with "
-				  "licenses left");
-			break;
-		default:
-			break;
-		}
-		if (db_ledger_cancel(d->db, w->license_id, cause) < 0)
-			log_error("ledger: cannot void reservation %" PRId64 ": %s", w->license_id,
-				  db_last_error(d->db));
-		slot_license_failed(w->s, cause);
-		license_finish(w);
-		return;
-	}
-	if (db_ledger_issue(d->db, w->license_id, w->res.count_after, w->res.license,
-			    OSFI_LICENSE_LEN) < 0) {
-		/* The reservation stays open: restart reconciliation finds the spent count. */
-		snprintf(cause, sizeof(cause), "cannot record the issued license: %s",
-			 db_last_error(d->db));
-		slot_license_failed(w->s, cause);
-		sfid_halt(d, "the database cannot record licenses (%s); free disk space and "
-			  "restart sfid", db_last_error(d->db));
-		license_finish(w);
-		return;
-	}
-	log_info("slot %s chip %s: license %" PRId64 " issued, counter %" PRIu32 " -> %" PRIu32,
-		 slot_name(w->s), w->uid_hex, w->license_id, w->res.count_before,
-		 w->res.count_after);
-	if (!slot_license_wanted(w->s) || strcmp(slot_chip_hex(w->s), w->uid_hex) != 0) {
-		/* The chip went away while the HSM worked: the license stays reusable. */
-		if (db_ledger_not_installed(d->db, w->license_id, "chip left the slot before the "
-					    "license was sent") < 0)
-			log_error("ledger: %s", db_last_error(d->db));
-	} else {
-		slot_license_ready(w->s, w->license_id, w->res.license);
-	}
-	license_finish(w);
-}
-
-static void license_counter_work(void *data)
-{
-	struct license_work *w = data;
-
-	w->r = hsm_counter_read(w->d->hsm, &w->count);
-}
-
-static void license_counter_done(void *data)
-{
-	struct license_work *w = data;
-	struct sfid *d = w->d;
-	struct db_reservation res;
-	char cause[300];
-	int r;
-
-	if (w->r < 0) {
-		snprintf(cause, sizeof(cause), "cannot read the HSM license counter: %s",
-			 hsm_error_to_string(w->r));
-		slot_license_failed(w->s, cause);
-		sfid_halt(d, "%s", cause);
-		license_finish(w);
-		return;
-	}
-	if (w->count == 0) {
-		slot_license_failed(w->s, "the HSM license counter is exhausted; no license spent");
-		sfid_halt(d, "the HSM license counter is exhausted; load a token with licenses left");
-		license_finish(w);
-		return;
-	}
-	if (!slot_license_wanted(w->s) || strcmp(slot_chip_hex(w->s), w->uid_hex) != 0) {
-		license_finish(w);
-		return;
-	}
-	res = (struct db_reservation){
-		.job_id = d->job->id,
-		.attempt_id = w->attempt_id,
-		.chip_uid = w->uid_hex,
-		.token_serial = d->token_serial,
-		.firmware_id = d->job->image_id_hex,
-		.target = OSFI_TARGET_IMAGE,
-		.counter_before = w->count,
-	};
-	r = db_ledger_reserve(d->db, &res, &w->license_id);
-	if (r < 0) {
-		snprintf(cause, sizeof(cause), "cannot record the license intent: %s",
-			 db_last_error(d->db));
-		slot_license_failed(w->s, cause);
-		sfid_halt(d, "the database refuses new license records (%s); no count was spent",
-			  db_last_error(d->db));
-		license_finish(w);
-		return;
-	}
-	if (workers_submit(d->workers, license_issue_work, license_issue_done, w) < 0) {
-		db_ledger_cancel(d->db, w->license_id, "daemon shutting down");
-		slot_license_failed(w->s, "daemon shutting down");
-		license_finish(w);
-	}
-}
-
-void sfid_license_kick(struct sfid *d)
-{
-	struct license_work *w;
-	struct slot *s;
-
-	while (!d->license_busy && d->n_license_queue > 0) {
-		s = d->license_queue[0];
-		memmove(&d->license_queue[0], &d->license_queue[1],
-			(d->n_license_queue - 1) * sizeof(d->license_queue[0]));
-		d->n_license_queue--;
-		if (!slot_license_wanted(s))
-			continue;
-		if (d->halt_reason[0] || !d->hsm) {
-			slot_license_failed(s, d->halt_reason[0] ? d->halt_reason : "no HSM token");
-			continue;
-		}
-		w = calloc(1, sizeof(*w));
-		if (!w) {
-			slot_license_failed(s, "out of memory");
-			continue;
-		}
-		w->d = d;
-		w->s = s;
-		snprintf(w->uid_hex, sizeof(w->uid_hex), "%s", slot_chip_hex(s));
-		memcpy(w->cert, slot_license_cert(s), sizeof(w->cert));
-		w->attempt_id = slot_attempt_id(s);
-		d->license_busy = true;
-		if (workers_submit(d->workers, license_counter_work, license_counter_done, w) < 0) {
-			d->license_busy = false;
-			slot_license_failed(s, "daemon shutting down");
-			license_work_free(w);
-		}
-	}
-}
-
-/* ---- jobs ---- */
-
-static struct job *job_free(struct job *j)
-{
-	if (!j)
-		return NULL;
-	free(j->image_path);
-	free(j->image);
-	free(j->module_file);
-	free(j->global_file);
-	explicit_bzero(j->global_license, sizeof(j->global_license));
-	free(j->loaded_by);
-	free(j);
-	return NULL;
-}
-
-static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
-{
-	uint8_t *buf;
-	struct stat st;
-	size_t off = 0;
-	int fd, r;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return -EINVAL;
-	}
-	if ((uint64_t)st.st_size > max) {
-		close(fd);
-		return -EFBIG;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (off < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
-
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			free(buf);
-			close(fd);
-			return r;
-		}
-		off += (size_t)n;
-	}
-	close(fd);
-	buf[off] = 0;
-	*ret = buf;
-	*ret_len = off;
-	return 0;
-}
-
-/* Loads a job: the image must parse, be for the STM32H5 and be the image the token may
- * license; modules must match the image. Returns 0 or a control error with a message. */
-/* Reads a global license file: it must be a global license for this job's image. */
-static int job_load_global(struct job *j, const char *path, char *msg, size_t msg_size)
-{
-	struct osfi_license lic;
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	int r;
-
-	r = read_file(path, 4096, &buf, &len);
-	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read global license %s: %s", path, strerror(-r));
-		return CONTROL_E_NOT_FOUND;
-	}
-	r = osfi_license_decode(buf, len, &lic);
-	if (r < 0 || lic.kind != OSFI_LICENSE_KIND_GLOBAL || lic.target != OSFI_TARGET_IMAGE) {
-		snprintf(msg, msg_size, "%s is not a global license for an image", path);
-		explicit_bzero(buf, len);
-		free(buf);
-		return CONTROL_E_ARGUMENT;
-	}
-	if (memcmp(lic.id, j->image_id, OSFI_ID_LEN) != 0 || lic.device_id != j->device_id) {
-		snprintf(msg, msg_size, "global license %s was made for another image", path);
-		explicit_bzero(buf, len);
-		free(buf);
-		return CONTROL_E_ARGUMENT;
-	}
-	memcpy(j->global_license, buf, OSFI_LICENSE_LEN);
-	explicit_bzero(buf, len);
-	free(buf);
-	j->global = true;
-	j->global_file = strdup(path);
-	return 0;
-}
-
-static int job_load(struct sfid *d, const char *path, const char *modules,
-		    const char *global, uint32_t target, const char *user, struct job **ret,
-		    char *msg, size_t msg_size)
-{
-	struct osfi_image *img = NULL;
-	struct job *j;
-	char why[256];
-	uint8_t digest[SHA256_DIGEST_LENGTH];
-	int r;
-
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return CONTROL_E_FAILED;
-	j->image_path = strdup(path);
-	j->target = target;
-	j->loaded_by = strdup(user);
-	j->loaded_ms = sfid_now_ms();
-	r = read_file(path, IMAGE_MAX, &j->image, &j->image_len);
-	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read image %s: %s", path, strerror(-r));
-		job_free(j);
-		return CONTROL_E_NOT_FOUND;
-	}
-	r = osfi_image_parse(j->image, j->image_len, &img, why, sizeof(why));
-	if (r < 0) {
-		snprintf(msg, msg_size, "%s is not a valid OSFI image: %s", path, why);
-		job_free(j);
-		return CONTROL_E_ARGUMENT;
-	}
-	j->device_id = img->hdr.device_id;
-	memcpy(j->image_id, img->id, OSFI_ID_LEN);
-	sfid_hex(j->image_id, OSFI_ID_LEN, j->image_id_hex);
-	SHA256(j->image, j->image_len, digest);
-	sfid_hex(digest, sizeof(digest), j->digest_hex);
-	if (j->device_id != STM32_PID_H56X_H57X) {
-		snprintf(msg, msg_size, "image %s is for device id 0x%03x; this line installs "
-			 "STM32H56x/H57x (0x%03x)", path, j->device_id, STM32_PID_H56X_H57X);
-		goto bad;
-	}
-	if (global) {
-		r = job_load_global(j, global, msg, msg_size);
-		if (r != 0) {
-			osfi_image_free(img);
-			job_free(j);
-			return r;
-		}
-	} else if (d->hsm && memcmp(j->image_id, d->firmware_id, OSFI_ID_LEN) != 0) {
-		char tok[2 * OSFI_ID_LEN + 1];
-
-		sfid_hex(d->firmware_id, OSFI_ID_LEN, tok);
-		snprintf(msg, msg_size, "image %s (id %.16s...) is not the firmware the HSM token %s "
-			 "licenses (id %.16s...); load the matching image or token", path,
-			 j->image_id_hex, d->token_label, tok);
-		goto bad;
-	}
-	if (modules) {
-		struct osfi_module_entry *ents = NULL;
-		uint8_t *text = NULL;
-		size_t len = 0, n = 0;
-
-		r = read_file(modules, MODULES_FILE_MAX, &text, &len);
-		if (r < 0) {
-			snprintf(msg, msg_size, "cannot read module license file %s: %s", modules,
-				 strerror(-r));
-			osfi_image_free(img);
-			job_free(j);
-			return CONTROL_E_NOT_FOUND;
-		}
-		r = osfi_modules_parse((const char *)text, len, &ents, &n, why, sizeof(why));
-		free(text);
-		if (r < 0) {
-			snprintf(msg, msg_size, "%s: %s", modules, why);
-			goto bad;
-		}
-		for (size_t i = 0; i < n; i++)
-			if (!osfi_image_has_module(img, ents[i].module_id)) {
-				snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is not in image "
-					 "%s", modules, ents[i].line, ents[i].module_id, path);
-				free(ents);
-				goto bad;
-			}
-		if (n > 0) {
-			snprintf(msg, msg_size, "%s: images with modules are not installed by this "
-				 "version of sfid yet", modules);
-			free(ents);
-			goto bad;
-		}
-		free(ents);
-		j->module_file = strdup(modules);
-	}
-	osfi_image_free(img);
-	*ret = j;
-	return 0;
-bad:
-	osfi_image_free(img);
-	job_free(j);
-	return CONTROL_E_ARGUMENT;
-}
-
 /* ---- control commands ---- */
 
 static bool any_slot_busy(struct sfid *d)
@@ -551,29 +122,6 @@ static bool any_slot_busy(struct sfid *d)
 		if (slot_busy(d->slots[i]))
 			return true;
 	return d->license_busy;
-}
-
-static struct json_object *job_json(const struct job *j)
-{
-	struct json_object *o = json_object_new_object();
-
-	json_object_object_add(o, "id", json_object_new_int64(j->id));
-	json_object_object_add(o, "image", json_object_new_string(j->image_path));
-	json_object_object_add(o, "image_id", json_object_new_string(j->image_id_hex));
-	json_object_object_add(o, "digest", json_object_new_string(j->digest_hex));
-	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)j->image_len));
-	json_object_object_add(o, "device_id", json_object_new_int(j->device_id));
-	json_object_object_add(o, "modules", j->module_file ? json_object_new_string(j->module_file)
-							    : NULL);
-	json_object_object_add(o, "license", json_object_new_string(j->global ? "global" : "hsm"));
-	json_object_object_add(o, "global_license", j->global_file ?
-			       json_object_new_string(j->global_file) : NULL);
-	json_object_object_add(o, "target", json_object_new_int64(j->target));
-	json_object_object_add(o, "installed", json_object_new_int64(j->installed));
-	json_object_object_add(o, "failed", json_object_new_int64(j->failed));
-	json_object_object_add(o, "loaded_by", json_object_new_string(j->loaded_by));
-	json_object_object_add(o, "loaded_ms", json_object_new_int64(j->loaded_ms));
-	return o;
 }
 
 static void cmd_status(struct sfid *d, struct client *c, const struct control_request *req)
@@ -625,33 +173,11 @@ static int pick_slots(struct sfid *d, struct client *c, const struct control_req
 	return (int)n;
 }
 
-static void cmd_slots(struct sfid *d, struct client *c, const struct control_request *req)
+static void slots_apply(struct sfid *d, struct client *c, const struct control_request *req,
+			struct slot **picked, int n)
 {
-	struct slot *picked[CONFIG_SLOTS_MAX];
-	struct json_object *o, *a;
-	int n;
+	struct json_object *o, *a = json_object_new_array();
 
-	n = pick_slots(d, c, req, picked);
-	if (n < 0)
-		return;
-	if (req->command->cmd == CONTROL_CMD_START) {
-		if (!d->job) {
-			server_reply_error(c, req->id, CONTROL_E_STATE,
-					   "no job is loaded; a supervisor loads one with 'sfictl job "
-					   "load IMAGE'");
-			return;
-		}
-		if (d->halt_reason[0]) {
-			server_reply_error(c, req->id, CONTROL_E_STATE, "the line is halted: %s",
-					   d->halt_reason);
-			return;
-		}
-		if (d->stopping) {
-			server_reply_error(c, req->id, CONTROL_E_STATE, "sfid is shutting down");
-			return;
-		}
-	}
-	a = json_object_new_array();
 	for (int i = 0; i < n; i++) {
 		switch (req->command->cmd) {
 		case CONTROL_CMD_START:
@@ -685,6 +211,90 @@ static void cmd_slots(struct sfid *d, struct client *c, const struct control_req
 	server_reply_ok(c, req->id, o);
 }
 
+/* A `start` that waits for the halted line to be checked again. */
+struct pending_start {
+	uint64_t client;
+	struct control_request req;
+};
+
+static void start_rechecked(struct sfid *d, bool ok, const char *why, void *arg)
+{
+	struct pending_start *ps = arg;
+	struct client *c = d->server ? server_client_find(d->server, ps->client) : NULL;
+	struct slot *picked[CONFIG_SLOTS_MAX];
+	int n;
+
+	if (ok && d->halt_reason[0]) {
+		struct json_object *o = json_object_new_object();
+
+		log_notice("line halt cleared (%s): the tokens answer and the ledger agrees",
+			   d->halt_reason);
+		json_object_object_add(o, "cleared", json_object_new_string(d->halt_reason));
+		d->halt_reason[0] = '\0';
+		sfid_broadcast(d, "resume", o);
+	}
+	if (c && !ok) {
+		server_reply_error(c, ps->req.id, CONTROL_E_STATE, "the line stays halted: %s", why);
+	} else if (c) {
+		n = pick_slots(d, c, &ps->req, picked);
+		if (n >= 0 && d->job && !d->stopping)
+			slots_apply(d, c, &ps->req, picked, n);
+		else if (n >= 0)
+			server_reply_error(c, ps->req.id, CONTROL_E_STATE, "no job is loaded, or sfid "
+					   "is shutting down");
+	}
+	json_object_put(ps->req.args);
+	free(ps);
+}
+
+static void cmd_slots(struct sfid *d, struct client *c, const struct control_request *req)
+{
+	struct slot *picked[CONFIG_SLOTS_MAX];
+	int n;
+
+	n = pick_slots(d, c, req, picked);
+	if (n < 0)
+		return;
+	if (req->command->cmd == CONTROL_CMD_START) {
+		if (!d->job) {
+			server_reply_error(c, req->id, CONTROL_E_STATE,
+					   "no job is loaded; a supervisor loads one with 'sfictl job "
+					   "load IMAGE'");
+			return;
+		}
+		if (d->stopping) {
+			server_reply_error(c, req->id, CONTROL_E_STATE, "sfid is shutting down");
+			return;
+		}
+		if (d->halt_reason[0]) {
+			/* The cause may be gone (space freed, token answering again): check, then
+			 * clear the halt and start. */
+			struct pending_start *ps = calloc(1, sizeof(*ps));
+			int r;
+
+			if (!ps) {
+				server_reply_error(c, req->id, CONTROL_E_FAILED, "out of memory");
+				return;
+			}
+			ps->client = server_client_serial(c);
+			ps->req = *req;
+			ps->req.args = json_object_get(req->args);
+			r = line_recheck(d, start_rechecked, ps);
+			if (r < 0) {
+				server_reply_error(c, req->id, r == -EBUSY ? CONTROL_E_BUSY :
+						   CONTROL_E_STATE, "the line is halted (%s) and cannot "
+						   "be checked now: %s", d->halt_reason,
+						   r == -EBUSY ? "a license is being issued, try again"
+							       : "sfid is shutting down");
+				json_object_put(ps->req.args);
+				free(ps);
+			}
+			return;
+		}
+	}
+	slots_apply(d, c, req, picked, n);
+}
+
 static const char *arg_string(const struct control_request *req, const char *key)
 {
 	struct json_object *v;
@@ -705,13 +315,109 @@ static int64_t arg_int(const struct control_request *req, const char *key, int64
 	return json_object_get_int64(v);
 }
 
+/* A job load in progress: module tokens may have to be found, the job must be recorded. */
+struct pending_job {
+	struct sfid *d;
+	uint64_t client;
+	uint64_t id;
+	uint32_t uid;
+	struct job *j;
+	struct token_scan scan;
+};
+
+static void pending_job_reply_error(struct pending_job *pj, enum control_error e,
+				    const char *msg)
+{
+	struct sfid *d = pj->d;
+	struct client *c = d->server ? server_client_find(d->server, pj->client) : NULL;
+
+	log_warning("job load refused: %s", msg);
+	if (c)
+		server_reply_error(c, pj->id, e, "%s", msg);
+	d->job_loading = false;
+	job_free(pj->j);
+	free(pj);
+}
+
+static void job_install(struct sfid *d, struct job *j)
+{
+	if (d->job)
+		rec_job_end(d->recorder, d->job->id);
+	job_free(d->job);
+	d->job = j;
+	log_info("job %" PRId64 " loaded by %s: %s (%zu bytes, image id %.16s..., %zu license%s "
+		 "per chip, target %" PRIu32 ")", j->id, j->loaded_by, j->image_path, j->image_len,
+		 j->image_id_hex, j->n_lic, j->n_lic == 1 ? "" : "s", j->target);
+	sfid_broadcast(d, "job", job_json(j));
+}
+
+static void job_recorded(void *arg, int r)
+{
+	struct pending_job *pj = arg;
+	struct sfid *d = pj->d;
+	struct client *c;
+	char msg[512];
+
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "cannot record the job in the database");
+		pending_job_reply_error(pj, CONTROL_E_FAILED, msg);
+		return;
+	}
+	job_install(d, pj->j);
+	c = d->server ? server_client_find(d->server, pj->client) : NULL;
+	if (c)
+		server_reply_ok(c, pj->id, job_json(pj->j));
+	d->job_loading = false;
+	free(pj);
+}
+
+static void job_record(struct pending_job *pj)
+{
+	struct job *j = pj->j;
+	struct db_job dj = {
+		.image_path = j->image_path,
+		.image_id = j->image_id_hex,
+		.image_digest = j->digest_hex,
+		.module_file = j->module_file,
+		.target_count = j->target,
+		.loaded_uid = pj->uid,
+		.loaded_user = j->loaded_by,
+		.global_license_file = j->global_file,
+	};
+
+	if (rec_job_create(pj->d->recorder, &dj, &j->id, job_recorded, pj) < 0)
+		pending_job_reply_error(pj, CONTROL_E_FAILED, "cannot record the job: sfid is "
+					"shutting down");
+}
+
+static void job_scan_work(void *data)
+{
+	struct pending_job *pj = data;
+
+	token_scan_run(pj->d, &pj->scan);
+}
+
+static void job_scan_done(void *data)
+{
+	struct pending_job *pj = data;
+	struct sfid *d = pj->d;
+	char msg[512];
+
+	d->license_busy = false;
+	if (!token_scan_adopt(d, &pj->scan, pj->j, msg, sizeof(msg))) {
+		pending_job_reply_error(pj, CONTROL_E_NOT_FOUND, msg);
+		return;
+	}
+	job_record(pj);
+}
+
 static void cmd_job_load(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
 	const char *global = arg_string(req, "global_license");
 	int64_t count = arg_int(req, "count", 0);
+	struct pending_job *pj;
 	struct job *j = NULL;
-	struct db_job dj;
 	char msg[512];
 	int r;
 
@@ -720,9 +426,10 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "job-load needs \"image\" (a path) and an optional \"count\" >= 0");
 		return;
 	}
-	if (any_slot_busy(d)) {
+	if (any_slot_busy(d) || d->job_loading) {
 		server_reply_error(c, req->id, CONTROL_E_STATE,
-				   "chips are in progress; pause or stop the slots first");
+				   "chips are in progress or another job is being loaded; pause or "
+				   "stop the slots first");
 		return;
 	}
 	r = job_load(d, image, modules, global, (uint32_t)count, server_client_user(c), &j, msg,
@@ -732,55 +439,84 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 		server_reply_error(c, req->id, (enum control_error)r, "%s", msg);
 		return;
 	}
-	dj = (struct db_job){
-		.image_path = j->image_path,
-		.image_id = j->image_id_hex,
-		.image_digest = j->digest_hex,
-		.module_file = j->module_file,
-		.target_count = j->target,
-		.loaded_uid = (uint32_t)server_client_uid(c),
-		.loaded_user = j->loaded_by,
-	};
-	if (d->db && db_job_create(d->db, &dj, &j->id) < 0) {
-		server_reply_error(c, req->id, CONTROL_E_FAILED, "cannot record the job: %s",
-				   db_last_error(d->db));
+	pj = calloc(1, sizeof(*pj));
+	if (!pj) {
 		job_free(j);
+		server_reply_error(c, req->id, CONTROL_E_FAILED, "out of memory");
 		return;
 	}
-	if (d->job && d->db)
-		db_job_end(d->db, d->job->id);
-	job_free(d->job);
-	d->job = j;
-	log_info("job %" PRId64 " loaded by %s: %s (%zu bytes, image id %.16s..., target %" PRIu32
-		 ")", j->id, j->loaded_by, j->image_path, j->image_len, j->image_id_hex, j->target);
-	sfid_broadcast(d, "job", job_json(j));
-	server_reply_ok(c, req->id, job_json(j));
+	pj->d = d;
+	pj->client = server_client_serial(c);
+	pj->id = req->id;
+	pj->uid = (uint32_t)server_client_uid(c);
+	pj->j = j;
+	d->job_loading = true;
+	if (job_tokens_resolved(d, j)) {
+		job_record(pj);
+		return;
+	}
+	/* Module tokens are looked for on a worker (PKCS#11 logins take time); the ledger
+	 * connection is theirs meanwhile, for the reconciliation of each token found. */
+	token_scan_prepare(d, j, &pj->scan);
+	d->license_busy = true;
+	if (workers_submit(d->workers, job_scan_work, job_scan_done, pj) < 0) {
+		d->license_busy = false;
+		pending_job_reply_error(pj, CONTROL_E_STATE, "sfid is shutting down");
+	}
 }
 
+static struct json_object *attempt_json(const struct db_attempt_row *e)
+{
+	struct json_object *h = json_object_new_object();
+	const char *cause = e->error_text;
+	size_t step_len = strlen(e->step);
+
+	/* The stored text is "<step>: <cause>". */
+	if (step_len && strncmp(cause, e->step, step_len) == 0 && cause[step_len] == ':')
+		cause += step_len + (cause[step_len + 1] == ' ' ? 2 : 1);
+	json_object_object_add(h, "attempt", json_object_new_int64(e->id));
+	json_object_object_add(h, "job", json_object_new_int64(e->job_id));
+	json_object_object_add(h, "time_ms", json_object_new_int64(e->ended_ms ? e->ended_ms
+									       : e->started_ms));
+	json_object_object_add(h, "slot", json_object_new_string(e->slot));
+	json_object_object_add(h, "chip", json_object_new_string(e->chip_uid));
+	json_object_object_add(h, "result", json_object_new_string(
+				       db_attempt_result_to_string(e->result)));
+	json_object_object_add(h, "step", json_object_new_string(e->result == DB_ATTEMPT_OK ? "done"
+											    : e->step));
+	json_object_object_add(h, "error", json_object_new_string(cause));
+	json_object_object_add(h, "bytes", json_object_new_int64((int64_t)e->bytes_sent));
+	json_object_object_add(h, "duration_ms", json_object_new_int64(
+				       e->ended_ms ? e->ended_ms - e->started_ms : 0));
+	json_object_object_add(h, "license_reused", json_object_new_boolean(e->license_reused));
+	return h;
+}
+
+/* History and stats are read from the database: they survive restarts. */
 static void cmd_history(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	int64_t limit = arg_int(req, "limit", 20);
-	struct json_object *a = json_object_new_array(), *o;
+	struct db_history_filter f = {
+		.job_id = arg_int(req, "job", 0),
+		.slot = arg_string(req, "slot"),
+		.chip_uid = arg_string(req, "chip"),
+	};
+	struct db_attempt_row *rows = NULL;
+	struct json_object *a, *o, *v;
+	size_t n = 0;
 
-	if (limit <= 0)
-		limit = 20;
-	for (size_t k = 0; k < d->history_len && (int64_t)k < limit; k++) {
-		size_t i = (d->history_next + d->cfg->history_max - 1 - k) % d->cfg->history_max;
-		const struct history_entry *e = &d->history[i];
-		struct json_object *h = json_object_new_object();
-
-		json_object_object_add(h, "attempt", json_object_new_int64(e->attempt_id));
-		json_object_object_add(h, "time_ms", json_object_new_int64(e->time_ms));
-		json_object_object_add(h, "slot", json_object_new_string(e->slot));
-		json_object_object_add(h, "chip", json_object_new_string(e->chip));
-		json_object_object_add(h, "result", json_object_new_string(e->ok ? "ok" : "failed"));
-		json_object_object_add(h, "step", json_object_new_string(e->step));
-		json_object_object_add(h, "error", json_object_new_string(e->cause));
-		json_object_object_add(h, "bytes", json_object_new_int64((int64_t)e->bytes));
-		json_object_object_add(h, "duration_ms", json_object_new_int64(e->duration_ms));
-		json_object_object_add(h, "license_reused", json_object_new_boolean(e->license_reused));
-		json_object_array_add(a, h);
+	if (req->args && json_object_object_get_ex(req->args, "failed", &v))
+		f.only_failed = json_object_get_boolean(v);
+	f.limit = limit <= 0 ? 20 : limit > 10000 ? 10000 : (unsigned)limit;
+	if (db_history(d->db, &f, &rows, &n) < 0) {
+		server_reply_error(c, req->id, CONTROL_E_FAILED, "cannot read the history: %s",
+				   db_last_error(d->db));
+		return;
 	}
+	a = json_object_new_array();
+	for (size_t i = 0; i < n; i++)
+		json_object_array_add(a, attempt_json(&rows[i]));
+	free(rows);
 	o = json_object_new_object();
 	json_object_object_add(o, "attempts", a);
 	server_reply_ok(c, req->id, o);
@@ -788,39 +524,63 @@ static void cmd_history(struct sfid *d, struct client *c, const struct control_r
 
 static void cmd_stats(struct sfid *d, struct client *c, const struct control_request *req)
 {
-	struct json_object *o = json_object_new_object(), *slots = json_object_new_object();
-	struct json_object *causes = json_object_new_object();
-	uint64_t ok = 0, failed = 0;
+	struct json_object *o, *slots, *steps, *causes;
+	int64_t job = arg_int(req, "job", d->job ? d->job->id : 0);
+	struct db_stats *st = NULL;
 
+	if (db_stats(d->db, job, &st) < 0) {
+		server_reply_error(c, req->id, CONTROL_E_FAILED, "cannot read the statistics: %s",
+				   db_last_error(d->db));
+		return;
+	}
+	o = json_object_new_object();
+	slots = json_object_new_object();
+	steps = json_object_new_object();
+	causes = json_object_new_array();
+	/* Every configured slot appears, with zeros if it has no attempt yet. */
 	for (size_t i = 0; i < d->n_slots; i++) {
 		struct json_object *s = json_object_new_object();
 
 		json_object_object_add(s, "ok", json_object_new_int64(0));
 		json_object_object_add(s, "failed", json_object_new_int64(0));
+		json_object_object_add(s, "yield", json_object_new_double(0));
 		json_object_object_add(slots, slot_name(d->slots[i]), s);
 	}
-	for (size_t k = 0; k < d->history_len; k++) {
-		const struct history_entry *e = &d->history[k];
-		struct json_object *s, *v;
-		const char *key = e->ok ? "ok" : "failed";
+	for (size_t i = 0; i < st->n_slots; i++) {
+		const struct db_slot_stats *ss = &st->slots[i];
+		struct json_object *s = json_object_new_object();
+		uint64_t all = ss->ok + ss->failed;
 
-		e->ok ? ok++ : failed++;
-		if (json_object_object_get_ex(slots, e->slot, &s) &&
-		    json_object_object_get_ex(s, key, &v))
-			json_object_set_int64(v, json_object_get_int64(v) + 1);
-		if (!e->ok) {
-			if (json_object_object_get_ex(causes, e->step, &v))
-				json_object_set_int64(v, json_object_get_int64(v) + 1);
-			else
-				json_object_object_add(causes, e->step, json_object_new_int64(1));
-		}
+		json_object_object_add(s, "ok", json_object_new_int64((int64_t)ss->ok));
+		json_object_object_add(s, "failed", json_object_new_int64((int64_t)ss->failed));
+		json_object_object_add(s, "yield", json_object_new_double(all ? (double)ss->ok /
+									    (double)all : 0.0));
+		json_object_object_add(s, "bytes", json_object_new_int64((int64_t)ss->bytes));
+		json_object_object_add(slots, ss->slot, s);
 	}
-	json_object_object_add(o, "ok", json_object_new_int64((int64_t)ok));
-	json_object_object_add(o, "failed", json_object_new_int64((int64_t)failed));
-	json_object_object_add(o, "yield", json_object_new_double(ok + failed ? (double)ok /
-								  (double)(ok + failed) : 0.0));
+	for (size_t i = 0; i < st->n_failures; i++) {
+		const struct db_failure_cause *fc = &st->failures[i];
+		struct json_object *v, *e = json_object_new_object();
+
+		if (json_object_object_get_ex(steps, fc->step, &v))
+			json_object_set_int64(v, json_object_get_int64(v) + (int64_t)fc->count);
+		else
+			json_object_object_add(steps, fc->step,
+					       json_object_new_int64((int64_t)fc->count));
+		json_object_object_add(e, "step", json_object_new_string(fc->step));
+		json_object_object_add(e, "cause", json_object_new_string(fc->cause));
+		json_object_object_add(e, "count", json_object_new_int64((int64_t)fc->count));
+		json_object_array_add(causes, e);
+	}
+	json_object_object_add(o, "job", job ? json_object_new_int64(job) : NULL);
+	json_object_object_add(o, "ok", json_object_new_int64((int64_t)st->ok));
+	json_object_object_add(o, "failed", json_object_new_int64((int64_t)st->failed));
+	json_object_object_add(o, "yield", json_object_new_double(st->ok + st->failed ?
+								  (double)st->ok / (double)(st->ok + st->failed) : 0.0));
 	json_object_object_add(o, "slots", slots);
-	json_object_object_add(o, "failures_by_step", causes);
+	json_object_object_add(o, "failures_by_step", steps);
+	json_object_object_add(o, "failures", causes);
+	db_stats_free(st);
 	server_reply_ok(c, req->id, o);
 }
 
@@ -834,53 +594,72 @@ static void cmd_ports(struct sfid *d, struct client *c, const struct control_req
 	server_reply_ok(c, req->id, o);
 }
 
+struct pending_export {
+	struct sfid *d;
+	uint64_t client;
+	uint64_t id;
+	char format[8];
+	char *buf;
+	size_t len;
+	char err[256];
+	char user[64];
+};
+
+static void export_done(void *arg, int r)
+{
+	struct pending_export *pe = arg;
+	struct sfid *d = pe->d;
+	struct client *c = d->server ? server_client_find(d->server, pe->client) : NULL;
+	struct json_object *o;
+
+	if (r < 0) {
+		if (c)
+			server_reply_error(c, pe->id, CONTROL_E_FAILED, "export failed: %s",
+					   pe->err[0] ? pe->err : strerror(-r));
+	} else {
+		log_info("control: %s exported the audit trail (%s, %zu bytes)", pe->user,
+			 pe->format, pe->len);
+		if (c) {
+			o = json_object_new_object();
+			json_object_object_add(o, "format", json_object_new_string(pe->format));
+			json_object_object_add(o, "data", json_object_new_string_len(pe->buf,
+										   (int)pe->len));
+			server_reply_ok(c, pe->id, o);
+		}
+	}
+	free(pe->buf);
+	free(pe);
+}
+
 static void cmd_export(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *format = arg_string(req, "format");
 	struct db_range range = { .job_id = arg_int(req, "job", 0),
 				  .from_ms = arg_int(req, "since_ms", 0) };
-	struct json_object *o;
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
-	int r;
+	struct pending_export *pe;
 
 	if (!format || (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0)) {
 		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "export needs \"format\": "
 				   "\"csv\" or \"jsonl\"");
 		return;
 	}
-	if (!d->db) {
-		server_reply_error(c, req->id, CONTROL_E_STATE, "no database is open");
-		return;
-	}
-	/* Sign what is not yet covered, so the export verifies on its own. */
-	r = db_checkpoint(d->db);
-	if (r < 0 && r != -ENOKEY)
-		log_warning("export: cannot write a signed checkpoint: %s", db_last_error(d->db));
-	f = open_memstream(&buf, &len);
-	if (!f) {
+	pe = calloc(1, sizeof(*pe));
+	if (!pe) {
 		server_reply_error(c, req->id, CONTROL_E_FAILED, "out of memory");
 		return;
 	}
-	if (strcmp(format, "csv") == 0)
-		r = db_export_csv(d->db, &range, f);
-	else
-		r = db_export_jsonl(d->db, &range, f);
-	fclose(f);
-	if (r < 0) {
-		server_reply_error(c, req->id, CONTROL_E_FAILED, "export failed: %s",
-				   db_last_error(d->db));
-		free(buf);
-		return;
+	pe->d = d;
+	pe->client = server_client_serial(c);
+	pe->id = req->id;
+	snprintf(pe->format, sizeof(pe->format), "%s", format);
+	snprintf(pe->user, sizeof(pe->user), "%s", server_client_user(c));
+	/* On the recorder's thread: it comes after every record queued so far, and signing the
+	 * checkpoint (a smartcard takes seconds) does not stall the slots. */
+	if (rec_export(d->recorder, format, &range, &pe->buf, &pe->len, pe->err, sizeof(pe->err),
+		       export_done, pe) < 0) {
+		server_reply_error(c, req->id, CONTROL_E_STATE, "sfid is shutting down");
+		free(pe);
 	}
-	o = json_object_new_object();
-	json_object_object_add(o, "format", json_object_new_string(format));
-	json_object_object_add(o, "data", json_object_new_string_len(buf, (int)len));
-	free(buf);
-	log_info("control: %s exported the audit trail (%s, %zu bytes)", server_client_user(c),
-		 format, len);
-	server_reply_ok(c, req->id, o);
 }
 
 struct hsm_query {
@@ -1084,10 +863,7 @@ static int open_hsm(struct sfid *d)
 			  cfg->hsm_module, hsm_error_to_string(r));
 		return r;
 	}
-	if (cfg->hsm_pin_file)
-		r = hsm_login_pin_file(d->hsm, cfg->hsm_pin_file);
-	else
-		r = hsm_login_credential(d->hsm, cfg->hsm_pin_credential);
+	r = token_login(d, d->hsm);
 	if (r < 0) {
 		log_error("cannot log in to HSM token '%s' (PIN from %s): %s", cfg->hsm_token,
 			  cfg->hsm_pin_file ? cfg->hsm_pin_file : cfg->hsm_pin_credential,
@@ -1105,9 +881,17 @@ static int open_hsm(struct sfid *d)
 	}
 	snprintf(d->token_serial, sizeof(d->token_serial), "%s", info.serial);
 	snprintf(d->token_label, sizeof(d->token_label), "%s", info.label);
+	d->tokens[0] = (struct token){ .h = d->hsm };
+	snprintf(d->tokens[0].serial, sizeof(d->tokens[0].serial), "%s", info.serial);
+	snprintf(d->tokens[0].label, sizeof(d->tokens[0].label), "%s", info.label);
+	memcpy(d->tokens[0].firmware_id, d->firmware_id, OSFI_ID_LEN);
+	sfid_hex(d->firmware_id, OSFI_ID_LEN, d->tokens[0].firmware_id_hex);
+	d->n_tokens = 1;
 	return 0;
 }
 
+/* Three connections to one file: the loop reads, the license chain writes the ledger, the
+ * recorder writes everything else; SQLite serializes the writers. */
 static int open_db(struct sfid *d, struct db_signer *signer)
 {
 	struct db_options o = { .signer = NULL, .max_size_bytes = d->cfg->db_max_bytes };
@@ -1123,7 +907,14 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		o.signer = signer;
 	else
 		log_warning("the HSM token has no usable audit key: checkpoints will not be signed");
-	r = db_open(d->cfg->db_path, &o, &d->db, err, sizeof(err));
+	r = db_open(d->cfg->db_path, &o, &d->ldb, err, sizeof(err));
+	if (r == 0)
+		r = db_open(d->cfg->db_path, &o, &d->db, err, sizeof(err));
+	if (r < 0) {
+		log_error("cannot open database %s: %s", d->cfg->db_path, err);
+		return r;
+	}
+	r = recorder_new(d, d->cfg->db_path, &o, &d->recorder, err, sizeof(err));
 	if (r < 0) {
 		log_error("cannot open database %s: %s", d->cfg->db_path, err);
 		return r;
@@ -1134,9 +925,9 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		log_error("cannot read the HSM license counter: %s", hsm_error_to_string(r));
 		return -EIO;
 	}
-	r = db_reconcile(d->db, d->token_serial, count, &diffs, &n);
+	r = db_reconcile(d->ldb, d->token_serial, count, &diffs, &n);
 	if (r < 0) {
-		log_error("cannot reconcile the license ledger: %s", db_last_error(d->db));
+		log_error("cannot reconcile the license ledger: %s", db_last_error(d->ldb));
 		return r;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -1149,6 +940,62 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 	log_info("HSM token %s (serial %s): %" PRIu32 " licenses left; ledger %s", d->token_label,
 		 d->token_serial, count, n ? "differences logged above" : "agrees");
 	return 0;
+}
+
+/* The job that was loaded when sfid last stopped is loaded again, if its files are still
+ * the same; otherwise it is ended and a supervisor loads a job. Runs before the loop. */
+static void restore_job(struct sfid *d)
+{
+	struct db_job_row row;
+	struct job *j = NULL;
+	char msg[512];
+	int r;
+
+	r = db_job_active(d->db, &row);
+	if (r == -ENOENT)
+		return;
+	if (r < 0) {
+		log_warning("cannot read the loaded job from the database: %s", db_last_error(d->db));
+		return;
+	}
+	r = job_load(d, row.image_path, row.module_file[0] ? row.module_file : NULL,
+		     row.global_license_file[0] ? row.global_license_file : NULL, row.target_count,
+		     row.loaded_user, &j, msg, sizeof(msg));
+	if (r == 0 && strcmp(j->digest_hex, row.image_digest) != 0) {
+		snprintf(msg, sizeof(msg), "image %.400s changed since the job was loaded",
+			 row.image_path);
+		r = CONTROL_E_ARGUMENT;
+	}
+	if (r == 0 && !job_tokens_resolved(d, j)) {
+		struct token_scan *sc = calloc(1, sizeof(*sc));
+
+		if (sc) {
+			token_scan_prepare(d, j, sc);
+			token_scan_run(d, sc);
+			if (!token_scan_adopt(d, sc, j, msg, sizeof(msg)))
+				r = CONTROL_E_NOT_FOUND;
+			free(sc);
+		} else {
+			snprintf(msg, sizeof(msg), "out of memory");
+			r = CONTROL_E_FAILED;
+		}
+	}
+	if (r != 0) {
+		log_warning("job %" PRId64 " was loaded when sfid stopped but cannot be loaded again: "
+			    "%s; it is ended, a supervisor loads a job", row.id, msg);
+		job_free(j);
+		if (db_job_end(d->ldb, row.id) < 0 && db_last_error(d->ldb)[0])
+			log_debug("job end: %s", db_last_error(d->ldb));
+		return;
+	}
+	j->id = row.id;
+	j->installed = row.installed;
+	j->failed = row.failed;
+	j->loaded_ms = row.created_ms;
+	d->job = j;
+	log_notice("job %" PRId64 " restored: %s, %" PRIu32 " installed, %" PRIu32 " failed, target "
+		   "%" PRIu32 "; start the slots to go on", j->id, j->image_path, j->installed,
+		   j->failed, j->target);
 }
 
 /* ---- signals and shutdown ---- */
@@ -1284,14 +1131,14 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	d.started_ms = sfid_mono_ms();
-	d.history = calloc(d.cfg->history_max, sizeof(*d.history));
 	d.base = event_base_new();
-	if (!d.history || !d.base) {
+	if (!d.base) {
 		log_error("out of memory");
 		goto out;
 	}
 	if (open_hsm(&d) < 0 || open_db(&d, &signer) < 0)
 		goto out;
+	restore_job(&d);
 	r = workers_new(d.base, d.cfg->hsm_workers, &d.workers);
 	if (r < 0) {
 		log_error("cannot start worker threads: %s", strerror(-r));
@@ -1348,12 +1195,12 @@ int main(int argc, char **argv)
 	log_info("shutting down");
 	ret = 0;
 out:
-	/* Licenses being issued finish and are recorded before anything closes. */
+	/* Licenses being issued finish and are recorded before anything closes; then every
+	 * record queued is written. */
 	d.workers = workers_free(d.workers);
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_stop(d.slots[i], "sfid shut down during the install");
-	if (d.db && db_checkpoint(d.db) < 0)
-		log_debug("no checkpoint at exit: %s", db_last_error(d.db));
+	d.recorder = recorder_free(d.recorder);
 	d.server = server_free(d.server);
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_free(d.slots[i]);
@@ -1370,8 +1217,10 @@ out:
 		event_free(ev_shutdown_timer);
 	job_free(d.job);
 	d.db = db_close(d.db);
+	d.ldb = db_close(d.ldb);
+	for (size_t i = 1; i < d.n_tokens; i++)
+		hsm_close(d.tokens[i].h);
 	d.hsm = hsm_close(d.hsm);
-	free(d.history);
 	if (d.base)
 		event_base_free(d.base);
 	config_free(d.cfg);

@@ -17,6 +17,34 @@ struct workers;
 struct hsm;
 struct db;
 struct slot;
+struct recorder;
+struct db_signer;
+
+#define SFID_TOKENS_MAX 16
+/* The image's license and one per module. */
+#define JOB_LICENSES_MAX 17
+
+/* An HSM token licenses are issued from: the configured one (tokens[0]) and the tokens
+ * provisioned for modules, found by their firmware id. */
+struct token {
+	struct hsm *h;
+	char serial[64];
+	char label[64];
+	uint8_t firmware_id[OSFI_ID_LEN];
+	char firmware_id_hex[2 * OSFI_ID_LEN + 1];
+};
+
+/* One license every chip of a job receives: the image's (target 0) first, then one per
+ * module in the order of the module license information file. */
+struct job_license {
+	uint32_t target;	/* OSFI_TARGET_IMAGE or a module id */
+	bool global;		/* uncounted: the same record for every chip */
+	uint8_t record[OSFI_LICENSE_LEN];
+	uint8_t firmware_id[OSFI_ID_LEN];
+	char firmware_id_hex[2 * OSFI_ID_LEN + 1];
+	int token;		/* counted: index in sfid.tokens, -1 while not found */
+	unsigned line;		/* of the module file, for messages (0: the image) */
+};
 
 /* The loaded job: an image and what is needed to license it. */
 struct job {
@@ -31,10 +59,11 @@ struct job {
 	uint8_t final_state;	/* product state the image sets, 0 if it sets none */
 	bool has_final_state;
 	char *module_file;
-	/* A global (uncounted) license for every chip instead of HSM chip licenses. */
+	/* A global (uncounted) license for the image instead of HSM chip licenses. */
 	bool global;
 	char *global_file;
-	uint8_t global_license[OSFI_LICENSE_LEN];
+	struct job_license lic[JOB_LICENSES_MAX];
+	size_t n_lic;
 	uint32_t target;	/* chips to install; 0: no limit */
 	uint32_t installed;
 	uint32_t failed;
@@ -42,50 +71,51 @@ struct job {
 	int64_t loaded_ms;
 };
 
-/* One finished attempt, kept for `history` and `stats`. */
-struct history_entry {
-	int64_t attempt_id;
-	int64_t time_ms;
-	char slot[CONFIG_NAME_MAX + 1];
-	char chip[2 * OSFI_UID_LEN + 1];
-	bool ok;
-	char step[24];
-	char cause[200];
-	uint64_t bytes;
-	unsigned duration_ms;
-	bool license_reused;
-};
-
 struct sfid {
 	struct event_base *base;
 	struct config *cfg;
 	struct server *server;
-	struct workers *workers;
-	struct hsm *hsm;
-	struct db *db;
+	struct workers *workers;	/* PKCS#11 calls and license issuance */
+	struct recorder *recorder;	/* database writes, in order, on their own thread */
+	struct hsm *hsm;		/* tokens[0].h */
+	struct db *db;			/* the loop's connection: reads only */
+	struct db *ldb;			/* the license chain's connection (one chain at a time) */
+	struct db_signer *signer;
 	char token_serial[64];
 	char token_label[64];
 	uint8_t ca_pub[OSFI_PUBKEY_LEN];
 	uint8_t firmware_id[OSFI_ID_LEN];
+	struct token tokens[SFID_TOKENS_MAX];
+	size_t n_tokens;
+	/* Serials of tokens whose login failed: never tried again by this process. */
+	char refused_tokens[SFID_TOKENS_MAX][64];
+	size_t n_refused_tokens;
 
 	struct slot **slots;
 	size_t n_slots;
 	struct job *job;
+	bool job_loading;	/* a job load waits for a worker */
 
-	/* Licenses are issued one at a time per token (the ledger allows one open
-	 * reservation per token): slots wait in this queue. */
+	/* Licenses are issued one chip at a time (the ledger allows one open reservation per
+	 * token): slots wait in this queue. */
 	struct slot *license_queue[CONFIG_SLOTS_MAX];
 	size_t n_license_queue;
 	bool license_busy;
 	/* Set when programming must stop for every slot (database full, token gone, counter
-	 * exhausted); the sentence is shown to operators. */
+	 * exhausted); the sentence is shown to operators. `start` checks again and clears it. */
 	char halt_reason[256];
-
-	struct history_entry *history;
-	size_t history_len, history_next;
+	bool rechecking;
 
 	bool stopping;
 	int64_t started_ms;
+};
+
+/* The licenses issued or reused for one chip, in job order. */
+struct license_set {
+	size_t n;
+	int64_t id[JOB_LICENSES_MAX];	/* ledger row; 0 for a global license */
+	bool reused[JOB_LICENSES_MAX];
+	uint8_t record[JOB_LICENSES_MAX][OSFI_LICENSE_LEN];
 };
 
 /* Milliseconds since the epoch (wall clock) and a monotonic clock. */
@@ -93,10 +123,8 @@ int64_t sfid_now_ms(void);
 int64_t sfid_mono_ms(void);
 /* Stops every slot from taking new chips and tells operators why (one sentence). */
 void sfid_halt(struct sfid *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Failed attempts of a chip (UID in hex) among the attempts kept for history. */
-unsigned sfid_chip_failures(const struct sfid *d, const char *uid_hex);
-/* Records a finished attempt for history/stats. */
-void sfid_history_add(struct sfid *d, const struct history_entry *e);
+/* Failed attempts of a chip (UID in hex) recorded in the database, over every job. */
+unsigned sfid_chip_failures(struct sfid *d, const char *uid_hex);
 /* Sends an event to watchers; data's reference is taken. */
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data);
 /* Asks for the next license in the queue to be issued (if none is in progress). */

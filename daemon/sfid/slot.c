@@ -15,8 +15,10 @@
 #include <json-c/json.h>
 
 #include "db.h"
+#include "license.h"
 #include "link.h"
 #include "log.h"
+#include "recorder.h"
 #include "sfid.h"
 #include "slot.h"
 
@@ -72,11 +74,10 @@ struct slot {
 	void (*osfi_done)(struct slot *s, int r);
 	int64_t reconnect_deadline;
 
-	int64_t attempt_id;
-	int64_t license_id;	/* ledger row of the license sent or to send, 0 none */
-	bool license_issued;	/* a ledger license exists for this attempt: settle it */
-	bool license_reused;
-	uint8_t license[OSFI_LICENSE_LEN];
+	struct rec_attempt *attempt;	/* the database row of this chip's attempt */
+	unsigned chip_gen;		/* changes whenever the slot lets go of a chip */
+	struct license_set lic;		/* licenses sent or to send (ledger rows: settle them) */
+	bool license_reused;		/* every counted license was reused */
 	bool in_license_queue;
 
 	char fail_step[24];
@@ -448,39 +449,16 @@ static void slot_progress_event(struct slot *s, bool force)
 static void slot_record_failure(struct slot *s)
 {
 	struct sfid *d = s->d;
-	struct history_entry e = { 0 };
+	char text[300];
 
-	if (s->license_issued && s->license_id > 0 && d->db) {
-		char reason[300];
-
-		snprintf(reason, sizeof(reason), "%s: %s", s->fail_step, s->fail_cause);
-		if (db_ledger_not_installed(d->db, s->license_id, reason) < 0)
-			slot_log(s, LOG_PRIO_ERR, "cannot record license %" PRId64 " as not installed: "
-				 "%s", s->license_id, db_last_error(d->db));
-		else
-			slot_log(s, LOG_PRIO_NOTICE, "license %" PRId64 " issued, not installed; the "
-				 "chip will reuse it", s->license_id);
-	}
-	if (s->attempt_id > 0 && d->db) {
-		char text[300];
-
-		snprintf(text, sizeof(text), "%s: %s", s->fail_step, s->fail_cause);
-		if (db_attempt_end(d->db, s->attempt_id, DB_RESULT_FAILED, 0, text, s->bytes_done) < 0)
-			slot_log(s, LOG_PRIO_ERR, "cannot record the failed attempt: %s",
-				 db_last_error(d->db));
-		if (s->have_uid)
-			db_chip_update(d->db, s->uid_hex, "failed", NULL);
-	}
-	e.attempt_id = s->attempt_id;
-	e.time_ms = sfid_now_ms();
-	snprintf(e.slot, sizeof(e.slot), "%s", s->cfg->name);
-	snprintf(e.chip, sizeof(e.chip), "%s", s->have_uid ? s->uid_hex : "");
-	snprintf(e.step, sizeof(e.step), "%s", s->fail_step);
-	snprintf(e.cause, sizeof(e.cause), "%s", s->fail_cause);
-	e.bytes = s->bytes_done;
-	e.duration_ms = (unsigned)(sfid_mono_ms() - s->t_attempt);
-	e.license_reused = s->license_reused;
-	sfid_history_add(d, &e);
+	snprintf(text, sizeof(text), "%s: %s", s->fail_step, s->fail_cause);
+	/* Licenses issued for this chip stay reusable by it: never a second count. */
+	for (size_t i = 0; i < s->lic.n; i++)
+		if (s->lic.id[i] > 0)
+			rec_license_not_installed(d->recorder, s->lic.id[i], text);
+	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_FAILED, text, s->bytes_done);
+	if (s->have_uid)
+		rec_chip_update(d->recorder, s->uid_hex, "failed", NULL);
 	if (d->job)
 		d->job->failed++;
 	s->n_failed++;
@@ -491,32 +469,19 @@ static void slot_record_failure(struct slot *s)
 static void slot_record_success(struct slot *s)
 {
 	struct sfid *d = s->d;
-	struct history_entry e = { 0 };
 	const char *ps = osfi_product_state_name(s->info.product_state);
+	unsigned duration_ms = (unsigned)(sfid_mono_ms() - s->t_attempt);
 
-	if (s->license_id > 0 && d->db && db_ledger_installed(d->db, s->license_id) < 0)
-		slot_log(s, LOG_PRIO_ERR, "cannot record license %" PRId64 " as installed: %s",
-			 s->license_id, db_last_error(d->db));
-	if (s->attempt_id > 0 && d->db) {
-		if (db_attempt_end(d->db, s->attempt_id, DB_RESULT_OK, 0, NULL, s->bytes_done) < 0)
-			slot_log(s, LOG_PRIO_ERR, "cannot record the attempt: %s", db_last_error(d->db));
-		db_chip_update(d->db, s->uid_hex, "programmed", ps);
-	}
-	e.attempt_id = s->attempt_id;
-	e.time_ms = sfid_now_ms();
-	e.ok = true;
-	snprintf(e.slot, sizeof(e.slot), "%s", s->cfg->name);
-	snprintf(e.chip, sizeof(e.chip), "%s", s->uid_hex);
-	snprintf(e.step, sizeof(e.step), "done");
-	e.bytes = s->bytes_done;
-	e.duration_ms = (unsigned)(sfid_mono_ms() - s->t_attempt);
-	e.license_reused = s->license_reused;
-	sfid_history_add(d, &e);
+	for (size_t i = 0; i < s->lic.n; i++)
+		if (s->lic.id[i] > 0)
+			rec_license_installed(d->recorder, s->lic.id[i]);
+	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_OK, NULL, s->bytes_done);
+	rec_chip_update(d->recorder, s->uid_hex, "programmed", ps);
 	if (d->job)
 		d->job->installed++;
 	s->n_ok++;
 	snprintf(s->last_result, sizeof(s->last_result), "installed %" PRIu64 " bytes in %u ms%s",
-		 s->bytes_done, e.duration_ms, s->license_reused ? " (license reused)" : "");
+		 s->bytes_done, duration_ms, s->license_reused ? " (license reused)" : "");
 }
 
 static void slot_result_event(struct slot *s, bool ok)
@@ -542,11 +507,11 @@ static void slot_chip_clear(struct slot *s)
 	s->sess = osfi_session_free(s->sess);
 	s->have_uid = false;
 	s->uid_hex[0] = '\0';
-	s->attempt_id = 0;
-	s->license_id = 0;
-	s->license_issued = false;
+	rec_attempt_unref(s->attempt);
+	s->attempt = NULL;
+	s->chip_gen++;
 	s->license_reused = false;
-	explicit_bzero(s->license, sizeof(s->license));
+	explicit_bzero(&s->lic, sizeof(s->lic));
 	s->fail_step[0] = s->fail_cause[0] = '\0';
 	s->bytes_done = s->bytes_total = 0;
 	s->misses = 0;
@@ -594,21 +559,18 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		break;
 	case SLOT_STATE_IDENTIFYING:
 		s->t_attempt = sfid_mono_ms();
-		if (s->d->db && s->d->job &&
-		    (db_attempt_begin(s->d->db, s->d->job->id, s->cfg->name, &s->attempt_id) < 0 ||
-		     db_attempt_step(s->d->db, s->attempt_id, slot_state_to_string(next), NULL, 0) < 0))
-			slot_log(s, LOG_PRIO_ERR, "cannot record the attempt: %s",
-				 db_last_error(s->d->db));
+		rec_attempt_unref(s->attempt);
+		s->attempt = s->d->job ? rec_attempt_begin(s->d->recorder, s->d->job->id, s->cfg->name,
+							   slot_state_to_string(next))
+				       : NULL;
 		break;
 	case SLOT_STATE_CERTIFICATE:
 	case SLOT_STATE_LICENSE:
 	case SLOT_STATE_INSTALLING:
 	case SLOT_STATE_FINALIZING:
 	case SLOT_STATE_VERIFYING:
-		if (s->attempt_id > 0 && s->d->db &&
-		    db_attempt_step(s->d->db, s->attempt_id, slot_state_to_string(next),
-				    s->have_uid ? s->uid_hex : NULL, s->bytes_done) < 0)
-			slot_log(s, LOG_PRIO_ERR, "cannot record the step: %s", db_last_error(s->d->db));
+		rec_attempt_step(s->d->recorder, s->attempt, slot_state_to_string(next),
+				 s->have_uid ? s->uid_hex : NULL, s->bytes_done);
 		if (next == SLOT_STATE_INSTALLING)
 			s->t_install = sfid_mono_ms();
 		break;
@@ -755,6 +717,53 @@ static void slot_describe_xfer(struct slot *s, const char *what, int r)
 	slot_fail(s, "%s failed: %s", what, text[0] ? text : an3155_strerror(r));
 }
 
+/* True when every license of the job is global: no ledger, no HSM. */
+static bool slot_job_uncounted(const struct job *j)
+{
+	for (size_t i = 0; i < j->n_lic; i++)
+		if (!j->lic[i].global)
+			return false;
+	return true;
+}
+
+struct slot_sync {
+	struct slot *s;
+	unsigned gen;
+};
+
+static void slot_license_synced(void *arg, int r)
+{
+	struct slot_sync *ss = arg;
+	struct slot *s = ss->s;
+	bool same = ss->gen == s->chip_gen && s->state == SLOT_STATE_LICENSE;
+
+	free(ss);
+	if (!same)
+		return;
+	if (r < 0 || !s->attempt || s->attempt->id <= 0) {
+		slot_fail(s, "the attempt could not be recorded, so no license is spent for it");
+		return;
+	}
+	s->in_license_queue = true;
+	license_request(s->d, s);
+}
+
+static void slot_license_after_sync(struct slot *s)
+{
+	struct slot_sync *ss = calloc(1, sizeof(*ss));
+
+	if (!ss) {
+		slot_fail(s, "out of memory");
+		return;
+	}
+	ss->s = s;
+	ss->gen = s->chip_gen;
+	if (recorder_sync(s->d->recorder, slot_license_synced, ss) < 0) {
+		free(ss);
+		slot_fail(s, "the database is not available; no license spent");
+	}
+}
+
 static void slot_cert_done(struct slot *s, int r)
 {
 	struct sfid *d = s->d;
@@ -825,43 +834,18 @@ static void slot_cert_done(struct slot *s, int r)
 		slot_fail(s, "%s", d->halt_reason);
 		return;
 	}
-	if (d->job->global) {
-		/* Uncounted: the same global license serves every chip, no ledger entry. */
-		slot_license_ready(s, 0, d->job->global_license);
-		return;
-	}
-	/* A chip that already holds a license for this image reuses it: never two counts. */
-	if (d->db) {
-		struct db_license *lic = NULL;
+	if (slot_job_uncounted(d->job)) {
+		/* Uncounted: the same global licenses serve every chip, no ledger entry. */
+		struct license_set set = { .n = d->job->n_lic };
 
-		r = db_ledger_find_reusable(d->db, s->uid_hex, d->job->image_id_hex, OSFI_TARGET_IMAGE,
-					    &lic);
-		if (r == 0 && lic->record_len == OSFI_LICENSE_LEN) {
-			if (db_ledger_reuse(d->db, lic->id, s->attempt_id) < 0) {
-				slot_fail(s, "cannot record the license reuse: %s", db_last_error(d->db));
-				db_license_free(lic);
-				return;
-			}
-			slot_log(s, LOG_PRIO_INFO, "reusing license %" PRId64 " (%s), no count spent",
-				 lic->id, db_license_state_to_string(lic->state));
-			s->license_reused = true;
-			slot_license_ready(s, lic->id, lic->record);
-			db_license_free(lic);
-			return;
-		}
-		db_license_free(lic);
-		if (r < 0 && r != -ENOENT) {
-			slot_fail(s, "cannot look up the chip's license: %s", db_last_error(d->db));
-			return;
-		}
-	}
-	if (d->n_license_queue >= CONFIG_SLOTS_MAX) {
-		slot_fail(s, "license queue full");
+		for (size_t i = 0; i < d->job->n_lic; i++)
+			memcpy(set.record[i], d->job->lic[i].record, OSFI_LICENSE_LEN);
+		slot_licenses_ready(s, &set);
+		explicit_bzero(&set, sizeof(set));
 		return;
 	}
-	d->license_queue[d->n_license_queue++] = s;
-	s->in_license_queue = true;
-	sfid_license_kick(d);
+	/* The attempt must be on disk before a ledger row can name it. */
+	slot_license_after_sync(s);
 }
 
 static void slot_id_done(struct slot *s, int r)
@@ -901,11 +885,13 @@ static void slot_get_done(struct slot *s, int r)
 		return;
 	}
 	g = an3155_xfer_get_info(&s->x);
-	/* The command list is the chip's word on what it supports. (The STM32H5 does not list
-	 * Extended Special 0x51 although it serves it, so only Special is required here.) */
-	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL)) {
-		slot_fail(s, "the bootloader (version %u.%u) lacks Get ID or Special: not an STM32H5 "
-			  "able to install OSFI images", g->version >> 4, g->version & 0xf);
+	/* The command list is the chip's word on what it supports: OSFI needs Special and
+	 * Extended Special (docs/protocol.md section 5). */
+	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL) ||
+	    !an3155_get_has(g, AN3155_CMD_EXTENDED_SPECIAL)) {
+		slot_fail(s, "the bootloader (version %u.%u) does not list Get ID, Special (0x50) and "
+			  "Extended Special (0x51): it cannot install OSFI images; no license was "
+			  "spent", g->version >> 4, g->version & 0xf);
 		return;
 	}
 	an3155_xfer_get_id(&s->x, &s->t);
@@ -1143,19 +1129,29 @@ const char *slot_chip_hex(const struct slot *s)
 
 int64_t slot_attempt_id(const struct slot *s)
 {
-	return s->attempt_id;
+	return s->attempt ? s->attempt->id : 0;
 }
 
-void slot_license_ready(struct slot *s, int64_t license_id, const uint8_t *license)
+void slot_license_dequeued(struct slot *s)
+{
+	s->in_license_queue = false;
+}
+
+void slot_licenses_ready(struct slot *s, const struct license_set *set)
 {
 	struct sfid *d = s->d;
+	bool counted = false, all_reused = true;
 	char why[200];
 	int r;
 
 	s->in_license_queue = false;
-	s->license_id = license_id;
-	s->license_issued = license_id > 0;
-	memcpy(s->license, license, OSFI_LICENSE_LEN);
+	s->lic = *set;
+	for (size_t i = 0; i < set->n; i++)
+		if (set->id[i] > 0) {
+			counted = true;
+			all_reused &= set->reused[i];
+		}
+	s->license_reused = counted && all_reused;
 	slot_enter_state(s, SLOT_STATE_INSTALLING);
 
 	r = osfi_session_new_install(d->job->image, d->job->image_len, &s->sess, why, sizeof(why));
@@ -1163,10 +1159,12 @@ void slot_license_ready(struct slot *s, int64_t license_id, const uint8_t *licen
 		slot_fail(s, "cannot start the install session: %s", why);
 		return;
 	}
-	r = osfi_session_add_license(s->sess, s->license, OSFI_LICENSE_LEN);
-	if (r < 0) {
-		slot_fail(s, "the stored license record is malformed: %s", strerror(-r));
-		return;
+	for (size_t i = 0; i < set->n; i++) {
+		r = osfi_session_add_license(s->sess, s->lic.record[i], OSFI_LICENSE_LEN);
+		if (r < 0) {
+			slot_fail(s, "license %zu of the chip is malformed: %s", i + 1, strerror(-r));
+			return;
+		}
 	}
 	if (d->job->has_final_state)
 		osfi_session_expect_state(s->sess, d->job->final_state);
@@ -1359,7 +1357,8 @@ struct slot *slot_free(struct slot *s)
 	s->xfer_active = false;
 	slot_port_close(s);
 	s->sess = osfi_session_free(s->sess);
-	explicit_bzero(s->license, sizeof(s->license));
+	rec_attempt_unref(s->attempt);
+	explicit_bzero(&s->lic, sizeof(s->lic));
 	if (s->ev_tick)
 		event_free(s->ev_tick);
 	if (s->ev_xfer_timer)

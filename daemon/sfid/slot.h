@@ -11,6 +11,7 @@ struct sfid;
 struct config_slot;
 struct json_object;
 struct slot;
+struct license_set;
 
 /* Creates slot index i of the daemon (idle, port closed). Returns 0 or -ENOMEM. */
 int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, struct slot **ret);
@@ -41,7 +42,9 @@ bool slot_license_wanted(const struct slot *s);
 const uint8_t *slot_license_cert(const struct slot *s);
 const char *slot_chip_hex(const struct slot *s);
 int64_t slot_attempt_id(const struct slot *s);
-/* A license was issued and recorded for this slot's chip (license_id in the ledger). */
-void slot_license_ready(struct slot *s, int64_t license_id, const uint8_t *license);
+/* The chip's licenses were issued (or reused) and recorded: install. */
+void slot_licenses_ready(struct slot *s, const struct license_set *set);
+/* The license queue let go of the slot. */
+void slot_license_dequeued(struct slot *s);
 /* No license could be issued: fail the chip with this cause. */
 void slot_license_failed(struct slot *s, const char *cause);

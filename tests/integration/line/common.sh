@@ -241,3 +241,8 @@ sql_is() {
 sql_is_db() {
 	[ "$(sqlite3 -readonly "$1" "$2")" = "$3" ]
 }
+
+# sql_at_least_db FILE QUERY N: the query's number is N or more.
+sql_at_least_db() {
+	[ "$(sqlite3 -readonly "$1" "$2")" -ge "$3" ]
+}

@@ -1,0 +1,380 @@
+/* Jobs: see job.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/sha.h>
+
+#include "an3155-wire.h"
+#include "control.h"
+#include "job.h"
+
+#define IMAGE_MAX (64u * 1024 * 1024)
+#define MODULES_FILE_MAX (1024u * 1024)
+#define LICENSE_FILE_MAX 4096u
+
+struct job *job_free(struct job *j)
+{
+	if (!j)
+		return NULL;
+	free(j->image_path);
+	free(j->image);
+	free(j->module_file);
+	free(j->global_file);
+	explicit_bzero(j->lic, sizeof(j->lic));
+	free(j->loaded_by);
+	free(j);
+	return NULL;
+}
+
+static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
+{
+	uint8_t *buf;
+	struct stat st;
+	size_t off = 0;
+	int fd, r;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return -EINVAL;
+	}
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		return -EFBIG;
+	}
+	buf = malloc((size_t)st.st_size + 1);
+	if (!buf) {
+		close(fd);
+		return -ENOMEM;
+	}
+	while (off < (size_t)st.st_size) {
+		ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
+
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			free(buf);
+			close(fd);
+			return r;
+		}
+		off += (size_t)n;
+	}
+	close(fd);
+	buf[off] = 0;
+	*ret = buf;
+	*ret_len = off;
+	return 0;
+}
+
+/* Reads a global license file for target (0: the image) into l. */
+static int load_global(const struct job *j, const char *path, uint32_t target,
+		       struct job_license *l, char *msg, size_t msg_size)
+{
+	struct osfi_license lic;
+	uint8_t want[OSFI_ID_LEN];
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int r, ret = 0;
+
+	if (target == OSFI_TARGET_IMAGE)
+		memcpy(want, j->image_id, OSFI_ID_LEN);
+	else
+		osfi_module_firmware_id(target, want);
+	r = read_file(path, LICENSE_FILE_MAX, &buf, &len);
+	if (r < 0) {
+		snprintf(msg, msg_size, "cannot read global license %s: %s", path, strerror(-r));
+		return CONTROL_E_NOT_FOUND;
+	}
+	r = osfi_license_decode(buf, len, &lic);
+	if (r < 0 || lic.kind != OSFI_LICENSE_KIND_GLOBAL || lic.target != target) {
+		if (target == OSFI_TARGET_IMAGE)
+			snprintf(msg, msg_size, "%s is not a global license for an image", path);
+		else
+			snprintf(msg, msg_size, "%s is not a global license for module %" PRIu32, path,
+				 target);
+		ret = CONTROL_E_ARGUMENT;
+	} else if (memcmp(lic.id, want, OSFI_ID_LEN) != 0 || lic.device_id != j->device_id) {
+		snprintf(msg, msg_size, "global license %s was made for another %s", path,
+			 target == OSFI_TARGET_IMAGE ? "image" : "module or device");
+		ret = CONTROL_E_ARGUMENT;
+	} else {
+		l->target = target;
+		l->global = true;
+		l->token = -1;
+		memcpy(l->record, buf, OSFI_LICENSE_LEN);
+		memcpy(l->firmware_id, want, OSFI_ID_LEN);
+		sfid_hex(want, OSFI_ID_LEN, l->firmware_id_hex);
+	}
+	explicit_bzero(&lic, sizeof(lic));
+	explicit_bzero(buf, len);
+	free(buf);
+	return ret;
+}
+
+/* Lowest address of module_id's M areas (an area may be split in several descriptors). */
+static bool module_address(const struct osfi_image *img, uint32_t module_id, uint32_t *ret)
+{
+	bool found = false;
+
+	for (size_t i = 0; i < img->n_areas; i++) {
+		const struct osfi_desc *a = &img->areas[i].desc;
+
+		if (a->type != OSFI_AREA_MODULE || a->module_id != module_id)
+			continue;
+		if (!found || a->address < *ret)
+			*ret = a->address;
+		found = true;
+	}
+	return found;
+}
+
+/* A license path in the module file is relative to the file's folder. */
+static void module_license_path(const char *modules, const char *lic, char *out, size_t size)
+{
+	char dir[PATH_MAX];
+
+	if (lic[0] == '/') {
+		snprintf(out, size, "%s", lic);
+		return;
+	}
+	snprintf(dir, sizeof(dir), "%s", modules);
+	snprintf(out, size, "%s/%s", dirname(dir), lic);
+}
+
+static int load_modules(struct job *j, const struct osfi_image *img, const char *modules,
+			char *msg, size_t msg_size)
+{
+	struct osfi_module_entry *ents = NULL;
+	uint8_t *text = NULL;
+	size_t len = 0, n = 0;
+	char why[256];
+	int r;
+
+	r = read_file(modules, MODULES_FILE_MAX, &text, &len);
+	if (r < 0) {
+		snprintf(msg, msg_size, "cannot read module license file %s: %s", modules,
+			 strerror(-r));
+		return CONTROL_E_NOT_FOUND;
+	}
+	r = osfi_modules_parse((const char *)text, len, &ents, &n, why, sizeof(why));
+	free(text);
+	if (r < 0) {
+		snprintf(msg, msg_size, "%s: %s", modules, why);
+		return CONTROL_E_ARGUMENT;
+	}
+	r = 0;
+	for (size_t i = 0; i < n && r == 0; i++) {
+		const struct osfi_module_entry *e = &ents[i];
+		struct job_license *l;
+		uint8_t fwid[OSFI_ID_LEN];
+		uint32_t addr = 0;
+
+		if (!module_address(img, e->module_id, &addr)) {
+			snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is not in image %s",
+				 modules, e->line, e->module_id, j->image_path);
+			r = CONTROL_E_ARGUMENT;
+			break;
+		}
+		if (addr != e->address) {
+			snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is at 0x%08" PRIx32
+				 " in the image, not at 0x%08" PRIx32, modules, e->line, e->module_id,
+				 addr, e->address);
+			r = CONTROL_E_ARGUMENT;
+			break;
+		}
+		for (size_t k = 1; k < j->n_lic; k++)
+			if (j->lic[k].target == e->module_id) {
+				snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is listed twice",
+					 modules, e->line, e->module_id);
+				r = CONTROL_E_ARGUMENT;
+			}
+		if (r != 0)
+			break;
+		if (j->n_lic >= JOB_LICENSES_MAX) {
+			snprintf(msg, msg_size, "%s: more than %d modules", modules,
+				 JOB_LICENSES_MAX - 1);
+			r = CONTROL_E_ARGUMENT;
+			break;
+		}
+		l = &j->lic[j->n_lic];
+		osfi_module_firmware_id(e->module_id, fwid);
+		if (e->hsm) {
+			if (memcmp(fwid, e->firmware_id, OSFI_ID_LEN) != 0) {
+				snprintf(msg, msg_size, "%s line %u: the firmware id is not module %"
+					 PRIu32 "'s", modules, e->line, e->module_id);
+				r = CONTROL_E_ARGUMENT;
+				break;
+			}
+			l->target = e->module_id;
+			l->token = -1;
+			memcpy(l->firmware_id, fwid, OSFI_ID_LEN);
+			sfid_hex(fwid, OSFI_ID_LEN, l->firmware_id_hex);
+		} else {
+			char path[PATH_MAX + 8];
+
+			module_license_path(modules, e->license, path, sizeof(path));
+			r = load_global(j, path, e->module_id, l, msg, msg_size);
+			if (r != 0)
+				break;
+		}
+		l->line = e->line;
+		j->n_lic++;
+	}
+	/* Every module of the image needs its license, or the chip refuses the install. */
+	for (size_t i = 0; i < img->n_areas && r == 0; i++) {
+		const struct osfi_desc *a = &img->areas[i].desc;
+		bool listed = false;
+
+		if (a->type != OSFI_AREA_MODULE)
+			continue;
+		for (size_t k = 1; k < j->n_lic; k++)
+			listed |= j->lic[k].target == a->module_id;
+		if (!listed) {
+			snprintf(msg, msg_size, "image %s carries module %" PRIu32 ", which %s does not "
+				 "list", j->image_path, a->module_id, modules);
+			r = CONTROL_E_ARGUMENT;
+		}
+	}
+	free(ents);
+	return r;
+}
+
+int job_load(const struct sfid *d, const char *path, const char *modules, const char *global,
+	     uint32_t target, const char *user, struct job **ret, char *msg, size_t msg_size)
+{
+	struct osfi_image *img = NULL;
+	struct job *j;
+	char why[256];
+	uint8_t digest[SHA256_DIGEST_LENGTH];
+	bool has_modules = false;
+	int r;
+
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return CONTROL_E_FAILED;
+	j->image_path = strdup(path);
+	j->target = target;
+	j->loaded_by = strdup(user);
+	j->loaded_ms = sfid_now_ms();
+	if (!j->image_path || !j->loaded_by) {
+		job_free(j);
+		return CONTROL_E_FAILED;
+	}
+	r = read_file(path, IMAGE_MAX, &j->image, &j->image_len);
+	if (r < 0) {
+		snprintf(msg, msg_size, "cannot read image %s: %s", path, strerror(-r));
+		job_free(j);
+		return CONTROL_E_NOT_FOUND;
+	}
+	r = osfi_image_parse(j->image, j->image_len, &img, why, sizeof(why));
+	if (r < 0) {
+		snprintf(msg, msg_size, "%s is not a valid OSFI image: %s", path, why);
+		job_free(j);
+		return CONTROL_E_ARGUMENT;
+	}
+	r = CONTROL_E_ARGUMENT;
+	j->device_id = img->hdr.device_id;
+	memcpy(j->image_id, img->id, OSFI_ID_LEN);
+	sfid_hex(j->image_id, OSFI_ID_LEN, j->image_id_hex);
+	SHA256(j->image, j->image_len, digest);
+	sfid_hex(digest, sizeof(digest), j->digest_hex);
+	for (size_t i = 0; i < img->n_areas; i++)
+		has_modules |= img->areas[i].desc.type == OSFI_AREA_MODULE;
+	if (j->device_id != STM32_PID_H56X_H57X) {
+		snprintf(msg, msg_size, "image %s is for device id 0x%03x; this line installs "
+			 "STM32H56x/H57x (0x%03x)", path, j->device_id, STM32_PID_H56X_H57X);
+		goto bad;
+	}
+	if (global) {
+		r = load_global(j, global, OSFI_TARGET_IMAGE, &j->lic[0], msg, msg_size);
+		if (r != 0)
+			goto bad;
+		j->global = true;
+		j->global_file = strdup(global);
+		if (!j->global_file) {
+			r = CONTROL_E_FAILED;
+			goto bad;
+		}
+	} else {
+		if (d->hsm && memcmp(j->image_id, d->firmware_id, OSFI_ID_LEN) != 0) {
+			char tok[2 * OSFI_ID_LEN + 1];
+
+			sfid_hex(d->firmware_id, OSFI_ID_LEN, tok);
+			snprintf(msg, msg_size, "image %s (id %.16s...) is not the firmware the HSM "
+				 "token %s licenses (id %.16s...); load the matching image or token",
+				 path, j->image_id_hex, d->token_label, tok);
+			goto bad;
+		}
+		j->lic[0].target = OSFI_TARGET_IMAGE;
+		j->lic[0].token = 0;
+		memcpy(j->lic[0].firmware_id, j->image_id, OSFI_ID_LEN);
+		sfid_hex(j->image_id, OSFI_ID_LEN, j->lic[0].firmware_id_hex);
+	}
+	j->n_lic = 1;
+	if (modules) {
+		r = load_modules(j, img, modules, msg, msg_size);
+		if (r != 0)
+			goto bad;
+		j->module_file = strdup(modules);
+		if (!j->module_file) {
+			r = CONTROL_E_FAILED;
+			goto bad;
+		}
+	} else if (has_modules) {
+		snprintf(msg, msg_size, "image %s carries modules: load it with their module license "
+			 "information file", path);
+		r = CONTROL_E_ARGUMENT;
+		goto bad;
+	}
+	osfi_image_free(img);
+	*ret = j;
+	return 0;
+bad:
+	osfi_image_free(img);
+	job_free(j);
+	return r;
+}
+
+struct json_object *job_json(const struct job *j)
+{
+	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+	json_object_object_add(o, "id", json_object_new_int64(j->id));
+	json_object_object_add(o, "image", json_object_new_string(j->image_path));
+	json_object_object_add(o, "image_id", json_object_new_string(j->image_id_hex));
+	json_object_object_add(o, "digest", json_object_new_string(j->digest_hex));
+	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)j->image_len));
+	json_object_object_add(o, "device_id", json_object_new_int(j->device_id));
+	json_object_object_add(o, "modules", j->module_file ? json_object_new_string(j->module_file)
+							    : NULL);
+	json_object_object_add(o, "license", json_object_new_string(j->global ? "global" : "hsm"));
+	json_object_object_add(o, "global_license", j->global_file ?
+			       json_object_new_string(j->global_file) : NULL);
+	for (size_t i = 0; i < j->n_lic; i++) {
+		struct json_object *l = json_object_new_object();
+
+		json_object_object_add(l, "target", json_object_new_int64(j->lic[i].target));
+		json_object_object_add(l, "license", json_object_new_string(j->lic[i].global ?
+									  "global" : "hsm"));
+		json_object_object_add(l, "firmware_id",
+				       json_object_new_string(j->lic[i].firmware_id_hex));
+		json_object_array_add(a, l);
+	}
+	json_object_object_add(o, "licenses", a);
+	json_object_object_add(o, "target", json_object_new_int64(j->target));
+	json_object_object_add(o, "installed", json_object_new_int64(j->installed));
+	json_object_object_add(o, "failed", json_object_new_int64(j->failed));
+	json_object_object_add(o, "loaded_by", json_object_new_string(j->loaded_by));
+	json_object_object_add(o, "loaded_ms", json_object_new_int64(j->loaded_ms));
+	return o;
+}

@@ -1,0 +1,460 @@
+/* The recorder: see recorder.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "recorder.h"
+#include "sfid.h"
+#include "worker.h"
+
+enum rec_kind {
+	REC_ATTEMPT_BEGIN,
+	REC_ATTEMPT_STEP,
+	REC_ATTEMPT_END,
+	REC_CHIP,
+	REC_LICENSE_INSTALLED,
+	REC_LICENSE_NOT_INSTALLED,
+	REC_SYNC,
+	REC_JOB_CREATE,
+	REC_JOB_END,
+	REC_EXPORT,
+	REC_RECONCILE,
+};
+
+struct recorder {
+	struct sfid *d;
+	struct db *db;
+	struct workers *thread;
+};
+
+struct rec_op {
+	struct recorder *rec;
+	enum rec_kind kind;
+	struct rec_attempt *a;
+	int64_t id;		/* job or license */
+	char slot[CONFIG_NAME_MAX + 1];
+	char step[32];
+	char uid[DB_CHIP_UID_HEX + 1];
+	char product_state[32];
+	char token[DB_TOKEN_SERIAL_MAX + 1];
+	char *text;		/* error text, reason, job strings (owned) */
+	uint64_t bytes;
+	enum db_result result;
+	struct db_job job;	/* REC_JOB_CREATE: strings point into text */
+	int64_t *ret_id;
+	struct db_range range;
+	bool csv;
+	char **ret_buf;
+	size_t *ret_len;
+	char *err;
+	size_t err_len;
+	rec_done_fn done;
+	void *arg;
+	int r;
+	char db_err[256];
+	struct db_diff *diffs;
+	size_t n_diffs;
+};
+
+static const char *op_what(const struct rec_op *op)
+{
+	switch (op->kind) {
+	case REC_ATTEMPT_BEGIN:
+		return "the attempt";
+	case REC_ATTEMPT_STEP:
+		return "the step";
+	case REC_ATTEMPT_END:
+		return "the end of the attempt";
+	case REC_CHIP:
+		return "the chip";
+	case REC_LICENSE_INSTALLED:
+		return "the license as installed";
+	case REC_LICENSE_NOT_INSTALLED:
+		return "the license as not installed";
+	case REC_SYNC:
+		return "";
+	case REC_JOB_CREATE:
+		return "the job";
+	case REC_JOB_END:
+		return "the end of the job";
+	case REC_EXPORT:
+		return "the export";
+	case REC_RECONCILE:
+		return "the ledger reconciliation";
+	}
+	return "";
+}
+
+static int op_export(struct rec_op *op, struct db *db)
+{
+	FILE *f;
+	int r;
+
+	/* Sign what is not yet covered, so the export verifies on its own. */
+	r = db_checkpoint(db);
+	if (r < 0 && r != -ENOKEY)
+		log_warning("export: cannot write a signed checkpoint: %s", db_last_error(db));
+	f = open_memstream(op->ret_buf, op->ret_len);
+	if (!f)
+		return -ENOMEM;
+	r = op->csv ? db_export_csv(db, &op->range, f) : db_export_jsonl(db, &op->range, f);
+	if (fclose(f) != 0 && r == 0)
+		r = -ENOMEM;
+	if (r < 0) {
+		free(*op->ret_buf);
+		*op->ret_buf = NULL;
+		*op->ret_len = 0;
+	}
+	return r;
+}
+
+static void rec_work(void *data)
+{
+	struct rec_op *op = data;
+	struct db *db = op->rec->db;
+	int r = 0;
+
+	switch (op->kind) {
+	case REC_ATTEMPT_BEGIN:
+		r = db_attempt_begin(db, op->id, op->slot, &op->a->id);
+		if (r == 0)
+			r = db_attempt_step(db, op->a->id, op->step, NULL, 0);
+		break;
+	case REC_ATTEMPT_STEP:
+		if (op->a->id > 0)
+			r = db_attempt_step(db, op->a->id, op->step, op->uid[0] ? op->uid : NULL,
+					    op->bytes);
+		break;
+	case REC_ATTEMPT_END:
+		if (op->a->id > 0)
+			r = db_attempt_end(db, op->a->id, op->result, 0, op->text, op->bytes);
+		break;
+	case REC_CHIP:
+		r = db_chip_update(db, op->uid, op->step, op->product_state[0] ? op->product_state
+									   : NULL);
+		break;
+	case REC_LICENSE_INSTALLED:
+		r = db_ledger_installed(db, op->id);
+		break;
+	case REC_LICENSE_NOT_INSTALLED:
+		r = db_ledger_not_installed(db, op->id, op->text);
+		break;
+	case REC_SYNC:
+		break;
+	case REC_JOB_CREATE:
+		r = db_job_create(db, &op->job, op->ret_id);
+		break;
+	case REC_JOB_END:
+		r = db_job_end(db, op->id);
+		if (r == -ENOKEY)
+			r = 0;
+		break;
+	case REC_EXPORT:
+		r = op_export(op, db);
+		break;
+	case REC_RECONCILE:
+		r = db_reconcile(db, op->token, op->bytes, &op->diffs, &op->n_diffs);
+		break;
+	}
+	op->r = r;
+	if (r < 0)
+		snprintf(op->db_err, sizeof(op->db_err), "%s", db_last_error(db));
+}
+
+static void rec_done(void *data)
+{
+	struct rec_op *op = data;
+	struct sfid *d = op->rec->d;
+
+	if (op->r < 0 && op->kind != REC_SYNC) {
+		log_error("database: cannot record %s: %s", op_what(op),
+			  op->db_err[0] ? op->db_err : strerror(-op->r));
+		if (op->r == -ENOSPC)
+			sfid_halt(d, "the database is full (%s); free space, then start the line "
+				  "again", op->db_err);
+		if (op->err)
+			snprintf(op->err, op->err_len, "%s", op->db_err[0] ? op->db_err
+									: strerror(-op->r));
+	}
+	if (op->kind == REC_LICENSE_NOT_INSTALLED && op->r == 0)
+		log_notice("ledger: license %" PRId64 " issued, not installed (%s); the chip will "
+			   "reuse it", op->id, op->text);
+	for (size_t i = 0; i < op->n_diffs; i++)
+		log_warning("ledger reconciliation: %s: license %" PRId64 " chip %s: ledger expects "
+			    "counter %" PRIu64 ", token %s has %" PRIu64,
+			    db_diff_kind_to_string(op->diffs[i].kind), op->diffs[i].license_id,
+			    op->diffs[i].chip_uid[0] ? op->diffs[i].chip_uid : "-",
+			    op->diffs[i].expected, op->diffs[i].token_serial, op->diffs[i].actual);
+	if (op->done)
+		op->done(op->arg, op->r);
+	if (op->a)
+		rec_attempt_unref(op->a);
+	free(op->diffs);
+	free(op->text);
+	free(op);
+}
+
+static struct rec_op *op_new(struct recorder *r, enum rec_kind kind)
+{
+	struct rec_op *op = calloc(1, sizeof(*op));
+
+	if (!op) {
+		log_error("database: out of memory; a record is lost");
+		return NULL;
+	}
+	op->rec = r;
+	op->kind = kind;
+	return op;
+}
+
+static int op_submit(struct rec_op *op)
+{
+	if (op->a)
+		op->a->refs++;
+	if (workers_submit(op->rec->thread, rec_work, rec_done, op) < 0) {
+		log_error("database: the recorder has stopped; %s is not recorded", op_what(op));
+		if (op->a)
+			op->a->refs--;
+		free(op->text);
+		free(op);
+		return -ESHUTDOWN;
+	}
+	return 0;
+}
+
+int recorder_new(struct sfid *d, const char *path, const struct db_options *opts,
+		 struct recorder **ret, char *err, size_t err_len)
+{
+	struct recorder *r = calloc(1, sizeof(*r));
+	int k;
+
+	if (!r)
+		return -ENOMEM;
+	r->d = d;
+	k = db_open(path, opts, &r->db, err, err_len);
+	if (k < 0) {
+		free(r);
+		return k;
+	}
+	k = workers_new(d->base, 1, &r->thread);
+	if (k < 0) {
+		snprintf(err, err_len, "cannot start the database thread: %s", strerror(-k));
+		db_close(r->db);
+		free(r);
+		return k;
+	}
+	*ret = r;
+	return 0;
+}
+
+struct recorder *recorder_free(struct recorder *r)
+{
+	if (!r)
+		return NULL;
+	r->thread = workers_free(r->thread);
+	if (db_checkpoint(r->db) < 0)
+		log_debug("no checkpoint at exit: %s", db_last_error(r->db));
+	db_close(r->db);
+	free(r);
+	return NULL;
+}
+
+unsigned recorder_busy(struct recorder *r)
+{
+	return r ? workers_busy(r->thread) : 0;
+}
+
+struct rec_attempt *rec_attempt_begin(struct recorder *r, int64_t job_id, const char *slot,
+				      const char *step)
+{
+	struct rec_attempt *a = calloc(1, sizeof(*a));
+	struct rec_op *op;
+
+	if (!a)
+		return NULL;
+	a->refs = 1;
+	op = op_new(r, REC_ATTEMPT_BEGIN);
+	if (!op)
+		return a;
+	op->a = a;
+	op->id = job_id;
+	snprintf(op->slot, sizeof(op->slot), "%s", slot);
+	snprintf(op->step, sizeof(op->step), "%s", step);
+	op_submit(op);
+	return a;
+}
+
+void rec_attempt_unref(struct rec_attempt *a)
+{
+	if (a && --a->refs == 0)
+		free(a);
+}
+
+void rec_attempt_step(struct recorder *r, struct rec_attempt *a, const char *step,
+		      const char *chip_uid, uint64_t bytes)
+{
+	struct rec_op *op;
+
+	if (!a || !(op = op_new(r, REC_ATTEMPT_STEP)))
+		return;
+	op->a = a;
+	snprintf(op->step, sizeof(op->step), "%s", step);
+	snprintf(op->uid, sizeof(op->uid), "%s", chip_uid ? chip_uid : "");
+	op->bytes = bytes;
+	op_submit(op);
+}
+
+void rec_attempt_end(struct recorder *r, struct rec_attempt *a, enum db_result result,
+		     const char *error_text, uint64_t bytes)
+{
+	struct rec_op *op;
+
+	if (!a || !(op = op_new(r, REC_ATTEMPT_END)))
+		return;
+	op->a = a;
+	op->result = result;
+	op->bytes = bytes;
+	if (error_text && !(op->text = strdup(error_text))) {
+		free(op);
+		return;
+	}
+	op_submit(op);
+}
+
+void rec_chip_update(struct recorder *r, const char *chip_uid, const char *final_state,
+		     const char *product_state)
+{
+	struct rec_op *op = op_new(r, REC_CHIP);
+
+	if (!op)
+		return;
+	snprintf(op->uid, sizeof(op->uid), "%s", chip_uid);
+	snprintf(op->step, sizeof(op->step), "%s", final_state);
+	snprintf(op->product_state, sizeof(op->product_state), "%s",
+		 product_state ? product_state : "");
+	op_submit(op);
+}
+
+void rec_license_installed(struct recorder *r, int64_t license_id)
+{
+	struct rec_op *op = op_new(r, REC_LICENSE_INSTALLED);
+
+	if (!op)
+		return;
+	op->id = license_id;
+	op_submit(op);
+}
+
+void rec_license_not_installed(struct recorder *r, int64_t license_id, const char *reason)
+{
+	struct rec_op *op = op_new(r, REC_LICENSE_NOT_INSTALLED);
+
+	if (!op)
+		return;
+	op->id = license_id;
+	op->text = strdup(reason && reason[0] ? reason : "not installed");
+	if (!op->text) {
+		free(op);
+		return;
+	}
+	op_submit(op);
+}
+
+int recorder_sync(struct recorder *r, rec_done_fn done, void *arg)
+{
+	struct rec_op *op = op_new(r, REC_SYNC);
+
+	if (!op)
+		return -ENOMEM;
+	op->done = done;
+	op->arg = arg;
+	return op_submit(op);
+}
+
+/* Copies the job's strings into one allocation. */
+static int job_copy(struct rec_op *op, const struct db_job *job)
+{
+	const char *src[] = { job->image_path, job->image_id, job->image_digest, job->module_file,
+			      job->loaded_user, job->global_license_file };
+	const char **dst[] = { &op->job.image_path, &op->job.image_id, &op->job.image_digest,
+			       &op->job.module_file, &op->job.loaded_user,
+			       &op->job.global_license_file };
+	size_t total = 0, off = 0;
+
+	for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++)
+		total += src[i] ? strlen(src[i]) + 1 : 0;
+	op->text = malloc(total ? total : 1);
+	if (!op->text)
+		return -ENOMEM;
+	op->job = *job;
+	for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
+		if (!src[i]) {
+			*dst[i] = NULL;
+			continue;
+		}
+		memcpy(op->text + off, src[i], strlen(src[i]) + 1);
+		*dst[i] = op->text + off;
+		off += strlen(src[i]) + 1;
+	}
+	return 0;
+}
+
+int rec_job_create(struct recorder *r, const struct db_job *job, int64_t *ret_id,
+		   rec_done_fn done, void *arg)
+{
+	struct rec_op *op = op_new(r, REC_JOB_CREATE);
+
+	if (!op)
+		return -ENOMEM;
+	if (job_copy(op, job) < 0) {
+		free(op);
+		return -ENOMEM;
+	}
+	op->ret_id = ret_id;
+	op->done = done;
+	op->arg = arg;
+	return op_submit(op);
+}
+
+void rec_job_end(struct recorder *r, int64_t job_id)
+{
+	struct rec_op *op = op_new(r, REC_JOB_END);
+
+	if (!op)
+		return;
+	op->id = job_id;
+	op_submit(op);
+}
+
+int rec_export(struct recorder *r, const char *format, const struct db_range *range,
+	       char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
+	       void *arg)
+{
+	struct rec_op *op = op_new(r, REC_EXPORT);
+
+	if (!op)
+		return -ENOMEM;
+	op->csv = strcmp(format, "csv") == 0;
+	op->range = *range;
+	op->ret_buf = ret_buf;
+	op->ret_len = ret_len;
+	op->err = err;
+	op->err_len = err_len;
+	op->done = done;
+	op->arg = arg;
+	return op_submit(op);
+}
+
+void rec_reconcile(struct recorder *r, const char *token_serial, uint64_t counter)
+{
+	struct rec_op *op = op_new(r, REC_RECONCILE);
+
+	if (!op)
+		return;
+	snprintf(op->token, sizeof(op->token), "%s", token_serial);
+	op->bytes = counter;
+	op_submit(op);
+}

@@ -1,0 +1,66 @@
+/* The recorder: every database write of the loop (attempts, chips, license outcomes, jobs,
+ * exports) runs on one thread with its own connection, in the order it was asked for, so a
+ * slow commit or a checkpoint signed on a smartcard never stalls the slots. The loop learns
+ * the outcome through a completion; a full database halts the line.
+ *
+ * Ordering: operations run one after the other (FIFO). recorder_sync() queues a barrier whose
+ * completion runs once everything queued before it is on disk. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "db.h"
+
+struct sfid;
+struct recorder;
+
+/* One attempt's handle: its row id is known once the begin has run on the recorder thread
+ * (after a recorder_sync() completion on the loop). */
+struct rec_attempt {
+	int64_t id;
+	unsigned refs; /* loop thread only */
+};
+
+/* Completion on the loop: r is 0 or the negative errno of the write (the recorder has
+ * already logged it and, for a full database, halted the line). */
+typedef void (*rec_done_fn)(void *arg, int r);
+
+/* Opens the recorder's connection to path and starts its thread. */
+int recorder_new(struct sfid *d, const char *path, const struct db_options *opts,
+		 struct recorder **ret, char *err, size_t err_len);
+/* Runs everything queued, then stops. Accepts NULL; returns NULL. */
+struct recorder *recorder_free(struct recorder *r);
+/* Operations queued or running. */
+unsigned recorder_busy(struct recorder *r);
+
+/* Starts an attempt: returns the handle (NULL when out of memory; nothing is then recorded
+ * for the attempt). The caller owns one reference. */
+struct rec_attempt *rec_attempt_begin(struct recorder *r, int64_t job_id, const char *slot,
+				      const char *step);
+void rec_attempt_unref(struct rec_attempt *a);
+void rec_attempt_step(struct recorder *r, struct rec_attempt *a, const char *step,
+		      const char *chip_uid, uint64_t bytes);
+void rec_attempt_end(struct recorder *r, struct rec_attempt *a, enum db_result result,
+		     const char *error_text, uint64_t bytes);
+void rec_chip_update(struct recorder *r, const char *chip_uid, const char *final_state,
+		     const char *product_state);
+void rec_license_installed(struct recorder *r, int64_t license_id);
+void rec_license_not_installed(struct recorder *r, int64_t license_id, const char *reason);
+/* A barrier: done(arg, 0) runs on the loop once everything queued before is stored. */
+int recorder_sync(struct recorder *r, rec_done_fn done, void *arg);
+
+/* Records a job; done(arg, r) runs with *ret_id set when r == 0. The db_job's strings are
+ * copied. */
+int rec_job_create(struct recorder *r, const struct db_job *job, int64_t *ret_id,
+		   rec_done_fn done, void *arg);
+void rec_job_end(struct recorder *r, int64_t job_id);
+
+/* Writes a checkpoint, then an export ("csv" or "jsonl") of range into *ret_buf (malloc'd,
+ * *ret_len bytes); done(arg, r) runs with err (a sentence) set when r < 0. */
+int rec_export(struct recorder *r, const char *format, const struct db_range *range,
+	       char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
+	       void *arg);
+/* Reconciles the ledger with a token's counter and logs the differences. */
+void rec_reconcile(struct recorder *r, const char *token_serial, uint64_t counter);
