@@ -85,6 +85,7 @@ struct slot {
 	uint64_t bytes_done, bytes_total;
 	int64_t t_attempt, t_install, t_progress_event;
 	unsigned misses;
+	unsigned id_reads;	/* Get ID answers read for this chip */
 
 	/* Counters for status. */
 	uint64_t n_ok, n_failed;
@@ -859,6 +860,15 @@ static void slot_id_done(struct slot *s, int r)
 		return;
 	}
 	s->pid = an3155_xfer_pid(&s->x);
+	if (s->d->job && s->pid != s->d->job->device_id && s->id_reads++ == 0) {
+		/* The Get ID answer carries no checksum: a product id garbled on the line looks
+		 * like another device. Ask once more before refusing the chip. */
+		slot_log(s, LOG_PRIO_NOTICE, "the chip says product id 0x%03x, the job is for "
+			 "0x%03x; asking again", s->pid, s->d->job->device_id);
+		an3155_xfer_get_id(&s->x, &s->t);
+		slot_xfer_begin(s, slot_id_done);
+		return;
+	}
 	if (s->d->job && s->pid != s->d->job->device_id) {
 		slot_fail(s, "the chip's product id is 0x%03x, the job is for 0x%03x", s->pid,
 			  s->d->job->device_id);
@@ -885,6 +895,7 @@ static void slot_get_done(struct slot *s, int r)
 		return;
 	}
 	g = an3155_xfer_get_info(&s->x);
+	s->id_reads = 0;
 	/* The command list is the chip's word on what it supports: OSFI needs Special and
 	 * Extended Special (docs/protocol.md section 5). */
 	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL) ||
