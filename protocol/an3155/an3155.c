@@ -103,6 +103,42 @@ int an3155_check_xor(const uint8_t *frame, size_t n)
 	return an3155_xor(frame, n - 1) == frame[n - 1] ? 0 : -AN3155_E_CHECKSUM;
 }
 
+/* Writes v MSB first. */
+static void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+}
+
+/* Checks that a list of 1..max items was given. */
+static bool list_valid(const void *items, size_t n, size_t max)
+{
+	return items && n > 0 && n <= max;
+}
+
+/* Extended Erase pages: a list of 1..AN3155_ERASE_MAX_PAGES below the special codes. */
+static bool pages_valid(const uint16_t *pages, size_t n)
+{
+	if (!list_valid(pages, n, AN3155_ERASE_MAX_PAGES))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (pages[i] >= 0xfff0)
+			return false;
+	return true;
+}
+
+/* A 16-bit value MSB first and the XOR of its two bytes (sub-opcodes, erase codes). */
+static int encode_u16_xor(uint16_t v, uint8_t *out, size_t outmax)
+{
+	if (!out)
+		return -EINVAL;
+	if (outmax < 3)
+		return -ENOBUFS;
+	put_be16(out, v);
+	out[2] = an3155_xor(out, 2);
+	return 3;
+}
+
 int an3155_encode_command(uint8_t op, uint8_t *out, size_t outmax)
 {
 	if (!out)
@@ -135,11 +171,12 @@ int an3155_encode_read_count(size_t n, uint8_t *out, size_t outmax)
 	return an3155_encode_command((uint8_t)(n - 1), out, outmax);
 }
 
-int an3155_encode_write_block(const uint8_t *data, size_t n, uint8_t *out, size_t outmax)
+/* The frame of Write Memory and Write Protect: N-1, the 1..max bytes padded with 0xFF to
+ * `padded` (N), then the XOR of all. */
+static int encode_counted_bytes(const uint8_t *data, size_t n, size_t padded, size_t max,
+				uint8_t *out, size_t outmax)
 {
-	size_t padded = (n + 3) & ~(size_t)3;
-
-	if (!data || !out || n == 0 || n > AN3155_MAX_BLOCK)
+	if (!out || !list_valid(data, n, max))
 		return -EINVAL;
 	if (outmax < padded + 2)
 		return -ENOBUFS;
@@ -150,61 +187,43 @@ int an3155_encode_write_block(const uint8_t *data, size_t n, uint8_t *out, size_
 	return (int)(padded + 2);
 }
 
+int an3155_encode_write_block(const uint8_t *data, size_t n, uint8_t *out, size_t outmax)
+{
+	size_t padded = (n + 3) & ~(size_t)3;
+
+	return encode_counted_bytes(data, n, padded, AN3155_MAX_BLOCK, out, outmax);
+}
+
 int an3155_encode_erase_special(uint16_t code, uint8_t *out, size_t outmax)
 {
-	if (!out || code < 0xfff0)
+	if (code < 0xfff0)
 		return -EINVAL;
-	if (outmax < 3)
-		return -ENOBUFS;
-	out[0] = code >> 8;
-	out[1] = code & 0xff;
-	out[2] = out[0] ^ out[1];
-	return 3;
+	return encode_u16_xor(code, out, outmax);
 }
 
 int an3155_encode_erase_pages(const uint16_t *pages, size_t n, uint8_t *out, size_t outmax)
 {
 	size_t len = 2 + 2 * n + 1;
 
-	if (!pages || !out || n == 0 || n > AN3155_ERASE_MAX_PAGES)
+	if (!out || !pages_valid(pages, n))
 		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if (pages[i] >= 0xfff0)
-			return -EINVAL;
 	if (outmax < len)
 		return -ENOBUFS;
-	out[0] = (uint8_t)((n - 1) >> 8);
-	out[1] = (uint8_t)(n - 1);
-	for (size_t i = 0; i < n; i++) {
-		out[2 + 2 * i] = pages[i] >> 8;
-		out[3 + 2 * i] = pages[i] & 0xff;
-	}
+	put_be16(out, (uint16_t)(n - 1));
+	for (size_t i = 0; i < n; i++)
+		put_be16(out + 2 + 2 * i, pages[i]);
 	out[len - 1] = an3155_xor(out, len - 1);
 	return (int)len;
 }
 
 int an3155_encode_write_protect(const uint8_t *sectors, size_t n, uint8_t *out, size_t outmax)
 {
-	if (!sectors || !out || n == 0 || n > AN3155_WP_MAX_SECTORS)
-		return -EINVAL;
-	if (outmax < n + 2)
-		return -ENOBUFS;
-	out[0] = (uint8_t)(n - 1);
-	memcpy(out + 1, sectors, n);
-	out[n + 1] = an3155_xor(out, n + 1);
-	return (int)(n + 2);
+	return encode_counted_bytes(sectors, n, n, AN3155_WP_MAX_SECTORS, out, outmax);
 }
 
 int an3155_encode_subop(uint16_t subop, uint8_t *out, size_t outmax)
 {
-	if (!out)
-		return -EINVAL;
-	if (outmax < 3)
-		return -ENOBUFS;
-	out[0] = subop >> 8;
-	out[1] = subop & 0xff;
-	out[2] = out[0] ^ out[1];
-	return 3;
+	return encode_u16_xor(subop, out, outmax);
 }
 
 int an3155_encode_packet(const uint8_t *data, size_t n, size_t max, uint8_t *out, size_t outmax)
@@ -213,8 +232,7 @@ int an3155_encode_packet(const uint8_t *data, size_t n, size_t max, uint8_t *out
 		return -EINVAL;
 	if (outmax < n + 3)
 		return -ENOBUFS;
-	out[0] = (uint8_t)(n >> 8);
-	out[1] = (uint8_t)n;
+	put_be16(out, (uint16_t)n);
 	if (n > 0)
 		memcpy(out + 2, data, n);
 	out[n + 2] = an3155_xor(out, n + 2);
@@ -347,16 +365,20 @@ static void xfer_recv(struct an3155_xfer *x, enum an3155_step step, size_t rx, u
 	xfer_send(x, step, 0, rx, ms);
 }
 
-static void xfer_send_command(struct an3155_xfer *x)
+/* Sends the frame of n bytes an encoder just placed in x->tx and waits for its ACK. */
+static void xfer_send_frame(struct an3155_xfer *x, enum an3155_step step, int n, unsigned ms)
 {
-	xfer_send(x, AN3155_STEP_COMMAND, an3155_encode_command(x->op, x->tx, sizeof(x->tx)), 1,
-		  x->t.ack_ms);
+	xfer_send(x, step, (size_t)n, 1, ms);
 }
 
-static void xfer_send_address(struct an3155_xfer *x)
+/* Resets *x for op and sends the opcode: every command but Sync starts this way. */
+static void xfer_start(struct an3155_xfer *x, const struct an3155_timeouts *t, uint8_t op)
 {
-	xfer_send(x, AN3155_STEP_ADDRESS, an3155_encode_address(x->addr, x->tx, sizeof(x->tx)),
-		  1, x->t.ack_ms);
+	int r;
+
+	xfer_reset(x, t, op);
+	r = an3155_encode_command(op, x->tx, sizeof(x->tx));
+	xfer_send_frame(x, AN3155_STEP_COMMAND, r, x->t.ack_ms);
 }
 
 void an3155_xfer_sync(struct an3155_xfer *x, const struct an3155_timeouts *t)
@@ -369,46 +391,40 @@ void an3155_xfer_sync(struct an3155_xfer *x, const struct an3155_timeouts *t)
 
 void an3155_xfer_get(struct an3155_xfer *x, const struct an3155_timeouts *t)
 {
-	xfer_reset(x, t, AN3155_CMD_GET);
-	xfer_send_command(x);
+	xfer_start(x, t, AN3155_CMD_GET);
 }
 
 void an3155_xfer_get_version(struct an3155_xfer *x, const struct an3155_timeouts *t)
 {
-	xfer_reset(x, t, AN3155_CMD_GET_VERSION);
-	xfer_send_command(x);
+	xfer_start(x, t, AN3155_CMD_GET_VERSION);
 }
 
 void an3155_xfer_get_id(struct an3155_xfer *x, const struct an3155_timeouts *t)
 {
-	xfer_reset(x, t, AN3155_CMD_GET_ID);
-	xfer_send_command(x);
+	xfer_start(x, t, AN3155_CMD_GET_ID);
 }
 
 int an3155_xfer_read_memory(struct an3155_xfer *x, const struct an3155_timeouts *t,
 			    uint32_t addr, uint8_t *out, size_t n)
 {
-	if (!out || n == 0 || n > AN3155_MAX_BLOCK)
+	if (!list_valid(out, n, AN3155_MAX_BLOCK))
 		return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_READ_MEMORY);
+	xfer_start(x, t, AN3155_CMD_READ_MEMORY);
 	x->addr = addr;
 	x->out = out;
-	x->out_max = n;
-	x->len = n;
-	xfer_send_command(x);
+	x->out_max = x->len = n;
 	return 0;
 }
 
 int an3155_xfer_write_memory(struct an3155_xfer *x, const struct an3155_timeouts *t,
 			     uint32_t addr, const uint8_t *data, size_t n)
 {
-	if (!data || n == 0 || n > AN3155_MAX_BLOCK)
+	if (!list_valid(data, n, AN3155_MAX_BLOCK))
 		return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_WRITE_MEMORY);
+	xfer_start(x, t, AN3155_CMD_WRITE_MEMORY);
 	x->addr = addr;
 	x->data = data;
 	x->len = n;
-	xfer_send_command(x);
 	return 0;
 }
 
@@ -417,64 +433,67 @@ int an3155_xfer_erase_special(struct an3155_xfer *x, const struct an3155_timeout
 {
 	if (code != AN3155_ERASE_MASS && code != AN3155_ERASE_BANK1 && code != AN3155_ERASE_BANK2)
 		return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_EXTENDED_ERASE);
+	xfer_start(x, t, AN3155_CMD_EXTENDED_ERASE);
 	x->erase_code = code;
-	xfer_send_command(x);
 	return 0;
 }
 
 int an3155_xfer_erase_pages(struct an3155_xfer *x, const struct an3155_timeouts *t,
 			    const uint16_t *pages, size_t n)
 {
-	if (!pages || n == 0 || n > AN3155_ERASE_MAX_PAGES)
+	if (!pages_valid(pages, n))
 		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if (pages[i] >= 0xfff0)
-			return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_EXTENDED_ERASE);
+	xfer_start(x, t, AN3155_CMD_EXTENDED_ERASE);
 	x->pages = pages;
 	x->len = n;
-	xfer_send_command(x);
 	return 0;
 }
 
 void an3155_xfer_go(struct an3155_xfer *x, const struct an3155_timeouts *t, uint32_t addr)
 {
-	xfer_reset(x, t, AN3155_CMD_GO);
+	xfer_start(x, t, AN3155_CMD_GO);
 	x->addr = addr;
-	xfer_send_command(x);
 }
 
 int an3155_xfer_write_protect(struct an3155_xfer *x, const struct an3155_timeouts *t,
 			      const uint8_t *sectors, size_t n)
 {
-	if (!sectors || n == 0 || n > AN3155_WP_MAX_SECTORS)
+	if (!list_valid(sectors, n, AN3155_WP_MAX_SECTORS))
 		return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_WRITE_PROTECT);
+	xfer_start(x, t, AN3155_CMD_WRITE_PROTECT);
 	x->data = sectors;
 	x->len = n;
-	xfer_send_command(x);
 	return 0;
 }
 
 void an3155_xfer_write_unprotect(struct an3155_xfer *x, const struct an3155_timeouts *t)
 {
-	xfer_reset(x, t, AN3155_CMD_WRITE_UNPROTECT);
-	xfer_send_command(x);
+	xfer_start(x, t, AN3155_CMD_WRITE_UNPROTECT);
+}
+
+/* Special and Extended Special both send a sub-opcode and a first packet of 0..128 bytes. */
+static bool special_packet_valid(const uint8_t *data, size_t n)
+{
+	return n <= AN3155_SPECIAL_MAX_DATA && (n == 0 || data);
+}
+
+static void xfer_start_special(struct an3155_xfer *x, const struct an3155_timeouts *t, uint8_t op,
+			       uint16_t subop, const uint8_t *data, size_t n)
+{
+	xfer_start(x, t, op);
+	x->subop = subop;
+	x->data = data;
+	x->len = n;
 }
 
 int an3155_xfer_special(struct an3155_xfer *x, const struct an3155_timeouts *t, uint16_t subop,
 			const uint8_t *data, size_t n, uint8_t *out, size_t out_max)
 {
-	if (n > AN3155_SPECIAL_MAX_DATA || (n > 0 && !data) || (out_max > 0 && !out))
+	if (!special_packet_valid(data, n) || (out_max > 0 && !out))
 		return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_SPECIAL);
-	x->subop = subop;
-	x->data = data;
-	x->len = n;
+	xfer_start_special(x, t, AN3155_CMD_SPECIAL, subop, data, n);
 	x->out = out;
 	x->out_max = out_max > AN3155_SPECIAL_MAX_ANSWER ? AN3155_SPECIAL_MAX_ANSWER : out_max;
-	xfer_send_command(x);
 	return 0;
 }
 
@@ -482,16 +501,11 @@ int an3155_xfer_xspecial(struct an3155_xfer *x, const struct an3155_timeouts *t,
 			 uint16_t subop, const uint8_t *p1, size_t n1, const uint8_t *p2,
 			 size_t n2)
 {
-	if (n1 > AN3155_SPECIAL_MAX_DATA || (n1 > 0 && !p1) || n2 > AN3155_XSPECIAL_MAX_DATA ||
-	    (n2 > 0 && !p2))
+	if (!special_packet_valid(p1, n1) || n2 > AN3155_XSPECIAL_MAX_DATA || (n2 > 0 && !p2))
 		return -EINVAL;
-	xfer_reset(x, t, AN3155_CMD_EXTENDED_SPECIAL);
-	x->subop = subop;
-	x->data = p1;
-	x->len = n1;
+	xfer_start_special(x, t, AN3155_CMD_EXTENDED_SPECIAL, subop, p1, n1);
 	x->data2 = p2;
 	x->len2 = n2;
-	xfer_send_command(x);
 	return 0;
 }
 
@@ -543,18 +557,250 @@ void an3155_xfer_wrote(struct an3155_xfer *x, size_t n)
 		x->committed = true;
 }
 
-/* Big-endian 16-bit value of the first two received bytes. */
-static size_t rx_u16(const struct an3155_xfer *x)
+/* Big-endian value of the first n received bytes (n <= 2). */
+static uint16_t rx_be(const struct an3155_xfer *x, size_t n)
 {
-	return (size_t)x->rx[0] << 8 | x->rx[1];
+	uint16_t v = 0;
+
+	for (size_t i = 0; i < n; i++)
+		v = (uint16_t)(v << 8 | x->rx[i]);
+	return v;
+}
+
+static void xfer_send_address(struct an3155_xfer *x)
+{
+	int r = an3155_encode_address(x->addr, x->tx, sizeof(x->tx));
+
+	xfer_send_frame(x, AN3155_STEP_ADDRESS, r, x->t.ack_ms);
+}
+
+static void xfer_send_subop(struct an3155_xfer *x)
+{
+	int r = an3155_encode_subop(x->subop, x->tx, sizeof(x->tx));
+
+	xfer_send_frame(x, AN3155_STEP_SUBOP, r, x->t.ack_ms);
+}
+
+static void xfer_send_packet(struct an3155_xfer *x, enum an3155_step step, const uint8_t *data,
+			     size_t n, size_t max, unsigned ms)
+{
+	int r = an3155_encode_packet(data, n, max, x->tx, sizeof(x->tx));
+
+	xfer_send_frame(x, step, r, ms);
+}
+
+/* Receives n bytes of the chip's answer. */
+static void xfer_recv_answer(struct an3155_xfer *x, size_t n, unsigned ms)
+{
+	xfer_recv(x, AN3155_STEP_ANSWER, n, ms);
+}
+
+/* Waits for the ACK that closes an answer or reports the result of an operation. */
+static void xfer_recv_final_ack(struct an3155_xfer *x, unsigned ms)
+{
+	xfer_recv(x, AN3155_STEP_FINAL_ACK, 1, ms);
+}
+
+static void store_get(struct an3155_xfer *x)
+{
+	x->get.n_cmds = (uint8_t)x->len;
+	x->get.version = x->rx[0];
+	memcpy(x->get.cmds, x->rx + 1, x->len);
+}
+
+static void store_pid(struct an3155_xfer *x)
+{
+	x->pid = 0;
+	for (size_t i = 0; i <= x->len; i++)
+		x->pid = x->pid << 8 | x->rx[i];
+}
+
+/* Get and Get ID: a count byte N, then N+1 bytes (at most max), kept by store(), then the
+ * closing ACK. For Get the N+1 bytes are the version and N command codes. */
+static void advance_counted_answer(struct an3155_xfer *x, size_t max,
+				   void (*store)(struct an3155_xfer *x))
+{
+	switch (x->stage) {
+	case 1: /* N */
+		return xfer_recv_answer(x, 1, x->t.ack_ms);
+	case 2:
+		if ((size_t)x->rx[0] + 1 > max)
+			return xfer_fail(x, -AN3155_E_TOO_LONG);
+		x->len = x->rx[0];
+		return xfer_recv_answer(x, x->len + 1, x->t.ack_ms);
+	case 3:
+		store(x);
+		return xfer_recv_final_ack(x, x->t.ack_ms);
+	default:
+		return xfer_done(x);
+	}
+}
+
+static void advance_get_version(struct an3155_xfer *x)
+{
+	switch (x->stage) {
+	case 1:
+		return xfer_recv_answer(x, 3, x->t.ack_ms);
+	case 2:
+		an3155_decode_get_version(x->rx, 3, &x->version);
+		return xfer_recv_final_ack(x, x->t.ack_ms);
+	default:
+		return xfer_done(x);
+	}
+}
+
+static void advance_read_memory(struct an3155_xfer *x)
+{
+	int r;
+
+	switch (x->stage) {
+	case 1:
+		return xfer_send_address(x);
+	case 2:
+		r = an3155_encode_read_count(x->len, x->tx, sizeof(x->tx));
+		return xfer_send_frame(x, AN3155_STEP_COUNT, r, x->t.ack_ms);
+	case 3:
+		return xfer_recv_answer(x, x->len, x->t.block_ms);
+	default:
+		memcpy(x->out, x->rx, x->len);
+		x->out_len = x->len;
+		return xfer_done(x);
+	}
+}
+
+static void advance_write_memory(struct an3155_xfer *x)
+{
+	int r;
+
+	switch (x->stage) {
+	case 1:
+		return xfer_send_address(x);
+	case 2:
+		r = an3155_encode_write_block(x->data, x->len, x->tx, sizeof(x->tx));
+		return xfer_send_frame(x, AN3155_STEP_DATA, r, x->t.block_ms);
+	default:
+		return xfer_done(x);
+	}
+}
+
+static void advance_extended_erase(struct an3155_xfer *x)
+{
+	unsigned long ms;
+	int r;
+
+	if (x->stage > 1)
+		return xfer_done(x);
+	if (!x->pages) {
+		r = an3155_encode_erase_special(x->erase_code, x->tx, sizeof(x->tx));
+		return xfer_send_frame(x, AN3155_STEP_DATA, r, x->t.mass_erase_ms);
+	}
+	ms = (unsigned long)x->t.page_erase_ms * x->len;
+	r = an3155_encode_erase_pages(x->pages, x->len, x->tx, sizeof(x->tx));
+	xfer_send_frame(x, AN3155_STEP_DATA, r, ms > 600000 ? 600000 : (unsigned)ms);
+}
+
+static void advance_go(struct an3155_xfer *x)
+{
+	if (x->stage == 1)
+		return xfer_send_address(x);
+	xfer_done(x);
+}
+
+static void advance_write_protect(struct an3155_xfer *x)
+{
+	int r;
+
+	if (x->stage > 1)
+		return xfer_done(x);
+	r = an3155_encode_write_protect(x->data, x->len, x->tx, sizeof(x->tx));
+	xfer_send_frame(x, AN3155_STEP_DATA, r, x->t.block_ms);
+}
+
+static void advance_write_unprotect(struct an3155_xfer *x)
+{
+	if (x->stage == 1)
+		return xfer_recv_final_ack(x, x->t.block_ms);
+	xfer_done(x);
+}
+
+/* Stages 6.. of Special and Extended Special: status length, status bytes (MSB first),
+ * closing ACK. The length has just been received at stage 6. */
+static void advance_status(struct an3155_xfer *x)
+{
+	size_t n;
+
+	switch (x->stage) {
+	case 6:
+		n = rx_be(x, 2);
+		if (n > 2)
+			return xfer_fail(x, -AN3155_E_TOO_LONG);
+		x->len2 = n;
+		if (n > 0)
+			return xfer_recv(x, AN3155_STEP_STATUS, n, x->t.ack_ms);
+		x->stage++;
+		__attribute__((fallthrough)); /* empty status */
+	case 7:
+		x->status = rx_be(x, x->len2);
+		return xfer_recv_final_ack(x, x->t.ack_ms);
+	default:
+		return xfer_done(x);
+	}
+}
+
+static void advance_special(struct an3155_xfer *x)
+{
+	size_t n;
+
+	switch (x->stage) {
+	case 1:
+		return xfer_send_subop(x);
+	case 2:
+		return xfer_send_packet(x, AN3155_STEP_PACKET1, x->data, x->len,
+					AN3155_SPECIAL_MAX_DATA, x->t.special_ms);
+	case 3: /* answer data length */
+		return xfer_recv_answer(x, 2, x->t.special_ms);
+	case 4:
+		n = rx_be(x, 2);
+		if (n > x->out_max)
+			return xfer_fail(x, -AN3155_E_TOO_LONG);
+		x->out_len = n;
+		if (n > 0)
+			return xfer_recv_answer(x, n, x->t.block_ms);
+		x->stage++;
+		__attribute__((fallthrough)); /* no answer data */
+	case 5:
+		if (x->out_len > 0)
+			memcpy(x->out, x->rx, x->out_len);
+		return xfer_recv(x, AN3155_STEP_STATUS, 2, x->t.ack_ms);
+	default:
+		return advance_status(x);
+	}
+}
+
+static void advance_xspecial(struct an3155_xfer *x)
+{
+	switch (x->stage) {
+	case 1:
+		return xfer_send_subop(x);
+	case 2:
+		return xfer_send_packet(x, AN3155_STEP_PACKET1, x->data, x->len,
+					AN3155_SPECIAL_MAX_DATA, x->t.ack_ms);
+	case 3:
+		return xfer_send_packet(x, AN3155_STEP_PACKET2, x->data2, x->len2,
+					AN3155_XSPECIAL_MAX_DATA, x->t.special_ms);
+	case 4:
+		/* Share Special's status stages (6..8). */
+		x->stage = 5;
+		return xfer_recv(x, AN3155_STEP_STATUS, 2, x->t.special_ms);
+	default:
+		return advance_status(x);
+	}
 }
 
 /* The awaited bytes of the current step are all in x->rx: decide the next step. */
 static void xfer_advance(struct an3155_xfer *x)
 {
 	bool ack_step = x->step != AN3155_STEP_ANSWER && x->step != AN3155_STEP_STATUS;
-	size_t n;
-	int r;
 
 	if (ack_step) {
 		if (x->rx[0] == AN3155_NACK) {
@@ -570,182 +816,30 @@ static void xfer_advance(struct an3155_xfer *x)
 	switch (x->op) {
 	case AN3155_SYNC:
 		return xfer_done(x);
-
 	case AN3155_CMD_GET:
-		switch (x->stage) {
-		case 1: /* N */
-			return xfer_recv(x, AN3155_STEP_ANSWER, 1, x->t.ack_ms);
-		case 2: /* version + N codes; keep N in front for the decoder */
-			x->len = x->rx[0];
-			return xfer_recv(x, AN3155_STEP_ANSWER, x->len + 1, x->t.ack_ms);
-		case 3:
-			x->get.n_cmds = (uint8_t)x->len;
-			x->get.version = x->rx[0];
-			memcpy(x->get.cmds, x->rx + 1, x->len);
-			return xfer_recv(x, AN3155_STEP_FINAL_ACK, 1, x->t.ack_ms);
-		default:
-			return xfer_done(x);
-		}
-
+		return advance_counted_answer(x, UINT8_MAX + 1, store_get);
 	case AN3155_CMD_GET_VERSION:
-		switch (x->stage) {
-		case 1:
-			return xfer_recv(x, AN3155_STEP_ANSWER, 3, x->t.ack_ms);
-		case 2:
-			an3155_decode_get_version(x->rx, 3, &x->version);
-			return xfer_recv(x, AN3155_STEP_FINAL_ACK, 1, x->t.ack_ms);
-		default:
-			return xfer_done(x);
-		}
-
+		return advance_get_version(x);
 	case AN3155_CMD_GET_ID:
-		switch (x->stage) {
-		case 1:
-			return xfer_recv(x, AN3155_STEP_ANSWER, 1, x->t.ack_ms);
-		case 2:
-			if ((size_t)x->rx[0] + 1 > 4)
-				return xfer_fail(x, -AN3155_E_TOO_LONG);
-			x->len = x->rx[0];
-			return xfer_recv(x, AN3155_STEP_ANSWER, x->len + 1, x->t.ack_ms);
-		case 3:
-			x->pid = 0;
-			for (size_t i = 0; i <= x->len; i++)
-				x->pid = x->pid << 8 | x->rx[i];
-			return xfer_recv(x, AN3155_STEP_FINAL_ACK, 1, x->t.ack_ms);
-		default:
-			return xfer_done(x);
-		}
-
+		return advance_counted_answer(x, sizeof(x->pid), store_pid);
 	case AN3155_CMD_READ_MEMORY:
-		switch (x->stage) {
-		case 1:
-			return xfer_send_address(x);
-		case 2:
-			r = an3155_encode_read_count(x->len, x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_COUNT, (size_t)r, 1, x->t.ack_ms);
-		case 3:
-			return xfer_recv(x, AN3155_STEP_ANSWER, x->len, x->t.block_ms);
-		default:
-			memcpy(x->out, x->rx, x->len);
-			x->out_len = x->len;
-			return xfer_done(x);
-		}
-
+		return advance_read_memory(x);
 	case AN3155_CMD_WRITE_MEMORY:
-		switch (x->stage) {
-		case 1:
-			return xfer_send_address(x);
-		case 2:
-			r = an3155_encode_write_block(x->data, x->len, x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_DATA, (size_t)r, 1, x->t.block_ms);
-		default:
-			return xfer_done(x);
-		}
-
+		return advance_write_memory(x);
 	case AN3155_CMD_EXTENDED_ERASE:
-		if (x->stage > 1)
-			return xfer_done(x);
-		if (x->pages) {
-			unsigned long ms = (unsigned long)x->t.page_erase_ms * x->len;
-
-			r = an3155_encode_erase_pages(x->pages, x->len, x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_DATA, (size_t)r, 1,
-					 ms > 600000 ? 600000 : (unsigned)ms);
-		}
-		r = an3155_encode_erase_special(x->erase_code, x->tx, sizeof(x->tx));
-		return xfer_send(x, AN3155_STEP_DATA, (size_t)r, 1, x->t.mass_erase_ms);
-
+		return advance_extended_erase(x);
 	case AN3155_CMD_GO:
-		if (x->stage == 1)
-			return xfer_send_address(x);
-		return xfer_done(x);
-
+		return advance_go(x);
 	case AN3155_CMD_WRITE_PROTECT:
-		if (x->stage == 1) {
-			r = an3155_encode_write_protect(x->data, x->len, x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_DATA, (size_t)r, 1, x->t.block_ms);
-		}
-		return xfer_done(x);
-
+		return advance_write_protect(x);
 	case AN3155_CMD_WRITE_UNPROTECT:
-		if (x->stage == 1)
-			return xfer_recv(x, AN3155_STEP_FINAL_ACK, 1, x->t.block_ms);
-		return xfer_done(x);
-
+		return advance_write_unprotect(x);
 	case AN3155_CMD_SPECIAL:
-		switch (x->stage) {
-		case 1:
-			r = an3155_encode_subop(x->subop, x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_SUBOP, (size_t)r, 1, x->t.ack_ms);
-		case 2:
-			r = an3155_encode_packet(x->data, x->len, AN3155_SPECIAL_MAX_DATA, x->tx,
-						 sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_PACKET1, (size_t)r, 1, x->t.special_ms);
-		case 3: /* answer data length */
-			return xfer_recv(x, AN3155_STEP_ANSWER, 2, x->t.special_ms);
-		case 4:
-			n = rx_u16(x);
-			if (n > x->out_max)
-				return xfer_fail(x, -AN3155_E_TOO_LONG);
-			x->out_len = n;
-			if (n > 0)
-				return xfer_recv(x, AN3155_STEP_ANSWER, n, x->t.block_ms);
-			x->stage++;
-			__attribute__((fallthrough)); /* no answer data */
-		case 5:
-			if (x->out_len > 0)
-				memcpy(x->out, x->rx, x->out_len);
-			return xfer_recv(x, AN3155_STEP_STATUS, 2, x->t.ack_ms);
-		default:
-			break;
-		}
-		goto status;
-
+		return advance_special(x);
 	case AN3155_CMD_EXTENDED_SPECIAL:
-		switch (x->stage) {
-		case 1:
-			r = an3155_encode_subop(x->subop, x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_SUBOP, (size_t)r, 1, x->t.ack_ms);
-		case 2:
-			r = an3155_encode_packet(x->data, x->len, AN3155_SPECIAL_MAX_DATA, x->tx,
-						 sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_PACKET1, (size_t)r, 1, x->t.ack_ms);
-		case 3:
-			r = an3155_encode_packet(x->data2, x->len2, AN3155_XSPECIAL_MAX_DATA,
-						 x->tx, sizeof(x->tx));
-			return xfer_send(x, AN3155_STEP_PACKET2, (size_t)r, 1, x->t.special_ms);
-		case 4:
-			/* Share Special's status stages (6..8). */
-			x->stage = 5;
-			return xfer_recv(x, AN3155_STEP_STATUS, 2, x->t.special_ms);
-		default:
-			break;
-		}
-		goto status;
-
+		return advance_xspecial(x);
 	default:
 		return xfer_fail(x, -EINVAL);
-	}
-
-status:
-	/* Stages 6.. of Special: status length, status bytes (MSB first), closing ACK. */
-	switch (x->stage) {
-	case 6:
-		n = rx_u16(x);
-		if (n > 2)
-			return xfer_fail(x, -AN3155_E_TOO_LONG);
-		x->len2 = n;
-		if (n > 0)
-			return xfer_recv(x, AN3155_STEP_STATUS, n, x->t.ack_ms);
-		x->stage++;
-		__attribute__((fallthrough)); /* empty status */
-	case 7:
-		x->status = 0;
-		for (size_t i = 0; i < x->len2; i++)
-			x->status = (uint16_t)(x->status << 8 | x->rx[i]);
-		return xfer_recv(x, AN3155_STEP_FINAL_ACK, 1, x->t.ack_ms);
-	default:
-		return xfer_done(x);
 	}
 }
 
