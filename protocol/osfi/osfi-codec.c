@@ -8,61 +8,133 @@
 #include "osfi.h"
 #include "osfi-util.h"
 
+/* The bytes of one fixed record, read while decoding or written while encoding. The field
+ * helpers below move a value in the one direction that is set, so that each record lists its
+ * layout once for both. */
+struct record {
+	const uint8_t *in;	/* decoding: the record read */
+	uint8_t *out;		/* encoding: the record written */
+};
+
+static void field_u8(const struct record *rec, size_t off, uint8_t *v)
+{
+	if (rec->out)
+		rec->out[off] = *v;
+	else
+		*v = rec->in[off];
+}
+
+static void field_le16(const struct record *rec, size_t off, uint16_t *v)
+{
+	if (rec->out)
+		osfi_put_le16(rec->out + off, *v);
+	else
+		*v = osfi_get_le16(rec->in + off);
+}
+
+static void field_le32(const struct record *rec, size_t off, uint32_t *v)
+{
+	if (rec->out)
+		osfi_put_le32(rec->out + off, *v);
+	else
+		*v = osfi_get_le32(rec->in + off);
+}
+
+static void field_bytes(const struct record *rec, size_t off, uint8_t *v, size_t n)
+{
+	if (rec->out)
+		memcpy(rec->out + off, v, n);
+	else
+		memcpy(v, rec->in + off, n);
+}
+
+/* Checks the arguments and length of a record to decode, and its magic if it has one. */
+static int record_check(const uint8_t *buf, size_t len, const void *ret, size_t want,
+			const char *magic)
+{
+	if (!buf || !ret)
+		return -EINVAL;
+	if (len != want)
+		return -EMSGSIZE;
+	if (magic && memcmp(buf, magic, 4) != 0)
+		return -EBADMSG;
+	return 0;
+}
+
+/* Starts a record to encode: all zero (reserved bytes), then the magic if it has one. */
+static void record_start(uint8_t *out, size_t len, const char *magic)
+{
+	memset(out, 0, len);
+	if (magic)
+		memcpy(out, magic, 4);
+}
+
+static void cert_fields(const struct record *rec, struct osfi_cert *c)
+{
+	field_u8(rec, OSFI_CERT_OFF_VERSION, &c->version);
+	field_le16(rec, OSFI_CERT_OFF_DEVICE, &c->device_id);
+	field_bytes(rec, OSFI_CERT_OFF_UID, c->uid, OSFI_UID_LEN);
+	field_bytes(rec, OSFI_CERT_OFF_PUBKEY, c->pubkey, OSFI_PUBKEY_LEN);
+	field_bytes(rec, OSFI_CERT_OFF_SIG, c->sig, OSFI_SIG_LEN);
+}
+
 int osfi_cert_decode(const uint8_t *buf, size_t len, struct osfi_cert *ret_cert)
 {
+	const struct record rec = { .in = buf };
 	struct osfi_cert c;
+	int r;
 
-	if (!buf || !ret_cert)
-		return -EINVAL;
-	if (len != OSFI_CERT_LEN)
-		return -EMSGSIZE;
-	if (memcmp(buf, OSFI_CERT_MAGIC, 4) != 0 || buf[OSFI_CERT_OFF_VERSION] != OSFI_VERSION ||
-	    buf[OSFI_CERT_OFF_VERSION + 1] != 0 || buf[OSFI_CERT_OFF_PUBKEY] != 0x04)
+	r = record_check(buf, len, ret_cert, OSFI_CERT_LEN, OSFI_CERT_MAGIC);
+	if (r < 0)
+		return r;
+	if (buf[OSFI_CERT_OFF_VERSION] != OSFI_VERSION || buf[OSFI_CERT_OFF_VERSION + 1] != 0 ||
+	    buf[OSFI_CERT_OFF_PUBKEY] != 0x04)
 		return -EBADMSG;
 
-	c.version = buf[OSFI_CERT_OFF_VERSION];
-	c.device_id = osfi_get_le16(buf + OSFI_CERT_OFF_DEVICE);
-	memcpy(c.uid, buf + OSFI_CERT_OFF_UID, OSFI_UID_LEN);
-	memcpy(c.pubkey, buf + OSFI_CERT_OFF_PUBKEY, OSFI_PUBKEY_LEN);
-	memcpy(c.sig, buf + OSFI_CERT_OFF_SIG, OSFI_SIG_LEN);
+	cert_fields(&rec, &c);
 	*ret_cert = c;
 	return 0;
 }
 
 void osfi_cert_encode(const struct osfi_cert *cert, uint8_t out[OSFI_CERT_LEN])
 {
-	memset(out, 0, OSFI_CERT_LEN);
-	memcpy(out, OSFI_CERT_MAGIC, 4);
-	out[OSFI_CERT_OFF_VERSION] = OSFI_VERSION;
-	osfi_put_le16(out + OSFI_CERT_OFF_DEVICE, cert->device_id);
-	memcpy(out + OSFI_CERT_OFF_UID, cert->uid, OSFI_UID_LEN);
-	memcpy(out + OSFI_CERT_OFF_PUBKEY, cert->pubkey, OSFI_PUBKEY_LEN);
-	memcpy(out + OSFI_CERT_OFF_SIG, cert->sig, OSFI_SIG_LEN);
+	const struct record rec = { .out = out };
+	struct osfi_cert c = *cert;
+
+	c.version = OSFI_VERSION; /* the one version this code speaks, whatever cert says */
+	record_start(out, OSFI_CERT_LEN, OSFI_CERT_MAGIC);
+	cert_fields(&rec, &c);
+}
+
+static void license_fields(const struct record *rec, struct osfi_license *l)
+{
+	field_u8(rec, OSFI_LIC_OFF_KIND, &l->kind);
+	field_le16(rec, OSFI_LIC_OFF_DEVICE, &l->device_id);
+	field_le32(rec, OSFI_LIC_OFF_TARGET, &l->target);
+	field_bytes(rec, OSFI_LIC_OFF_UID, l->uid, OSFI_UID_LEN);
+	field_bytes(rec, OSFI_LIC_OFF_ID, l->id, OSFI_ID_LEN);
+	field_bytes(rec, OSFI_LIC_OFF_NONCE, l->nonce, OSFI_LICENSE_NONCE_LEN);
+	field_bytes(rec, OSFI_LIC_OFF_HSMPUB, l->hsm_pub, OSFI_PUBKEY_LEN);
+	field_le32(rec, OSFI_LIC_OFF_COUNTER, &l->counter);
+	field_bytes(rec, OSFI_LIC_OFF_WRAPPED, l->wrapped, OSFI_WRAPPED_LEN);
 }
 
 int osfi_license_decode(const uint8_t *buf, size_t len, struct osfi_license *ret_lic)
 {
+	const struct record rec = { .in = buf };
 	struct osfi_license l;
+	int r;
 
-	if (!buf || !ret_lic)
-		return -EINVAL;
-	if (len != OSFI_LICENSE_LEN)
-		return -EMSGSIZE;
-	if (memcmp(buf, OSFI_LICENSE_MAGIC, 4) != 0 || buf[OSFI_LIC_OFF_VERSION] != OSFI_VERSION)
+	r = record_check(buf, len, ret_lic, OSFI_LICENSE_LEN, OSFI_LICENSE_MAGIC);
+	if (r < 0)
+		return r;
+	if (buf[OSFI_LIC_OFF_VERSION] != OSFI_VERSION)
 		return -EBADMSG;
 	if (!osfi_all_zero(buf + OSFI_LIC_OFF_RESERVED, OSFI_LICENSE_LEN - OSFI_LIC_OFF_RESERVED))
 		return -EBADMSG;
 
 	memset(&l, 0, sizeof(l));
-	l.kind = buf[OSFI_LIC_OFF_KIND];
-	l.device_id = osfi_get_le16(buf + OSFI_LIC_OFF_DEVICE);
-	l.target = osfi_get_le32(buf + OSFI_LIC_OFF_TARGET);
-	memcpy(l.uid, buf + OSFI_LIC_OFF_UID, OSFI_UID_LEN);
-	memcpy(l.id, buf + OSFI_LIC_OFF_ID, OSFI_ID_LEN);
-	memcpy(l.nonce, buf + OSFI_LIC_OFF_NONCE, OSFI_LICENSE_NONCE_LEN);
-	memcpy(l.hsm_pub, buf + OSFI_LIC_OFF_HSMPUB, OSFI_PUBKEY_LEN);
-	l.counter = osfi_get_le32(buf + OSFI_LIC_OFF_COUNTER);
-	memcpy(l.wrapped, buf + OSFI_LIC_OFF_WRAPPED, OSFI_WRAPPED_LEN);
+	license_fields(&rec, &l);
 
 	switch (l.kind) {
 	case OSFI_LICENSE_KIND_CHIP:
@@ -85,18 +157,12 @@ int osfi_license_decode(const uint8_t *buf, size_t len, struct osfi_license *ret
 
 void osfi_license_encode(const struct osfi_license *lic, uint8_t out[OSFI_LICENSE_LEN])
 {
-	memset(out, 0, OSFI_LICENSE_LEN);
-	memcpy(out, OSFI_LICENSE_MAGIC, 4);
+	const struct record rec = { .out = out };
+	struct osfi_license l = *lic;
+
+	record_start(out, OSFI_LICENSE_LEN, OSFI_LICENSE_MAGIC);
 	out[OSFI_LIC_OFF_VERSION] = OSFI_VERSION;
-	out[OSFI_LIC_OFF_KIND] = lic->kind;
-	osfi_put_le16(out + OSFI_LIC_OFF_DEVICE, lic->device_id);
-	osfi_put_le32(out + OSFI_LIC_OFF_TARGET, lic->target);
-	memcpy(out + OSFI_LIC_OFF_UID, lic->uid, OSFI_UID_LEN);
-	memcpy(out + OSFI_LIC_OFF_ID, lic->id, OSFI_ID_LEN);
-	memcpy(out + OSFI_LIC_OFF_NONCE, lic->nonce, OSFI_LICENSE_NONCE_LEN);
-	memcpy(out + OSFI_LIC_OFF_HSMPUB, lic->hsm_pub, OSFI_PUBKEY_LEN);
-	osfi_put_le32(out + OSFI_LIC_OFF_COUNTER, lic->counter);
-	memcpy(out + OSFI_LIC_OFF_WRAPPED, lic->wrapped, OSFI_WRAPPED_LEN);
+	license_fields(&rec, &l);
 }
 
 void osfi_license_kek_input(const struct osfi_license *lic, uint8_t ret_h[32])
@@ -130,26 +196,30 @@ void osfi_module_firmware_id(uint32_t module_id, uint8_t ret_id[OSFI_ID_LEN])
 	SHA256(in, sizeof(in), ret_id);
 }
 
+static void header_fields(const struct record *rec, struct osfi_header *h)
+{
+	field_le16(rec, OSFI_HDR_OFF_FORMAT, &h->format);
+	field_le16(rec, OSFI_HDR_OFF_HDRLEN, &h->header_len);
+	field_le16(rec, OSFI_HDR_OFF_DEVICE, &h->device_id);
+	field_le16(rec, OSFI_HDR_OFF_AREAS, &h->area_count);
+	field_le32(rec, OSFI_HDR_OFF_TOTAL, &h->total_len);
+	field_le32(rec, OSFI_HDR_OFF_VERSION, &h->image_version);
+	field_le32(rec, OSFI_HDR_OFF_FLAGS, &h->flags);
+	field_bytes(rec, OSFI_HDR_OFF_NONCE, h->nonce, OSFI_NONCE_LEN);
+	field_bytes(rec, OSFI_HDR_OFF_TAG, h->tag, OSFI_TAG_LEN);
+}
+
 int osfi_header_decode(const uint8_t *buf, size_t len, struct osfi_header *ret_hdr)
 {
+	const struct record rec = { .in = buf };
 	struct osfi_header h;
+	int r;
 
-	if (!buf || !ret_hdr)
-		return -EINVAL;
-	if (len != OSFI_HEADER_LEN)
-		return -EMSGSIZE;
-	if (memcmp(buf, OSFI_IMAGE_MAGIC, 4) != 0)
-		return -EBADMSG;
+	r = record_check(buf, len, ret_hdr, OSFI_HEADER_LEN, OSFI_IMAGE_MAGIC);
+	if (r < 0)
+		return r;
 
-	h.format = osfi_get_le16(buf + OSFI_HDR_OFF_FORMAT);
-	h.header_len = osfi_get_le16(buf + OSFI_HDR_OFF_HDRLEN);
-	h.device_id = osfi_get_le16(buf + OSFI_HDR_OFF_DEVICE);
-	h.area_count = osfi_get_le16(buf + OSFI_HDR_OFF_AREAS);
-	h.total_len = osfi_get_le32(buf + OSFI_HDR_OFF_TOTAL);
-	h.image_version = osfi_get_le32(buf + OSFI_HDR_OFF_VERSION);
-	h.flags = osfi_get_le32(buf + OSFI_HDR_OFF_FLAGS);
-	memcpy(h.nonce, buf + OSFI_HDR_OFF_NONCE, OSFI_NONCE_LEN);
-	memcpy(h.tag, buf + OSFI_HDR_OFF_TAG, OSFI_TAG_LEN);
+	header_fields(&rec, &h);
 
 	if (h.format != OSFI_VERSION || h.header_len != OSFI_HEADER_LEN || h.flags != 0)
 		return -EBADMSG;
@@ -167,17 +237,11 @@ int osfi_header_decode(const uint8_t *buf, size_t len, struct osfi_header *ret_h
 
 void osfi_header_encode(const struct osfi_header *hdr, uint8_t out[OSFI_HEADER_LEN])
 {
-	memset(out, 0, OSFI_HEADER_LEN);
-	memcpy(out, OSFI_IMAGE_MAGIC, 4);
-	osfi_put_le16(out + OSFI_HDR_OFF_FORMAT, hdr->format);
-	osfi_put_le16(out + OSFI_HDR_OFF_HDRLEN, hdr->header_len);
-	osfi_put_le16(out + OSFI_HDR_OFF_DEVICE, hdr->device_id);
-	osfi_put_le16(out + OSFI_HDR_OFF_AREAS, hdr->area_count);
-	osfi_put_le32(out + OSFI_HDR_OFF_TOTAL, hdr->total_len);
-	osfi_put_le32(out + OSFI_HDR_OFF_VERSION, hdr->image_version);
-	osfi_put_le32(out + OSFI_HDR_OFF_FLAGS, hdr->flags);
-	memcpy(out + OSFI_HDR_OFF_NONCE, hdr->nonce, OSFI_NONCE_LEN);
-	memcpy(out + OSFI_HDR_OFF_TAG, hdr->tag, OSFI_TAG_LEN);
+	const struct record rec = { .out = out };
+	struct osfi_header h = *hdr;
+
+	record_start(out, OSFI_HEADER_LEN, OSFI_IMAGE_MAGIC);
+	header_fields(&rec, &h);
 }
 
 bool osfi_area_type_valid(uint8_t type)
@@ -195,23 +259,29 @@ bool osfi_area_type_valid(uint8_t type)
 	}
 }
 
+static void desc_fields(const struct record *rec, struct osfi_desc *d)
+{
+	field_u8(rec, OSFI_DESC_OFF_TYPE, &d->type);
+	field_le16(rec, OSFI_DESC_OFF_VERSION, &d->version);
+	field_le16(rec, OSFI_DESC_OFF_INDEX, &d->index);
+	field_le16(rec, OSFI_DESC_OFF_TOTAL, &d->total);
+	field_le32(rec, OSFI_DESC_OFF_SIZE, &d->size);
+	field_le32(rec, OSFI_DESC_OFF_ADDR, &d->address);
+	field_le32(rec, OSFI_DESC_OFF_MODULE, &d->module_id);
+	field_bytes(rec, OSFI_DESC_OFF_TAG, d->tag, OSFI_TAG_LEN);
+}
+
 int osfi_desc_decode(const uint8_t *buf, size_t len, struct osfi_desc *ret_desc)
 {
+	const struct record rec = { .in = buf };
 	struct osfi_desc d;
+	int r;
 
-	if (!buf || !ret_desc)
-		return -EINVAL;
-	if (len != OSFI_DESC_LEN)
-		return -EMSGSIZE;
+	r = record_check(buf, len, ret_desc, OSFI_DESC_LEN, NULL);
+	if (r < 0)
+		return r;
 
-	d.type = buf[OSFI_DESC_OFF_TYPE];
-	d.version = osfi_get_le16(buf + OSFI_DESC_OFF_VERSION);
-	d.index = osfi_get_le16(buf + OSFI_DESC_OFF_INDEX);
-	d.total = osfi_get_le16(buf + OSFI_DESC_OFF_TOTAL);
-	d.size = osfi_get_le32(buf + OSFI_DESC_OFF_SIZE);
-	d.address = osfi_get_le32(buf + OSFI_DESC_OFF_ADDR);
-	d.module_id = osfi_get_le32(buf + OSFI_DESC_OFF_MODULE);
-	memcpy(d.tag, buf + OSFI_DESC_OFF_TAG, OSFI_TAG_LEN);
+	desc_fields(&rec, &d);
 
 	if (!osfi_area_type_valid(d.type) || buf[1] != 0)
 		return -EBADMSG;
@@ -232,15 +302,11 @@ int osfi_desc_decode(const uint8_t *buf, size_t len, struct osfi_desc *ret_desc)
 
 void osfi_desc_encode(const struct osfi_desc *desc, uint8_t out[OSFI_DESC_LEN])
 {
-	memset(out, 0, OSFI_DESC_LEN);
-	out[OSFI_DESC_OFF_TYPE] = desc->type;
-	osfi_put_le16(out + OSFI_DESC_OFF_VERSION, desc->version);
-	osfi_put_le16(out + OSFI_DESC_OFF_INDEX, desc->index);
-	osfi_put_le16(out + OSFI_DESC_OFF_TOTAL, desc->total);
-	osfi_put_le32(out + OSFI_DESC_OFF_SIZE, desc->size);
-	osfi_put_le32(out + OSFI_DESC_OFF_ADDR, desc->address);
-	osfi_put_le32(out + OSFI_DESC_OFF_MODULE, desc->module_id);
-	memcpy(out + OSFI_DESC_OFF_TAG, desc->tag, OSFI_TAG_LEN);
+	const struct record rec = { .out = out };
+	struct osfi_desc d = *desc;
+
+	record_start(out, OSFI_DESC_LEN, NULL);
+	desc_fields(&rec, &d);
 }
 
 void osfi_image_id(const uint8_t header[OSFI_HEADER_LEN], uint8_t ret_id[OSFI_ID_LEN])
