@@ -49,8 +49,10 @@ static void usage(FILE *f)
 		"  status                       station, job and slots\n"
 		"  watch [--count N] [--timeout S]  live progress; stop after N results or S seconds\n"
 		"  start|stop|pause [SLOT...]   all slots when none is named\n"
-		"  history [--limit N]          recent attempts\n"
-		"  stats                        yield per slot and per failure step\n"
+		"  history [--limit N] [--job N] [--slot NAME] [--chip UID] [--failed]\n"
+		"                               recent attempts, newest first (from the database)\n"
+		"  stats [--job N]              yield per slot and failure causes (default: the\n"
+		"                               loaded job; --job 0: every job)\n"
 		"  ports                        serial ports of the slots\n"
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
@@ -62,6 +64,23 @@ static void usage(FILE *f)
 		"output of read commands), --help, --version.\n"
 		"Exit codes: 0 ok, 1 refused or failed by sfid, 2 usage, 3 sfid unreachable,\n"
 		"4 permission denied, 5 protocol error, 6 local I/O error, 7 watch timed out.\n");
+}
+
+/* A whole decimal number in [min, max] for option opt; prints the complaint. */
+static int parse_number(const char *opt, const char *s, int64_t min, int64_t max, int64_t *ret)
+{
+	char *e;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &e, 10);
+	if (errno != 0 || e == s || *e != '\0' || v < min || v > max) {
+		fprintf(stderr, "sfictl: %s %s: expected a number from %" PRId64 " to %" PRId64 "\n",
+			opt, s, min, max);
+		return -EINVAL;
+	}
+	*ret = v;
+	return 0;
 }
 
 static int connect_daemon(void)
@@ -347,6 +366,7 @@ static int cmd_watch(int count, int timeout_s)
 	}
 	for (;;) {
 		int wait = -1;
+		bool fresh = false;
 
 		if (count > 0 && (int)(results_ok + results_failed) >= count)
 			return EXIT_OK;
@@ -417,13 +437,20 @@ static int cmd_watch(int count, int timeout_s)
 					printf("slot %s chip %s: %s\n", w->name, jstr(o, "chip"), w->last);
 			} else if (strcmp(rep.event, "halt") == 0 && !json_out) {
 				printf("LINE HALTED: %s\n", jstr(o, "reason"));
+				fresh = tty;
+			} else if (strcmp(rep.event, "resume") == 0 && !json_out) {
+				printf("LINE RESUMED: the halt is cleared (it was: %s)\n",
+				       jstr(o, "cleared"));
+				fresh = tty;
 			}
 			if (!tty && !json_out)
 				fflush(stdout);
 		}
 		json_object_put(root);
+		/* After a message line the table is drawn again below it, so the message stays
+		 * on screen. */
 		if (tty)
-			watch_redraw(false);
+			watch_redraw(fresh);
 	}
 }
 
@@ -542,33 +569,80 @@ static void print_history(struct json_object *o)
 
 	if (!json_object_object_get_ex(o, "attempts", &a))
 		return;
-	printf("%-8s %-24s %-8s %-12s %10s %9s  %s\n", "SLOT", "CHIP", "RESULT", "STEP", "BYTES",
-	       "SECONDS", "CAUSE");
+	if (json_object_array_length(a) == 0) {
+		printf("no attempts recorded\n");
+		return;
+	}
+	printf("%-19s %5s %-8s %-24s %-8s %-12s %10s %9s  %s\n", "TIME", "JOB", "SLOT", "CHIP",
+	       "RESULT", "STEP", "BYTES", "SECONDS", "CAUSE");
 	for (size_t i = 0; i < json_object_array_length(a); i++) {
 		struct json_object *h = json_object_array_get_idx(a, i);
+		time_t t = (time_t)(jint(h, "time_ms") / 1000);
+		char when[32] = "-";
+		struct tm tm;
+		bool reused = json_object_get_boolean(json_object_object_get(h, "license_reused"));
 
-		printf("%-8s %-24s %-8s %-12s %10" PRId64 " %9.2f  %s%s\n", jstr(h, "slot"),
-		       jstr(h, "chip"), jstr(h, "result"), jstr(h, "step"), jint(h, "bytes"),
-		       (double)jint(h, "duration_ms") / 1000.0, jstr(h, "error"),
-		       json_object_get_boolean(json_object_object_get(h, "license_reused"))
-			       ? " (license reused)" : "");
+		if (t > 0 && localtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("%-19s %5" PRId64 " %-8s %-24s %-8s %-12s %10" PRId64 " %9.2f", when,
+		       jint(h, "job"), jstr(h, "slot"), jstr(h, "chip")[0] ? jstr(h, "chip") : "-",
+		       jstr(h, "result"), jstr(h, "step"), jint(h, "bytes"),
+		       (double)jint(h, "duration_ms") / 1000.0);
+		if (jstr(h, "error")[0])
+			printf("  %s", jstr(h, "error"));
+		printf("%s\n", reused ? "  (license reused)" : "");
 	}
+}
+
+static double jdouble(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !v)
+		return 0.0;
+	return json_object_get_double(v);
 }
 
 static void print_stats(struct json_object *o)
 {
-	struct json_object *slots, *causes;
+	struct json_object *slots, *steps, *causes, *job;
 
+	if (json_object_object_get_ex(o, "job", &job) && job)
+		printf("job %" PRId64 ": ", json_object_get_int64(job));
+	else
+		printf("every job: ");
 	printf("installed %" PRId64 ", failed %" PRId64 ", yield %.1f %%\n", jint(o, "ok"),
-	       jint(o, "failed"), json_object_get_double(json_object_object_get(o, "yield")) * 100);
+	       jint(o, "failed"), jdouble(o, "yield") * 100);
 	if (json_object_object_get_ex(o, "slots", &slots)) {
-		json_object_object_foreach(slots, name, s)
-			printf("  slot %-10s ok %4" PRId64 "  failed %4" PRId64 "\n", name,
-			       jint(s, "ok"), jint(s, "failed"));
+		printf("%-10s %8s %8s %8s %12s\n", "SLOT", "OK", "FAILED", "YIELD", "BYTES");
+		json_object_object_foreach(slots, name, sl) {
+			char b[24];
+
+			human_bytes((uint64_t)jint(sl, "bytes"), b, sizeof(b));
+			printf("%-10s %8" PRId64 " %8" PRId64 " %6.1f %% %12s\n", name, jint(sl, "ok"),
+			       jint(sl, "failed"), jdouble(sl, "yield") * 100, b);
+		}
 	}
-	if (json_object_object_get_ex(o, "failures_by_step", &causes)) {
-		json_object_object_foreach(causes, step, n)
-			printf("  failures at %-14s %4" PRId64 "\n", step, json_object_get_int64(n));
+	if (json_object_object_get_ex(o, "failures_by_step", &steps) &&
+	    json_object_object_length(steps) > 0) {
+		const char *sep = "";
+
+		printf("failures by step: ");
+		json_object_object_foreach(steps, step, n) {
+			printf("%s%s %" PRId64, sep, step, json_object_get_int64(n));
+			sep = ", ";
+		}
+		printf("\n");
+	}
+	if (json_object_object_get_ex(o, "failures", &causes) &&
+	    json_object_array_length(causes) > 0) {
+		printf("%-12s %6s  %s\n", "STEP", "COUNT", "CAUSE");
+		for (size_t i = 0; i < json_object_array_length(causes); i++) {
+			struct json_object *c = json_object_array_get_idx(causes, i);
+
+			printf("%-12s %6" PRId64 "  %s\n", jstr(c, "step"), jint(c, "count"),
+			       jstr(c, "cause")[0] ? jstr(c, "cause") : "-");
+		}
 	}
 }
 
@@ -591,14 +665,35 @@ static void print_ports(struct json_object *o)
 
 static void print_job(struct json_object *j)
 {
+	struct json_object *lics;
+
 	printf("job %" PRId64 "\n  image     %s\n  image id  %s\n  digest    %s\n  bytes     %"
-	       PRId64 "\n  modules   %s\n  licenses  %s\n  target    %" PRId64 "\n  installed %"
-	       PRId64 "\n  failed    %" PRId64 "\n  loaded by %s\n", jint(j, "id"), jstr(j, "image"),
-	       jstr(j, "image_id"), jstr(j, "digest"), jint(j, "bytes"),
-	       jstr(j, "modules")[0] ? jstr(j, "modules") : "-",
-	       strcmp(jstr(j, "license"), "global") == 0 ? "global (uncounted)" : "HSM (counted)",
-	       jint(j, "target"),
-	       jint(j, "installed"), jint(j, "failed"), jstr(j, "loaded_by"));
+	       PRId64 "\n  modules   %s\n", jint(j, "id"), jstr(j, "image"), jstr(j, "image_id"),
+	       jstr(j, "digest"), jint(j, "bytes"), jstr(j, "modules")[0] ? jstr(j, "modules") : "-");
+	if (json_object_object_get_ex(j, "licenses", &lics) &&
+	    json_object_array_length(lics) > 0) {
+		/* One line per license every chip receives, in the order they are sent. */
+		for (size_t i = 0; i < json_object_array_length(lics); i++) {
+			struct json_object *l = json_object_array_get_idx(lics, i);
+			int64_t target = jint(l, "target");
+			char what[32];
+
+			if (target == 0)
+				snprintf(what, sizeof(what), "image");
+			else
+				snprintf(what, sizeof(what), "module %" PRId64, target);
+			printf("  %-9s %-10s %s, firmware id %.16s...\n", i == 0 ? "licenses" : "", what,
+			       strcmp(jstr(l, "license"), "global") == 0 ? "global (uncounted)"
+									 : "HSM (counted)",
+			       jstr(l, "firmware_id"));
+		}
+	} else {
+		printf("  licenses  %s\n", strcmp(jstr(j, "license"), "global") == 0 ?
+		       "global (uncounted)" : "HSM (counted)");
+	}
+	printf("  target    %" PRId64 "\n  installed %" PRId64 "\n  failed    %" PRId64
+	       "\n  loaded by %s\n", jint(j, "target"), jint(j, "installed"), jint(j, "failed"),
+	       jstr(j, "loaded_by"));
 }
 
 static void print_hsm(struct json_object *o)
@@ -669,6 +764,79 @@ static int cmd_job_load(int argc, char **argv)
 	return simple("job-load", args, print_job);
 }
 
+/* The arguments of `history` or `stats`, checked before sfid is reached. */
+static int query_args(const char *cmd, int argc, char **argv, struct json_object **ret)
+{
+	static const struct option hopts[] = {
+		{ "limit", required_argument, NULL, 'n' },
+		{ "job", required_argument, NULL, 'j' },
+		{ "slot", required_argument, NULL, 's' },
+		{ "chip", required_argument, NULL, 'c' },
+		{ "failed", no_argument, NULL, 'f' },
+		{ 0 }
+	};
+	static const struct option sopts[] = {
+		{ "job", required_argument, NULL, 'j' },
+		{ 0 }
+	};
+	bool history = strcmp(cmd, "history") == 0;
+	struct json_object *args = json_object_new_object();
+	char uid[32];
+	int64_t v;
+	int c;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, history ? "n:j:s:c:f" : "j:", history ? hopts : sopts,
+				NULL)) >= 0) {
+		switch (c) {
+		case 'n':
+			if (parse_number("--limit", optarg, 1, 10000, &v) < 0)
+				goto usage;
+			json_object_object_add(args, "limit", json_object_new_int64(v));
+			break;
+		case 'j':
+			if (parse_number("--job", optarg, 0, INT64_MAX, &v) < 0)
+				goto usage;
+			json_object_object_add(args, "job", json_object_new_int64(v));
+			break;
+		case 's':
+			json_object_object_add(args, "slot", json_object_new_string(optarg));
+			break;
+		case 'c': {
+			/* The database keeps UIDs as 24 lowercase hex digits, as status shows them. */
+			size_t n = strlen(optarg);
+
+			if (n != 24 || strspn(optarg, "0123456789abcdefABCDEF") != n) {
+				fprintf(stderr, "sfictl: --chip %s: a chip UID is 24 hex digits, as "
+					"'sfictl status' shows it\n", optarg);
+				goto usage;
+			}
+			for (size_t i = 0; i <= n; i++)
+				uid[i] = (char)(optarg[i] >= 'A' && optarg[i] <= 'F' ? optarg[i] + 32
+										       : optarg[i]);
+			json_object_object_add(args, "chip", json_object_new_string(uid));
+			break;
+		}
+		case 'f':
+			json_object_object_add(args, "failed", json_object_new_boolean(1));
+			break;
+		default:
+			goto usage;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "sfictl: %s takes no argument '%s'\n", cmd, argv[optind]);
+		goto usage;
+	}
+	*ret = args;
+	return EXIT_OK;
+usage:
+	fprintf(stderr, history ? "sfictl: usage: history [--limit N] [--job N] [--slot NAME] "
+			"[--chip UID] [--failed]\n" : "sfictl: usage: stats [--job N]\n");
+	json_object_put(args);
+	return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -678,6 +846,7 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 }
 	};
+	struct json_object *query = NULL;
 	const char *cmd;
 	int c, r;
 
@@ -717,8 +886,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sfictl: use 'job load IMAGE' or 'job show'\n");
 		return EXIT_USAGE;
 	}
-	if (connect_daemon() < 0)
+	if (strcmp(cmd, "history") == 0 || strcmp(cmd, "stats") == 0) {
+		r = query_args(cmd, argc, argv, &query);
+		if (r != EXIT_OK)
+			return r;
+	}
+	if (connect_daemon() < 0) {
+		json_object_put(query);
 		return EXIT_CONNECT;
+	}
 
 	if (strcmp(cmd, "status") == 0) {
 		r = simple("status", NULL, print_status);
@@ -749,18 +925,9 @@ int main(int argc, char **argv)
 		json_object_object_add(args, "slots", a);
 		r = simple(cmd, args, print_slots);
 	} else if (strcmp(cmd, "history") == 0) {
-		struct json_object *args = json_object_new_object();
-
-		if (argc == 3 && strcmp(argv[1], "--limit") == 0)
-			json_object_object_add(args, "limit", json_object_new_int64(atoll(argv[2])));
-		else if (argc != 1) {
-			json_object_put(args);
-			fprintf(stderr, "sfictl: history takes only --limit N\n");
-			return EXIT_USAGE;
-		}
-		r = simple("history", args, print_history);
+		r = simple("history", query, print_history);
 	} else if (strcmp(cmd, "stats") == 0) {
-		r = simple("stats", NULL, print_stats);
+		r = simple("stats", query, print_stats);
 	} else if (strcmp(cmd, "ports") == 0) {
 		r = simple("ports", NULL, print_ports);
 	} else if (strcmp(cmd, "hsm") == 0) {

@@ -3,7 +3,8 @@
 # key; a user in neither group is refused (by the socket's mode, and by SO_PEERCRED when the
 # socket is opened up); an operator may watch but not load jobs; malformed, oversized,
 # out-of-order, wrong-version and unknown messages get error replies; the client limit
-# holds; the daemon stays up throughout.
+# holds; the daemon stays up throughout. sfictl's history and stats filters reach sfid, and
+# bad filter values are usage errors.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-control.XXXXXX")
@@ -98,4 +99,24 @@ if rep.get("error", {}).get("code") != "busy":
 PY
 ctl status >/dev/null || line_fail "sfid does not answer after the bad messages"
 kill -0 "$sfid_pid" || line_fail "sfid died"
+
+# --- sfictl history and stats: filters sfid accepts (an upper-case UID is sent in lower
+# case, as the database keeps it), bad values refused before sfid is asked
+ctl history --limit 5 --job 1 --slot S0 --chip 0123456789ABCDEF01234567 --failed \
+	>"$tmp/hist.out" 2>&1 || line_fail "history with every filter: $(cat "$tmp/hist.out")"
+grep -q "no attempts recorded" "$tmp/hist.out" || line_fail "history: $(cat "$tmp/hist.out")"
+ctl --json history --failed | python3 -c 'import json,sys; sys.exit(json.load(sys.stdin)["attempts"] != [])' ||
+	line_fail "history --json is not the raw reply"
+ctl stats --job 0 >"$tmp/stats.out" || line_fail "stats --job 0"
+grep -q "^every job: installed 0, failed 0" "$tmp/stats.out" && grep -q "^S0 " "$tmp/stats.out" ||
+	line_fail "stats: $(cat "$tmp/stats.out")"
+for bad in "history --limit 0" "history --chip 12ab" "history --job x" "stats --job -1" \
+	"stats --failed" "history S0"; do
+	set +e
+	# shellcheck disable=SC2086 # the words of $bad are the arguments
+	"$SFICTL" --socket "$tmp/nowhere.sock" $bad >/dev/null 2>"$tmp/bad.err"
+	rc=$?
+	set -e
+	[ "$rc" -eq 2 ] || line_fail "sfictl $bad: exit $rc (expected 2), $(cat "$tmp/bad.err")"
+done
 echo "configuration, authorization and protocol errors handled; sfid still up"
