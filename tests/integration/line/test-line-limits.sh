@@ -13,6 +13,14 @@ halted() {
 	ctl --json status | grep -Eq "\"halted\": *\"[^\"]*($1)"
 }
 
+# start_stays_halted EXPECTED WHAT: `start` is refused (exit 1) with EXPECTED in its message.
+start_stays_halted() {
+	local rc=0
+	ctl start >/dev/null 2>"$tmp/start.err" || rc=$?
+	[ "$rc" -eq 1 ] && grep -q "$1" "$tmp/start.err" ||
+		line_fail "$2: exit $rc, $(cat "$tmp/start.err")"
+}
+
 # --- counter exhausted: 3 licenses for 6 chips
 line_setup_pki 3 16
 line_start_emu 2 3 --auto-swap 200
@@ -30,12 +38,7 @@ wait_for 30 "slots to settle" sql_is "SELECT count(*) FROM attempts WHERE result
 	line_fail "licenses left in flight: $(sql "SELECT state FROM licenses")"
 sql "SELECT error_text FROM attempts WHERE result = 'failed'" | grep -q "exhausted" ||
 	line_fail "no attempt names the exhausted counter"
-set +e
-ctl start >/dev/null 2>"$tmp/start.err"
-rc=$?
-set -e
-[ "$rc" -eq 1 ] && grep -q "stays halted.*still exhausted" "$tmp/start.err" ||
-	line_fail "start on a line halted on its counter: exit $rc, $(cat "$tmp/start.err")"
+start_stays_halted "stays halted.*still exhausted" "start on a line halted on its counter"
 # The token is refilled while sfid runs: start checks it again, clears the halt, goes on.
 "$SFIHSM" provision --wipe --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
 	--pin-file "$tmp/pki/pin" --image-key "$tmp/pki/image.key" --image "$tmp/pki/demo.sfi" \
@@ -89,12 +92,7 @@ ctl start >/dev/null
 wait_for 60 "one more chip" sql_at_least_db "$tmp/full.db" "$ok" $((n + 1))
 mv "$tmp/tokens" "$tmp/tokens.removed"
 wait_for 60 "the line to halt on the token" halted "token removed|failed while issuing"
-set +e
-ctl start >/dev/null 2>"$tmp/start.err"
-rc=$?
-set -e
-[ "$rc" -eq 1 ] && grep -q "stays halted" "$tmp/start.err" ||
-	line_fail "start while the token is out: exit $rc, $(cat "$tmp/start.err")"
+start_stays_halted "stays halted" "start while the token is out"
 # SoftHSM2 finds a token put back only when the module starts again: restart sfid.
 mv "$tmp/tokens.removed" "$tmp/tokens"
 line_stop_pid "$sfid_pid"
