@@ -44,6 +44,11 @@ static void link_set_error(struct link *l, const char *fmt, ...)
 	va_end(ap);
 }
 
+static void link_set_gone(struct link *l)
+{
+	link_set_error(l, "serial port %s is gone (adapter unplugged?)", l->name);
+}
+
 __attribute__((format(printf, 2, 3)))
 static void link_debug(const struct link *l, const char *fmt, ...)
 {
@@ -544,6 +549,21 @@ static int link_drain(struct link *l, int quiet_ms, int64_t deadline)
 
 /* ---- Driver ---- */
 
+/* Hands a transport timeout or a vanished port to the engine, which ends the transfer with
+ * it. Returns false for any other result. */
+static bool xfer_take_io_error(struct an3155_xfer *x, int r)
+{
+	if (r == -AN3155_E_TIMEOUT) {
+		an3155_xfer_timeout(x);
+		return true;
+	}
+	if (r == -AN3155_E_PORT_GONE) {
+		an3155_xfer_port_gone(x);
+		return true;
+	}
+	return false;
+}
+
 /* Runs x once to its end. */
 static int link_run_once(struct link *l, struct an3155_xfer *x)
 {
@@ -566,14 +586,8 @@ static int link_run_once(struct link *l, struct an3155_xfer *x)
 		if (io.tx_len > 0) {
 			link_dump(l, "->", io.tx, io.tx_len);
 			r = link_write_all(l, io.tx, io.tx_len, now_ms() + io.timeout_ms);
-			if (r == -AN3155_E_PORT_GONE) {
-				an3155_xfer_port_gone(x);
+			if (xfer_take_io_error(x, r))
 				continue;
-			}
-			if (r == -AN3155_E_TIMEOUT) {
-				an3155_xfer_timeout(x);
-				continue;
-			}
 			if (r < 0)
 				return r;
 			an3155_xfer_wrote(x, io.tx_len);
@@ -590,14 +604,8 @@ static int link_run_once(struct link *l, struct an3155_xfer *x)
 		}
 		r = link_read_some(l, buf, io.rx_want < sizeof(buf) ? io.rx_want : sizeof(buf),
 				   deadline);
-		if (r == -AN3155_E_TIMEOUT) {
-			an3155_xfer_timeout(x);
+		if (xfer_take_io_error(x, r))
 			continue;
-		}
-		if (r == -AN3155_E_PORT_GONE) {
-			an3155_xfer_port_gone(x);
-			continue;
-		}
 		if (r < 0)
 			return r;
 		link_dump(l, "<-", buf, (size_t)r);
@@ -723,7 +731,7 @@ int link_run(struct link *l, struct an3155_xfer *x)
 		an3155_xfer_describe(x, what, sizeof(what));
 		link_set_error(l, "%s on %s", what, l->name);
 	} else if (r == -AN3155_E_PORT_GONE) {
-		link_set_error(l, "serial port %s is gone (adapter unplugged?)", l->name);
+		link_set_gone(l);
 	}
 	return r;
 }
@@ -789,8 +797,7 @@ int link_enter_bootloader(struct link *l, const char *seq)
 			 * and an unplugged adapter is noticed. */
 			r = link_drain(l, (int)steps[i].value, now_ms() + steps[i].value);
 			if (r == -AN3155_E_PORT_GONE)
-				link_set_error(l, "serial port %s is gone (adapter unplugged?)",
-					       l->name);
+				link_set_gone(l);
 			break;
 		case _LINK_ENTRY_MAX:
 			r = -EINVAL;
@@ -828,55 +835,74 @@ int link_sync(struct link *l)
 		link_set_error(l, "no bootloader answers on %s (chip absent, not in its bootloader, "
 			       "or wrong entry sequence)", l->name);
 	else if (r == -AN3155_E_PORT_GONE)
-		link_set_error(l, "serial port %s is gone (adapter unplugged?)", l->name);
+		link_set_gone(l);
 	else
 		link_set_error(l, "sync on %s failed: %s", l->name, an3155_strerror(r));
 	return r;
 }
 
+/* Starts a command that takes no arguments and runs it. */
+static int link_query(struct link *l, struct an3155_xfer *x,
+		      void (*start)(struct an3155_xfer *x, const struct an3155_timeouts *t))
+{
+	start(x, &l->opt.timeouts);
+	return link_run(l, x);
+}
+
 int link_get(struct link *l, struct an3155_get_info *ret)
 {
 	struct an3155_xfer x;
-	int r;
+	int r = link_query(l, &x, an3155_xfer_get);
 
-	an3155_xfer_get(&x, &l->opt.timeouts);
-	r = link_run(l, &x);
-	if (r < 0)
-		return r;
-	*ret = *an3155_xfer_get_info(&x);
-	return 0;
+	if (r == 0)
+		*ret = *an3155_xfer_get_info(&x);
+	return r;
 }
 
 int link_get_version(struct link *l, struct an3155_version_info *ret)
 {
 	struct an3155_xfer x;
-	int r;
+	int r = link_query(l, &x, an3155_xfer_get_version);
 
-	an3155_xfer_get_version(&x, &l->opt.timeouts);
-	r = link_run(l, &x);
-	if (r < 0)
-		return r;
-	*ret = *an3155_xfer_version_info(&x);
-	return 0;
+	if (r == 0)
+		*ret = *an3155_xfer_version_info(&x);
+	return r;
 }
 
 int link_get_id(struct link *l, uint32_t *ret_pid)
 {
 	struct an3155_xfer x;
-	int r;
+	int r = link_query(l, &x, an3155_xfer_get_id);
 
-	an3155_xfer_get_id(&x, &l->opt.timeouts);
-	r = link_run(l, &x);
-	if (r < 0)
-		return r;
-	*ret_pid = an3155_xfer_pid(&x);
-	return 0;
+	if (r == 0)
+		*ret_pid = an3155_xfer_pid(&x);
+	return r;
 }
 
 static void link_report(struct link *l, size_t done, size_t total)
 {
 	if (l->progress)
 		l->progress(l->progress_data, done, total);
+}
+
+/* The next piece of a transfer split into commands of at most max units. */
+static size_t piece(size_t left, size_t max)
+{
+	return left < max ? left : max;
+}
+
+/* Runs a started Read or Write Memory block; a failure names the block's address. */
+static int link_run_block(struct link *l, struct an3155_xfer *x, uint32_t addr)
+{
+	int r = link_run(l, x);
+
+	if (r < 0 && r != -AN3155_E_PORT_GONE) {
+		char what[160];
+
+		an3155_xfer_describe(x, what, sizeof(what));
+		link_set_error(l, "%s at 0x%08x on %s", what, addr, l->name);
+	}
+	return r;
 }
 
 int link_read_memory(struct link *l, uint32_t addr, uint8_t *buf, size_t len)
@@ -887,22 +913,15 @@ int link_read_memory(struct link *l, uint32_t addr, uint8_t *buf, size_t len)
 	if (!buf || (uint64_t)addr + len > (uint64_t)UINT32_MAX + 1)
 		return -EINVAL;
 	while (off < len) {
-		size_t n = len - off < AN3155_MAX_BLOCK ? len - off : AN3155_MAX_BLOCK;
+		size_t n = piece(len - off, AN3155_MAX_BLOCK);
+		uint32_t at = addr + (uint32_t)off;
 		int r;
 
-		r = an3155_xfer_read_memory(&x, &l->opt.timeouts, addr + (uint32_t)off, buf + off, n);
+		r = an3155_xfer_read_memory(&x, &l->opt.timeouts, at, buf + off, n);
+		if (r == 0)
+			r = link_run_block(l, &x, at);
 		if (r < 0)
 			return r;
-		r = link_run(l, &x);
-		if (r < 0) {
-			char what[160];
-
-			an3155_xfer_describe(&x, what, sizeof(what));
-			if (r != -AN3155_E_PORT_GONE)
-				link_set_error(l, "%s at 0x%08x on %s", what,
-					       addr + (unsigned)off, l->name);
-			return r;
-		}
 		off += n;
 		link_report(l, off, len);
 	}
@@ -930,7 +949,8 @@ int link_write_memory(struct link *l, uint32_t addr, const uint8_t *data, size_t
 		return -EINVAL;
 	}
 	while (off < len) {
-		size_t n = len - off < AN3155_MAX_BLOCK ? len - off : AN3155_MAX_BLOCK;
+		size_t n = piece(len - off, AN3155_MAX_BLOCK);
+		uint32_t at = addr + (uint32_t)off;
 		const uint8_t *block = data + off;
 		size_t sent = n;
 		int r;
@@ -942,20 +962,11 @@ int link_write_memory(struct link *l, uint32_t addr, const uint8_t *data, size_t
 			memset(tail + n, 0xff, sent - n);
 			block = tail;
 		}
-		r = an3155_xfer_write_memory(&x, &l->opt.timeouts, addr + (uint32_t)off, block,
-					     sent);
+		r = an3155_xfer_write_memory(&x, &l->opt.timeouts, at, block, sent);
+		if (r == 0)
+			r = link_run_block(l, &x, at);
 		if (r < 0)
 			return r;
-		r = link_run(l, &x);
-		if (r < 0) {
-			char what[160];
-
-			an3155_xfer_describe(&x, what, sizeof(what));
-			if (r != -AN3155_E_PORT_GONE)
-				link_set_error(l, "%s at 0x%08x on %s", what,
-					       addr + (unsigned)off, l->name);
-			return r;
-		}
 		off += n;
 		link_report(l, off, len);
 	}
@@ -982,13 +993,11 @@ int link_erase(struct link *l, enum link_erase_kind kind, const uint16_t *pages,
 		if (!pages || n == 0)
 			return -EINVAL;
 		for (size_t off = 0; off < n; off += AN3155_ERASE_MAX_PAGES) {
-			size_t k = n - off < AN3155_ERASE_MAX_PAGES ? n - off
-								    : AN3155_ERASE_MAX_PAGES;
+			size_t k = piece(n - off, AN3155_ERASE_MAX_PAGES);
 
 			r = an3155_xfer_erase_pages(&x, &l->opt.timeouts, pages + off, k);
-			if (r < 0)
-				return r;
-			r = link_run(l, &x);
+			if (r == 0)
+				r = link_run(l, &x);
 			if (r < 0)
 				return r;
 		}
@@ -997,9 +1006,9 @@ int link_erase(struct link *l, enum link_erase_kind kind, const uint16_t *pages,
 		return -EINVAL;
 	}
 	r = an3155_xfer_erase_special(&x, &l->opt.timeouts, code);
-	if (r < 0)
-		return r;
-	return link_run(l, &x);
+	if (r == 0)
+		r = link_run(l, &x);
+	return r;
 }
 
 int link_go(struct link *l, uint32_t addr)
@@ -1010,6 +1019,21 @@ int link_go(struct link *l, uint32_t addr)
 	return link_run(l, &x);
 }
 
+/* Runs a started Special or Extended Special; hands back the answer length and the status. */
+static int link_run_special(struct link *l, struct an3155_xfer *x, size_t *ret_out_len,
+			    uint16_t *ret_status)
+{
+	int r = link_run(l, x);
+
+	if (r < 0)
+		return r;
+	if (ret_out_len)
+		*ret_out_len = an3155_xfer_answer_len(x);
+	if (ret_status)
+		*ret_status = an3155_xfer_status(x);
+	return 0;
+}
+
 int link_special(struct link *l, uint16_t subop, const uint8_t *data, size_t len, uint8_t *out,
 		 size_t out_max, size_t *ret_out_len, uint16_t *ret_status)
 {
@@ -1017,16 +1041,9 @@ int link_special(struct link *l, uint16_t subop, const uint8_t *data, size_t len
 	int r;
 
 	r = an3155_xfer_special(&x, &l->opt.timeouts, subop, data, len, out, out_max);
-	if (r < 0)
-		return r;
-	r = link_run(l, &x);
-	if (r < 0)
-		return r;
-	if (ret_out_len)
-		*ret_out_len = an3155_xfer_answer_len(&x);
-	if (ret_status)
-		*ret_status = an3155_xfer_status(&x);
-	return 0;
+	if (r == 0)
+		r = link_run_special(l, &x, ret_out_len, ret_status);
+	return r;
 }
 
 int link_xspecial(struct link *l, uint16_t subop, const uint8_t *p1, size_t n1,
@@ -1036,12 +1053,7 @@ int link_xspecial(struct link *l, uint16_t subop, const uint8_t *p1, size_t n1,
 	int r;
 
 	r = an3155_xfer_xspecial(&x, &l->opt.timeouts, subop, p1, n1, p2, n2);
-	if (r < 0)
-		return r;
-	r = link_run(l, &x);
-	if (r < 0)
-		return r;
-	if (ret_status)
-		*ret_status = an3155_xfer_status(&x);
-	return 0;
+	if (r == 0)
+		r = link_run_special(l, &x, NULL, ret_status);
+	return r;
 }
