@@ -47,7 +47,7 @@ struct config {
 
 	unsigned shutdown_timeout_ms; /* SIGTERM: time to finish chips in progress */
 	unsigned hsm_workers;	      /* threads for PKCS#11 calls */
-	unsigned history_max;	      /* attempts kept for `history` */
+	unsigned history_max;	      /* accepted for older files; not used */
 	unsigned retry_limit;	      /* attempts per chip before it is refused */
 	unsigned long long db_max_bytes; /* database size limit, 0 none */
 };

@@ -37,6 +37,9 @@
 #include "slot.h"
 #include "worker.h"
 
+/* Period of the loop-lag probe (see struct sfid). */
+#define LAG_PROBE_MS 50
+
 
 int64_t sfid_now_ms(void)
 {
@@ -135,6 +138,16 @@ static void cmd_status(struct sfid *d, struct client *c, const struct control_re
 	json_object_object_add(o, "halted", d->halt_reason[0] ? json_object_new_string(d->halt_reason)
 							       : NULL);
 	json_object_object_add(o, "stopping", json_object_new_boolean(d->stopping));
+	{
+		struct json_object *l = json_object_new_object();
+
+		json_object_object_add(l, "probe_ms", json_object_new_int(LAG_PROBE_MS));
+		json_object_object_add(l, "probes", json_object_new_int64((int64_t)d->lag_probes));
+		json_object_object_add(l, "max_late_ms", json_object_new_int64(d->lag_max_ms));
+		json_object_object_add(l, "late_over_20ms",
+				       json_object_new_int64((int64_t)d->lag_over_20ms));
+		json_object_object_add(o, "loop", l);
+	}
 	for (size_t i = 0; i < d->n_slots; i++)
 		json_object_array_add(a, slot_status_json(d->slots[i]));
 	json_object_object_add(o, "slots", a);
@@ -1036,6 +1049,22 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	sfid_slot_settled(d);
 }
 
+
+static void lag_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sfid *d = arg;
+	int64_t now = sfid_mono_ms(), late = now - d->lag_expected_ms;
+
+	if (d->lag_expected_ms && late > 0) {
+		if (late > d->lag_max_ms)
+			d->lag_max_ms = late;
+		if (late > 20)
+			d->lag_over_20ms++;
+	}
+	d->lag_probes++;
+	d->lag_expected_ms = now + LAG_PROBE_MS;
+}
+
 static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
 {
 	sd_notify(0, "WATCHDOG=1");
@@ -1086,6 +1115,7 @@ int main(int argc, char **argv)
 	struct server_options so;
 	struct db_signer signer = { 0 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_wd = NULL, *ev_status = NULL;
+	struct event *ev_lag = NULL;
 	struct sfid d = { 0 };
 	const char *config_path = NULL;
 	bool check = false;
@@ -1191,6 +1221,13 @@ int main(int argc, char **argv)
 		evtimer_add(ev_status, &one_s);
 	}
 
+	ev_lag = event_new(d.base, -1, EV_PERSIST, lag_cb, &d);
+	if (ev_lag) {
+		struct timeval probe = { .tv_usec = LAG_PROBE_MS * 1000 };
+
+		lag_cb(-1, 0, &d);
+		evtimer_add(ev_lag, &probe);
+	}
 	event_base_dispatch(d.base);
 	log_info("shutting down");
 	ret = 0;
@@ -1213,6 +1250,8 @@ out:
 		event_free(ev_wd);
 	if (ev_status)
 		event_free(ev_status);
+	if (ev_lag)
+		event_free(ev_lag);
 	if (ev_shutdown_timer)
 		event_free(ev_shutdown_timer);
 	job_free(d.job);

@@ -108,6 +108,13 @@ struct sfid {
 
 	bool stopping;
 	int64_t started_ms;
+
+	/* How late the loop runs a 50 ms probe timer: a slow call on the loop thread shows
+	 * here (status reports it). */
+	int64_t lag_expected_ms;
+	int64_t lag_max_ms;
+	uint64_t lag_over_20ms;
+	uint64_t lag_probes;
 };
 
 /* The licenses issued or reused for one chip, in job order. */
