@@ -176,14 +176,19 @@ out:
 	return r;
 }
 
-/* One RFC 4180 field: quoted when it holds a comma, a quote, CR or LF. */
-static int csv_field(FILE *out, const char *s, bool last)
+/* One RFC 4180 field: quoted when it holds a comma, a quote, CR or LF. A text that a
+ * spreadsheet would take for a formula (it starts with = + - @, a tab or CR) gets a leading
+ * apostrophe, so opening the export never runs anything; numbers are written as they are. */
+static int csv_field(FILE *out, const char *s, bool text, bool last)
 {
-	bool quote = s && strpbrk(s, ",\"\r\n");
+	bool guard = text && s && s[0] && strchr("=+-@\t\r", s[0]);
+	bool quote = s && (guard || strpbrk(s, ",\"\r\n"));
 	int ok = 1;
 
 	if (quote) {
 		ok = fputc('"', out) != EOF;
+		if (ok && guard)
+			ok = fputc('\'', out) != EOF;
 		for (const char *p = s; ok && *p; p++) {
 			if (*p == '"')
 				ok = fputc('"', out) != EOF;
@@ -230,7 +235,7 @@ int db_export_csv(struct db *db, const struct db_range *range, FILE *out)
 		range = &all;
 	db->err[0] = '\0';
 	for (size_t i = 0; i < CSV_COLUMNS && r == 0; i++)
-		r = csv_field(out, csv_header[i], i + 1 == CSV_COLUMNS);
+		r = csv_field(out, csv_header[i], true, i + 1 == CSV_COLUMNS);
 	if (r < 0)
 		return write_failed(db);
 
@@ -261,13 +266,15 @@ int db_export_csv(struct db *db, const struct db_range *range, FILE *out)
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		for (int i = 0; i < (int)CSV_COLUMNS && r == 0; i++) {
 			char timebuf[48];
+			bool text = sqlite3_column_type(st, i) == SQLITE_TEXT;
 			const char *v = (const char *)sqlite3_column_text(st, i);
 
 			if ((i == 4 || i == 5) && sqlite3_column_type(st, i) != SQLITE_NULL) {
 				format_time(sqlite3_column_int64(st, i), timebuf, sizeof(timebuf));
 				v = timebuf;
+				text = false;
 			}
-			r = csv_field(out, v, i + 1 == (int)CSV_COLUMNS);
+			r = csv_field(out, v, text, i + 1 == (int)CSV_COLUMNS);
 		}
 		if (r < 0) {
 			r = write_failed(db);

@@ -594,6 +594,23 @@ static void test_csv_export(void **state)
 	assert_non_null(strstr(buf, ",issued_not_installed\r\n"));
 	assert_non_null(strstr(buf, ",installed\r\n"));
 	free(buf);
+
+	/* A text a spreadsheet would run as a formula is written as text. */
+	{
+		int64_t attempt;
+
+		assert_int_equal(db_attempt_begin(f->db, job, "=HYPERLINK(1)", &attempt), 0);
+		assert_int_equal(db_attempt_end(f->db, attempt, DB_RESULT_FAILED, -5, "@SUM(A1)", 0),
+				 0);
+		buf = NULL;
+		m = open_memstream(&buf, &len);
+		assert_int_equal(db_export_csv(f->db, NULL, m), 0);
+		fclose(m);
+		assert_non_null(strstr(buf, ",\"'=HYPERLINK(1)\","));
+		assert_non_null(strstr(buf, ",-5,\"'@SUM(A1)\","));
+		assert_null(strstr(buf, ",=HYPERLINK"));
+		free(buf);
+	}
 }
 
 /* ---- tampering with an export ---- */
