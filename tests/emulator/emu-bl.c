@@ -566,6 +566,37 @@ static void on_collected(struct emu_chip *c)
 	}
 }
 
+size_t emu_chip_quiet_bytes(const struct emu_chip *c)
+{
+	if (c->mode != EMU_MODE_BOOTLOADER)
+		return SIZE_MAX;	/* the host is not listened to at all */
+	switch (c->st) {
+	case BL_ADDR:
+	case BL_READ_LEN:
+	case BL_WRITE_LEN:
+	case BL_WRITE_DATA:
+	case BL_ERASE_HDR:
+	case BL_ERASE_SPECIAL_CKS:
+	case BL_WP_LEN:
+	case BL_WP_DATA:
+	case BL_SUBOP:
+	case BL_SP_LEN:
+	case BL_SP_DATA:
+	case BL_XSP_LEN1:
+	case BL_XSP_DATA1:
+	case BL_XSP_LEN2:
+	case BL_XSP_DATA2:
+		/* Collecting a frame: only its last byte gets a reaction. */
+		return c->got + 1 < c->need ? c->need - c->got - 1 : 0;
+	case BL_WAIT_SYNC:
+	case BL_IDLE:
+	case BL_CMD_COMPL:
+	case BL_ERASE_PAGES:
+		break;
+	}
+	return 0;
+}
+
 void emu_chip_input(struct emu_chip *c, uint8_t b)
 {
 	if (c->mode != EMU_MODE_BOOTLOADER)

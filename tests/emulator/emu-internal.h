@@ -141,6 +141,11 @@ bool emu_chip_protected(const struct emu_chip *c);
 
 /* Feeds one received byte into the bootloader; answers go to emu_chip_txq(). */
 void emu_chip_input(struct emu_chip *c, uint8_t byte);
+/* How many of the next received bytes the chip will take without any effect but buffering
+ * them (no answer, no state change seen from outside): the middle of a frame. A port may
+ * hand such bytes over late, in one batch with the byte after them, without changing what
+ * the host sees. SIZE_MAX while the bootloader does not listen; 0 when unsure. */
+size_t emu_chip_quiet_bytes(const struct emu_chip *c);
 /* The chip's answer queue, drained by the port (or the fuzz target). */
 struct emu_txq *emu_chip_txq(struct emu_chip *c);
 

@@ -1,6 +1,8 @@
 /* h5emu: emulates N STM32H5 chips in their system bootloader, each behind a terminal (a
  * plain PTY, or an emulated USB-serial adapter under umockdev). One single-threaded epoll
- * loop; the wire is paced per byte with timerfds when --baud is given. See docs/emulator.md. */
+ * loop; with --baud every byte gets its own arrival time on the wire, and a timerfd per slot
+ * wakes the loop when an answer byte is due or a byte that can get an answer arrives (the
+ * middle of a frame is fed in one batch). See docs/emulator.md. */
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -125,6 +127,7 @@ static struct {
 	pthread_mutex_t set_lock;
 	struct emu_port_settings *pending;
 	bool *pending_dirty;
+	bool any_pending;
 
 	struct emu_umockdev *um;
 	bool quit;
@@ -534,13 +537,30 @@ static uint64_t slot_swap_deadline(const struct slot *s)
 	return s->last_host_activity + E.auto_swap_ms * NS_PER_MS;
 }
 
+/* How many queued host bytes can wait for a later one: the chip only buffers them, so
+ * feeding them together with the next byte that can get a reaction changes nothing the
+ * host sees (answers are stamped with their byte's arrival time, not the feeding time). */
+static size_t slot_rx_quiet(const struct slot *s)
+{
+	if (!s->chip || !slot_line_ok(s))
+		return SIZE_MAX;	/* dropped when fed */
+	return emu_chip_quiet_bytes(s->chip);
+}
+
 static void slot_arm_timer(struct slot *s, uint64_t now)
 {
 	uint64_t next = UINT64_MAX, sw;
 	struct itimerspec its = { 0 };
 
-	if (s->rx_len > s->rx_head)
-		next = s->rx[s->rx_head % RXQ_CAP].t;
+	if (s->rx_len > s->rx_head) {
+		/* Wake when the first byte that can get a reaction arrives, or the last one
+		 * queued (which keeps the queue draining); not once per byte. */
+		size_t pending = s->rx_len - s->rx_head, k = slot_rx_quiet(s);
+
+		if (k > pending - 1)
+			k = pending - 1;
+		next = s->rx[(s->rx_head + k) % RXQ_CAP].t;
+	}
 	if (s->tx_len > s->tx_head) {
 		const struct tx_item *it = &s->tx[s->tx_head];
 		uint64_t base = it->t > s->tx_busy ? it->t : s->tx_busy;
@@ -563,11 +583,11 @@ static void slot_arm_timer(struct slot *s, uint64_t now)
 	timerfd_settime(s->timer, TFD_TIMER_ABSTIME, &its, NULL);
 }
 
-static void slot_run(struct slot *s, uint64_t now)
+/* Bytes from the host that have arrived by `now` (stop bit received), in order, each
+ * stamped with its own arrival time. Called before anything that changes the chip or the
+ * line from outside, so that those bytes meet the chip as it was when they arrived. */
+static void slot_rx_catch_up(struct slot *s, uint64_t now)
 {
-	size_t out_before = s->out_len;
-
-	/* Bytes from the host, each at the moment its stop bit arrives. */
 	while (s->rx_len > s->rx_head && s->rx[s->rx_head % RXQ_CAP].t <= now) {
 		struct rx_item it = s->rx[s->rx_head % RXQ_CAP];
 
@@ -576,6 +596,13 @@ static void slot_run(struct slot *s, uint64_t now)
 	}
 	if (s->rx_head == s->rx_len)
 		s->rx_head = s->rx_len = 0;
+}
+
+static void slot_run(struct slot *s, uint64_t now)
+{
+	size_t out_before = s->out_len;
+
+	slot_rx_catch_up(s, now);
 
 	/* Answers, each leaving the wire one byte time after the previous one. */
 	while (s->tx_len > s->tx_head) {
@@ -622,15 +649,24 @@ static void slot_run(struct slot *s, uint64_t now)
 	slot_arm_timer(s, now);
 }
 
+static void apply_pending_settings(void);
+
 static void slot_on_readable(struct slot *s)
 {
 	uint8_t buf[4096];
-	uint64_t now = now_ns();
+	uint64_t now;
 	size_t space = RXQ_CAP - (s->rx_len - s->rx_head);
 	ssize_t n;
 
 	if (space == 0)
 		return;
+	/* Line settings the host made before writing these bytes come first: its ioctl was
+	 * answered (and the change queued) before its write() could start, as on a real
+	 * adapter, but the eventfd may sit behind the data in this epoll batch. */
+	apply_pending_settings();
+	if (s->master < 0)
+		return;
+	now = now_ns();
 	n = read(s->master, buf, space < sizeof(buf) ? space : sizeof(buf));
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR)
@@ -668,6 +704,7 @@ static void on_settings_changed(void *user_data, unsigned index, const struct em
 	pthread_mutex_lock(&E.set_lock);
 	E.pending[index] = *st;
 	E.pending_dirty[index] = true;
+	E.any_pending = true;
 	pthread_mutex_unlock(&E.set_lock);
 	(void)!write(E.setfd, &one, sizeof(one));
 }
@@ -692,11 +729,16 @@ static void slot_apply_lines(struct slot *s, const struct emu_port_settings *st)
 	}
 }
 
-static void on_settings_event(void)
+static void apply_pending_settings(void)
 {
-	uint64_t v;
+	bool any;
 
-	(void)!read(E.setfd, &v, sizeof(v));
+	pthread_mutex_lock(&E.set_lock);
+	any = E.any_pending;
+	E.any_pending = false;
+	pthread_mutex_unlock(&E.set_lock);
+	if (!any)
+		return;
 	for (unsigned i = 0; i < E.count; i++) {
 		struct emu_port_settings st;
 		bool dirty;
@@ -710,8 +752,18 @@ static void on_settings_event(void)
 			continue;
 		log_debug("slot %u: host set %" PRIu32 " %u%c%u dtr=%d rts=%d", i, st.baud,
 			  st.data_bits, st.parity, st.stop_bits, st.dtr, st.rts);
+		slot_rx_catch_up(&E.slots[i], now_ns());
 		slot_apply_lines(&E.slots[i], &st);
+		slot_run(&E.slots[i], now_ns());
 	}
+}
+
+static void on_settings_event(void)
+{
+	uint64_t v;
+
+	(void)!read(E.setfd, &v, sizeof(v));
+	apply_pending_settings();
 }
 
 /* --- Control socket --- */
@@ -788,6 +840,7 @@ static void control_line(struct client *c, char *line)
 		client_send(c, "error: '%s' needs a slot number 0..%u", cmd, E.count - 1);
 		return;
 	}
+	slot_rx_catch_up(s, now_ns());
 	if (strcmp(cmd, "remove") == 0) {
 		if (!s->chip) {
 			client_send(c, "error: slot %u is already empty", s->idx);
