@@ -42,8 +42,9 @@
  *   them, and a PTY clears PARENB/CSIZE on every set. Clients therefore also preload
  *   libemu-termios-shim.so (emu-termios-shim.c), which re-issues them through ioctl().
  * - libumockdev-preload forwards every read() and write() on the node to the handler first
- *   (one socket round trip); the handler declines them, so the data itself goes through the
- *   PTY, never through the handler.
+ *   (two socket round trips, then a usleep(0)); the handler declines them, so the data itself
+ *   goes through the PTY, never through the handler. The shim's read() and write() skip that
+ *   no-op forward, and its usleep(0) yields instead of sleeping out the timer slack.
  * - The handler runs in the context that was thread-default when the node was attached, so
  *   attaching happens inside the harness thread.
  * - umockdev's add_device refuses a parent path outside a preloaded process; devices are
