@@ -566,11 +566,10 @@ static void on_collected(struct emu_chip *c)
 	}
 }
 
-size_t emu_chip_quiet_bytes(const struct emu_chip *c)
+/* True in the states that collect a frame of c->need bytes into c->buf. */
+static bool collecting(enum emu_bl_state st)
 {
-	if (c->mode != EMU_MODE_BOOTLOADER)
-		return SIZE_MAX;	/* the host is not listened to at all */
-	switch (c->st) {
+	switch (st) {
 	case BL_ADDR:
 	case BL_READ_LEN:
 	case BL_WRITE_LEN:
@@ -586,14 +585,23 @@ size_t emu_chip_quiet_bytes(const struct emu_chip *c)
 	case BL_XSP_DATA1:
 	case BL_XSP_LEN2:
 	case BL_XSP_DATA2:
-		/* Collecting a frame: only its last byte gets a reaction. */
-		return c->got + 1 < c->need ? c->need - c->got - 1 : 0;
+		return true;
 	case BL_WAIT_SYNC:
 	case BL_IDLE:
 	case BL_CMD_COMPL:
 	case BL_ERASE_PAGES:
 		break;
 	}
+	return false;
+}
+
+size_t emu_chip_quiet_bytes(const struct emu_chip *c)
+{
+	if (c->mode != EMU_MODE_BOOTLOADER)
+		return SIZE_MAX;	/* the host is not listened to at all */
+	/* Collecting a frame: only its last byte gets a reaction. */
+	if (collecting(c->st))
+		return c->got + 1 < c->need ? c->need - c->got - 1 : 0;
 	return 0;
 }
 
@@ -602,8 +610,13 @@ void emu_chip_input(struct emu_chip *c, uint8_t b)
 	if (c->mode != EMU_MODE_BOOTLOADER)
 		return;
 
-	switch (c->st) {
-	case BL_WAIT_SYNC:
+	if (collecting(c->st)) {
+		if (c->got < sizeof(c->buf))
+			c->buf[c->got] = b;
+		c->got++;
+		if (c->got >= c->need)
+			on_collected(c);
+	} else if (c->st == BL_WAIT_SYNC) {
 		/* Before the sync byte the baud-rate detector ignores everything else. */
 		if (b == AN3155_SYNC) {
 			c->fault = NULL;
@@ -611,43 +624,18 @@ void emu_chip_input(struct emu_chip *c, uint8_t b)
 			ack(c);
 			c->st = BL_IDLE;
 		}
-		break;
-	case BL_IDLE:
+	} else if (c->st == BL_IDLE) {
 		c->fault = NULL;
 		c->abandon = false;
 		c->cmd = b;
 		c->st = BL_CMD_COMPL;
-		break;
-	case BL_CMD_COMPL:
+	} else if (c->st == BL_CMD_COMPL) {
 		if (!is_complement(c->cmd, b) || !cmd_listed(c, c->cmd))
 			nack_idle(c);
 		else
 			start_command(c);
-		break;
-	case BL_ERASE_PAGES:
+	} else if (c->st == BL_ERASE_PAGES) {
 		on_erase_byte(c, b);
-		break;
-	case BL_ADDR:
-	case BL_READ_LEN:
-	case BL_WRITE_LEN:
-	case BL_WRITE_DATA:
-	case BL_ERASE_HDR:
-	case BL_ERASE_SPECIAL_CKS:
-	case BL_WP_LEN:
-	case BL_WP_DATA:
-	case BL_SUBOP:
-	case BL_SP_LEN:
-	case BL_SP_DATA:
-	case BL_XSP_LEN1:
-	case BL_XSP_DATA1:
-	case BL_XSP_LEN2:
-	case BL_XSP_DATA2:
-		if (c->got < sizeof(c->buf))
-			c->buf[c->got] = b;
-		c->got++;
-		if (c->got >= c->need)
-			on_collected(c);
-		break;
 	}
 
 	if (c->abandon) {
