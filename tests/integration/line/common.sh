@@ -246,3 +246,8 @@ sql_is_db() {
 sql_at_least_db() {
 	[ "$(sqlite3 -readonly "$1" "$2")" -ge "$3" ]
 }
+
+# halted REGEX: the line is halted with a reason matching the extended regex.
+halted() {
+	ctl --json status | grep -Eq "\"halted\": *\"[^\"]*($1)"
+}

@@ -9,10 +9,6 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-limits.XXXXXX")
 . "$(dirname "$0")/common.sh"
 trap line_cleanup EXIT INT TERM
 
-halted() {
-	ctl --json status | grep -Eq "\"halted\": *\"[^\"]*($1)"
-}
-
 # start_stays_halted EXPECTED WHAT: `start` is refused (exit 1) with EXPECTED in its message.
 start_stays_halted() {
 	local rc=0

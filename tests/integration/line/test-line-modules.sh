@@ -11,10 +11,6 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-modules.XXXXXX")
 . "$(dirname "$0")/common.sh"
 trap line_cleanup EXIT INT TERM
 
-halted() {
-	ctl --json status | grep -Eq "\"halted\": *\"[^\"]*($1)"
-}
-
 module_counter() {
 	"$SFIHSM" info --json --module "$SOFTHSM_MODULE" --token module9 \
 		--pin-file "$tmp/pki/pin" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("counter", d.get("licenses_left")))'
