@@ -1100,8 +1100,22 @@ static void slot_install_done(struct slot *s, int r)
 			slot_port_lost(s);
 			return;
 		}
+		/* The chip that answers after FINALIZE may be another one (the operator swapped
+		 * chips too early): this one's result stays unknown, the new one is taken next. */
+		bool replaced = s->state == SLOT_STATE_VERIFYING && info && s->have_uid &&
+				memcmp(info->uid, s->uid, OSFI_UID_LEN) != 0;
+
 		slot_describe_session(s, text, sizeof(text));
 		snprintf(s->fail_step, sizeof(s->fail_step), "%s", slot_state_to_string(s->state));
+		if (replaced) {
+			slot_fail(s, "another chip answered after FINALIZE: the chip was removed before "
+				  "it was verified; its license stays reusable");
+			if (s->state == SLOT_STATE_WAIT_REMOVAL) {
+				slot_log(s, LOG_PRIO_INFO, "chip replaced");
+				slot_next_chip(s);
+			}
+			return;
+		}
 		slot_fail(s, "%s", text);
 		return;
 	}
