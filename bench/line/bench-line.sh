@@ -105,6 +105,8 @@ run() {
 	cpu=$(cpu_s "$sfid_pid")
 	emu_cpu=$(cpu_s "$emu_pid")
 	rss=$(rss_kb "$sfid_pid")
+	# How late sfid's loop ran its 50 ms probe at worst (0 when the build has no probe).
+	lag=$(ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin).get("loop", {}).get("max_late_ms", 0))')
 	ok=$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'")
 	[ "$ok" -eq "$total" ] || line_fail "$ok of $total chips installed"
 	# Stream rate of each chip: its last progress event (done = total).
@@ -128,7 +130,7 @@ echo "reproduce: ${H5EMU_GIVEN:+H5EMU=$H5EMU_GIVEN }$0 ${args[*]}"
 echo "image: $image bytes ($KB KiB firmware); $RUNS runs; machine: $(nproc) cores," \
 	"load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 
-full_t=() full_mbs=() full_cpu=() full_emu=() full_rss=()
+full_t=() full_mbs=() full_cpu=() full_emu=() full_rss=() full_lag=()
 total=$((SLOTS * CHIPS))
 for rep in $(seq "$RUNS"); do
 	run "$SLOTS" "$CHIPS" umockdev
@@ -137,8 +139,9 @@ for rep in $(seq "$RUNS"); do
 	full_cpu+=("$(calc "$cpu / $total")")
 	full_emu+=("$(calc "$emu_cpu / $total")")
 	full_rss+=("$rss")
-	printf 'run %d: full speed, %d slots x %d chips (umockdev): %.1f s, %.2f MB/s, sfid CPU %.3f s/chip, h5emu %.3f s/chip, sfid peak RSS %d KiB\n' \
-		"$rep" "$SLOTS" "$CHIPS" "$elapsed" "${full_mbs[-1]}" "${full_cpu[-1]}" "${full_emu[-1]}" "$rss"
+	full_lag+=("$lag")
+	printf 'run %d: full speed, %d slots x %d chips (umockdev): %.1f s, %.2f MB/s, sfid CPU %.3f s/chip, h5emu %.3f s/chip, sfid peak RSS %d KiB, loop late at most %d ms\n' \
+		"$rep" "$SLOTS" "$CHIPS" "$elapsed" "${full_mbs[-1]}" "${full_cpu[-1]}" "${full_emu[-1]}" "$rss" "$lag"
 done
 
 declare -A p_t p_pct p_min p_max p_cpu p_emu
@@ -162,9 +165,10 @@ done
 # shellcheck disable=SC2086 # the lists are meant to split
 {
 	echo "--- medians of $RUNS runs"
-	printf 'full speed, %d slots x %d chips (umockdev): %.1f s for %d chips, %.2f MB/s aggregate; sfid CPU %.3f s/chip (h5emu %.3f s/chip); sfid peak RSS %.0f KiB\n' \
+	printf 'full speed, %d slots x %d chips (umockdev): %.1f s for %d chips, %.2f MB/s aggregate; sfid CPU %.3f s/chip (h5emu %.3f s/chip); sfid peak RSS %.0f KiB; loop late at most %.0f ms\n' \
 		"$SLOTS" "$CHIPS" "$(median "${full_t[@]}")" "$total" "$(median "${full_mbs[@]}")" \
-		"$(median "${full_cpu[@]}")" "$(median "${full_emu[@]}")" "$(median "${full_rss[@]}")"
+		"$(median "${full_cpu[@]}")" "$(median "${full_emu[@]}")" "$(median "${full_rss[@]}")" \
+		"$(median "${full_lag[@]}")"
 	for n in 1 "$SLOTS"; do
 		printf 'paced 115200 (%s), %2d slots: %.1f s; per-slot stream rate %.1f %% of the wire limit (%.0f B/s; slowest slot %.1f %%, fastest %.1f %%); CPU sfid %.2f s, h5emu %.2f s\n' \
 			"$paced_transport" "$n" "$(median ${p_t[$n]})" "$(median ${p_pct[$n]})" \
