@@ -209,12 +209,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const char 
 		l = &j->lic[j->n_lic];
 		osfi_module_firmware_id(e->module_id, fwid);
 		if (e->hsm) {
-			if (memcmp(fwid, e->firmware_id, OSFI_ID_LEN) != 0) {
-				snprintf(msg, msg_size, "%s line %u: the firmware id is not module %"
-					 PRIu32 "'s", modules, e->line, e->module_id);
-				r = CONTROL_E_ARGUMENT;
-				break;
-			}
+			/* osfi_modules_parse() refused a firmware id that is not this module's. */
 			l->target = e->module_id;
 			l->token = -1;
 			memcpy(l->firmware_id, fwid, OSFI_ID_LEN);

@@ -21,7 +21,6 @@ enum rec_kind {
 	REC_JOB_CREATE,
 	REC_JOB_END,
 	REC_EXPORT,
-	REC_RECONCILE,
 };
 
 struct recorder {
@@ -39,7 +38,6 @@ struct rec_op {
 	char step[32];
 	char uid[DB_CHIP_UID_HEX + 1];
 	char product_state[32];
-	char token[DB_TOKEN_SERIAL_MAX + 1];
 	char *text;		/* error text, reason, job strings (owned) */
 	uint64_t bytes;
 	enum db_result result;
@@ -55,8 +53,6 @@ struct rec_op {
 	void *arg;
 	int r;
 	char db_err[256];
-	struct db_diff *diffs;
-	size_t n_diffs;
 };
 
 static const char *op_what(const struct rec_op *op)
@@ -82,8 +78,6 @@ static const char *op_what(const struct rec_op *op)
 		return "the end of the job";
 	case REC_EXPORT:
 		return "the export";
-	case REC_RECONCILE:
-		return "the ledger reconciliation";
 	}
 	return "";
 }
@@ -155,9 +149,6 @@ static void rec_work(void *data)
 	case REC_EXPORT:
 		r = op_export(op, db);
 		break;
-	case REC_RECONCILE:
-		r = db_reconcile(db, op->token, op->bytes, &op->diffs, &op->n_diffs);
-		break;
 	}
 	op->r = r;
 	if (r < 0)
@@ -182,17 +173,10 @@ static void rec_done(void *data)
 	if (op->kind == REC_LICENSE_NOT_INSTALLED && op->r == 0)
 		log_notice("ledger: license %" PRId64 " issued, not installed (%s); the chip will "
 			   "reuse it", op->id, op->text);
-	for (size_t i = 0; i < op->n_diffs; i++)
-		log_warning("ledger reconciliation: %s: license %" PRId64 " chip %s: ledger expects "
-			    "counter %" PRIu64 ", token %s has %" PRIu64,
-			    db_diff_kind_to_string(op->diffs[i].kind), op->diffs[i].license_id,
-			    op->diffs[i].chip_uid[0] ? op->diffs[i].chip_uid : "-",
-			    op->diffs[i].expected, op->diffs[i].token_serial, op->diffs[i].actual);
 	if (op->done)
 		op->done(op->arg, op->r);
 	if (op->a)
 		rec_attempt_unref(op->a);
-	free(op->diffs);
 	free(op->text);
 	free(op);
 }
@@ -260,11 +244,6 @@ struct recorder *recorder_free(struct recorder *r)
 	db_close(r->db);
 	free(r);
 	return NULL;
-}
-
-unsigned recorder_busy(struct recorder *r)
-{
-	return r ? workers_busy(r->thread) : 0;
 }
 
 struct rec_attempt *rec_attempt_begin(struct recorder *r, int64_t job_id, const char *slot,
@@ -446,15 +425,4 @@ int rec_export(struct recorder *r, const char *format, const struct db_range *ra
 	op->done = done;
 	op->arg = arg;
 	return op_submit(op);
-}
-
-void rec_reconcile(struct recorder *r, const char *token_serial, uint64_t counter)
-{
-	struct rec_op *op = op_new(r, REC_RECONCILE);
-
-	if (!op)
-		return;
-	snprintf(op->token, sizeof(op->token), "%s", token_serial);
-	op->bytes = counter;
-	op_submit(op);
 }

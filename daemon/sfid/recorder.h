@@ -32,9 +32,6 @@ int recorder_new(struct sfid *d, const char *path, const struct db_options *opts
 		 struct recorder **ret, char *err, size_t err_len);
 /* Runs everything queued, then stops. Accepts NULL; returns NULL. */
 struct recorder *recorder_free(struct recorder *r);
-/* Operations queued or running. */
-unsigned recorder_busy(struct recorder *r);
-
 /* Starts an attempt: returns the handle (NULL when out of memory; nothing is then recorded
  * for the attempt). The caller owns one reference. */
 struct rec_attempt *rec_attempt_begin(struct recorder *r, int64_t job_id, const char *slot,
@@ -62,5 +59,3 @@ void rec_job_end(struct recorder *r, int64_t job_id);
 int rec_export(struct recorder *r, const char *format, const struct db_range *range,
 	       char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
 	       void *arg);
-/* Reconciles the ledger with a token's counter and logs the differences. */
-void rec_reconcile(struct recorder *r, const char *token_serial, uint64_t counter);

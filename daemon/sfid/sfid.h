@@ -18,7 +18,6 @@ struct hsm;
 struct db;
 struct slot;
 struct recorder;
-struct db_signer;
 
 #define SFID_TOKENS_MAX 16
 /* The image's license and one per module. */
@@ -80,7 +79,6 @@ struct sfid {
 	struct hsm *hsm;		/* tokens[0].h */
 	struct db *db;			/* the loop's connection: reads only */
 	struct db *ldb;			/* the license chain's connection (one chain at a time) */
-	struct db_signer *signer;
 	char token_serial[64];
 	char token_label[64];
 	uint8_t ca_pub[OSFI_PUBKEY_LEN];

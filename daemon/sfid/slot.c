@@ -771,6 +771,7 @@ static void slot_cert_done(struct slot *s, int r)
 	const struct osfi_info *info = osfi_session_info(s->sess);
 	const struct osfi_cert *cert = osfi_session_cert(s->sess);
 	char text[300];
+	unsigned failures;
 
 	if (info) {
 		s->info = *info;
@@ -785,9 +786,10 @@ static void slot_cert_done(struct slot *s, int r)
 		slot_fail(s, "%s", text);
 		return;
 	}
-	if (sfid_chip_failures(d, s->uid_hex) >= d->cfg->retry_limit) {
+	failures = sfid_chip_failures(d, s->uid_hex);
+	if (failures >= d->cfg->retry_limit) {
 		slot_fail(s, "this chip already failed %u times on this line; set it aside for "
-			  "analysis (no license was spent now)", sfid_chip_failures(d, s->uid_hex));
+			  "analysis (no license was spent now)", failures);
 		return;
 	}
 	if (info->product_state != STM32H5_PS_OPEN) {
