@@ -96,8 +96,14 @@ static int connect_daemon(void)
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int r = -errno;
 
-		fprintf(stderr, "sfictl: cannot reach sfid at %s: %s (is sfid running? is this the "
-			"right --socket?)\n", socket_path, strerror(-r));
+		if (r == -EACCES || r == -EPERM)
+			/* sfid runs, but this user may not open its socket or the folder. */
+			fprintf(stderr, "sfictl: no permission to open sfid's socket %s: %s; ask the "
+				"administrator to add you to the operator or supervisor group (see "
+				"sfid.conf(5), [control])\n", socket_path, strerror(-r));
+		else
+			fprintf(stderr, "sfictl: cannot reach sfid at %s: %s (is sfid running? is "
+				"this the right --socket?)\n", socket_path, strerror(-r));
 		return r;
 	}
 	control_linebuf_init(&lb, REPLY_MAX);
@@ -891,9 +897,10 @@ int main(int argc, char **argv)
 		if (r != EXIT_OK)
 			return r;
 	}
-	if (connect_daemon() < 0) {
+	r = connect_daemon();
+	if (r < 0) {
 		json_object_put(query);
-		return EXIT_CONNECT;
+		return r == -EACCES || r == -EPERM ? EXIT_DENIED : EXIT_CONNECT;
 	}
 
 	if (strcmp(cmd, "status") == 0) {

@@ -295,7 +295,9 @@ static int server_bind(struct server *s, const struct server_options *o, char *e
 	if (fd < 0)
 		return -errno;
 	unlink(o->path);
-	old = umask(0117);
+	/* Every local user may connect: sfid decides each caller's role from SO_PEERCRED and
+	 * refuses the others with a sentence, so both groups reach it through one socket. */
+	old = umask(0111);
 	r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
 	if (r < 0 || listen(fd, 16) < 0) {
@@ -306,7 +308,7 @@ static int server_bind(struct server *s, const struct server_options *o, char *e
 	}
 	if (o->socket_gid != (gid_t)-1 && chown(o->path, (uid_t)-1, o->socket_gid) < 0)
 		log_warning("control: cannot give %s to group %u: %m", o->path, (unsigned)o->socket_gid);
-	chmod(o->path, 0660);
+	chmod(o->path, 0666);
 	s->path = strdup(o->path);
 	return fd;
 }

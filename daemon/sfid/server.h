@@ -28,7 +28,7 @@ struct server_options {
 typedef void (*server_dispatch_fn)(void *user_data, struct client *c,
 				   const struct control_request *req);
 
-/* Creates the socket (umask 0117 around bind, mode 0660) and starts accepting. Returns 0 or
+/* Creates the socket (mode 0666: roles come from SO_PEERCRED) and starts accepting. Returns 0 or
  * a negative errno with a sentence in err. */
 int server_new(struct event_base *base, const struct server_options *o, server_dispatch_fn fn,
 	       void *user_data, struct server **ret, char *err, size_t err_size);

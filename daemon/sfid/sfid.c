@@ -37,6 +37,10 @@
 #include "slot.h"
 #include "worker.h"
 
+/* Exit status when the HSM PIN is wrong, locked, at risk or missing: sfid.service names it
+ * in RestartPreventExitStatus=, so a wrong PIN is never tried again and again. */
+#define SFID_EXIT_PIN 78
+
 /* Period of the loop-lag probe (see struct sfid). */
 #define LAG_PROBE_MS 50
 
@@ -862,6 +866,29 @@ static int audit_key_id(struct sfid *d, uint8_t ret_id[DB_HASH_SIZE])
 	return r;
 }
 
+/* True when the configured token warns that a wrong PIN could lock it. */
+static bool token_pin_at_risk(const struct config *cfg)
+{
+	bool serial = strncmp(cfg->hsm_token, "serial:", 7) == 0, risk = false;
+	struct hsm_token_info *list = NULL;
+	size_t n = 0;
+
+	if (hsm_token_list(cfg->hsm_module, &list, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(serial ? list[i].serial : list[i].label,
+			   serial ? cfg->hsm_token + 7 : cfg->hsm_token) == 0)
+			risk |= list[i].pin_at_risk;
+	free(list);
+	return risk;
+}
+
+/* A PIN problem: restarting would only try the same PIN again (systemd must not). */
+static bool pin_error(int r)
+{
+	return r == -HSM_ERR_PIN_INCORRECT || r == -HSM_ERR_PIN_LOCKED || r == -HSM_ERR_PIN_SOURCE;
+}
+
 static int open_hsm(struct sfid *d)
 {
 	const struct config *cfg = d->cfg;
@@ -875,6 +902,14 @@ static int open_hsm(struct sfid *d)
 		log_error("cannot open HSM token '%s' with module %s: %s", cfg->hsm_token,
 			  cfg->hsm_module, hsm_error_to_string(r));
 		return r;
+	}
+	if (token_pin_at_risk(cfg)) {
+		log_error("HSM token '%s' reports few PIN tries left (PIN count low, final try or "
+			  "locked): sfid does not log in with a PIN that may be wrong; check the PIN "
+			  "in %s, log in once by hand (e.g. pkcs11-tool --login) to reset the count, "
+			  "then start sfid", cfg->hsm_token,
+			  cfg->hsm_pin_file ? cfg->hsm_pin_file : cfg->hsm_pin_credential);
+		return -HSM_ERR_PIN_LOCKED;
 	}
 	r = token_login(d, d->hsm);
 	if (r < 0) {
@@ -1166,7 +1201,13 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		goto out;
 	}
-	if (open_hsm(&d) < 0 || open_db(&d, &signer) < 0)
+	r = open_hsm(&d);
+	if (r < 0) {
+		if (pin_error(r))
+			ret = SFID_EXIT_PIN;
+		goto out;
+	}
+	if (open_db(&d, &signer) < 0)
 		goto out;
 	restore_job(&d);
 	r = workers_new(d.base, d.cfg->hsm_workers, &d.workers);

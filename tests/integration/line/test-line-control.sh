@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Control socket and configuration: a bad configuration is refused naming file, line and
-# key; a user in neither group is refused (by the socket's mode, and by SO_PEERCRED when the
-# socket is opened up); an operator may watch but not load jobs; malformed, oversized,
+# key; a user in neither group is refused by sfid (SO_PEERCRED) with exit 4, a supervisor
+# outside the operator group is served, a socket that cannot be opened is exit 4 and a
+# missing daemon exit 3; an operator may watch but not load jobs; malformed, oversized,
 # out-of-order, wrong-version and unknown messages get error replies; the client limit
 # holds; the daemon stays up throughout. sfictl's history and stats filters reach sfid, and
 # bad filter values are usage errors.
@@ -29,6 +30,31 @@ grep -q "^$tmp/bad.conf:$line: key 'baud' in \[slot X\]" "$tmp/check.err" ||
 [ "$(wc -l <"$tmp/check.err")" -eq 1 ] || line_fail "more than one line for one error"
 "$SFID" --config "$tmp/sfid.conf" --check >/dev/null || line_fail "good config refused"
 
+# --- a wrong PIN: sfid exits with status 78 (RestartPreventExitStatus= in sfid.service)
+# after one login attempt, never with a status systemd would restart
+printf '11112222\n' >"$tmp/pki/wrong.pin"
+chmod 600 "$tmp/pki/wrong.pin"
+sed "s|^pin_file = .*|pin_file = $tmp/pki/wrong.pin|" "$tmp/sfid.conf" >"$tmp/wrongpin.conf"
+set +e
+timeout 60 "$SFID" --config "$tmp/wrongpin.conf" >"$tmp/wrongpin.log" 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 78 ] || line_fail "sfid with a wrong PIN exited $rc: $(cat "$tmp/wrongpin.log")"
+grep -q "cannot log in to HSM token" "$tmp/wrongpin.log" ||
+	line_fail "no sentence about the PIN: $(cat "$tmp/wrongpin.log")"
+! grep -q 11112222 "$tmp/wrongpin.log" || line_fail "the PIN was logged"
+# The token now reports "PIN count low": even with the right PIN, sfid does not log in (a
+# restarted sfid with a still wrong PIN would spend the next try) and says why.
+set +e
+timeout 60 "$SFID" --config "$tmp/sfid.conf" >"$tmp/atrisk.log" 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 78 ] && grep -q "reports few PIN tries left" "$tmp/atrisk.log" ||
+	line_fail "sfid with the PIN count low: exit $rc, $(cat "$tmp/atrisk.log")"
+# A login by hand with the right PIN clears the flag.
+"$SFIHSM" info --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" --pin-file "$tmp/pki/pin" \
+	>/dev/null || line_fail "a login with the right PIN failed"
+
 line_start_sfid
 
 # --- authorization
@@ -43,13 +69,27 @@ who_ctl() { # who_ctl GID ARGS...: sfictl as nobody with one group
 }
 nogroup=$(getent group nogroup | cut -d: -f3)
 users=$(getent group users | cut -d: -f3)
-[ "$(stat -c %a "$tmp/sfid.sock")" = 660 ] || line_fail "socket mode $(stat -c %a "$tmp/sfid.sock")"
-who_ctl "$nogroup" status
-[ "$rc" -eq 3 ] || line_fail "nobody through a 0660 socket: exit $rc"
-chmod 666 "$tmp/sfid.sock"
+# The socket is open to every local user: sfid decides the role from SO_PEERCRED, so an
+# operator and a supervisor who share no group both reach it.
+[ "$(stat -c %a "$tmp/sfid.sock")" = 666 ] || line_fail "socket mode $(stat -c %a "$tmp/sfid.sock")"
 who_ctl "$nogroup" status
 [ "$rc" -eq 4 ] && grep -q "neither group users nor root" "$tmp/who.err" ||
 	line_fail "nobody not refused by sfid: exit $rc, $(cat "$tmp/who.err")"
+# A supervisor only (not in the operator group) is served, supervisor commands included.
+who_ctl 0 status
+[ "$rc" -eq 0 ] || line_fail "supervisor-only status: exit $rc, $(cat "$tmp/who.err")"
+who_ctl 0 hsm
+[ "$rc" -eq 0 ] && grep -q "licenses left" "$tmp/who.out" ||
+	line_fail "supervisor-only hsm: exit $rc, $(cat "$tmp/who.err")"
+# A socket the user may not open at all is a permission problem (4), not "unreachable" (3).
+chmod 600 "$tmp/sfid.sock"
+who_ctl "$users" status
+[ "$rc" -eq 4 ] && grep -q "no permission" "$tmp/who.err" ||
+	line_fail "socket without permission: exit $rc, $(cat "$tmp/who.err")"
+chmod 666 "$tmp/sfid.sock"
+who_ctl "$users" --socket "$tmp/nowhere.sock" status
+[ "$rc" -eq 3 ] && grep -q "cannot reach sfid" "$tmp/who.err" ||
+	line_fail "no daemon: exit $rc, $(cat "$tmp/who.err")"
 who_ctl "$users" status
 [ "$rc" -eq 0 ] || line_fail "operator status: exit $rc, $(cat "$tmp/who.err")"
 who_ctl "$users" job load "$tmp/pki/demo.sfi"

@@ -61,6 +61,15 @@ python3 -c "import sys; sys.exit(0 if float('$exposure') <= 1.0 else 1)" \
 	|| fail "sfid.service exposure $exposure is above 1.0"
 echo "sfid.service exposure: $exposure"
 
+# The socket survives service restarts: no RuntimeDirectory= (systemd would remove
+# /run/sfid with the socket in it); tmpfiles.d creates the folder. Both roles reach it.
+! grep -q '^RuntimeDirectory=' "$tmp/units/sfid.service" || fail "sfid.service has RuntimeDirectory="
+grep -q '^d /run/sfid ' "$top/lib/tmpfiles.d/sfid.conf" || fail "tmpfiles.d does not create /run/sfid"
+grep -q '^SocketMode=0666' "$tmp/units/sfid.socket" || fail "the socket is not open to both roles"
+grep -q '^Requires=sfid.socket' "$tmp/units/sfid.service" || fail "sfid.service does not require its socket"
+# A wrong PIN is not tried again by Restart=on-failure.
+grep -q '^RestartPreventExitStatus=78' "$tmp/units/sfid.service" || fail "no RestartPreventExitStatus=78"
+
 # The PIN reaches sfid only as a credential; the unit says so.
 grep -q '^LoadCredential=hsm-pin:' "$tmp/units/sfid.service" || fail "no LoadCredential for the PIN"
 grep -q '^pin_credential = hsm-pin' "$top/etc/sfid/sfid.conf" || fail "sample config does not use the credential"
