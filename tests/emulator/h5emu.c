@@ -537,6 +537,19 @@ static uint64_t slot_swap_deadline(const struct slot *s)
 	return s->last_host_activity + E.auto_swap_ms * NS_PER_MS;
 }
 
+/* The next chip goes in once a finalized chip has idled for --auto-swap ms. */
+static void slot_swap_if_due(struct slot *s, uint64_t now)
+{
+	uint64_t due = slot_swap_deadline(s);
+
+	if (!due || due > now)
+		return;
+	log_msg("slot %u: chip %u finalized and idle, swapping in the next one", s->idx,
+		emu_chip_index(s->chip));
+	slot_remove_chip(s);
+	(void)slot_insert_chip(s);
+}
+
 /* How many queued host bytes can wait for a later one: the chip only buffers them, so
  * feeding them together with the next byte that can get a reaction changes nothing the
  * host sees (answers are stamped with their byte's arrival time, not the feeding time). */
@@ -637,12 +650,7 @@ static void slot_run(struct slot *s, uint64_t now)
 		slot_hexdump(s, "<-", s->out + out_before, s->out_len - out_before);
 	slot_flush_out(s);
 
-	if (slot_swap_deadline(s) && slot_swap_deadline(s) <= now) {
-		log_msg("slot %u: chip %u finalized and idle, swapping in the next one", s->idx,
-			emu_chip_index(s->chip));
-		slot_remove_chip(s);
-		(void)slot_insert_chip(s);
-	}
+	slot_swap_if_due(s, now);
 	if (s->hup && s->hup_retry_at <= now)
 		s->hup = false;
 	slot_update_events(s);
@@ -681,6 +689,10 @@ static void slot_on_readable(struct slot *s)
 		return;
 	if (E.verbose)
 		slot_hexdump(s, "->", buf, (size_t)n);
+	/* Bytes that arrive after the swap fell due meet the next chip, even when the timer
+	 * that should have swapped it ran late on a busy machine. */
+	if (s->rx_len == s->rx_head)
+		slot_swap_if_due(s, now);
 	s->last_host_activity = now;
 	for (ssize_t i = 0; i < n; i++) {
 		uint64_t start = s->rx_last > now ? s->rx_last : now;
