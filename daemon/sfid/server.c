@@ -146,6 +146,12 @@ static void client_handle_line(struct client *c, const char *line, size_t len)
 		json_object_put(root);
 		return;
 	}
+	if (control_request_check_args(&req, why, sizeof(why)) < 0) {
+		log_debug("control: client %s: refused %s: %s", c->user, req.command->name, why);
+		server_reply_error(c, req.id, CONTROL_E_ARGUMENT, "%s", why);
+		json_object_put(root);
+		return;
+	}
 	s->fn(s->user_data, c, &req);
 	json_object_put(root);
 }

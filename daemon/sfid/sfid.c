@@ -166,18 +166,24 @@ static int pick_slots(struct sfid *d, struct client *c, const struct control_req
 	struct json_object *a;
 	size_t n = 0;
 
+	/* The server checked the arguments' types (control_request_check_args); checked again
+	 * here, before any use, as a handler must not trust its caller with json-c's
+	 * assertions. */
+	if (req->args && json_object_object_get_ex(req->args, "slots", &a) &&
+	    !json_object_is_type(a, json_type_array)) {
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "\"slots\" must be a list of names");
+		return -1;
+	}
 	if (!req->args || !json_object_object_get_ex(req->args, "slots", &a) ||
 	    json_object_array_length(a) == 0) {
 		for (size_t i = 0; i < d->n_slots; i++)
 			out[n++] = d->slots[i];
 		return (int)n;
 	}
-	if (!json_object_is_type(a, json_type_array)) {
-		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "\"slots\" must be a list of names");
-		return -1;
-	}
 	for (size_t i = 0; i < json_object_array_length(a) && n < d->n_slots; i++) {
-		const char *name = json_object_get_string(json_object_array_get_idx(a, i));
+		struct json_object *e = json_object_array_get_idx(a, i);
+		const char *name = json_object_is_type(e, json_type_string) ?
+				   json_object_get_string(e) : NULL;
 		int k = name ? config_slot_find(d->cfg, name) : -ENOENT;
 
 		if (k < 0) {
@@ -522,7 +528,8 @@ static void cmd_history(struct sfid *d, struct client *c, const struct control_r
 	struct json_object *a, *o, *v;
 	size_t n = 0;
 
-	if (req->args && json_object_object_get_ex(req->args, "failed", &v))
+	if (req->args && json_object_object_get_ex(req->args, "failed", &v) &&
+	    json_object_is_type(v, json_type_boolean))
 		f.only_failed = json_object_get_boolean(v);
 	f.limit = limit <= 0 ? 20 : limit > 10000 ? 10000 : (unsigned)limit;
 	if (db_history(d->db, &f, &rows, &n) < 0) {
@@ -1195,6 +1202,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* OpenSSL's global state is set up here, on the main thread, before the worker and
+	 * recorder threads use it: set up from one of them it would be tied to that thread. */
+	OPENSSL_init_crypto(0, NULL);
 	d.started_ms = sfid_mono_ms();
 	d.base = event_base_new();
 	if (!d.base) {

@@ -22,35 +22,80 @@ const char *control_role_to_string(enum control_role r)
 	return role_names[r];
 }
 
+static const struct control_arg no_args[] = { { 0 } };
+static const struct control_arg slots_args[] = {
+	{ "slots", CONTROL_ARG_STRINGS, 0, 1024, "a list of slot names" },
+	{ 0 }
+};
+static const struct control_arg history_args[] = {
+	{ "limit", CONTROL_ARG_INT, 1, INT32_MAX, "a whole number of attempts, 1 or more" },
+	{ "job", CONTROL_ARG_INT, 0, INT64_MAX, "a job id (0: every job)" },
+	{ "slot", CONTROL_ARG_STRING, 0, 0, "a slot name" },
+	{ "chip", CONTROL_ARG_STRING, 0, 0, "a chip UID in hex" },
+	{ "failed", CONTROL_ARG_BOOL, 0, 0, "true or false" },
+	{ 0 }
+};
+static const struct control_arg stats_args[] = {
+	{ "job", CONTROL_ARG_INT, 0, INT64_MAX, "a job id (0: every job)" },
+	{ 0 }
+};
+static const struct control_arg job_load_args[] = {
+	{ "image", CONTROL_ARG_STRING, 0, 0, "the path of an image" },
+	{ "modules", CONTROL_ARG_STRING, 0, 0, "the path of a module license file" },
+	{ "global_license", CONTROL_ARG_STRING, 0, 0, "the path of a global license" },
+	{ "count", CONTROL_ARG_INT, 0, UINT32_MAX, "a whole number of chips (0: no target)" },
+	{ 0 }
+};
+static const struct control_arg export_args[] = {
+	{ "format", CONTROL_ARG_STRING, 0, 0, "\"csv\" or \"jsonl\"" },
+	{ "job", CONTROL_ARG_INT, 0, INT64_MAX, "a job id (0: every job)" },
+	{ "since_ms", CONTROL_ARG_INT, 0, INT64_MAX, "a time in ms since the epoch" },
+	{ 0 }
+};
+
 static const struct control_command commands[_CONTROL_CMD_MAX] = {
 	[CONTROL_CMD_HELLO] = { CONTROL_CMD_HELLO, "hello", CONTROL_ROLE_OPERATOR, true,
-				"protocol version and the caller's role" },
+				"protocol version and the caller's role",
+		no_args },
 	[CONTROL_CMD_STATUS] = { CONTROL_CMD_STATUS, "status", CONTROL_ROLE_OPERATOR, true,
-				 "station, job and every slot's state" },
+				 "station, job and every slot's state",
+		no_args },
 	[CONTROL_CMD_WATCH] = { CONTROL_CMD_WATCH, "watch", CONTROL_ROLE_OPERATOR, true,
-				"subscribe to slot state, progress and result events" },
+				"subscribe to slot state, progress and result events",
+		no_args },
 	[CONTROL_CMD_START] = { CONTROL_CMD_START, "start", CONTROL_ROLE_OPERATOR, false,
-				"start slots (all when none named)" },
+				"start slots (all when none named)",
+		slots_args },
 	[CONTROL_CMD_STOP] = { CONTROL_CMD_STOP, "stop", CONTROL_ROLE_OPERATOR, false,
-			       "stop slots after their current chip" },
+			       "stop slots after their current chip",
+		slots_args },
 	[CONTROL_CMD_PAUSE] = { CONTROL_CMD_PAUSE, "pause", CONTROL_ROLE_OPERATOR, false,
-				"pause slots before their next chip" },
+				"pause slots before their next chip",
+		slots_args },
 	[CONTROL_CMD_HISTORY] = { CONTROL_CMD_HISTORY, "history", CONTROL_ROLE_OPERATOR, true,
-				  "recent attempts" },
+				  "recent attempts",
+		history_args },
 	[CONTROL_CMD_STATS] = { CONTROL_CMD_STATS, "stats", CONTROL_ROLE_OPERATOR, true,
-				"yield per slot and per failure cause" },
+				"yield per slot and per failure cause",
+		stats_args },
 	[CONTROL_CMD_PORTS] = { CONTROL_CMD_PORTS, "ports", CONTROL_ROLE_OPERATOR, true,
-				"serial ports and their slots" },
+				"serial ports and their slots",
+		no_args },
 	[CONTROL_CMD_JOB_LOAD] = { CONTROL_CMD_JOB_LOAD, "job-load", CONTROL_ROLE_SUPERVISOR,
-				   false, "load an image as the current job" },
+				   false, "load an image as the current job",
+		job_load_args },
 	[CONTROL_CMD_JOB_SHOW] = { CONTROL_CMD_JOB_SHOW, "job-show", CONTROL_ROLE_SUPERVISOR,
-				   true, "the current job" },
+				   true, "the current job",
+		no_args },
 	[CONTROL_CMD_EXPORT] = { CONTROL_CMD_EXPORT, "export", CONTROL_ROLE_SUPERVISOR, false,
-				 "write the audit trail to a file" },
+				 "write the audit trail to a file",
+		export_args },
 	[CONTROL_CMD_HSM] = { CONTROL_CMD_HSM, "hsm", CONTROL_ROLE_SUPERVISOR, true,
-			      "HSM token and license counters" },
+			      "HSM token and license counters",
+		no_args },
 	[CONTROL_CMD_CONFIG] = { CONTROL_CMD_CONFIG, "config", CONTROL_ROLE_SUPERVISOR, true,
-				 "the configuration in force" },
+				 "the configuration in force",
+		no_args },
 };
 
 const struct control_command *control_command_get(enum control_cmd cmd)
@@ -223,6 +268,81 @@ int control_request_parse(const char *line, size_t len, size_t max, uint64_t pre
 fail:
 	json_object_put(root);
 	return r;
+}
+
+/* A string argument: non-empty, and no NUL inside (C code would see a shorter string). */
+static bool arg_string_ok(struct json_object *v)
+{
+	const char *s;
+	int n;
+
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	s = json_object_get_string(v);
+	n = json_object_get_string_len(v);
+	return n > 0 && strlen(s) == (size_t)n;
+}
+
+static bool arg_ok(const struct control_arg *a, struct json_object *v)
+{
+	size_t n;
+
+	switch (a->type) {
+	case CONTROL_ARG_STRING:
+		return arg_string_ok(v);
+	case CONTROL_ARG_INT:
+		if (!json_object_is_type(v, json_type_int))
+			return false;
+		return json_object_get_int64(v) >= a->min && json_object_get_int64(v) <= a->max;
+	case CONTROL_ARG_BOOL:
+		return json_object_is_type(v, json_type_boolean);
+	case CONTROL_ARG_STRINGS:
+		if (!json_object_is_type(v, json_type_array))
+			return false;
+		n = json_object_array_length(v);
+		if (n > (size_t)a->max)
+			return false;
+		for (size_t i = 0; i < n; i++)
+			if (!arg_string_ok(json_object_array_get_idx(v, i)))
+				return false;
+		return true;
+	}
+	return false;
+}
+
+int control_request_check_args(const struct control_request *req, char *why, size_t why_size)
+{
+	const struct control_arg *args;
+
+	if (!req->command)
+		return -EINVAL;
+	if (!req->args)
+		return 0;
+	args = req->command->args;
+	json_object_object_foreach(req->args, key, v) {
+		const struct control_arg *a = NULL;
+
+		for (size_t i = 0; args && args[i].name; i++)
+			if (strcmp(args[i].name, key) == 0) {
+				a = &args[i];
+				break;
+			}
+		if (!a) {
+			WHY("'%s' takes no argument \"%.40s\"", req->command->name, key);
+			return -EINVAL;
+		}
+		if (!arg_ok(a, v)) {
+			if (a->type == CONTROL_ARG_INT)
+				WHY("\"%s\" must be %s, from %" PRId64 " to %" PRId64, a->name, a->what,
+				    a->min, a->max);
+			else if (a->type == CONTROL_ARG_STRINGS)
+				WHY("\"%s\" must be %s (up to %" PRId64 ")", a->name, a->what, a->max);
+			else
+				WHY("\"%s\" must be %s", a->name, a->what);
+			return -EINVAL;
+		}
+	}
+	return 0;
 }
 
 /* Serialises o plus a newline into a new string and drops o. */

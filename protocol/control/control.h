@@ -46,6 +46,22 @@ enum control_cmd {
 	_CONTROL_CMD_MAX,
 };
 
+/* Types of request arguments. */
+enum control_arg_type {
+	CONTROL_ARG_STRING,	/* a non-empty string without NUL */
+	CONTROL_ARG_INT,	/* an integer from min to max */
+	CONTROL_ARG_BOOL,
+	CONTROL_ARG_STRINGS,	/* a list of up to max non-empty strings without NUL */
+};
+
+/* One argument a command accepts. */
+struct control_arg {
+	const char *name;
+	enum control_arg_type type;
+	int64_t min, max;	/* CONTROL_ARG_INT: range; CONTROL_ARG_STRINGS: max items */
+	const char *what;	/* for messages: "a list of slot names" */
+};
+
 /* One row of the command table. */
 struct control_command {
 	enum control_cmd cmd;
@@ -53,6 +69,7 @@ struct control_command {
 	enum control_role role;	   /* least role allowed */
 	bool read_only;		   /* changes nothing (sfictl offers --json) */
 	const char *summary;	   /* one line for help texts */
+	const struct control_arg *args; /* accepted arguments, ended by a NULL name */
 };
 
 /* Returns the table row of cmd (never NULL for a valid enum value). */
@@ -96,6 +113,12 @@ struct control_request {
 int control_request_parse(const char *line, size_t len, size_t max, uint64_t prev_id,
 			  struct control_request *ret_req, struct json_object **ret_root,
 			  enum control_error *ret_error, uint64_t *ret_id, char *why, size_t why_size);
+
+/* Checks every argument of a parsed request against its command's table: an unknown
+ * argument, or one of the wrong type or out of range, is refused, so that handlers may read
+ * arguments by type. Returns 0, or -EINVAL with one sentence in why (the reply code is
+ * CONTROL_E_ARGUMENT). */
+int control_request_check_args(const struct control_request *req, char *why, size_t why_size);
 
 /* Builds a request line (with its newline) in a new string. args may be NULL; its reference
  * is taken. Returns 0 or -ENOMEM. */

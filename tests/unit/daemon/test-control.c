@@ -75,6 +75,62 @@ static void test_request_errors(void **state)
 	assert_int_equal(err, CONTROL_E_TOO_LARGE);
 }
 
+/* Parses a request and checks its arguments: 0, or -EINVAL when they are refused. */
+static int check_args(const char *line)
+{
+	struct control_request req;
+	struct json_object *root = NULL;
+	enum control_error err;
+	uint64_t id;
+	char why[200];
+	int r;
+
+	assert_int_equal(parse(line, 0, &err, &id, &req, &root), 0);
+	r = control_request_check_args(&req, why, sizeof(why));
+	if (r < 0)
+		assert_true(strlen(why) > 0);
+	json_object_put(root);
+	return r;
+}
+
+#define REQ(cmd, args) "{\"v\":1,\"id\":1,\"cmd\":\"" cmd "\",\"args\":" args "}"
+
+static void test_request_args(void **state)
+{
+	static const char *const good[] = {
+		REQ("start", "{}"), REQ("start", "{\"slots\":[]}"), REQ("stop", "{\"slots\":[\"a\",\"b\"]}"),
+		REQ("status", "null"), REQ("history", "{\"limit\":5,\"job\":0,\"slot\":\"a\","
+		"\"chip\":\"00\",\"failed\":true}"), REQ("stats", "{\"job\":3}"),
+		REQ("job-load", "{\"image\":\"/a.sfi\",\"count\":4294967295,\"modules\":\"m\","
+		"\"global_license\":\"g\"}"),
+		REQ("export", "{\"format\":\"csv\",\"job\":1,\"since_ms\":0}"),
+	};
+	/* Each of these aborted sfid or reached a handler with a value of the wrong type. */
+	static const char *const bad[] = {
+		REQ("start", "{\"slots\":\"a\"}"), REQ("stop", "{\"slots\":null}"),
+		REQ("pause", "{\"slots\":3}"), REQ("start", "{\"slots\":{\"a\":1}}"),
+		REQ("start", "{\"slots\":[1]}"), REQ("start", "{\"slots\":[\"\"]}"),
+		REQ("start", "{\"slots\":[\"a\\u0000b\"]}"), REQ("start", "{\"slot\":[\"a\"]}"),
+		REQ("status", "{\"x\":1}"), REQ("history", "{\"limit\":0}"),
+		REQ("history", "{\"limit\":\"5\"}"), REQ("history", "{\"failed\":1}"),
+		REQ("history", "{\"chip\":7}"), REQ("stats", "{\"job\":-1}"),
+		REQ("stats", "{\"job\":1.5}"), REQ("job-load", "{\"image\":5}"),
+		REQ("job-load", "{\"image\":\"/a\\u0000/b\"}"),
+		REQ("job-load", "{\"image\":\"/a\",\"count\":4294967296}"),
+		REQ("job-load", "{\"image\":\"/a\",\"count\":-1}"),
+		REQ("export", "{\"format\":[\"csv\"]}"), REQ("export", "{\"since_ms\":null}"),
+	};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		if (check_args(good[i]) != 0)
+			fail_msg("refused: %s", good[i]);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (check_args(bad[i]) != -EINVAL)
+			fail_msg("accepted: %s", bad[i]);
+	}
+}
+
 static void test_reply_roundtrip(void **state)
 {
 	struct control_reply rep;
@@ -188,6 +244,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_request_ok),
 		cmocka_unit_test(test_request_errors),
+		cmocka_unit_test(test_request_args),
 		cmocka_unit_test(test_reply_roundtrip),
 		cmocka_unit_test(test_linebuf),
 		cmocka_unit_test(test_authorization),
