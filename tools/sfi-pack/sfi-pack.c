@@ -497,7 +497,9 @@ static int load_image(const char *path, uint8_t **ret_buf, size_t *ret_len,
 		return fail(EXIT_INPUT, "cannot read image %s: %s", path, strerror(-r));
 	r = osfi_image_parse(*ret_buf, *ret_len, ret_img, why, sizeof(why));
 	if (r < 0) {
+		/* The caller frees what it is given: nothing, here. */
 		free(*ret_buf);
+		*ret_buf = NULL;
 		return fail(EXIT_INPUT, "%s: %s", path, r == -ENOMEM ? "out of memory" : why);
 	}
 	return 0;
