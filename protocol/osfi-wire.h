@@ -99,15 +99,18 @@
 #define OSFI_OPT_MAX 12
 
 /* Sub-opcodes on AN3155 0x50 (Special) and 0x51 (Extended Special). */
-#define OSFI_OP_GET_INFO 0x5300	   /* 0x50, no data -> info (32 B) */
+#define OSFI_OP_GET_INFO 0x5300	   /* 0x50, no data -> info (64 B) */
 #define OSFI_OP_GET_CERT 0x5301	   /* 0x50, no data -> certificate */
 #define OSFI_OP_PUT_LICENSE 0x5302 /* 0x51, p1 = target u32, p2 = license record */
 #define OSFI_OP_PUT_HEADER 0x5303  /* 0x50, data = 64-byte image header */
-#define OSFI_OP_PUT_DATA 0x5304	   /* 0x51, p1 = stream offset u32, p2 = 1..1024 bytes */
+#define OSFI_OP_PUT_DATA 0x5304	   /* 0x51, p1 = file offset u32, p2 = 1..1024 bytes */
 #define OSFI_OP_FINALIZE 0x5305	   /* 0x50, no data */
 #define OSFI_OP_ABORT 0x5306	   /* 0x50, no data */
 
-#define OSFI_INFO_LEN 32
+#define OSFI_INFO_LEN 64
+/* The GET_INFO answer of chips that predate the installed image id (bytes 32..63). */
+#define OSFI_INFO_LEN_SHORT 32
+#define OSFI_INFO_OFF_INSTALLED 32
 #define OSFI_DATA_CHUNK 1024
 
 /* Session states reported by GET_INFO. */

@@ -11,7 +11,7 @@ int osfi_info_decode(const uint8_t *buf, size_t len, struct osfi_info *ret_info)
 
 	if (!buf || !ret_info)
 		return -EINVAL;
-	if (len != OSFI_INFO_LEN)
+	if (len != OSFI_INFO_LEN && len != OSFI_INFO_LEN_SHORT)
 		return -EMSGSIZE;
 	if (buf[3] != 0 || buf[18] != 0 || buf[19] != 0)
 		return -EBADMSG;
@@ -24,6 +24,10 @@ int osfi_info_decode(const uint8_t *buf, size_t len, struct osfi_info *ret_info)
 	i.stream_bytes = osfi_get_le32(buf + 12);
 	i.device_id = osfi_get_le16(buf + 16);
 	memcpy(i.uid, buf + 20, OSFI_UID_LEN);
+	if (len == OSFI_INFO_LEN)
+		memcpy(i.installed_id, buf + OSFI_INFO_OFF_INSTALLED, OSFI_ID_LEN);
+	else
+		memset(i.installed_id, 0, OSFI_ID_LEN);
 	*ret_info = i;
 	return 0;
 }
@@ -40,6 +44,25 @@ void osfi_info_encode(const struct osfi_info *info, uint8_t out[OSFI_INFO_LEN])
 	osfi_put_le32(out + 12, info->stream_bytes);
 	osfi_put_le16(out + 16, info->device_id);
 	memcpy(out + 20, info->uid, OSFI_UID_LEN);
+	memcpy(out + OSFI_INFO_OFF_INSTALLED, info->installed_id, OSFI_ID_LEN);
+}
+
+bool osfi_info_has_installed(const struct osfi_info *info)
+{
+	uint8_t acc = 0;
+
+	if (!info)
+		return false;
+	for (size_t i = 0; i < OSFI_ID_LEN; i++)
+		acc |= info->installed_id[i];
+	return acc != 0;
+}
+
+bool osfi_info_installed_is(const struct osfi_info *info, const uint8_t id[OSFI_ID_LEN])
+{
+	return info && id && osfi_info_has_installed(info) &&
+	       info->session_state == OSFI_SESSION_FINALIZED && info->last_status == OSFI_ST_OK &&
+	       memcmp(info->installed_id, id, OSFI_ID_LEN) == 0;
 }
 
 void osfi_p1_encode(uint32_t v, uint8_t out[4])

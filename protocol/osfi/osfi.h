@@ -251,11 +251,22 @@ struct osfi_info {
 	uint32_t stream_bytes;
 	uint16_t device_id;
 	uint8_t uid[OSFI_UID_LEN];
+	/* Image id (SHA-256 of the header) the chip's last finalized session installed; all
+	 * zero when no session was ever finalized, or when the chip gave the short answer. */
+	uint8_t installed_id[OSFI_ID_LEN];
 };
 
-/* Returns 0, -EMSGSIZE (not 32 bytes), -EBADMSG (reserved bytes). */
+/* Decodes the 64-byte answer, or the 32-byte one of chips without the installed image id
+ * (installed_id then all zero). Returns 0, -EMSGSIZE (another length), -EBADMSG (reserved
+ * bytes). */
 int osfi_info_decode(const uint8_t *buf, size_t len, struct osfi_info *ret_info);
 void osfi_info_encode(const struct osfi_info *info, uint8_t out[OSFI_INFO_LEN]);
+/* True when the chip reports the image id of a finalized session. */
+bool osfi_info_has_installed(const struct osfi_info *info);
+/* True when the chip's last finalized session installed the image with this id, and that
+ * session is the chip's current record (session state finalized, last status OK): the
+ * image is on the chip even if the FINALIZE answer was lost. */
+bool osfi_info_installed_is(const struct osfi_info *info, const uint8_t id[OSFI_ID_LEN]);
 /* p1 of PUT_LICENSE (target) and PUT_DATA (stream offset): LE32. */
 void osfi_p1_encode(uint32_t v, uint8_t out[4]);
 int osfi_p1_decode(const uint8_t *buf, size_t len, uint32_t *ret_v);

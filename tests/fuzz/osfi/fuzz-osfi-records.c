@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (osfi_info_decode(p, n, &i) == 0) {
 			osfi_info_encode(&i, out);
-			if (memcmp(out, p, OSFI_INFO_LEN) != 0)
+			if (memcmp(out, p, n) != 0)
 				abort();
 		}
 		break;

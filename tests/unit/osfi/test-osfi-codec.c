@@ -352,14 +352,18 @@ static void test_info(void **state)
 	struct osfi_info i = { .product_state = 0xed, .osfi_version = 1, .session_state = 2,
 			       .ram_buffer = 65536, .last_status = 0x11, .areas_done = 3,
 			       .stream_bytes = 4096, .device_id = 0x484 }, d;
-	uint8_t buf[32];
+	uint8_t buf[OSFI_INFO_LEN], id[OSFI_ID_LEN];
 	uint32_t v;
 
 	fill(i.uid, 12, 5);
 	osfi_info_encode(&i, buf);
 	assert_int_equal(buf[4], 0x00);
 	assert_int_equal(buf[6], 0x01);
-	assert_int_equal(osfi_info_decode(buf, 32, &d), 0);
+	assert_int_equal(osfi_info_decode(buf, 64, &d), 0);
+	/* No session finalized yet: bytes 32..63 are zero. */
+	assert_false(osfi_info_has_installed(&d));
+	memset(id, 0, sizeof(id));
+	assert_false(osfi_info_installed_is(&d, id));
 	assert_int_equal(d.product_state, 0xed);
 	assert_int_equal(d.session_state, 2);
 	assert_int_equal(d.ram_buffer, 65536);
@@ -369,7 +373,41 @@ static void test_info(void **state)
 	assert_int_equal(d.device_id, 0x484);
 	assert_memory_equal(d.uid, i.uid, 12);
 	assert_int_equal(osfi_info_decode(buf, 31, &d), -EMSGSIZE);
+	assert_int_equal(osfi_info_decode(buf, 33, &d), -EMSGSIZE);
+	assert_int_equal(osfi_info_decode(buf, 63, &d), -EMSGSIZE);
+
+	/* The installed image id: bytes 32..63, as they are. */
+	fill(id, sizeof(id), 9);
+	memcpy(i.installed_id, id, sizeof(id));
+	i.session_state = OSFI_SESSION_FINALIZED;
+	i.last_status = OSFI_ST_OK;
+	osfi_info_encode(&i, buf);
+	assert_memory_equal(buf + 32, id, 32);
+	assert_int_equal(osfi_info_decode(buf, 64, &d), 0);
+	assert_memory_equal(d.installed_id, id, 32);
+	assert_true(osfi_info_has_installed(&d));
+	assert_true(osfi_info_installed_is(&d, id));
+	/* Another image, or a record that is no longer that finalized session: not installed. */
+	id[31] ^= 1;
+	assert_false(osfi_info_installed_is(&d, id));
+	id[31] ^= 1;
+	d.session_state = OSFI_SESSION_FAILED;
+	assert_false(osfi_info_installed_is(&d, id));
+	d.session_state = OSFI_SESSION_FINALIZED;
+	d.last_status = OSFI_ST_BAD_STATE;
+	assert_false(osfi_info_installed_is(&d, id));
+	assert_false(osfi_info_installed_is(NULL, id));
+	assert_false(osfi_info_installed_is(&d, NULL));
+
+	/* The short answer of chips without the field: accepted, nothing installed known. */
+	assert_int_equal(osfi_info_decode(buf, 32, &d), 0);
+	assert_int_equal(d.session_state, OSFI_SESSION_FINALIZED);
+	assert_memory_equal(d.uid, i.uid, 12);
+	assert_false(osfi_info_has_installed(&d));
+	assert_false(osfi_info_installed_is(&d, id));
+
 	buf[3] = 1;
+	assert_int_equal(osfi_info_decode(buf, 64, &d), -EBADMSG);
 	assert_int_equal(osfi_info_decode(buf, 32, &d), -EBADMSG);
 	buf[3] = 0;
 	buf[19] = 1;

@@ -50,7 +50,7 @@ static int teardown(void **state)
 	return 0;
 }
 
-static void info(uint8_t out[32], uint8_t ps, uint8_t session, uint32_t ram)
+static void info(uint8_t out[OSFI_INFO_LEN], uint8_t ps, uint8_t session, uint32_t ram)
 {
 	struct osfi_info i = { .product_state = ps, .osfi_version = 1, .session_state = session,
 			       .ram_buffer = ram, .device_id = 0x484 };
@@ -81,7 +81,7 @@ static unsigned drive(struct osfi_session *s, uint16_t fail_subop, uint16_t fail
 	bool reset = false;
 
 	while ((n = osfi_session_next(s, &req)) == OSFI_NEXT_REQUEST || n == OSFI_NEXT_RECONNECT) {
-		uint8_t ans[32];
+		uint8_t ans[OSFI_INFO_LEN];
 		uint16_t st = OSFI_ST_OK;
 		size_t alen = 0;
 
@@ -95,9 +95,9 @@ static unsigned drive(struct osfi_session *s, uint16_t fail_subop, uint16_t fail
 		switch (req.subop) {
 		case OSFI_OP_GET_INFO:
 			assert_int_equal(req.command, AN3155_CMD_SPECIAL);
-			assert_int_equal(req.answer_max, 32);
+			assert_int_equal(req.answer_max, OSFI_INFO_LEN);
 			info(ans, reset ? final_ps : 0xed, reset ? OSFI_SESSION_FINALIZED : 0, 4096);
-			alen = 32;
+			alen = OSFI_INFO_LEN;
 			infos++;
 			break;
 		case OSFI_OP_PUT_LICENSE: {
@@ -191,19 +191,19 @@ static void test_every_status(void **state)
 static int run_first_info(struct osfi_session *s, uint8_t ps, uint8_t session, uint32_t ram)
 {
 	struct osfi_request req;
-	uint8_t ans[32];
+	uint8_t ans[OSFI_INFO_LEN];
 
 	assert_int_equal(osfi_session_next(s, &req), OSFI_NEXT_REQUEST);
 	assert_int_equal(req.subop, OSFI_OP_GET_INFO);
 	info(ans, ps, session, ram);
-	return osfi_session_answer(s, OSFI_ST_OK, ans, 32);
+	return osfi_session_answer(s, OSFI_ST_OK, ans, OSFI_INFO_LEN);
 }
 
 static void test_info_checks(void **state)
 {
 	struct osfi_session *s;
 	struct osfi_request req;
-	uint8_t ans[32];
+	uint8_t ans[OSFI_INFO_LEN];
 	char buf[200];
 
 	s = new_install();
@@ -304,7 +304,7 @@ static void test_cert_session(void **state)
 	struct osfi_session *s;
 	struct osfi_request req;
 	struct osfi_cert c = { .version = 1, .device_id = 0x484 };
-	uint8_t ans[32], cert[OSFI_CERT_LEN];
+	uint8_t ans[OSFI_INFO_LEN], cert[OSFI_CERT_LEN];
 
 	c.pubkey[0] = 4;
 	memcpy(c.uid, uid, 12);
