@@ -27,6 +27,9 @@
 #define EMU_OSFI_MAX_MODULES 64
 #define EMU_OSFI_KEY_FILE "chip.key"
 #define EMU_OSFI_CERT_FILE "chip.cert"
+/* The session record (state, last status, progress, installed image id): it survives a
+ * reset and a power cycle, as the chip's non-volatile record would. */
+#define EMU_OSFI_SESSION_FILE "osfi.session"
 
 struct osfi_module_key {
 	uint32_t id;
@@ -59,6 +62,8 @@ struct emu_osfi {
 	/* Session. */
 	uint8_t state;		/* OSFI_SESSION_* */
 	uint16_t last_status;
+	/* Image id of the last finalized session (all zero when none has been). */
+	uint8_t installed_id[OSFI_ID_LEN];
 	uint8_t image_key[OSFI_KEY_LEN];
 	uint8_t license_id[OSFI_ID_LEN];
 	struct osfi_module_key modules[EMU_OSFI_MAX_MODULES];
@@ -578,6 +583,124 @@ static bool session_active(const struct emu_osfi *o)
 	       o->state == OSFI_SESSION_COMPLETE;
 }
 
+/* --- The session record --- */
+
+/* Writes the record to the chip's state dir (nothing without one). Called at every change of
+ * state or last status, so that what GET_INFO reports survives a power cycle. */
+static void record_save(struct emu_osfi *o)
+{
+	const char *dir = emu_chip_state_dir(o->chip);
+	char buf[256], hex[2 * OSFI_ID_LEN + 1];
+	int n, r;
+
+	if (!dir)
+		return;
+	for (size_t i = 0; i < OSFI_ID_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", o->installed_id[i]);
+	n = snprintf(buf, sizeof(buf),
+		     "state=%u\nstatus=0x%04x\nareas=%u\nstream=%u\ninstalled=%s\n",
+		     (unsigned)o->state, (unsigned)o->last_status, (unsigned)o->areas_done,
+		     (unsigned)(o->pos - OSFI_HEADER_LEN), hex);
+	r = write_file_private(dir, EMU_OSFI_SESSION_FILE, buf, (size_t)n);
+	if (r < 0)
+		fprintf(stderr, "h5emu: chip %u: saving the OSFI session record failed: %s\n",
+			emu_chip_index(o->chip), strerror(-r));
+}
+
+static int parse_hex(const char *s, uint8_t *out, size_t n)
+{
+	if (strlen(s) != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+		char pair[3] = { s[2 * i], s[2 * i + 1], 0 };
+		char *end;
+
+		v = (unsigned)strtoul(pair, &end, 16);
+		if (*end || pair[0] == '+' || pair[0] == '-' || pair[0] == ' ')
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static int parse_u32(const char *s, uint32_t max, uint32_t *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || *end || v > max)
+		return -EINVAL;
+	*ret = (uint32_t)v;
+	return 0;
+}
+
+/* Loads the record kept by an earlier run. A session that was in progress when the chip lost
+ * power is failed, with the status it had (OK when nothing had failed). Returns 0, or
+ * -EINVAL for a damaged record. */
+static int record_load(struct emu_osfi *o)
+{
+	const char *dir = emu_chip_state_dir(o->chip);
+	char path[4096], line[256];
+	uint32_t v, seen = 0;
+	FILE *f;
+	int r = 0;
+
+	if (!dir)
+		return 0;
+	r = path_join(path, sizeof(path), dir, EMU_OSFI_SESSION_FILE);
+	if (r < 0)
+		return r;
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (r == 0 && fgets(line, sizeof(line), f)) {
+		char *eq = strchr(line, '=');
+
+		line[strcspn(line, "\n")] = '\0';
+		if (!eq) {
+			r = -EINVAL;
+			break;
+		}
+		*eq++ = '\0';
+		if (strcmp(line, "state") == 0 && parse_u32(eq, OSFI_SESSION_FAILED, &v) == 0) {
+			o->state = (uint8_t)v;
+			seen |= 1;
+		} else if (strcmp(line, "status") == 0 && parse_u32(eq, 0xffff, &v) == 0) {
+			o->last_status = (uint16_t)v;
+			seen |= 2;
+		} else if (strcmp(line, "areas") == 0 && parse_u32(eq, OSFI_MAX_AREAS, &v) == 0) {
+			o->areas_done = (uint16_t)v;
+			seen |= 4;
+		} else if (strcmp(line, "stream") == 0 &&
+			   parse_u32(eq, UINT32_MAX - OSFI_HEADER_LEN, &v) == 0) {
+			o->pos = (uint64_t)v + OSFI_HEADER_LEN;
+			seen |= 8;
+		} else if (strcmp(line, "installed") == 0 &&
+			   parse_hex(eq, o->installed_id, OSFI_ID_LEN) == 0) {
+			seen |= 16;
+		} else {
+			r = -EINVAL;
+		}
+	}
+	fclose(f);
+	if (r == 0 && seen != 31)
+		r = -EINVAL;
+	if (r < 0) {
+		fprintf(stderr, "h5emu: %s: damaged OSFI session record\n", path);
+		return r;
+	}
+	if (session_active(o)) {
+		o->state = OSFI_SESSION_FAILED;
+		record_save(o);
+	}
+	return 0;
+}
+
 static void session_wipe_keys(struct emu_osfi *o)
 {
 	OPENSSL_cleanse(o->image_key, sizeof(o->image_key));
@@ -639,6 +762,7 @@ static void session_start(struct emu_osfi *o)
 	o->in_payload = false;
 	o->area_size = o->area_fill = 0;
 	o->have_config = false;
+	record_save(o);
 }
 
 /* A refused command. A session in progress (or none) becomes failed and keeps this status;
@@ -652,6 +776,7 @@ static uint16_t session_fail(struct emu_osfi *o, uint16_t status)
 	session_discard(o);
 	o->state = OSFI_SESSION_FAILED;
 	o->last_status = status;
+	record_save(o);
 	return status;
 }
 
@@ -754,13 +879,15 @@ static uint16_t cmd_put_license(struct emu_osfi *o, const uint8_t *p1, size_t n1
 	uint8_t kind;
 	uint16_t st;
 
+	/* A chip that left Open takes no license and changes nothing: the record of the session
+	 * that closed it stays readable. */
+	if (emu_chip_product_state(o->chip) != STM32H5_PS_OPEN)
+		return OSFI_ST_BAD_STATE;
 	/* A license for the image starts over, whatever the outcome of the checks below. */
 	if (n1 == 4 && rd32(p1) == OSFI_TARGET_IMAGE) {
 		session_discard(o);
 		o->state = OSFI_SESSION_IDLE;
 	}
-	if (emu_chip_product_state(o->chip) != STM32H5_PS_OPEN)
-		return session_fail(o, OSFI_ST_BAD_STATE);
 	if (n1 != 4 || n2 != OSFI_LICENSE_LEN)
 		return session_fail(o, OSFI_ST_BAD_LENGTH);
 	target = rd32(p1);
@@ -1229,6 +1356,7 @@ static uint16_t cmd_finalize(struct emu_osfi *o, size_t n1)
 		o->n_programmed = 0;
 		o->state = OSFI_SESSION_FAILED;
 		o->last_status = OSFI_ST_INTERNAL;
+		record_save(o);
 		return OSFI_ST_INTERNAL;
 	}
 
@@ -1238,6 +1366,8 @@ static uint16_t cmd_finalize(struct emu_osfi *o, size_t n1)
 	session_wipe_keys(o);
 	o->state = OSFI_SESSION_FINALIZED;
 	o->last_status = OSFI_ST_OK;
+	memcpy(o->installed_id, o->license_id, OSFI_ID_LEN);
+	record_save(o);
 	osfi_debug(o, "finalized, product state 0x%02x", emu_chip_product_state(o->chip));
 	emu_chip_request_reset(o->chip);
 	return OSFI_ST_OK;
@@ -1253,6 +1383,7 @@ static uint16_t cmd_abort(struct emu_osfi *o, size_t n1)
 	session_discard(o);
 	o->state = OSFI_SESSION_FAILED;
 	o->last_status = OSFI_ST_OK;
+	record_save(o);
 	osfi_debug(o, "session aborted by the host");
 	return OSFI_ST_OK;
 }
@@ -1278,6 +1409,7 @@ static uint16_t cmd_get_info(struct emu_osfi *o, size_t n1, uint8_t *out, size_t
 	wr32(p + 12, (uint32_t)(o->pos - OSFI_HEADER_LEN));
 	wr16(p + 16, emu_chip_device_id(o->chip));
 	memcpy(p + 20, emu_chip_uid(o->chip), OSFI_UID_LEN);
+	memcpy(p + 32, o->installed_id, OSFI_ID_LEN);
 	*out_len = OSFI_INFO_LEN;
 	return OSFI_ST_OK;
 }
@@ -1364,6 +1496,7 @@ void emu_osfi_reset(struct emu_chip *c)
 	/* RAM is lost: the session cannot continue, and what it wrote is taken back. */
 	session_discard(o);
 	o->state = OSFI_SESSION_FAILED;
+	record_save(o);
 	osfi_debug(o, "reset during a session: aborted");
 }
 
@@ -1386,6 +1519,8 @@ int emu_osfi_attach(struct emu_chip *c, const struct emu_osfi_config *cfg)
 	o->pos = OSFI_HEADER_LEN;
 
 	r = chip_key_load_or_create(o, dir);
+	if (r == 0)
+		r = record_load(o);
 	if (r == 0 && cfg && cfg->ca_key_path)
 		r = chip_cert_load_or_create(o, dir, cfg->ca_key_path);
 	if (r == 0 && cfg && cfg->global_key_path)

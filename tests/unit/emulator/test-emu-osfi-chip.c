@@ -261,7 +261,7 @@ static void test_install_over_bootloader(void **state)
 		{ .type = 'K', .addr = STM32H5_OTP_BASE, .data = f->secret, .size = 32 },
 		{ .type = 'C', .data = cfg, .size = sizeof(cfg) },
 	};
-	uint8_t lic[OSFI_LICENSE_LEN], info[64], buf[RAM], cert2[OSFI_CERT_LEN];
+	uint8_t lic[OSFI_LICENSE_LEN], info[64], buf[RAM], cert2[OSFI_CERT_LEN], id[32];
 	size_t len, n;
 	uint8_t *img = make_image(f, a, 5, &len, lic);
 
@@ -300,6 +300,15 @@ static void test_install_over_bootloader(void **state)
 	assert_int_equal(emu_chip_image_version(f->chip), 4);
 	assert_int_equal(emu_chip_read(f->chip, FLASH, buf, RAM), 0);
 	assert_memory_equal(buf, f->fw, RAM);
+	/* So does the session record, untouched by the refused license: finalized, OK, and
+	 * the installed image's id in bytes 32..63. */
+	forge_image_id(img, id);
+	assert_int_equal(sp50(f, OSFI_OP_GET_INFO, NULL, 0, info, &n), OSFI_ST_OK);
+	assert_int_equal(n, 64);
+	assert_int_equal(info[2], OSFI_SESSION_FINALIZED);
+	assert_int_equal(info[8] | info[9] << 8, OSFI_ST_OK);
+	assert_int_equal(info[10], 5);
+	assert_memory_equal(info + 32, id, 32);
 	free(img);
 }
 

@@ -46,6 +46,7 @@ struct info {
 	uint32_t bytes;
 	uint16_t device;
 	uint8_t uid[12];
+	uint8_t installed[32];
 };
 
 static int run(struct fx *f, bool ext, uint16_t op, const void *p1, size_t n1, const void *p2,
@@ -96,6 +97,7 @@ static void get_info(struct fx *f, struct info *i)
 		   (uint32_t)out[15] << 24;
 	i->device = (uint16_t)(out[16] | out[17] << 8);
 	memcpy(i->uid, out + 20, 12);
+	memcpy(i->installed, out + 32, 32);
 }
 
 static void attach(struct fx *f, const char *ca, const char *gk)
@@ -365,7 +367,7 @@ static void test_full_install(void **state)
 		{ .type = 'K', .addr = STM32H5_OTP_BASE + 0x100, .data = f->secret, .size = 32 },
 		{ .type = 'C', .data = cfg, .size = sizeof(cfg) },
 	};
-	uint8_t lic[OSFI_LICENSE_LEN];
+	uint8_t lic[OSFI_LICENSE_LEN], id[32];
 	struct info i;
 	size_t len;
 	uint8_t *img;
@@ -422,11 +424,115 @@ static void test_full_install(void **state)
 	assert_int_equal(op50(f, OSFI_OP_FINALIZE, NULL, 0), OSFI_ST_SEQUENCE);
 	assert_int_equal(op50(f, OSFI_OP_ABORT, NULL, 0), OSFI_ST_OK);
 	assert_int_equal(op51(f, OSFI_OP_PUT_LICENSE, 0, lic, sizeof(lic)), OSFI_ST_BAD_STATE);
+	/* The refusal changes nothing: the record still names the finalized session. */
+	forge_image_id(img, id);
 	get_info(f, &i);
-	assert_int_equal(i.last, OSFI_ST_BAD_STATE);
+	assert_int_equal(i.session, OSFI_SESSION_FINALIZED);
+	assert_int_equal(i.last, OSFI_ST_OK);
+	assert_memory_equal(i.installed, id, 32);
 	assert_int_equal(i.ps, STM32H5_PS_CLOSED);
 	assert_memory_equal(fake_chip_mem(f->chip, FLASH, 2 * RAM), f->fw, 2 * RAM);
+
+	/* A power cycle (the OSFI side detached and attached again on the same state dir). */
+	emu_osfi_detach(f->chip);
+	attach(f, f->ca_path, f->gk_path);
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_FINALIZED);
+	assert_int_equal(i.last, OSFI_ST_OK);
+	assert_int_equal(i.areas, 7);
+	assert_int_equal(i.bytes, len - 64);
+	assert_memory_equal(i.installed, id, 32);
 	free(img);
+}
+
+/* The session record survives a power cycle whatever the session's state: an interrupted
+ * session reads failed, the installed id stays that of the last finalized session, and a
+ * damaged record stops the chip from starting. */
+static void test_session_record(void **state)
+{
+	struct fx *f = *state;
+	struct forge_area a[] = {
+		{ .type = 'F', .addr = FLASH, .data = f->fw, .size = RAM },
+		{ .type = 'F', .addr = FLASH + RAM, .data = f->fw + RAM, .size = RAM },
+	};
+	struct emu_osfi_config cfg = { .ca_key_path = f->ca_path, .ram_buffer = RAM };
+	uint8_t lic[OSFI_LICENSE_LEN], lic2[OSFI_LICENSE_LEN], id[32], zero[32] = { 0 };
+	char path[128];
+	struct info i;
+	size_t len, len2;
+	uint8_t *img = image(f, a, 2, DEV, 1, &len), *img2;
+	FILE *g;
+
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_IDLE);
+	assert_memory_equal(i.installed, zero, 32);
+
+	/* Finalized, Open (no 'C' area): the image id is reported, and after a power cycle. */
+	forge_image_id(img, id);
+	image_license(f, img, lic);
+	assert_int_equal(install(f, img, len, lic), OSFI_ST_OK);
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_FINALIZED);
+	assert_memory_equal(i.installed, id, 32);
+	emu_osfi_detach(f->chip);
+	attach(f, f->ca_path, f->gk_path);
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_FINALIZED);
+	assert_int_equal(i.last, OSFI_ST_OK);
+	assert_memory_equal(i.installed, id, 32);
+
+	/* A second session cut by a power loss halfway: failed, status OK (nothing was refused),
+	 * its flash erased again, the first image's id kept. */
+	a[0].addr = FLASH + 0x80000;
+	a[1].addr = FLASH + 0x80000 + RAM;
+	img2 = image(f, a, 2, DEV, 2, &len2);
+	image_license(f, img2, lic2);
+	assert_int_equal(op51(f, OSFI_OP_PUT_LICENSE, 0, lic2, sizeof(lic2)), OSFI_ST_OK);
+	assert_int_equal(op50(f, OSFI_OP_PUT_HEADER, img2, 64), OSFI_ST_OK);
+	for (size_t off = 64; off < 64 + 48 + RAM; off += OSFI_DATA_CHUNK) {
+		size_t n = 64 + 48 + RAM - off < OSFI_DATA_CHUNK ? 64 + 48 + RAM - off :
+								    OSFI_DATA_CHUNK;
+
+		assert_int_equal(op51(f, OSFI_OP_PUT_DATA, (uint32_t)off, img2 + off, n),
+				 OSFI_ST_OK);
+	}
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_STREAMING);
+	assert_int_equal(i.areas, 1);
+	emu_osfi_detach(f->chip);
+	attach(f, f->ca_path, f->gk_path);
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_FAILED);
+	assert_int_equal(i.last, OSFI_ST_OK);
+	assert_memory_equal(i.installed, id, 32);
+	assert_int_equal(fake_chip_mem(f->chip, FLASH + 0x80000, 1)[0], 0xff);
+	assert_memory_equal(fake_chip_mem(f->chip, FLASH, 2 * RAM), f->fw, 2 * RAM);
+
+	/* A refused license (not a power loss) replaces state and status, not the installed id. */
+	lic2[0] ^= 1;
+	assert_int_equal(op51(f, OSFI_OP_PUT_LICENSE, 0, lic2, sizeof(lic2)),
+			 OSFI_ST_LICENSE_MALFORMED);
+	emu_osfi_detach(f->chip);
+	attach(f, f->ca_path, f->gk_path);
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_FAILED);
+	assert_int_equal(i.last, OSFI_ST_LICENSE_MALFORMED);
+	assert_memory_equal(i.installed, id, 32);
+
+	/* A damaged record: the chip does not start. */
+	emu_osfi_detach(f->chip);
+	snprintf(path, sizeof(path), "%s/osfi.session", f->dir);
+	g = fopen(path, "ae");
+	assert_non_null(g);
+	fputs("state=x\n", g);
+	fclose(g);
+	assert_int_equal(emu_osfi_attach(f->chip, &cfg), -EINVAL);
+	assert_int_equal(unlink(path), 0);
+	attach(f, f->ca_path, f->gk_path);
+	get_info(f, &i);
+	assert_int_equal(i.session, OSFI_SESSION_IDLE);
+	free(img);
+	free(img2);
 }
 
 /* A global image license and a chip-specific module license: 'M' under the module key. */
@@ -876,9 +982,10 @@ static void test_finalize_option_refused(void **state)
 		image_license(f, img, lic);
 		assert_int_equal(op51(f, OSFI_OP_PUT_LICENSE, 0, lic, sizeof(lic)),
 				 OSFI_ST_BAD_STATE);
+		/* Refused without touching the record. */
 		get_info(f, &i);
-		assert_int_equal(i.session, OSFI_SESSION_FAILED);
-		assert_int_equal(i.last, OSFI_ST_BAD_STATE);
+		assert_int_equal(i.session, OSFI_SESSION_IDLE);
+		assert_int_equal(i.last, OSFI_ST_OK);
 		free(img);
 	}
 	fake_chip_wipe(f->chip);
@@ -911,6 +1018,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_identity, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_subops, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_install, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_session_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_global_and_module, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_license_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_global_without_key, setup, teardown),
