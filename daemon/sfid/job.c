@@ -35,6 +35,9 @@ struct job *job_free(struct job *j)
 	return NULL;
 }
 
+/* Reads a whole regular file of at most max bytes. This runs on the loop: the file is
+ * opened without waiting (a named pipe or a device would block the open or the reads) and
+ * anything but a regular file is refused (-EINVAL) before a byte is read. */
 static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
 {
 	uint8_t *buf;
@@ -42,7 +45,7 @@ static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_le
 	size_t off = 0;
 	int fd, r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return -errno;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -76,6 +79,15 @@ static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_le
 	return 0;
 }
 
+static const char *read_error(int r)
+{
+	if (r == -EINVAL)
+		return "not a regular file";
+	if (r == -EFBIG)
+		return "file too large";
+	return strerror(-r);
+}
+
 /* Reads a global license file for target (0: the image) into l. */
 static int load_global(const struct job *j, const char *path, uint32_t target,
 		       struct job_license *l, char *msg, size_t msg_size)
@@ -92,7 +104,7 @@ static int load_global(const struct job *j, const char *path, uint32_t target,
 		osfi_module_firmware_id(target, want);
 	r = read_file(path, LICENSE_FILE_MAX, &buf, &len);
 	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read global license %s: %s", path, strerror(-r));
+		snprintf(msg, msg_size, "cannot read global license %s: %s", path, read_error(r));
 		return CONTROL_E_NOT_FOUND;
 	}
 	r = osfi_license_decode(buf, len, &lic);
@@ -163,7 +175,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const char 
 	r = read_file(modules, MODULES_FILE_MAX, &text, &len);
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read module license file %s: %s", modules,
-			 strerror(-r));
+			 read_error(r));
 		return CONTROL_E_NOT_FOUND;
 	}
 	r = osfi_modules_parse((const char *)text, len, &ents, &n, why, sizeof(why));
@@ -267,7 +279,7 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 	}
 	r = read_file(path, IMAGE_MAX, &j->image, &j->image_len);
 	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read image %s: %s", path, strerror(-r));
+		snprintf(msg, msg_size, "cannot read image %s: %s", path, read_error(r));
 		job_free(j);
 		return CONTROL_E_NOT_FOUND;
 	}
