@@ -39,6 +39,10 @@ struct client {
 	bool watching;
 	uint64_t watch_id;
 	bool closing;		/* flush, then close */
+	/* Deadlines (server_options): one timer, armed for what the client owes next. */
+	struct event *ev_deadline;
+	enum { DEADLINE_NONE, DEADLINE_IDLE, DEADLINE_LINE, DEADLINE_CLOSE } deadline;
+	unsigned awaiting;	/* requests not answered yet (a worker or the recorder has them) */
 };
 
 struct server {
@@ -65,9 +69,24 @@ static void client_free(struct client *c)
 		}
 	s->n_clients--;
 	log_debug("control: client %llu (%s) disconnected", (unsigned long long)c->serial, c->user);
+	if (c->ev_deadline)
+		event_free(c->ev_deadline);
 	bufferevent_free(c->bev);
 	control_linebuf_done(&c->lb);
 	free(c);
+}
+
+static void client_deadline_update(struct client *c);
+
+/* Starts closing c: what is queued is flushed, then c is freed; a client that does not read
+ * it is freed when the close deadline passes. */
+static void client_close(struct client *c)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	c->watching = false;
+	client_deadline_update(c);
 }
 
 static void client_send(struct client *c, char *line)
@@ -82,8 +101,7 @@ static void client_send(struct client *c, char *line)
 		if (!c->closing)
 			log_warning("control: client %s does not read its replies; disconnecting",
 				    c->user);
-		c->closing = true;
-		c->watching = false;
+		client_close(c);
 		free(line);
 		return;
 	}
@@ -95,9 +113,12 @@ void server_reply_ok(struct client *c, uint64_t id, struct json_object *result)
 {
 	char *line = NULL;
 
+	if (c->awaiting)
+		c->awaiting--;
 	if (control_reply_ok(id, result, &line) < 0)
 		return;
 	client_send(c, line);
+	client_deadline_update(c);
 }
 
 void server_reply_error(struct client *c, uint64_t id, enum control_error code,
@@ -109,9 +130,12 @@ void server_reply_error(struct client *c, uint64_t id, enum control_error code,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	if (c->awaiting)
+		c->awaiting--;
 	if (control_reply_error(id, code, msg, &line) < 0)
 		return;
 	client_send(c, line);
+	client_deadline_update(c);
 }
 
 static void client_handle_line(struct client *c, const char *line, size_t len)
@@ -156,6 +180,83 @@ static void client_handle_line(struct client *c, const char *line, size_t len)
 	json_object_put(root);
 }
 
+/* Arms the client's one timer for what it owes next: nothing while it watches or waits for
+ * an answer; its next line within idle_ms; the rest of a line it started within line_ms
+ * (however slowly the bytes trickle in); reading what is queued within close_ms once it is
+ * closing. */
+static void client_deadline_update(struct client *c)
+{
+	const struct server_options *o = &c->server->o;
+	bool partial = c->lb.len > 0 || c->lb.overflow;
+	unsigned ms = 0;
+	int next;
+
+	if (c->closing)
+		next = DEADLINE_CLOSE;
+	else if (partial)
+		next = DEADLINE_LINE;
+	else if (c->watching || c->awaiting)
+		next = DEADLINE_NONE;
+	else
+		next = DEADLINE_IDLE;
+	/* A close or line deadline runs from when it started; an idle one from the last
+	 * exchange. */
+	if (next == (int)c->deadline && next != DEADLINE_IDLE)
+		return;
+	c->deadline = next;
+	switch (c->deadline) {
+	case DEADLINE_NONE:
+		break;
+	case DEADLINE_IDLE:
+		ms = o->idle_ms;
+		break;
+	case DEADLINE_LINE:
+		ms = o->line_ms;
+		break;
+	case DEADLINE_CLOSE:
+		ms = o->close_ms;
+		break;
+	}
+	if (!c->ev_deadline)
+		return;
+	if (ms == 0) {
+		event_del(c->ev_deadline);
+		return;
+	}
+	event_add(c->ev_deadline, &(struct timeval){ .tv_sec = ms / 1000,
+						     .tv_usec = (ms % 1000) * 1000 });
+}
+
+static void client_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	const struct server_options *o = &c->server->o;
+
+	switch (c->deadline) {
+	case DEADLINE_NONE:
+		break;
+	case DEADLINE_IDLE:
+		log_debug("control: client %s idle for %u ms; closing", c->user, o->idle_ms);
+		server_reply_error(c, 0, CONTROL_E_BUSY, "no request for %u ms; closing", o->idle_ms);
+		client_close(c);
+		break;
+	case DEADLINE_LINE:
+		log_warning("control: client %s left a line unfinished for %u ms; closing", c->user,
+			    o->line_ms);
+		server_reply_error(c, 0, CONTROL_E_MALFORMED, "line not finished within %u ms; "
+				   "closing", o->line_ms);
+		client_close(c);
+		break;
+	case DEADLINE_CLOSE:
+		log_warning("control: client %s did not read what was sent to it within %u ms; "
+			    "dropped", c->user, o->close_ms);
+		client_free(c);
+		return;
+	}
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		client_free(c);
+}
+
 static void client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct client *c = arg;
@@ -169,10 +270,11 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 		if (c->closing)
 			continue;
 		if (control_linebuf_append(&c->lb, chunk, (size_t)n) < 0) {
-			c->closing = true;
+			client_close(c);
 			break;
 		}
 		while ((r = control_linebuf_next(&c->lb, &line, &len)) != 0) {
+			c->awaiting++;
 			if (r == -EMSGSIZE) {
 				server_reply_error(c, 0, CONTROL_E_TOO_LARGE,
 						   "message over the limit of %zu bytes",
@@ -182,8 +284,11 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
 			client_handle_line(c, line, len);
 		}
 	}
-	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
 		client_free(c);
+		return;
+	}
+	client_deadline_update(c);
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)
@@ -238,6 +343,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 {
 	struct server *s = arg;
 	struct client *c;
+	unsigned limit;
 
 	c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -255,23 +361,29 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		return;
 	}
 	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	c->ev_deadline = evtimer_new(s->base, client_deadline_cb, c);
 	c->next = s->clients;
 	s->clients = c;
 	s->n_clients++;
 
-	if (s->n_clients > s->o.max_clients) {
-		log_warning("control: refusing %s: already %u clients (max_clients)", c->user,
-			    s->o.max_clients);
+	/* Supervisors (root among them) have room of their own beyond max_clients, so that
+	 * operators' connections can never lock them out. */
+	limit = s->o.max_clients + (c->role == CONTROL_ROLE_SUPERVISOR ? SERVER_SUPERVISOR_ROOM : 0);
+	if (!c->ev_deadline || s->n_clients > limit) {
+		log_warning("control: refusing %s: already %u clients (max_clients %u%s)", c->user,
+			    s->n_clients - 1, s->o.max_clients,
+			    c->role == CONTROL_ROLE_SUPERVISOR ? ", and the supervisors' room" : "");
 		server_reply_error(c, 0, CONTROL_E_BUSY,
 				   "sfid already serves %u clients; close one and retry",
-				   s->o.max_clients);
-		c->closing = true;
+				   s->n_clients - 1);
+		client_close(c);
 		bufferevent_enable(c->bev, EV_WRITE);
 		return;
 	}
 	log_debug("control: client %llu: %s (pid %d), role %s", (unsigned long long)c->serial,
 		  c->user, (int)c->pid, control_role_to_string(c->role));
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	client_deadline_update(c);
 }
 
 static int server_bind(struct server *s, const struct server_options *o, char *err,
@@ -407,6 +519,7 @@ void server_watch(struct client *c, uint64_t id)
 {
 	c->watching = true;
 	c->watch_id = id;
+	client_deadline_update(c);
 }
 
 void server_broadcast(struct server *s, const char *event, struct json_object *data)

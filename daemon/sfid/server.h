@@ -20,9 +20,17 @@ struct server_options {
 	gid_t socket_gid;	/* group of the socket file, (gid_t)-1 to keep */
 	gid_t operator_gid, supervisor_gid;
 	const char *operator_group, *supervisor_group; /* names, for refusal messages */
-	unsigned max_clients;
+	unsigned max_clients;	/* operators; supervisors have SERVER_SUPERVISOR_ROOM more */
 	size_t max_message;
+	/* Deadlines in ms (0: none): a client that is neither watching nor waiting for an
+	 * answer sends its next line within idle_ms; a line once started is finished within
+	 * line_ms; a closing client reads what was queued for it within close_ms. Past a
+	 * deadline the client is closed. */
+	unsigned idle_ms, line_ms, close_ms;
 };
+
+/* Connections only supervisors (and root) may open beyond max_clients. */
+#define SERVER_SUPERVISOR_ROOM 4
 
 /* Handles an authorized request. Reply now (server_reply_*) or later by client serial. */
 typedef void (*server_dispatch_fn)(void *user_data, struct client *c,

@@ -301,6 +301,21 @@ static int handler(void *user, const char *section, const char *name, const char
 				c->max_clients = (unsigned)x;
 			return 1;
 		}
+		if (strcmp(name, "idle_timeout_ms") == 0) {
+			if (set_uint(st, section, name, value, 100, 86400000, &x))
+				c->idle_timeout_ms = (unsigned)x;
+			return 1;
+		}
+		if (strcmp(name, "line_timeout_ms") == 0) {
+			if (set_uint(st, section, name, value, 100, 600000, &x))
+				c->line_timeout_ms = (unsigned)x;
+			return 1;
+		}
+		if (strcmp(name, "close_timeout_ms") == 0) {
+			if (set_uint(st, section, name, value, 100, 600000, &x))
+				c->close_timeout_ms = (unsigned)x;
+			return 1;
+		}
 		if (strcmp(name, "max_message") == 0) {
 			if (set_uint(st, section, name, value, CONTROL_MESSAGE_MIN, CONTROL_MESSAGE_MAX, &x))
 				c->max_message = (size_t)x;
@@ -415,6 +430,9 @@ static int config_parse(struct parse_state *st, struct config **ret)
 	c->path = strdup(st->path);
 	c->max_clients = 16;
 	c->max_message = CONTROL_MESSAGE_MAX_DEFAULT;
+	c->idle_timeout_ms = 60000;
+	c->line_timeout_ms = 10000;
+	c->close_timeout_ms = 10000;
 	c->shutdown_timeout_ms = 30000;
 	c->hsm_workers = 2;
 	c->history_max = 1000;

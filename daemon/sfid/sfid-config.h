@@ -44,6 +44,9 @@ struct config {
 	gid_t supervisor_gid;
 	unsigned max_clients;
 	size_t max_message;
+	unsigned idle_timeout_ms;	/* a client with nothing to wait for sends within this */
+	unsigned line_timeout_ms;	/* a line once started is finished within this */
+	unsigned close_timeout_ms;	/* a closing client reads its last replies within this */
 
 	unsigned shutdown_timeout_ms; /* SIGTERM: time to finish chips in progress */
 	unsigned hsm_workers;	      /* threads for PKCS#11 calls */

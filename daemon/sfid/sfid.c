@@ -1243,6 +1243,9 @@ int main(int argc, char **argv)
 		.supervisor_group = d.cfg->supervisor_group,
 		.max_clients = d.cfg->max_clients,
 		.max_message = d.cfg->max_message,
+		.idle_ms = d.cfg->idle_timeout_ms,
+		.line_ms = d.cfg->line_timeout_ms,
+		.close_ms = d.cfg->close_timeout_ms,
 	};
 	r = server_new(d.base, &so, dispatch, &d, &d.server, err, sizeof(err));
 	if (r < 0) {

@@ -114,6 +114,9 @@ static void fz_init(void)
 			.supervisor_group = "supervisors",
 			.max_clients = 4,
 			.max_message = 4096,
+			.idle_ms = 60000,
+			.line_ms = 10000,
+			.close_ms = 10000,
 		};
 
 		snprintf(fz.sock[i], sizeof(fz.sock[i]), "%s/sock%d", fz.dir, i);
