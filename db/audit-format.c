@@ -313,31 +313,184 @@ static bool get_hex(struct json_object *o, const char *key, uint8_t *out, size_t
 	return audit_hex_decode(json_object_get_string(v), out, len) == 0;
 }
 
+/* True when every member of o is one of the NULL-terminated names. */
+static bool only_members(struct json_object *o, const char *const *names, const char **ret_bad)
+{
+	json_object_object_foreach(o, key, val) {
+		const char *const *n;
+
+		(void)val;
+		for (n = names; *n && strcmp(*n, key) != 0; n++)
+			;
+		if (!*n) {
+			*ret_bad = key;
+			return false;
+		}
+	}
+	return true;
+}
+
+static char *dup_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return strdup(json_object_get_string(v));
+}
+
+static int parse_tokens(struct json_object *list, struct audit_line *l, char *errbuf,
+			size_t errlen)
+{
+	static const char *const token_members[] = { "counter", "serial", NULL };
+	const char *badkey;
+
+	if (!json_object_is_type(list, json_type_array) ||
+	    json_object_array_length(list) > AUDIT_TOKENS_MAX)
+		return fail(errbuf, errlen, "metadata: tokens is not a list of at most %d tokens",
+			    AUDIT_TOKENS_MAX);
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		struct json_object *t = json_object_array_get_idx(list, i), *v;
+		struct audit_meta_token *mt = &l->tokens[l->n_tokens];
+		const char *serial;
+
+		if (!json_object_is_type(t, json_type_object))
+			return fail(errbuf, errlen, "metadata: a token is not an object");
+		if (!only_members(t, token_members, &badkey))
+			return fail(errbuf, errlen, "metadata: unknown token field \"%s\"", badkey);
+		if (!json_object_object_get_ex(t, "serial", &v) ||
+		    !json_object_is_type(v, json_type_string) ||
+		    (serial = json_object_get_string(v))[0] == '\0' ||
+		    strlen(serial) >= sizeof(mt->serial))
+			return fail(errbuf, errlen, "metadata: a token lacks its serial");
+		if (!json_object_object_get_ex(t, "counter", &v) ||
+		    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < -1 ||
+		    json_object_get_int64(v) == INT64_MAX)
+			return fail(errbuf, errlen, "metadata: token %s lacks its counter", serial);
+		for (size_t k = 0; k < l->n_tokens; k++)
+			if (strcmp(l->tokens[k].serial, serial) == 0)
+				return fail(errbuf, errlen, "metadata: token %s is named twice", serial);
+		snprintf(mt->serial, sizeof(mt->serial), "%s", serial);
+		mt->counter = json_object_get_int64(v);
+		l->n_tokens++;
+	}
+	return 0;
+}
+
 static int parse_meta(struct json_object *o, struct audit_line *l, char *errbuf, size_t errlen)
 {
-	uint64_t format;
+	static const char *const v1[] = { "anchor", "created", "export", "first_seq", "format",
+					  "last_seq", "range", "schema", NULL };
+	static const char *const v2[] = { "anchor", "created", "export", "first_seq", "format",
+					  "last_seq", "range", "schema", "station", "tokens",
+					  "version", NULL };
+	static const char *const range_members[] = { "from", "job", "to", NULL };
+	struct json_object *v, *range;
+	uint64_t format, created, schema;
+	const char *badkey;
 
-	if (!get_uint(o, "format", &format) || format != 1)
-		return fail(errbuf, errlen, "unsupported export format (expected format 1)");
-	l->format = 1;
+	if (!json_object_object_get_ex(o, "export", &v) ||
+	    !json_object_is_type(v, json_type_string) ||
+	    strcmp(json_object_get_string(v), "sfid-audit") != 0)
+		return fail(errbuf, errlen, "metadata: not an sfid audit export");
+	if (!get_uint(o, "format", &format) || (format != 1 && format != 2))
+		return fail(errbuf, errlen, "unsupported export format (this sfi-audit reads "
+					    "formats 1 and 2)");
+	l->format = (int)format;
+	if (!only_members(o, format == 1 ? v1 : v2, &badkey))
+		return fail(errbuf, errlen, "metadata: unknown field \"%s\"", badkey);
 	if (!get_uint(o, "first_seq", &l->first_seq) || !get_uint(o, "last_seq", &l->last_seq))
 		return fail(errbuf, errlen, "metadata line lacks first_seq/last_seq");
 	if (!get_hex(o, "anchor", l->anchor, AUDIT_HASH_SIZE))
 		return fail(errbuf, errlen, "metadata line lacks a 64-digit anchor hash");
 	if (l->first_seq > l->last_seq || (l->first_seq == 0) != (l->last_seq == 0))
 		return fail(errbuf, errlen, "metadata line has an impossible seq range");
+	if (!get_uint(o, "created", &created) || !get_uint(o, "schema", &schema))
+		return fail(errbuf, errlen, "metadata line lacks created/schema");
+	l->created_ms = (int64_t)created;
+	if (!json_object_object_get_ex(o, "range", &range) ||
+	    !json_object_is_type(range, json_type_object) ||
+	    !only_members(range, range_members, &badkey) ||
+	    json_object_object_length(range) != 3)
+		return fail(errbuf, errlen, "metadata: range must hold exactly from, job and to");
+	json_object_object_foreach(range, rk, rv) {
+		if (!json_object_is_type(rv, json_type_int))
+			return fail(errbuf, errlen, "metadata: range %s is not a number", rk);
+		if (strcmp(rk, "from") == 0)
+			l->range_from = json_object_get_int64(rv);
+		else if (strcmp(rk, "job") == 0)
+			l->range_job = json_object_get_int64(rv);
+		else
+			l->range_to = json_object_get_int64(rv);
+	}
+	if (format == 2) {
+		l->station = dup_str(o, "station");
+		l->version = dup_str(o, "version");
+		if (!l->station || !l->version)
+			return fail(errbuf, errlen, "metadata lacks the station or the sfid version");
+		if (!json_object_object_get_ex(o, "tokens", &v))
+			return fail(errbuf, errlen, "metadata lacks its tokens");
+		if (parse_tokens(v, l, errbuf, errlen) < 0)
+			return -EINVAL;
+	}
 	l->kind = AUDIT_LINE_META;
+	return 0;
+}
+
+static int parse_end(struct json_object *o, struct audit_line *l, char *errbuf, size_t errlen)
+{
+	static const char *const line_members[] = { "end", "signature", NULL };
+	static const char *const end_members[] = { "digest", "first_seq", "key_id", "last_hash",
+						   "last_seq", "records", NULL };
+	struct json_object *end, *v;
+	const char *badkey;
+	int r;
+
+	if (!only_members(o, line_members, &badkey))
+		return fail(errbuf, errlen, "end line: unknown field \"%s\"", badkey);
+	if (!json_object_object_get_ex(o, "end", &end) ||
+	    !json_object_is_type(end, json_type_object))
+		return fail(errbuf, errlen, "end line: \"end\" is not an object");
+	if (!only_members(end, end_members, &badkey))
+		return fail(errbuf, errlen, "end line: unknown field \"%s\"", badkey);
+	if (!get_uint(end, "first_seq", &l->first_seq) || !get_uint(end, "last_seq", &l->last_seq) ||
+	    !get_uint(end, "records", &l->records) ||
+	    !get_hex(end, "digest", l->digest, AUDIT_HASH_SIZE) ||
+	    !get_hex(end, "last_hash", l->last_hash, AUDIT_HASH_SIZE))
+		return fail(errbuf, errlen, "end line lacks first_seq, last_seq, records, digest or "
+					    "last_hash");
+	if (json_object_object_get_ex(end, "key_id", &v)) {
+		if (!get_hex(end, "key_id", l->key_id, AUDIT_HASH_SIZE))
+			return fail(errbuf, errlen, "end line has a malformed key_id");
+		l->has_key_id = true;
+	}
+	if (json_object_object_get_ex(o, "signature", &v)) {
+		if (!get_hex(o, "signature", l->signature, AUDIT_SIG_SIZE))
+			return fail(errbuf, errlen, "end line has a malformed signature");
+		l->has_signature = true;
+	}
+	if (l->has_signature != l->has_key_id)
+		return fail(errbuf, errlen, "end line: a signature needs its key_id and a key_id "
+					    "its signature");
+	r = audit_canon_encode(end, &l->canon, &l->canon_len);
+	if (r < 0)
+		return r == -ENOMEM ? r : fail(errbuf, errlen, "end line cannot be encoded");
+	l->kind = AUDIT_LINE_END;
 	return 0;
 }
 
 static int parse_record(struct json_object *o, struct audit_line *l, char *errbuf,
 			size_t errlen)
 {
+	static const char *const record_members[] = { "content", "hash", "prev_hash", "seq",
+						      "signature", "time", "type", NULL };
 	struct json_object *content, *v, *data;
 	uint64_t cseq, ctime, time_ms;
-	const char *type;
+	const char *type, *badkey;
 	int r;
 
+	if (!only_members(o, record_members, &badkey))
+		return fail(errbuf, errlen, "record line: unknown field \"%s\"", badkey);
 	if (!get_uint(o, "seq", &l->seq) || l->seq == 0)
 		return fail(errbuf, errlen, "record lacks a positive seq");
 	if (!get_uint(o, "time", &time_ms))
@@ -388,7 +541,9 @@ int audit_line_parse(const char *text, size_t len, struct audit_line *ret_line, 
 	struct audit_line l = { .kind = _AUDIT_LINE_KIND_MAX };
 	struct json_tokener *tok;
 	struct json_object *o, *v;
-	size_t end;
+	size_t end, canon_len = 0;
+	char *canon = NULL;
+	bool same;
 	int r;
 
 	if (len > AUDIT_LINE_MAX)
@@ -412,18 +567,36 @@ int audit_line_parse(const char *text, size_t len, struct audit_line *ret_line, 
 		return r;
 	}
 	json_tokener_free(tok);
-	for (; end < len; end++)
-		if (text[end] != ' ' && text[end] != '\t' && text[end] != '\r') {
-			json_object_put(o);
-			return fail(errbuf, errlen, "trailing bytes after the JSON value");
-		}
+	if (end < len) {
+		json_object_put(o);
+		return fail(errbuf, errlen, "trailing bytes after the JSON value");
+	}
 	if (!json_object_is_type(o, json_type_object)) {
 		json_object_put(o);
 		return fail(errbuf, errlen, "line is not a JSON object");
 	}
+	/* One spelling only: what json-c kept must encode back to the very same bytes. A
+	 * duplicate key (json-c keeps one of them), another key order, spaces or escapes all
+	 * fail here. */
+	r = audit_canon_encode(o, &canon, &canon_len);
+	if (r == -ENOMEM) {
+		json_object_put(o);
+		return r;
+	}
+	same = r == 0 && canon_len == len && memcmp(canon, text, len) == 0;
+	free(canon);
+	if (!same) {
+		json_object_put(o);
+		return fail(errbuf, errlen, r < 0 || canon_len >= len ?
+				    "not canonical JSON (key order, spacing, escapes or numbers "
+				    "differ from the one encoding)" :
+				    "not canonical JSON (a duplicate key, or spacing)");
+	}
 
 	if (json_object_object_get_ex(o, "export", &v))
 		r = parse_meta(o, &l, errbuf, errlen);
+	else if (json_object_object_get_ex(o, "end", &v))
+		r = parse_end(o, &l, errbuf, errlen);
 	else
 		r = parse_record(o, &l, errbuf, errlen);
 	json_object_put(o);
@@ -441,8 +614,20 @@ void audit_line_clear(struct audit_line *line)
 		return;
 	free(line->type);
 	free(line->canon);
+	free(line->station);
+	free(line->version);
+	line->station = NULL;
+	line->version = NULL;
 	json_object_put(line->content);
 	line->type = NULL;
 	line->canon = NULL;
 	line->content = NULL;
+}
+
+int audit_sha256(const void *data, size_t len, uint8_t ret[AUDIT_HASH_SIZE])
+{
+	unsigned int n = 0;
+
+	return EVP_Digest(data, len, ret, &n, EVP_sha256(), NULL) && n == AUDIT_HASH_SIZE ? 0 :
+													    -EIO;
 }

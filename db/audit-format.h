@@ -37,7 +37,19 @@ bool audit_is_hex(const char *s, size_t len);
 enum audit_line_kind {
 	AUDIT_LINE_META,   /* first line: export metadata */
 	AUDIT_LINE_RECORD, /* one audit record */
+	AUDIT_LINE_END,    /* format 2, last line: the signed end of the export */
 	_AUDIT_LINE_KIND_MAX,
+};
+
+/* The export format this build writes. Format 1 (no end line) is still read. */
+#define AUDIT_EXPORT_FORMAT 2
+#define AUDIT_TOKENS_MAX 32
+
+/* A token as the metadata of a format 2 export names it: its counter when the export was
+ * written (-1: it could not be read). */
+struct audit_meta_token {
+	char serial[72];
+	int64_t counter;
 };
 
 /* One parsed export line. Strings and the content object belong to the struct and are
@@ -50,6 +62,19 @@ struct audit_line {
 	uint64_t first_seq;        /* seq of the first record that follows (0: none) */
 	uint64_t last_seq;         /* seq of the last record that follows */
 	uint8_t anchor[AUDIT_HASH_SIZE]; /* prev_hash of the first record */
+	char *station;             /* format 2: station name and sfid version ("" if unknown) */
+	char *version;
+	int64_t created_ms;
+	int64_t range_from, range_job, range_to; /* the range asked for (0: open) */
+	struct audit_meta_token tokens[AUDIT_TOKENS_MAX]; /* format 2 */
+	size_t n_tokens;
+
+	/* AUDIT_LINE_END (also uses first_seq, last_seq, has_signature, signature, canon) */
+	uint64_t records;                  /* records between the metadata and the end */
+	uint8_t digest[AUDIT_HASH_SIZE];   /* SHA-256 of every byte before the end line */
+	uint8_t last_hash[AUDIT_HASH_SIZE]; /* hash of the last record (the anchor if none) */
+	bool has_key_id;
+	uint8_t key_id[AUDIT_HASH_SIZE];   /* the key that signed the end */
 
 	/* AUDIT_LINE_RECORD */
 	uint64_t seq;
@@ -60,15 +85,20 @@ struct audit_line {
 	bool has_signature;
 	uint8_t signature[AUDIT_SIG_SIZE];
 	struct json_object *content; /* the whole record content: data, seq, time, type */
-	char *canon;                 /* canonical encoding of content */
+	char *canon;                 /* canonical encoding of content (the end: of "end") */
 	size_t canon_len;
 };
 
-/* Parses one export line (without its newline). Checks the shape of the line and that the
- * content's seq/time/type match the line's; does not check hashes or signatures. Returns 0
- * and fills *ret_line, or -EINVAL with a reason in errbuf. */
+/* Parses one export line (without its newline). The line must be exactly its canonical
+ * encoding (so a duplicate key, a reordered key or another spelling of a value is refused)
+ * and hold only the members its kind defines. Checks that the content's seq/time/type
+ * match the line's; does not check hashes or signatures. Returns 0 and fills *ret_line, or
+ * -EINVAL with a reason in errbuf. */
 int audit_line_parse(const char *text, size_t len, struct audit_line *ret_line, char *errbuf,
 		     size_t errlen);
 
 /* Releases what audit_line_parse() allocated; safe on a zeroed struct. */
 void audit_line_clear(struct audit_line *line);
+
+/* SHA-256 of data into ret. Returns 0 or -EIO. */
+int audit_sha256(const void *data, size_t len, uint8_t ret[AUDIT_HASH_SIZE]);

@@ -231,8 +231,29 @@ struct db_range {
 	int64_t to_ms;
 };
 
-/* Writes a JSON Lines export (metadata line, then every audit record in the range and up
- * to the checkpoint that covers it) to out. Returns 0 or -errno. */
+/* A token as an export names it: its serial and its counter read when the export is
+ * written (-1: it could not be read). */
+struct db_export_token {
+	const char *serial;
+	int64_t counter;
+};
+
+/* Who writes an export: the station name, the sfid version and the tokens of the line. */
+struct db_export_info {
+	const char *station;
+	const char *version;
+	const struct db_export_token *tokens;
+	size_t n_tokens; /* at most 32 */
+};
+
+/* Writes a JSON Lines export (format 2: a metadata line naming info, every audit record in
+ * the range and up to the checkpoint that covers it, then an end line with the digest of
+ * every byte before it, signed with the audit key when a signer is set; a signer that fails
+ * leaves the end unsigned) to out. info may be NULL (no station, version or tokens).
+ * Returns 0 or -errno. */
+int db_export_jsonl_info(struct db *db, const struct db_range *range,
+			 const struct db_export_info *info, FILE *out);
+/* The same with info NULL. */
 int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out);
 
 /* Writes a CSV export (RFC 4180, one row per attempt and license) to out. */

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "db-internal.h"
 
 static int write_failed(struct db *db)
@@ -80,22 +82,161 @@ static int export_bounds(struct db *db, const struct db_range *range, uint64_t *
 	return 0;
 }
 
+/* Every byte of a JSON Lines export goes through here, so the end line can name their
+ * digest. */
+struct jsonl_out {
+	FILE *f;
+	EVP_MD_CTX *md;
+	bool failed;
+};
+
+static void out_line(struct jsonl_out *o, const char *line, size_t len)
+{
+	if (o->failed)
+		return;
+	if (fwrite(line, 1, len, o->f) != len || fputc('\n', o->f) == EOF ||
+	    !EVP_DigestUpdate(o->md, line, len) || !EVP_DigestUpdate(o->md, "\n", 1))
+		o->failed = true;
+}
+
+/* Writes json as one canonical line; consumes it. */
+static int out_json(struct db *db, struct jsonl_out *o, struct json_object *json)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int r;
+
+	r = json ? audit_canon_encode(json, &text, &len) : -ENOMEM;
+	json_object_put(json);
+	if (r < 0)
+		return db_fail(db, r, "encoding the export failed");
+	out_line(o, text, len);
+	free(text);
+	return 0;
+}
+
+static struct json_object *meta_json(const struct db_range *range,
+				     const struct db_export_info *info, uint64_t first,
+				     uint64_t last, const uint8_t anchor[DB_HASH_SIZE])
+{
+	struct json_object *o = json_object_new_object(), *r = json_object_new_object();
+	struct json_object *tokens = json_object_new_array();
+	char hex[2 * DB_HASH_SIZE + 1];
+
+	if (!o || !r || !tokens) {
+		json_object_put(o);
+		json_object_put(r);
+		json_object_put(tokens);
+		return NULL;
+	}
+	audit_hex_encode(anchor, DB_HASH_SIZE, hex);
+	db_json_add_str(o, "anchor", hex);
+	db_json_add_int(o, "created", db_now_ms());
+	db_json_add_str(o, "export", "sfid-audit");
+	db_json_add_int(o, "first_seq", (int64_t)first);
+	db_json_add_int(o, "format", AUDIT_EXPORT_FORMAT);
+	db_json_add_int(o, "last_seq", (int64_t)last);
+	db_json_add_int(r, "from", range->from_ms);
+	db_json_add_int(r, "job", range->job_id);
+	db_json_add_int(r, "to", range->to_ms);
+	json_object_object_add(o, "range", r);
+	db_json_add_int(o, "schema", (int64_t)db_n_migrations);
+	db_json_add_str(o, "station", info && info->station ? info->station : "");
+	for (size_t i = 0; info && i < info->n_tokens; i++) {
+		struct json_object *t = json_object_new_object();
+
+		db_json_add_int(t, "counter", info->tokens[i].counter);
+		db_json_add_str(t, "serial", info->tokens[i].serial);
+		json_object_array_add(tokens, t);
+	}
+	json_object_object_add(o, "tokens", tokens);
+	db_json_add_str(o, "version", info && info->version ? info->version : "");
+	return o;
+}
+
+/* The end line: what the export holds, the digest of every byte before it, signed with the
+ * audit key when there is one. */
+static int write_end(struct db *db, struct jsonl_out *o, uint64_t first, uint64_t last,
+		     uint64_t records, const uint8_t last_hash[DB_HASH_SIZE])
+{
+	uint8_t digest[DB_HASH_SIZE], sig[DB_SIG_SIZE], sdigest[DB_HASH_SIZE];
+	char hex[2 * DB_SIG_SIZE + 1];
+	struct json_object *line, *end;
+	unsigned int n = 0;
+	char *canon = NULL;
+	size_t clen = 0;
+	int r;
+
+	if (!EVP_DigestFinal_ex(o->md, digest, &n))
+		return db_fail(db, -EIO, "hashing the export failed");
+	line = json_object_new_object();
+	end = json_object_new_object();
+	if (!line || !end) {
+		json_object_put(line);
+		json_object_put(end);
+		return db_fail(db, -ENOMEM, "out of memory ending the export");
+	}
+	audit_hex_encode(digest, DB_HASH_SIZE, hex);
+	db_json_add_str(end, "digest", hex);
+	db_json_add_int(end, "first_seq", (int64_t)first);
+	if (db->signer) {
+		audit_hex_encode(db->signer->key_id, DB_HASH_SIZE, hex);
+		db_json_add_str(end, "key_id", hex);
+	}
+	audit_hex_encode(last_hash, DB_HASH_SIZE, hex);
+	db_json_add_str(end, "last_hash", hex);
+	db_json_add_int(end, "last_seq", (int64_t)last);
+	db_json_add_int(end, "records", (int64_t)records);
+	json_object_object_add(line, "end", end);
+	if (db->signer) {
+		r = audit_canon_encode(end, &canon, &clen);
+		if (r == 0)
+			r = audit_sha256(canon, clen, sdigest);
+		free(canon);
+		if (r == 0)
+			r = db->signer->sign(db->signer->userdata, sdigest, sig);
+		if (r < 0) {
+			/* Unsigned, the export still reads; sfi-audit calls it not verifiable. */
+			json_object_object_del(end, "key_id");
+		} else {
+			audit_hex_encode(sig, DB_SIG_SIZE, hex);
+			db_json_add_str(line, "signature", hex);
+		}
+	}
+	return out_json(db, o, line);
+}
+
 int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out)
 {
+	return db_export_jsonl_info(db, range, NULL, out);
+}
+
+int db_export_jsonl_info(struct db *db, const struct db_range *range,
+			 const struct db_export_info *info, FILE *out)
+{
 	static const struct db_range all;
-	uint8_t anchor[DB_HASH_SIZE] = { 0 };
-	char hex[2 * DB_SIG_SIZE + 1];
-	uint64_t first = 0, last = 0;
+	uint8_t anchor[DB_HASH_SIZE] = { 0 }, last_hash[DB_HASH_SIZE];
+	struct jsonl_out o = { .f = out };
+	uint64_t first = 0, last = 0, records = 0;
 	sqlite3_stmt *st;
 	int rc, r;
 
 	if (!range)
 		range = &all;
+	if (info && info->n_tokens > AUDIT_TOKENS_MAX)
+		return db_fail(db, -EINVAL, "an export names at most %d tokens", AUDIT_TOKENS_MAX);
 	db->err[0] = '\0';
+	o.md = EVP_MD_CTX_new();
+	if (!o.md || !EVP_DigestInit_ex(o.md, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(o.md);
+		return db_fail(db, -ENOMEM, "cannot hash the export");
+	}
 	/* One read transaction: a consistent snapshot while writers continue. */
 	r = sqlite3_exec(db->h, "BEGIN", NULL, NULL, NULL);
-	if (r != SQLITE_OK)
+	if (r != SQLITE_OK) {
+		EVP_MD_CTX_free(o.md);
 		return db_fail_sqlite(db, r, "starting the export");
+	}
 	r = export_bounds(db, range, &first, &last);
 	if (r < 0)
 		goto out;
@@ -114,18 +255,10 @@ int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out)
 		if (r < 0)
 			goto out;
 	}
-	audit_hex_encode(anchor, DB_HASH_SIZE, hex);
-	if (fprintf(out, "{\"anchor\":\"%s\",\"created\":%" PRId64 ",\"export\":\"sfid-audit\","
-			 "\"first_seq\":%" PRIu64 ",\"format\":1,\"last_seq\":%" PRIu64 ","
-			 "\"range\":{\"from\":%" PRId64 ",\"job\":%" PRId64 ",\"to\":%" PRId64 "},"
-			 "\"schema\":%zu}\n",
-		    hex, db_now_ms(), first, last, range->from_ms, range->job_id, range->to_ms,
-		    db_n_migrations) < 0) {
-		r = write_failed(db);
-		goto out;
-	}
-	if (!first)
-		goto out;
+	memcpy(last_hash, anchor, DB_HASH_SIZE);
+	r = out_json(db, &o, meta_json(range, info, first, last, anchor));
+	if (r < 0 || !first)
+		goto end;
 
 	r = db_prepare(db, "SELECT seq, time, type, content, prev_hash, hash, signature "
 			   "FROM audit WHERE seq BETWEEN ? AND ? ORDER BY seq", &st);
@@ -135,8 +268,11 @@ int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out)
 	sqlite3_bind_int64(st, 2, (int64_t)last);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		char prev_hex[2 * DB_HASH_SIZE + 1], hash_hex[2 * DB_HASH_SIZE + 1];
+		char sig_hex[2 * DB_SIG_SIZE + 1], *line = NULL;
 		const char *type = (const char *)sqlite3_column_text(st, 2);
 		const char *content = (const char *)sqlite3_column_text(st, 3);
+		bool sig = sqlite3_column_bytes(st, 6) == DB_SIG_SIZE;
+		int len;
 
 		if (!type || !content || sqlite3_column_bytes(st, 4) != DB_HASH_SIZE ||
 		    sqlite3_column_bytes(st, 5) != DB_HASH_SIZE) {
@@ -146,32 +282,34 @@ int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out)
 		}
 		audit_hex_encode(sqlite3_column_blob(st, 4), DB_HASH_SIZE, prev_hex);
 		audit_hex_encode(sqlite3_column_blob(st, 5), DB_HASH_SIZE, hash_hex);
-		/* The stored canonical text goes out as is; type names are plain ASCII. */
-		if (fprintf(out, "{\"content\":%s,\"hash\":\"%s\",\"prev_hash\":\"%s\","
-				 "\"seq\":%" PRId64 ",",
-			    content, hash_hex, prev_hex, (int64_t)sqlite3_column_int64(st, 0)) < 0) {
-			r = write_failed(db);
+		memcpy(last_hash, sqlite3_column_blob(st, 5), DB_HASH_SIZE);
+		if (sig)
+			audit_hex_encode(sqlite3_column_blob(st, 6), DB_SIG_SIZE, sig_hex);
+		/* The stored canonical text goes out as is, members in canonical order; type
+		 * names are plain ASCII. */
+		len = asprintf(&line, "{\"content\":%s,\"hash\":\"%s\",\"prev_hash\":\"%s\","
+				      "\"seq\":%" PRId64 ",%s%s%s\"time\":%" PRId64 ",\"type\":\"%s\"}",
+			       content, hash_hex, prev_hex, (int64_t)sqlite3_column_int64(st, 0),
+			       sig ? "\"signature\":\"" : "", sig ? sig_hex : "", sig ? "\"," : "",
+			       (int64_t)sqlite3_column_int64(st, 1), type);
+		if (len < 0) {
+			r = db_fail(db, -ENOMEM, "out of memory writing the export");
 			break;
 		}
-		if (sqlite3_column_bytes(st, 6) == DB_SIG_SIZE) {
-			audit_hex_encode(sqlite3_column_blob(st, 6), DB_SIG_SIZE, hex);
-			if (fprintf(out, "\"signature\":\"%s\",", hex) < 0) {
-				r = write_failed(db);
-				break;
-			}
-		}
-		if (fprintf(out, "\"time\":%" PRId64 ",\"type\":\"%s\"}\n",
-			    (int64_t)sqlite3_column_int64(st, 1), type) < 0) {
-			r = write_failed(db);
-			break;
-		}
+		out_line(&o, line, (size_t)len);
+		free(line);
+		records++;
 	}
 	if (r == 0 && rc != SQLITE_DONE)
 		r = db_fail_sqlite(db, rc, "reading the audit trail");
 	sqlite3_finalize(st);
+end:
+	if (r == 0)
+		r = write_end(db, &o, first, last, records, last_hash);
 out:
 	sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
-	if (r == 0 && fflush(out) != 0)
+	EVP_MD_CTX_free(o.md);
+	if (r == 0 && (o.failed || fflush(out) != 0))
 		r = write_failed(db);
 	return r;
 }

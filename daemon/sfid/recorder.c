@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h" /* SFID_VERSION */
+#include "hsm.h"
 #include "log.h"
 #include "recorder.h"
 #include "sfid.h"
@@ -45,6 +47,12 @@ struct rec_op {
 	int64_t *ret_id;
 	struct db_range range;
 	bool csv;
+	/* REC_EXPORT: the tokens whose counters the export names (handles live as long as
+	 * the daemon), read on the recorder thread. */
+	struct hsm *token_h[SFID_TOKENS_MAX];
+	char token_serial[SFID_TOKENS_MAX][64];
+	size_t n_tokens;
+	char station[256];
 	char **ret_buf;
 	size_t *ret_len;
 	char *err;
@@ -84,6 +92,8 @@ static const char *op_what(const struct rec_op *op)
 
 static int op_export(struct rec_op *op, struct db *db)
 {
+	struct db_export_token tokens[SFID_TOKENS_MAX];
+	struct db_export_info info = { op->station, SFID_VERSION, tokens, op->n_tokens };
 	FILE *f;
 	int r;
 
@@ -91,10 +101,22 @@ static int op_export(struct rec_op *op, struct db *db)
 	r = db_checkpoint(db);
 	if (r < 0 && r != -ENOKEY)
 		log_warning("export: cannot write a signed checkpoint: %s", db_last_error(db));
+
+	/* Each token's counter now, so the OEM can compare it with what the trail proves. */
+	for (size_t i = 0; i < op->n_tokens && !op->csv; i++) {
+		uint32_t count;
+
+		tokens[i].serial = op->token_serial[i];
+		tokens[i].counter = hsm_counter_read(op->token_h[i], &count) == 0 ? (int64_t)count : -1;
+		if (tokens[i].counter < 0)
+			log_warning("export: cannot read the counter of token %s; the export names "
+				    "it as unknown", op->token_serial[i]);
+	}
 	f = open_memstream(op->ret_buf, op->ret_len);
 	if (!f)
 		return -ENOMEM;
-	r = op->csv ? db_export_csv(db, &op->range, f) : db_export_jsonl(db, &op->range, f);
+	r = op->csv ? db_export_csv(db, &op->range, f) :
+		      db_export_jsonl_info(db, &op->range, &info, f);
 	if (fclose(f) != 0 && r == 0)
 		r = -ENOMEM;
 	if (r < 0) {
@@ -418,6 +440,13 @@ int rec_export(struct recorder *r, const char *format, const struct db_range *ra
 		return -ENOMEM;
 	op->csv = strcmp(format, "csv") == 0;
 	op->range = *range;
+	snprintf(op->station, sizeof(op->station), "%s", r->d->cfg->station);
+	for (size_t i = 0; i < r->d->n_tokens && i < SFID_TOKENS_MAX; i++) {
+		op->token_h[i] = r->d->tokens[i].h;
+		snprintf(op->token_serial[i], sizeof(op->token_serial[i]), "%s",
+			 r->d->tokens[i].serial);
+		op->n_tokens++;
+	}
 	op->ret_buf = ret_buf;
 	op->ret_len = ret_len;
 	op->err = err;

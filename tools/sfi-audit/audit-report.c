@@ -194,7 +194,7 @@ int audit_report_stream(FILE *in, FILE *out, bool json, char *errbuf, size_t err
 			break;
 		if (l.kind == AUDIT_LINE_META) {
 			meta = true;
-		} else if (meta) {
+		} else if (meta && l.kind == AUDIT_LINE_RECORD) {
 			struct json_object *d = NULL;
 
 			json_object_object_get_ex(l.content, "data", &d);

@@ -7,30 +7,86 @@
 
 #include <openssl/evp.h>
 
+#include "audit-format.h"
+
 enum verify_status {
-	VERIFY_OK,         /* chain, signatures and arithmetic hold, everything signed */
-	VERIFY_BAD,        /* a record is wrong: see bad_seq and message */
-	VERIFY_INCOMPLETE, /* nothing wrong, but warnings (unsigned tail, open licenses...) */
+	VERIFY_OK,           /* chain, signatures, end and arithmetic hold; nothing open */
+	VERIFY_BAD,          /* tampered: a record or line is wrong, see where and message */
+	VERIFY_MISMATCH,     /* the trail holds, but a token's counter is not what it proves */
+	VERIFY_INCOMPLETE,   /* nothing wrong, but something is open (reasons in warnings) */
+	VERIFY_UNVERIFIABLE, /* nothing found wrong, but parts are not signed by a known key */
 	_VERIFY_STATUS_MAX,
 };
 
 #define VERIFY_WARNINGS_MAX 32
+#define VERIFY_TOKENS_MAX 64
+
+/* One audit public key of the OEM's key ring. */
+struct verify_key {
+	EVP_PKEY *key;
+	uint8_t id[AUDIT_HASH_SIZE]; /* SHA-256 of its DER SubjectPublicKeyInfo */
+};
+
+/* A counter the OEM reads on its own token, to compare with what the trail proves. */
+struct verify_expect {
+	char serial[72];
+	uint64_t counter;
+};
+
+struct verify_options {
+	const struct verify_key *keys;
+	size_t n_keys;
+	const struct verify_expect *expect;
+	size_t n_expect;
+};
+
+/* What the trail proves about one token. */
+struct verify_token {
+	char serial[72];
+	bool known;              /* the trail fixes its counter */
+	uint64_t counter;        /* where the trail leaves it */
+	bool has_start;
+	uint64_t start;          /* the first counter the trail states */
+	uint64_t spends;         /* counts spent and recorded (issue, unconfirmed) */
+	uint64_t unaccounted;    /* counts spent outside sfid, found by reconciliation */
+	uint64_t added;          /* counts added (refill), found by reconciliation */
+	bool reserved;           /* a reservation is open at the end of the trail */
+	int64_t export_counter;  /* read when the last export was written; -1 unknown */
+};
 
 struct verify_result {
 	enum verify_status status;
-	uint64_t bad_seq;         /* first bad record (VERIFY_BAD), 0 if the export itself */
+	uint64_t bad_seq;         /* first bad record (VERIFY_BAD), 0 if a line that is none */
+	char where[96];           /* what is bad, e.g. "record 57" or "export 2, end line" */
 	char message[512];        /* what is wrong with it */
+	char unverifiable[256];   /* VERIFY_UNVERIFIABLE: why (the first reason) */
 	uint64_t first_seq, last_seq, records, checkpoints;
+	size_t exports;           /* exports read */
+	size_t signed_ends;       /* their end lines signed by a key of the ring */
 	uint64_t covered_seq;     /* records up to here are covered by a valid signature */
 	uint64_t spends, installed, not_installed, unconfirmed;
-	size_t n_warnings;
+	char station[128];        /* of the (last) export; "" if it names none */
+	char version[64];
+	int format;
+	struct verify_token tokens[VERIFY_TOKENS_MAX];
+	size_t n_tokens;
+	size_t n_warnings;        /* why the trail is incomplete, and what it lists */
 	char warnings[VERIFY_WARNINGS_MAX][256];
 	size_t warnings_dropped;
+	size_t n_notes;           /* counter changes sfid did not make (always listed) */
+	char notes[VERIFY_WARNINGS_MAX][256];
 };
 
-/* Verifies an export read from in against the audit public key (NULL: signatures are
- * reported bad). Returns 0 and fills *res (whatever the verdict), or -errno if in cannot be
- * read. */
+/* Reads an audit public key (PEM) into key. Returns 0, or -errno / -EINVAL (not a P-256
+ * public key). */
+int verify_key_load(const char *path, struct verify_key *key);
+
+/* Verifies n consecutive exports, read from ins in order, as one trail. Returns 0 and fills
+ * *res (whatever the verdict), or -errno if an input cannot be read. */
+int audit_verify_streams(FILE *const *ins, size_t n, const struct verify_options *opts,
+			 struct verify_result *res);
+
+/* One export and one key (NULL: no key, signatures are not verifiable). */
 int audit_verify_stream(FILE *in, EVP_PKEY *key, struct verify_result *res);
 
 /* Writes a summary of an export (chips, failures by cause, licenses, per slot and job) as

@@ -44,16 +44,31 @@ static long read_line(struct export_reader *rd)
 		rd->cap = 1;
 	}
 	rd->buf[len] = '\0';
+	if (!rd->md_failed && (!EVP_DigestUpdate(rd->md, rd->buf, len) ||
+			       (c == '\n' && !EVP_DigestUpdate(rd->md, "\n", 1))))
+		rd->md_failed = true;
 	return (long)len;
 }
 
 int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, char *errbuf,
 		       size_t errlen)
 {
+	EVP_MD_CTX *copy;
+	unsigned int dn = 0;
 	long n;
 	int r;
 
+	if (!rd->md) {
+		rd->md = EVP_MD_CTX_new();
+		if (!rd->md || !EVP_DigestInit_ex(rd->md, EVP_sha256(), NULL))
+			return -ENOMEM;
+	}
 	for (;;) {
+		copy = EVP_MD_CTX_new();
+		if (!copy || !EVP_MD_CTX_copy_ex(copy, rd->md) ||
+		    !EVP_DigestFinal_ex(copy, rd->digest_before, &dn))
+			rd->md_failed = true;
+		EVP_MD_CTX_free(copy);
 		n = read_line(rd);
 		rd->line_no++;
 		if (n == -1)
@@ -76,6 +91,8 @@ int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, ch
 void export_reader_free(struct export_reader *rd)
 {
 	free(rd->buf);
+	EVP_MD_CTX_free(rd->md);
 	rd->buf = NULL;
+	rd->md = NULL;
 	rd->cap = 0;
 }

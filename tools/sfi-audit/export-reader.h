@@ -1,8 +1,12 @@
 /* Reads a JSON Lines export one bounded line at a time. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+
+#include <openssl/evp.h>
 
 #include "audit-format.h"
 
@@ -11,6 +15,10 @@ struct export_reader {
 	char *buf;
 	size_t cap;
 	size_t line_no; /* 1-based number of the last line read */
+	EVP_MD_CTX *md; /* SHA-256 of every byte read so far */
+	/* SHA-256 of every byte before the last line returned (what an end line names) */
+	uint8_t digest_before[AUDIT_HASH_SIZE];
+	bool md_failed;
 };
 
 /* Reads and parses the next non-empty line. Returns 1 with *ret_line filled (clear it with
@@ -19,5 +27,5 @@ struct export_reader {
 int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, char *errbuf,
 		       size_t errlen);
 
-/* Releases the reader's buffer (not the stream). */
+/* Releases the reader's buffer and hash (not the stream). */
 void export_reader_free(struct export_reader *rd);

@@ -1,8 +1,9 @@
 /* sfi-audit: verifies and summarizes exported sfid audit trails, offline.
  *
- * Exit codes: 0 verified; 1 a record is bad (the first one is named); 2 usage or input
- * error; 3 nothing is wrong but the trail is incomplete (records not covered by a
- * signature, licenses without outcome, reconciliation findings). */
+ * Exit codes: 0 verified; 1 tampered (the first bad record is named) or a counter
+ * mismatch; 2 usage or input error; 3 verified but incomplete for a named benign reason
+ * (an open license, spends outside sfid recorded in the trail); 4 not verifiable (parts not
+ * signed, or signed by a key not in the key ring). */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
 #include <openssl/pem.h>
 
 #include "audit-verify.h"
@@ -20,14 +22,23 @@ enum {
 	EXIT_BAD_RECORD = 1,
 	EXIT_USAGE = 2,
 	EXIT_INCOMPLETE = 3,
+	EXIT_UNVERIFIABLE = 4,
 };
+
+#define KEYS_MAX 16
+#define EXPORTS_MAX 256
+#define EXPECT_MAX 32
 
 static void usage(FILE *f)
 {
-	fprintf(f, "Usage: sfi-audit verify EXPORT.jsonl --pubkey AUDIT.pem [--quiet]\n"
+	fprintf(f, "Usage: sfi-audit verify EXPORT.jsonl... --pubkey AUDIT.pem [--pubkey OLD.pem]...\n"
+		   "                        [--expect-counter SERIAL=N]... [--expect-json INFO.json]\n"
+		   "                        [--quiet]\n"
 		   "       sfi-audit report EXPORT.jsonl [--json]\n"
 		   "       sfi-audit --version\n"
-		   "Exit codes: 0 verified, 1 bad record, 2 usage/input error, 3 incomplete.\n");
+		   "Exit codes: 0 verified, 1 tampered or counter mismatch, 2 usage/input error,\n"
+		   "3 verified but incomplete (reason named), 4 not verifiable (unsigned parts or a\n"
+		   "key not in the key ring).\n");
 }
 
 static FILE *open_input(const char *path)
@@ -42,102 +53,256 @@ static FILE *open_input(const char *path)
 	return f;
 }
 
+static int add_key(struct verify_key *keys, size_t *n, const char *path)
+{
+	int r;
+
+	if (*n == KEYS_MAX) {
+		fprintf(stderr, "sfi-audit: at most %d --pubkey\n", KEYS_MAX);
+		return -E2BIG;
+	}
+	r = verify_key_load(path, &keys[*n]);
+	if (r == -EINVAL)
+		fprintf(stderr, "sfi-audit: %s is not a PEM EC public key (a token's audit key, as "
+				"exported by sfi-hsm audit-pubkey)\n", path);
+	else if (r < 0)
+		fprintf(stderr, "sfi-audit: cannot open the audit public key %s: %s\n", path,
+			strerror(-r));
+	else
+		(*n)++;
+	return r;
+}
+
+static int add_expect(struct verify_expect *e, size_t *n, const char *serial, uint64_t counter)
+{
+	if (*n == EXPECT_MAX || !serial[0] || strlen(serial) >= sizeof(e->serial)) {
+		fprintf(stderr, "sfi-audit: too many expected counters, or a bad serial\n");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(e[i].serial, serial) == 0) {
+			fprintf(stderr, "sfi-audit: token %s is expected twice\n", serial);
+			return -EINVAL;
+		}
+	snprintf(e[*n].serial, sizeof(e[*n].serial), "%s", serial);
+	e[*n].counter = counter;
+	(*n)++;
+	return 0;
+}
+
+static int parse_expect(struct verify_expect *e, size_t *n, const char *arg)
+{
+	const char *eq = strrchr(arg, '=');
+	char serial[72], *end;
+	unsigned long long c;
+
+	if (!eq || eq == arg || (size_t)(eq - arg) >= sizeof(serial) || !eq[1] || eq[1] == '-')
+		goto bad;
+	errno = 0;
+	c = strtoull(eq + 1, &end, 10);
+	if (errno || *end)
+		goto bad;
+	snprintf(serial, sizeof(serial), "%.*s", (int)(eq - arg), arg);
+	return add_expect(e, n, serial, c);
+bad:
+	fprintf(stderr, "sfi-audit: --expect-counter takes SERIAL=N (the token's serial and its "
+			"counter as sfi-hsm info shows it), not '%s'\n", arg);
+	return -EINVAL;
+}
+
+/* The JSON sfi-hsm info --json prints (one object, or a list of them). */
+static int parse_expect_json(struct verify_expect *e, size_t *n, const char *path)
+{
+	struct json_object *root = json_object_from_file(path), *list;
+	int r = 0;
+
+	if (!root) {
+		fprintf(stderr, "sfi-audit: %s is not JSON (expected the output of sfi-hsm info "
+				"--json)\n", path);
+		return -EINVAL;
+	}
+	if (json_object_is_type(root, json_type_array)) {
+		list = root;
+	} else {
+		list = json_object_new_array();
+		json_object_array_add(list, json_object_get(root));
+	}
+	for (size_t i = 0; r == 0 && i < json_object_array_length(list); i++) {
+		struct json_object *o = json_object_array_get_idx(list, i), *s, *c;
+
+		if (!json_object_object_get_ex(o, "serial", &s) ||
+		    !json_object_is_type(s, json_type_string) ||
+		    !json_object_object_get_ex(o, "licenses_left", &c) ||
+		    !json_object_is_type(c, json_type_int) || json_object_get_int64(c) < 0) {
+			fprintf(stderr, "sfi-audit: %s: a token without serial and licenses_left\n",
+				path);
+			r = -EINVAL;
+		} else {
+			r = add_expect(e, n, json_object_get_string(s),
+				       (uint64_t)json_object_get_int64(c));
+		}
+	}
+	if (list != root)
+		json_object_put(list);
+	json_object_put(root);
+	return r;
+}
+
+static void print_result(const struct verify_result *res, bool quiet)
+{
+	if (!quiet && res->status != VERIFY_BAD) {
+		printf("trail: %zu export(s)%s%s%s%s%s, records %" PRIu64 "..%" PRIu64 " (%" PRIu64
+		       " records, %" PRIu64 " signed checkpoints, %zu signed end(s)) link and hash "
+		       "correctly\n",
+		       res->exports, res->station[0] ? ", station \"" : "", res->station,
+		       res->station[0] ? "\"" : "", res->version[0] ? ", sfid " : "", res->version,
+		       res->first_seq, res->last_seq, res->records, res->checkpoints,
+		       res->signed_ends);
+		printf("licenses: %" PRIu64 " spent, %" PRIu64 " installed, %" PRIu64
+		       " not installed, %" PRIu64 " unconfirmed; counters contiguous\n",
+		       res->spends, res->installed, res->not_installed, res->unconfirmed);
+		for (size_t i = 0; i < res->n_tokens; i++) {
+			const struct verify_token *t = &res->tokens[i];
+
+			if (!t->known) {
+				printf("token %s: no counter in the trail\n", t->serial);
+				continue;
+			}
+			printf("token %s: counter %" PRIu64 " at the end of the trail", t->serial,
+			       t->counter);
+			if (t->has_start)
+				printf(" (%" PRIu64 " at its start)", t->start);
+			printf(": %" PRIu64 " spend(s) proved, %" PRIu64 " spent outside sfid, %" PRIu64
+			       " added", t->spends, t->unaccounted, t->added);
+			if (t->export_counter >= 0)
+				printf("; the token read %" PRId64 " at export", t->export_counter);
+			putchar('\n');
+		}
+		for (size_t i = 0; i < res->n_notes; i++)
+			printf("counter change not made by sfid: %s\n", res->notes[i]);
+	}
+	switch (res->status) {
+	case VERIFY_BAD:
+		if (res->bad_seq && strncmp(res->where, "record ", 7) == 0)
+			printf("BAD record %" PRIu64 ": %s\n", res->bad_seq, res->message);
+		else if (res->bad_seq)
+			printf("BAD %s (first bad record %" PRIu64 "): %s\n", res->where,
+			       res->bad_seq, res->message);
+		else
+			printf("BAD %s: %s\n", res->where, res->message);
+		break;
+	case VERIFY_MISMATCH:
+		printf("COUNTER MISMATCH, %s: %s\n", res->where, res->message);
+		break;
+	case VERIFY_OK:
+		printf("VERIFIED\n");
+		break;
+	case VERIFY_INCOMPLETE:
+		for (size_t i = 0; i < res->n_warnings; i++)
+			printf("incomplete: %s\n", res->warnings[i]);
+		if (res->warnings_dropped)
+			printf("incomplete: %zu more reasons not shown\n", res->warnings_dropped);
+		printf("VERIFIED, INCOMPLETE: %s\n", res->warnings[0]);
+		break;
+	case VERIFY_UNVERIFIABLE:
+		for (size_t i = 0; i < res->n_warnings; i++)
+			printf("incomplete: %s\n", res->warnings[i]);
+		printf("NOT VERIFIABLE: %s\n", res->unverifiable);
+		break;
+	case _VERIFY_STATUS_MAX:
+		break;
+	}
+}
+
+static int exit_code(enum verify_status s)
+{
+	switch (s) {
+	case VERIFY_OK:
+		return EXIT_VERIFIED;
+	case VERIFY_BAD:
+	case VERIFY_MISMATCH:
+		return EXIT_BAD_RECORD;
+	case VERIFY_INCOMPLETE:
+		return EXIT_INCOMPLETE;
+	case VERIFY_UNVERIFIABLE:
+		return EXIT_UNVERIFIABLE;
+	case _VERIFY_STATUS_MAX:
+		break;
+	}
+	return EXIT_USAGE;
+}
+
 static int cmd_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "pubkey", required_argument, NULL, 'k' },
+		{ "expect-counter", required_argument, NULL, 'e' },
+		{ "expect-json", required_argument, NULL, 'J' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
-	const char *pubkey = NULL;
-	struct verify_result *res;
-	EVP_PKEY *key;
+	struct verify_key keys[KEYS_MAX];
+	struct verify_expect expect[EXPECT_MAX];
+	struct verify_options vo = { .keys = keys, .expect = expect };
+	FILE *ins[EXPORTS_MAX];
+	struct verify_result *res = NULL;
+	size_t n_in = 0;
 	bool quiet = false;
-	FILE *f, *in;
-	int c, r, code;
+	int c, r, code = EXIT_USAGE;
 
-	while ((c = getopt_long(argc, argv, "k:qh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:e:J:qh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
-			pubkey = optarg;
+			if (add_key(keys, &vo.n_keys, optarg) < 0)
+				goto out;
+			break;
+		case 'e':
+			if (parse_expect(expect, &vo.n_expect, optarg) < 0)
+				goto out;
+			break;
+		case 'J':
+			if (parse_expect_json(expect, &vo.n_expect, optarg) < 0)
+				goto out;
 			break;
 		case 'q':
 			quiet = true;
 			break;
 		case 'h':
 			usage(stdout);
-			return 0;
+			code = EXIT_VERIFIED;
+			goto out;
 		default:
 			usage(stderr);
-			return EXIT_USAGE;
+			goto out;
 		}
 	}
-	if (optind + 1 != argc || !pubkey) {
+	if (optind >= argc || vo.n_keys == 0 || argc - optind > EXPORTS_MAX) {
 		usage(stderr);
-		return EXIT_USAGE;
+		goto out;
 	}
-	f = fopen(pubkey, "re");
-	if (!f) {
-		fprintf(stderr, "sfi-audit: cannot open the audit public key %s: %s\n", pubkey,
-			strerror(errno));
-		return EXIT_USAGE;
+	for (int i = optind; i < argc; i++) {
+		ins[n_in] = open_input(argv[i]);
+		if (!ins[n_in])
+			goto out;
+		n_in++;
 	}
-	key = PEM_read_PUBKEY(f, NULL, NULL, NULL);
-	fclose(f);
-	if (!key || EVP_PKEY_get_base_id(key) != EVP_PKEY_EC) {
-		fprintf(stderr, "sfi-audit: %s is not a PEM EC public key (the token's audit key, "
-				"as exported by sfi-hsm)\n", pubkey);
-		EVP_PKEY_free(key);
-		return EXIT_USAGE;
-	}
-	in = open_input(argv[optind]);
 	res = calloc(1, sizeof(*res));
-	if (!in || !res) {
-		EVP_PKEY_free(key);
-		free(res);
-		return EXIT_USAGE;
-	}
-	r = audit_verify_stream(in, key, res);
-	if (in != stdin)
-		fclose(in);
-	EVP_PKEY_free(key);
+	if (!res)
+		goto out;
+	r = audit_verify_streams(ins, n_in, &vo, res);
 	if (r < 0) {
-		fprintf(stderr, "sfi-audit: cannot read %s: %s\n", argv[optind], strerror(-r));
-		free(res);
-		return EXIT_USAGE;
+		fprintf(stderr, "sfi-audit: cannot read the export: %s\n", strerror(-r));
+		goto out;
 	}
-
-	switch (res->status) {
-	case VERIFY_BAD:
-		if (res->bad_seq)
-			printf("BAD record %" PRIu64 ": %s\n", res->bad_seq, res->message);
-		else
-			printf("BAD export: %s\n", res->message);
-		code = EXIT_BAD_RECORD;
-		break;
-	case VERIFY_OK:
-	case VERIFY_INCOMPLETE:
-		if (!quiet)
-			printf("chain: records %" PRIu64 "..%" PRIu64 " (%" PRIu64 " records, %" PRIu64
-			       " signed checkpoints) link and hash correctly\n"
-			       "licenses: %" PRIu64 " spent, %" PRIu64 " installed, %" PRIu64
-			       " not installed, %" PRIu64 " unconfirmed; counters contiguous\n",
-			       res->first_seq, res->last_seq, res->records, res->checkpoints,
-			       res->spends, res->installed, res->not_installed, res->unconfirmed);
-		for (size_t i = 0; i < res->n_warnings; i++)
-			printf("warning: %s\n", res->warnings[i]);
-		if (res->warnings_dropped)
-			printf("warning: %zu more warnings not shown\n", res->warnings_dropped);
-		printf("%s\n", res->status == VERIFY_OK ? "VERIFIED" :
-			       "VERIFIED WITH WARNINGS (incomplete)");
-		code = res->status == VERIFY_OK ? EXIT_VERIFIED : EXIT_INCOMPLETE;
-		break;
-	case _VERIFY_STATUS_MAX:
-	default:
-		code = EXIT_USAGE;
-		break;
-	}
+	print_result(res, quiet);
+	code = exit_code(res->status);
+out:
+	for (size_t i = 0; i < n_in; i++)
+		if (ins[i] != stdin)
+			fclose(ins[i]);
+	for (size_t i = 0; i < vo.n_keys; i++)
+		EVP_PKEY_free(keys[i].key);
 	free(res);
 	return code;
 }

@@ -1,5 +1,6 @@
 /* Fuzzes what sfi-audit reads: the export line parser, the canonical re-encoding and the
- * whole verifier and report over an arbitrary export. */
+ * whole verifier (one export, and the input cut in two at its first form feed as two
+ * consecutive exports) and report over an arbitrary export. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (in)
 		fclose(in);
 	free(res);
+
+	{
+		const uint8_t *ff = memchr(data, '\f', size);
+		size_t a = ff ? (size_t)(ff - data) : size / 2;
+		FILE *ins[2];
+
+		res = calloc(1, sizeof(*res));
+		static char empty[1];
+
+		ins[0] = a ? fmemopen((void *)data, a, "r") : fmemopen(empty, 1, "r");
+		ins[1] = size - a ? fmemopen((void *)(data + a), size - a, "r") :
+				    fmemopen(empty, 1, "r");
+		if (res && ins[0] && ins[1])
+			audit_verify_streams(ins, 2, NULL, res);
+		for (int i = 0; i < 2; i++)
+			if (ins[i])
+				fclose(ins[i]);
+		free(res);
+	}
 
 	in = fmemopen((void *)data, size, "r");
 	out = fopen("/dev/null", "we");

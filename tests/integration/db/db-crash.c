@@ -4,7 +4,9 @@
  *                                    checks the database, and again, ITERATIONS times
  *   db-crash writer DB KEY TOKEN [N] appends chip records (N chips then job end, or until
  *                                    killed); TOKEN is a file holding the token counter
- *   db-crash export DB OUT.jsonl     writes a JSON Lines export
+ *   db-crash export DB OUT.jsonl [KEY [TOKEN]]
+ *                                    writes a JSON Lines export, its end signed with KEY,
+ *                                    its metadata naming TOKEN's counter
  *
  * After every kill: the database opens, the hash chain verifies, SQLite's integrity check
  * passes, no issued license lacks its record, and reconciling against the token counter
@@ -136,22 +138,35 @@ static int writer(const char *path, const char *key, const char *token, long chi
 	return 0;
 }
 
-static int export_to(const char *path, const char *out_path)
+/* Exports the whole trail; with key (the audit key, PEM) the end is signed, with token the
+ * metadata names the token's counter. */
+static int export_to(const char *path, const char *out_path, const char *key, const char *token)
 {
+	struct db_export_token t = { TOKEN_SERIAL, token ? (int64_t)token_read(token) : -1 };
+	struct db_export_info info = { "crash-station", "db-crash", &t, 1 };
+	struct db_options o = { 0 };
+	struct test_signer ts;
 	struct db *db;
 	char err[512];
 	FILE *out;
 	int r;
 
-	if (db_open(path, NULL, &db, err, sizeof(err)) < 0)
+	if (key) {
+		if (test_signer_init(&ts, key) < 0)
+			die("cannot read the audit key %s%s", key, "");
+		o.signer = &ts.signer;
+	}
+	if (db_open(path, &o, &db, err, sizeof(err)) < 0)
 		die("open: %s%s", err, "");
 	out = fopen(out_path, "we");
 	if (!out)
 		die("cannot create %s: %s", out_path, strerror(errno));
-	r = db_export_jsonl(db, NULL, out);
+	r = db_export_jsonl_info(db, NULL, &info, out);
 	if (fclose(out) != 0 || r < 0)
 		die("export: %s%s", db_last_error(db), "");
 	db_close(db);
+	if (key)
+		test_signer_done(&ts);
 	return 0;
 }
 
@@ -281,7 +296,7 @@ static int run(const char *dir, unsigned iterations)
 			    WEXITSTATUS(status) ? "non-zero" : "zero", "");
 		settled += check_after_kill(path, token, i);
 		if (i % 25 == 24 || i + 1 == iterations) {
-			export_to(path, exp);
+			export_to(path, exp, key, token);
 			code = run_sfi_audit(exp, pub);
 			if (code != 0 && code != 3)
 				die("sfi-audit verify rejected the export after a kill (exit %s)%s",
@@ -304,8 +319,10 @@ int main(int argc, char **argv)
 		return run(argv[2], argc > 3 ? (unsigned)atoi(argv[3]) : 200);
 	if (argc >= 5 && strcmp(argv[1], "writer") == 0)
 		return writer(argv[2], argv[3], argv[4], argc > 5 ? atol(argv[5]) : 0);
-	if (argc == 4 && strcmp(argv[1], "export") == 0)
-		return export_to(argv[2], argv[3]);
-	fprintf(stderr, "usage: db-crash run DIR [N] | writer DB KEY TOKEN [N] | export DB OUT\n");
+	if (argc >= 4 && argc <= 6 && strcmp(argv[1], "export") == 0)
+		return export_to(argv[2], argv[3], argc > 4 ? argv[4] : NULL,
+				 argc > 5 ? argv[5] : NULL);
+	fprintf(stderr, "usage: db-crash run DIR [N] | writer DB KEY TOKEN [N] | "
+			"export DB OUT [KEY [TOKEN]]\n");
 	return 2;
 }

@@ -26,7 +26,7 @@ head=$(sqlite3 "$db" "SELECT seq, type, hex(hash) FROM audit ORDER BY seq DESC L
 if sqlite3 "$db" "DELETE FROM audit WHERE seq = 5" 2>"$dir/err"; then fail "audit delete allowed"; fi
 grep -q "append-only" "$dir/err" || fail "trigger message"
 
-"$crash" export "$db" "$dir/export.jsonl"
+"$crash" export "$db" "$dir/export.jsonl" "$dir/key.pem" "$dir/token"
 "$audit" verify "$dir/export.jsonl" --pubkey "$dir/pub.pem" >"$dir/out" || fail "verify: $(cat "$dir/out")"
 grep -q '^VERIFIED$' "$dir/out" || fail "verify output"
 # Change the error text of the first failure: verify names exactly that record.
