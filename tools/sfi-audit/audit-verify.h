@@ -89,6 +89,16 @@ int audit_verify_streams(FILE *const *ins, size_t n, const struct verify_options
 /* One export and one key (NULL: no key, signatures are not verifiable). */
 int audit_verify_stream(FILE *in, EVP_PKEY *key, struct verify_result *res);
 
+enum report_format {
+	REPORT_TEXT,
+	REPORT_JSON,
+	REPORT_HTML, /* one self-contained page: charts in inline SVG, no script, no network */
+	_REPORT_FORMAT_MAX,
+};
+
 /* Writes a summary of an export (chips, failures by cause, licenses, per slot and job) as
- * text or JSON. Returns 0, -EINVAL on a malformed export (message in errbuf), or -errno. */
-int audit_report_stream(FILE *in, FILE *out, bool json, char *errbuf, size_t errlen);
+ * text, JSON or HTML; the HTML page also shows verdict (the result of verifying the same
+ * export; NULL: "not verified") and each token's counter arithmetic. Returns 0, -EINVAL on
+ * a malformed export (message in errbuf), or -errno. */
+int audit_report_stream(FILE *in, FILE *out, enum report_format format,
+			const struct verify_result *verdict, char *errbuf, size_t errlen);

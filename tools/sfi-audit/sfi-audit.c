@@ -35,6 +35,8 @@ static void usage(FILE *f)
 		   "                        [--expect-counter SERIAL=N]... [--expect-json INFO.json]\n"
 		   "                        [--quiet]\n"
 		   "       sfi-audit report EXPORT.jsonl [--json]\n"
+		   "       sfi-audit report EXPORT.jsonl --html [--pubkey AUDIT.pem]...\n"
+		   "                        [--expect-counter SERIAL=N]... [--expect-json INFO.json]\n"
 		   "       sfi-audit --version\n"
 		   "Exit codes: 0 verified, 1 tampered or counter mismatch, 2 usage/input error,\n"
 		   "3 verified but incomplete (reason named), 4 not verifiable (unsigned parts or a\n"
@@ -307,47 +309,131 @@ out:
 	return code;
 }
 
+/* Reads all of f into memory (the report reads the export twice: verify, then summarize). */
+static char *slurp(FILE *f, size_t *ret_len)
+{
+	char *buf = NULL, chunk[65536];
+	size_t len = 0, n;
+
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		char *p = realloc(buf, len + n + 1);
+
+		if (!p) {
+			free(buf);
+			return NULL;
+		}
+		buf = p;
+		memcpy(buf + len, chunk, n);
+		len += n;
+	}
+	if (ferror(f)) {
+		free(buf);
+		return NULL;
+	}
+	if (!buf)
+		buf = calloc(1, 1);
+	*ret_len = len;
+	return buf;
+}
+
 static int cmd_report(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
+		{ "html", no_argument, NULL, 'H' },
+		{ "pubkey", required_argument, NULL, 'k' },
+		{ "expect-counter", required_argument, NULL, 'e' },
+		{ "expect-json", required_argument, NULL, 'J' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
-	char err[512] = "";
-	bool json = false;
-	FILE *in;
-	int c, r;
+	enum report_format format = REPORT_TEXT;
+	struct verify_key keys[KEYS_MAX];
+	struct verify_expect expect[EXPECT_MAX];
+	struct verify_options vo = { .keys = keys, .expect = expect };
+	struct verify_result *res = NULL;
+	char err[512] = "", *buf = NULL;
+	size_t len = 0;
+	FILE *in = NULL, *m;
+	int c, r, code = EXIT_USAGE;
 
-	while ((c = getopt_long(argc, argv, "jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jHk:e:J:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
-			json = true;
+			format = REPORT_JSON;
+			break;
+		case 'H':
+			format = REPORT_HTML;
+			break;
+		case 'k':
+			if (add_key(keys, &vo.n_keys, optarg) < 0)
+				goto out;
+			break;
+		case 'e':
+			if (parse_expect(expect, &vo.n_expect, optarg) < 0)
+				goto out;
+			break;
+		case 'J':
+			if (parse_expect_json(expect, &vo.n_expect, optarg) < 0)
+				goto out;
 			break;
 		case 'h':
 			usage(stdout);
-			return 0;
+			code = EXIT_VERIFIED;
+			goto out;
 		default:
 			usage(stderr);
-			return EXIT_USAGE;
+			goto out;
 		}
 	}
-	if (optind + 1 != argc) {
+	if (optind + 1 != argc || (format != REPORT_HTML && (vo.n_keys || vo.n_expect))) {
+		if (format != REPORT_HTML && (vo.n_keys || vo.n_expect))
+			fprintf(stderr, "sfi-audit: --pubkey and --expect-* go with --html (the text "
+					"and JSON reports do not verify; run verify)\n");
 		usage(stderr);
-		return EXIT_USAGE;
+		goto out;
 	}
 	in = open_input(argv[optind]);
 	if (!in)
-		return EXIT_USAGE;
-	r = audit_report_stream(in, stdout, json, err, sizeof(err));
-	if (in != stdin)
-		fclose(in);
+		goto out;
+	buf = slurp(in, &len);
+	if (!buf) {
+		fprintf(stderr, "sfi-audit: cannot read %s\n", argv[optind]);
+		goto out;
+	}
+	if (format == REPORT_HTML && vo.n_keys) {
+		res = calloc(1, sizeof(*res));
+		m = len ? fmemopen(buf, len, "r") : NULL;
+		if (!res || !m || audit_verify_streams(&m, 1, &vo, res) < 0) {
+			fprintf(stderr, "sfi-audit: cannot verify %s\n", argv[optind]);
+			if (m)
+				fclose(m);
+			goto out;
+		}
+		fclose(m);
+	}
+	m = len ? fmemopen(buf, len, "r") : NULL;
+	if (!m) {
+		fprintf(stderr, "sfi-audit: cannot summarize %s: empty\n", argv[optind]);
+		goto out;
+	}
+	r = audit_report_stream(m, stdout, format, res, err, sizeof(err));
+	fclose(m);
 	if (r < 0) {
 		fprintf(stderr, "sfi-audit: cannot summarize %s: %s\n", argv[optind],
 			r == -EINVAL ? err : strerror(-r));
-		return EXIT_USAGE;
+		goto out;
 	}
-	return 0;
+	/* The HTML report's exit code is the verdict's, so a script sees it too. */
+	code = res ? exit_code(res->status) : EXIT_VERIFIED;
+out:
+	if (in && in != stdin)
+		fclose(in);
+	for (size_t i = 0; i < vo.n_keys; i++)
+		EVP_PKEY_free(keys[i].key);
+	free(res);
+	free(buf);
+	return code;
 }
 
 int main(int argc, char **argv)

@@ -53,7 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	in = fmemopen((void *)data, size, "r");
 	out = fopen("/dev/null", "we");
 	if (in && out)
-		audit_report_stream(in, out, size & 1, err, sizeof(err));
+		audit_report_stream(in, out, (enum report_format)(size % _REPORT_FORMAT_MAX), NULL,
+				    err, sizeof(err));
 	if (in)
 		fclose(in);
 	if (out)
