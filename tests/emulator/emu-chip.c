@@ -334,6 +334,12 @@ int emu_chip_program(struct emu_chip *c, uint32_t addr, const uint8_t *data, siz
 		return -EINVAL;
 	if (!emu_chip_range_erased(c, addr, len))
 		return -EIO;
+	/* The flash controller refuses write-protected sectors, whoever asks. */
+	if (r == &c->flash)
+		for (uint32_t p = (addr - r->base) / c->prof->page_size;
+		     p <= (addr - r->base + len - 1) / c->prof->page_size; p++)
+			if (emu_chip_page_protected(c, p))
+				return -EACCES;
 	memcpy(r->data + (addr - r->base), data, len);
 	for (size_t u = (addr - r->base) / unit; u < (addr - r->base + len) / unit; u++)
 		r->programmed[u / 8] |= (uint8_t)(1u << (u % 8));
@@ -347,17 +353,16 @@ static void region_erase_units(struct emu_region *r, uint32_t off, uint32_t len,
 		r->programmed[u / 8] &= (uint8_t)~(1u << (u % 8));
 }
 
+/* Only [addr, addr + len): the ROM saves what the rest of each sector holds, erases the
+ * sector and programs that back, so nothing outside the range changes. */
 int emu_chip_erase_range(struct emu_chip *c, uint32_t addr, size_t len)
 {
 	struct emu_region *r = chip_region(c, addr, len);
-	uint32_t sector, first, last;
+	uint32_t unit = c->prof->write_unit;
 
-	if (!r || r == &c->otp || len == 0)
+	if (!r || r == &c->otp || len == 0 || addr % unit != 0 || len % unit != 0)
 		return -EINVAL;
-	sector = r == &c->flash ? c->prof->page_size : r->size;
-	first = (addr - r->base) / sector;
-	last = (uint32_t)((addr - r->base + len - 1) / sector);
-	region_erase_units(r, first * sector, (last - first + 1) * sector, c->prof->write_unit);
+	region_erase_units(r, addr - r->base, (uint32_t)len, unit);
 	return 0;
 }
 

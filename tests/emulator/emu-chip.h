@@ -27,14 +27,16 @@ uint32_t emu_chip_get_option(const struct emu_chip *c, uint16_t reg);
 uint32_t emu_chip_image_version(const struct emu_chip *c);
 void emu_chip_set_image_version(struct emu_chip *c, uint32_t v);
 
-/* Memory, as the flash controller sees it (no protection checks: RSS privileges).
+/* Memory, as the flash controller sees it.
  * range_kind: returns 'F' flash, 'O' OTP, 'B' OBK area, 0 outside any programmable area. */
 char emu_chip_range_kind(const struct emu_chip *c, uint32_t addr, size_t len);
 bool emu_chip_range_erased(const struct emu_chip *c, uint32_t addr, size_t len);
 /* Programs erased memory; 16-byte aligned address and length. Returns 0, -EINVAL for a
- * bad range/alignment, -EIO when the target is not erased. */
+ * bad range/alignment, -EIO when the target is not erased, -EACCES for a write-protected
+ * flash sector (WRP option bytes). */
 int emu_chip_program(struct emu_chip *c, uint32_t addr, const uint8_t *data, size_t len);
-/* Erases the sectors covering [addr, addr+len) (flash only; OTP cannot be erased). */
+/* Erases exactly [addr, addr+len), write-unit aligned (flash and OBK; OTP cannot be erased):
+ * the rest of each sector touched keeps its content, as the ROM saves and re-programs it. */
 int emu_chip_erase_range(struct emu_chip *c, uint32_t addr, size_t len);
 /* Writes the chip's state to its state dir (called after an install step completes). */
 int emu_chip_persist(struct emu_chip *c);

@@ -64,6 +64,7 @@ struct emu_osfi {
 	uint16_t last_status;
 	/* Image id of the last finalized session (all zero when none has been). */
 	uint8_t installed_id[OSFI_ID_LEN];
+	bool starting;		/* PUT_LICENSE for the image under way: its outcome is recorded */
 	uint8_t image_key[OSFI_KEY_LEN];
 	uint8_t license_id[OSFI_ID_LEN];
 	struct osfi_module_key modules[EMU_OSFI_MAX_MODULES];
@@ -765,12 +766,12 @@ static void session_start(struct emu_osfi *o)
 	record_save(o);
 }
 
-/* A refused command. A session in progress (or none) becomes failed and keeps this status;
- * a session already failed or finalized keeps its state and its status, so that a host
- * retrying after a lost answer still reads the original outcome in GET_INFO. */
+/* A refused command. A session in progress (or one a PUT_LICENSE for the image is starting)
+ * becomes failed and keeps this status; otherwise (idle, failed, finalized) the record stays
+ * as it is, so that a host retrying after a lost answer still reads the original outcome. */
 static uint16_t session_fail(struct emu_osfi *o, uint16_t status)
 {
-	if (o->state == OSFI_SESSION_FAILED || o->state == OSFI_SESSION_FINALIZED)
+	if (!session_active(o) && !o->starting)
 		return status;
 	osfi_debug(o, "session failed with status 0x%04x", status);
 	session_discard(o);
@@ -871,23 +872,14 @@ static uint16_t license_unwrap(struct emu_osfi *o, const uint8_t *lic, uint8_t k
 	return st;
 }
 
-static uint16_t cmd_put_license(struct emu_osfi *o, const uint8_t *p1, size_t n1,
-				const uint8_t *lic, size_t n2)
+static uint16_t put_license(struct emu_osfi *o, const uint8_t *p1, size_t n1,
+			    const uint8_t *lic, size_t n2)
 {
 	uint8_t key[OSFI_KEY_LEN], modid[OSFI_ID_LEN];
 	uint32_t target;
 	uint8_t kind;
 	uint16_t st;
 
-	/* A chip that left Open takes no license and changes nothing: the record of the session
-	 * that closed it stays readable. */
-	if (emu_chip_product_state(o->chip) != STM32H5_PS_OPEN)
-		return OSFI_ST_BAD_STATE;
-	/* A license for the image starts over, whatever the outcome of the checks below. */
-	if (n1 == 4 && rd32(p1) == OSFI_TARGET_IMAGE) {
-		session_discard(o);
-		o->state = OSFI_SESSION_IDLE;
-	}
 	if (n1 != 4 || n2 != OSFI_LICENSE_LEN)
 		return session_fail(o, OSFI_ST_BAD_LENGTH);
 	target = rd32(p1);
@@ -905,6 +897,14 @@ static uint16_t cmd_put_license(struct emu_osfi *o, const uint8_t *p1, size_t n1
 	     !all_zero(lic + OSFI_LIC_OFF_HSMPUB, OSFI_PUBKEY_LEN) ||
 	     rd32(lic + OSFI_LIC_OFF_COUNTER) != 0))
 		return session_fail(o, OSFI_ST_LICENSE_MALFORMED);
+	/* Everything the record alone can show is checked before what it says. */
+	if (kind == OSFI_LICENSE_KIND_CHIP) {
+		EVP_PKEY *peer = p256_from_point(lic + OSFI_LIC_OFF_HSMPUB);
+
+		if (!peer)
+			return session_fail(o, OSFI_ST_LICENSE_MALFORMED);
+		EVP_PKEY_free(peer);
+	}
 	if (rd16(lic + OSFI_LIC_OFF_DEVICE) != emu_chip_device_id(o->chip))
 		return session_fail(o, OSFI_ST_LICENSE_WRONG_DEVICE);
 	if (kind == OSFI_LICENSE_KIND_CHIP &&
@@ -950,6 +950,29 @@ static uint16_t cmd_put_license(struct emu_osfi *o, const uint8_t *p1, size_t n1
 	return OSFI_ST_OK;
 }
 
+static uint16_t cmd_put_license(struct emu_osfi *o, const uint8_t *p1, size_t n1,
+				const uint8_t *lic, size_t n2)
+{
+	uint16_t st;
+
+	/* A chip that left Open takes no license and changes nothing: the record of the session
+	 * that closed it stays readable. */
+	if (emu_chip_product_state(o->chip) != STM32H5_PS_OPEN)
+		return OSFI_ST_BAD_STATE;
+	/* A license for the image starts over: whatever the outcome of the checks, it replaces
+	 * the record (the installed image id excepted). */
+	if (n1 == 4 && rd32(p1) == OSFI_TARGET_IMAGE) {
+		session_discard(o);
+		o->state = OSFI_SESSION_IDLE;
+		o->pos = OSFI_HEADER_LEN;
+		o->areas_done = 0;
+		o->starting = true;
+	}
+	st = put_license(o, p1, n1, lic, n2);
+	o->starting = false;
+	return st;
+}
+
 /* --- PUT_HEADER --- */
 
 static uint16_t cmd_put_header(struct emu_osfi *o, const uint8_t *h, size_t n)
@@ -958,10 +981,10 @@ static uint16_t cmd_put_header(struct emu_osfi *o, const uint8_t *h, size_t n)
 	uint16_t areas;
 	uint32_t total;
 
-	if (o->state != OSFI_SESSION_LICENSED)
-		return session_fail(o, session_active(o) ? OSFI_ST_SEQUENCE : OSFI_ST_NO_LICENSE);
 	if (n != OSFI_HEADER_LEN)
 		return session_fail(o, OSFI_ST_BAD_LENGTH);
+	if (o->state != OSFI_SESSION_LICENSED)
+		return session_fail(o, session_active(o) ? OSFI_ST_SEQUENCE : OSFI_ST_NO_LICENSE);
 
 	areas = rd16(h + OSFI_HDR_OFF_AREAS);
 	total = rd32(h + OSFI_HDR_OFF_TOTAL);
@@ -1247,7 +1270,7 @@ static uint16_t cmd_put_data(struct emu_osfi *o, const uint8_t *p1, size_t n1, c
 			     size_t n2)
 {
 	uint32_t off;
-	uint16_t st;
+	uint16_t st, areas;
 
 	if (n1 != 4 || n2 < 1 || n2 > OSFI_DATA_CHUNK)
 		return session_fail(o, OSFI_ST_BAD_LENGTH);
@@ -1275,8 +1298,12 @@ static uint16_t cmd_put_data(struct emu_osfi *o, const uint8_t *p1, size_t n1, c
 	o->last_len = n2;
 	memcpy(o->last_data, p2, n2);
 	o->have_last = true;
+	areas = o->areas_done;
 	st = stream_feed(o, p2, n2);
 	if (st != OSFI_ST_OK) {
+		/* A refused chunk counts for nothing: progress stays that of the last OK. */
+		o->pos = off;
+		o->areas_done = areas;
 		session_fail(o, st);
 		/* Keep the chunk so that a re-send learns the same outcome. */
 		o->last_off = off;
@@ -1322,10 +1349,10 @@ static uint16_t cmd_finalize(struct emu_osfi *o, size_t n1)
 	bool touched[OSFI_OPT_MAX + 1] = { false };
 	int r;
 
-	if (!session_active(o))
-		return session_fail(o, OSFI_ST_SEQUENCE);
 	if (n1 != 0)
 		return session_fail(o, OSFI_ST_BAD_LENGTH);
+	if (!session_active(o))
+		return session_fail(o, OSFI_ST_SEQUENCE);
 	if (o->state != OSFI_SESSION_COMPLETE)
 		return session_fail(o, OSFI_ST_INCOMPLETE);
 

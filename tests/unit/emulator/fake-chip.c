@@ -258,10 +258,10 @@ int emu_chip_erase_range(struct emu_chip *c, uint32_t addr, size_t len)
 	struct fake_region *r = chip_region(c, addr, len);
 	size_t first, last;
 
-	if (!r || r == &c->otp || len == 0)
+	if (!r || r == &c->otp || len == 0 || addr % UNIT || len % UNIT)
 		return -EINVAL;
-	first = (addr - r->base) / r->sector * r->sector;
-	last = (addr - r->base + len - 1) / r->sector * r->sector + r->sector;
+	first = addr - r->base;
+	last = first + len;
 	memset(r->data + first, 0xff, last - first);
 	for (size_t off = first; off < last; off += UNIT)
 		r->programmed[off / UNIT] = false;

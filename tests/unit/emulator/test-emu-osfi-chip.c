@@ -351,12 +351,52 @@ static void test_failure_leaves_chip_installable(void **state)
 	free(img);
 }
 
+/* Memory outside the image's areas, in the same 8 KiB sector, survives a failed session; a
+ * write-protected sector answers FLASH_ERROR; a refused chunk does not count as received. */
+static void test_protection_and_neighbours(void **state)
+{
+	struct cfx *f = *state;
+	struct forge_area a[] = {
+		{ .type = 'F', .addr = FLASH + 0x10000, .data = f->fw, .size = RAM },
+		{ .type = 'F', .addr = FLASH + 0x40000, .data = f->fw + RAM, .size = RAM },
+	};
+	uint8_t lic[OSFI_LICENSE_LEN], info[64], buf[16], mine[16];
+	uint32_t page = 0x40000 / STM32H5_FLASH_SECTOR;
+	size_t len, n;
+	uint8_t *img = make_image(f, a, 2, &len, lic);
+
+	memset(mine, 0x5a, sizeof(mine));
+	assert_int_equal(emu_chip_program(f->chip, FLASH + 0x10000 + RAM, mine, 16), 0);
+	/* WRP1R: one bit per group of 4 sectors, cleared = protected. */
+	assert_int_equal(emu_chip_set_option(f->chip, OSFI_OPT_WRP1R, ~(1u << (page / 4))), 0);
+	assert_int_equal(install(f, img, len, lic), OSFI_ST_FLASH_ERROR);
+	assert_int_equal(sp50(f, OSFI_OP_GET_INFO, NULL, 0, info, &n), OSFI_ST_OK);
+	assert_int_equal(info[2], OSFI_SESSION_FAILED);
+	assert_int_equal(info[8] | info[9] << 8, OSFI_ST_FLASH_ERROR);
+	/* The first area was done; the chunk that failed is not counted. */
+	assert_int_equal(info[10], 1);
+	assert_true((uint32_t)(info[12] | info[13] << 8 | info[14] << 16) < len - 64);
+	assert_int_equal((info[12] | info[13] << 8 | info[14] << 16) % OSFI_DATA_CHUNK, 0);
+	/* The first area is erased again, the bytes next to it in its sector are not. */
+	assert_true(emu_chip_range_erased(f->chip, FLASH + 0x10000, RAM));
+	assert_int_equal(emu_chip_read(f->chip, FLASH + 0x10000 + RAM, buf, 16), 0);
+	assert_memory_equal(buf, mine, 16);
+
+	assert_int_equal(emu_chip_set_option(f->chip, OSFI_OPT_WRP1R, 0xffffffffu), 0);
+	assert_int_equal(install(f, img, len, lic), OSFI_ST_OK);
+	sync_chip(f);
+	assert_int_equal(emu_chip_read(f->chip, FLASH + 0x40000, buf, 16), 0);
+	assert_memory_equal(buf, f->fw + RAM, 16);
+	free(img);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_install_over_bootloader, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failure_leaves_chip_installable, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_protection_and_neighbours, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -720,9 +720,18 @@ static void test_header_failures(void **state)
 	assert_non_null(img);
 	image_license(f, img, lic);
 
-	/* Header before license. */
+	/* Header before license: refused, and no session is made of it (the chip stays idle). */
 	assert_int_equal(op50(f, OSFI_OP_PUT_HEADER, img, 64), OSFI_ST_NO_LICENSE);
-	assert_failed_clean(f, OSFI_ST_NO_LICENSE, 0);
+	{
+		struct info i;
+
+		get_info(f, &i);
+		assert_int_equal(i.session, OSFI_SESSION_IDLE);
+		assert_int_equal(i.last, OSFI_ST_OK);
+	}
+	/* Lengths come before the session state. */
+	assert_int_equal(op50(f, OSFI_OP_PUT_HEADER, img, 63), OSFI_ST_BAD_LENGTH);
+	assert_int_equal(op50(f, OSFI_OP_FINALIZE, img, 1), OSFI_ST_BAD_LENGTH);
 
 	/* Malformed: flags set (checked before the image id), wrong length. */
 	assert_int_equal(op51(f, OSFI_OP_PUT_LICENSE, 0, lic, sizeof(lic)), OSFI_ST_OK);
