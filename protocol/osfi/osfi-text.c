@@ -222,6 +222,29 @@ static int osfi_text_next_line(const char *text, size_t len, size_t *pos, char *
 	return 1;
 }
 
+/* The option CSV names product states exactly as docs/protocol.md §4.5 writes them. */
+static int csv_product_state(const char *s, uint8_t *ret_ps)
+{
+	for (size_t i = 0; i < sizeof(osfi_product_states) / sizeof(osfi_product_states[0]); i++)
+		if (strcmp(s, osfi_product_states[i].name) == 0) {
+			*ret_ps = osfi_product_states[i].value;
+			return 0;
+		}
+	return -ENOENT;
+}
+
+static const char *csv_product_state_hint(const char *s)
+{
+	uint32_t v;
+
+	for (size_t i = 0; i < sizeof(osfi_product_states) / sizeof(osfi_product_states[0]); i++)
+		if (strcasecmp(s, osfi_product_states[i].name) == 0)
+			return osfi_product_states[i].name;
+	if (osfi_parse_u32(s, &v) == 0 && v <= 0xff)
+		return osfi_product_state_name((uint8_t)v);
+	return NULL;
+}
+
 int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret_opts,
 			   size_t max, size_t *ret_n, char *why, size_t why_len)
 {
@@ -257,23 +280,35 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 			r = osfi_text_why(why, why_len, lineno, "expected `REGISTER, VALUE`");
 			goto out;
 		}
-		if (strcasecmp(f[0], "PRODUCT_STATE") == 0) {
+		if (strcmp(f[0], "PRODUCT_STATE") == 0) {
+			const char *hint;
+
 			if (ps_line) {
 				r = osfi_text_why(why, why_len, lineno,
 						  "PRODUCT_STATE already set on line %u", ps_line);
 				goto out;
 			}
-			if (osfi_product_state_parse(f[1], &ps) < 0) {
-				r = osfi_text_why(why, why_len, lineno,
-						  "unknown product state '%.64s' (Open, Provisioning, "
-						  "iROT-Provisioned, TZ-Closed, Closed, Locked)",
-						  f[1]);
+			if (csv_product_state(f[1], &ps) < 0) {
+				hint = csv_product_state_hint(f[1]);
+				if (hint)
+					r = osfi_text_why(why, why_len, lineno,
+							  "product state '%.64s': write it `%s` "
+							  "(states are named exactly: Open, "
+							  "Provisioning, iROT-Provisioned, TZ-Closed, "
+							  "Closed, Locked)",
+							  f[1], hint);
+				else
+					r = osfi_text_why(why, why_len, lineno,
+							  "unknown product state '%.64s' (Open, "
+							  "Provisioning, iROT-Provisioned, TZ-Closed, "
+							  "Closed, Locked)",
+							  f[1]);
 				goto out;
 			}
 			ps_line = lineno;
 			continue;
 		}
-		if (osfi_option_from_name(f[0], &reg) < 0) {
+		if (osfi_option_from_name(f[0], &reg) < 0 || strcmp(f[0], osfi_option_name(reg)) != 0) {
 			r = osfi_text_why(why, why_len, lineno,
 					  "unknown register '%.64s' (OPTSR_PRG ... HDP2R_PRG or "
 					  "PRODUCT_STATE)",
@@ -293,21 +328,24 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 		set_line[reg] = lineno;
 	}
 
-	if (ps_line) {
-		values[OSFI_OPT_OPTSR] = (values[OSFI_OPT_OPTSR] & ~0xff00u) | (uint32_t)ps << 8;
-		if (!set_line[OSFI_OPT_OPTSR])
-			set_line[OSFI_OPT_OPTSR] = ps_line;
-	} else if (!set_line[OSFI_OPT_OPTSR]) {
+	if (!ps_line) {
 		r = osfi_text_why(why, why_len, 0,
 				  "no final product state: add a PRODUCT_STATE line (e.g. "
 				  "`PRODUCT_STATE, Closed`)");
 		goto out;
-	} else if (!osfi_product_state_name((uint8_t)(values[OSFI_OPT_OPTSR] >> 8))) {
+	}
+	/* OPTSR_PRG's bits 15..8 are the product state: left 0 or equal, never another one. */
+	if (set_line[OSFI_OPT_OPTSR] && (values[OSFI_OPT_OPTSR] & 0xff00u) != 0 &&
+	    ((values[OSFI_OPT_OPTSR] >> 8) & 0xff) != ps) {
 		r = osfi_text_why(why, why_len, set_line[OSFI_OPT_OPTSR],
-				  "OPTSR_PRG bits 15..8 (0x%02x) are not a product state",
-				  (values[OSFI_OPT_OPTSR] >> 8) & 0xff);
+				  "OPTSR_PRG bits 15..8 (0x%02x) disagree with PRODUCT_STATE on "
+				  "line %u (0x%02x): leave them 0",
+				  (values[OSFI_OPT_OPTSR] >> 8) & 0xff, ps_line, ps);
 		goto out;
 	}
+	values[OSFI_OPT_OPTSR] = (values[OSFI_OPT_OPTSR] & ~0xff00u) | (uint32_t)ps << 8;
+	if (!set_line[OSFI_OPT_OPTSR])
+		set_line[OSFI_OPT_OPTSR] = ps_line;
 
 	for (uint16_t reg = 1; reg <= OSFI_OPT_MAX; reg++) {
 		if (!set_line[reg])

@@ -85,22 +85,32 @@ static void test_options_csv(void **state)
 	char why[200];
 	size_t n;
 
-	assert_int_equal(csv("# vendor options\n\nWRP1R_PRG, 0xff\r\nOPTSR_PRG,0x1234ABCD\n"
-			     "  product_state , Closed # final\n", o, &n, why), 0);
+	assert_int_equal(csv("# vendor options\n\nWRP1R_PRG, 0xff\r\nOPTSR_PRG,0x123400CD\n"
+			     "  PRODUCT_STATE , Closed # final\n", o, &n, why), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(o[0].reg, 1);
 	assert_int_equal(o[0].value, 0x123472cd);
 	assert_int_equal(o[1].reg, 7);
 	assert_int_equal(o[1].value, 0xff);
-	assert_int_equal(csv("PRODUCT_STATE, 0x2e", o, &n, why), 0);
+	/* A record is the whole register: PRODUCT_STATE alone gives OPTSR_PRG = state << 8. */
+	assert_int_equal(csv("PRODUCT_STATE, iROT-Provisioned", o, &n, why), 0);
+	assert_int_equal(n, 1);
 	assert_int_equal(o[0].value, 0x2e00);
-	assert_int_equal(csv("OPTSR_PRG, 0x00007200", o, &n, why), 0);
+	/* OPTSR_PRG may repeat the state in bits 15..8. */
+	assert_int_equal(csv("OPTSR_PRG, 0x00f072f8\nPRODUCT_STATE, Closed", o, &n, why), 0);
+	assert_int_equal(o[0].value, 0x00f072f8);
 
 	struct {
 		const char *text, *expect;
 	} bad[] = {
 		{ "WRP1R_PRG, 1\n", "no final product state" },
-		{ "OPTSR_PRG, 0x1200\n", "line 1: OPTSR_PRG bits" },
+		{ "OPTSR_PRG, 0x00007200\n", "no final product state" },
+		{ "OPTSR_PRG, 0x1200\nPRODUCT_STATE, Closed\n", "line 1: OPTSR_PRG bits 15..8 (0x12)" },
+		{ "PRODUCT_STATE, 0x72\n", "line 1: product state '0x72': write it `Closed`" },
+		{ "PRODUCT_STATE, OPEN\n", "line 1: product state 'OPEN': write it `Open`" },
+		{ "PRODUCT_STATE, 0x99\n", "line 1: unknown product state" },
+		{ "product_state, Open\n", "line 1: unknown register 'product_state'" },
+		{ "wrp1r_prg, 1\nPRODUCT_STATE, Open\n", "line 1: unknown register" },
 		{ "\nFOO_PRG, 1\n", "line 2: unknown register" },
 		{ "PRODUCT_STATE, Shut\n", "line 1: unknown product state" },
 		{ "PRODUCT_STATE, Open\nPRODUCT_STATE, Open\n", "line 2: PRODUCT_STATE already" },
