@@ -29,6 +29,13 @@ struct parse_state {
 	/* Reader over a string or a FILE. */
 	const char *text;
 	FILE *f;
+
+	/* Keys set so far ("section\nkey"), to refuse a second value for one. */
+	struct seen_key {
+		char *key;
+		unsigned line;
+	} *seen;
+	size_t n_seen;
 };
 
 static void fail(struct parse_state *st, unsigned line, const char *fmt, ...)
@@ -50,15 +57,28 @@ static void fail(struct parse_state *st, unsigned line, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Reader that counts lines and notes where each section header is. */
+/* Reader that counts lines and notes where each section header is. inih hands it a buffer
+ * of its compiled line limit and would take the rest of a longer line as a line of its own
+ * (the tail of a long comment read as a key): such a line is refused here. */
 static char *reader(char *str, int num, void *stream)
 {
 	struct parse_state *st = stream;
+	bool too_long = false;
 	char *p;
 
+	if (st->failed)
+		return NULL;
 	if (st->f) {
+		size_t len;
+		int ch;
+
 		if (!fgets(str, num, st->f))
 			return NULL;
+		len = strlen(str);
+		if (len == (size_t)num - 1 && str[len - 1] != '\n') {
+			ch = fgetc(st->f);
+			too_long = ch != EOF;
+		}
 	} else {
 		const char *nl;
 		size_t n;
@@ -67,13 +87,19 @@ static char *reader(char *str, int num, void *stream)
 			return NULL;
 		nl = strchr(st->text, '\n');
 		n = nl ? (size_t)(nl - st->text) + 1 : strlen(st->text);
-		if (n > (size_t)num - 1)
+		if (n > (size_t)num - 1) {
 			n = (size_t)num - 1;
+			too_long = true;
+		}
 		memcpy(str, st->text, n);
 		str[n] = '\0';
 		st->text += n;
 	}
 	st->line++;
+	if (too_long) {
+		fail(st, st->line, "line is longer than %d characters", num - 2);
+		return NULL;
+	}
 	for (p = str; *p == ' ' || *p == '\t'; p++)
 		;
 	if (*p == '[')
@@ -233,6 +259,34 @@ static bool handle_slot(struct parse_state *st, const char *section, const char 
 	return false;
 }
 
+/* Notes that section.name is set on this line; false (after failing) when it was already. */
+static bool key_first(struct parse_state *st, const char *section, const char *name)
+{
+	struct seen_key *n;
+	char *key;
+
+	if (asprintf(&key, "%s\n%s", section, name) < 0) {
+		fail(st, st->line, "out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < st->n_seen; i++)
+		if (strcmp(st->seen[i].key, key) == 0) {
+			fail(st, st->line, "key '%s' in [%s] is already set at line %u", name, section,
+			     st->seen[i].line);
+			free(key);
+			return false;
+		}
+	n = realloc(st->seen, (st->n_seen + 1) * sizeof(*st->seen));
+	if (!n) {
+		free(key);
+		fail(st, st->line, "out of memory");
+		return false;
+	}
+	st->seen = n;
+	st->seen[st->n_seen++] = (struct seen_key){ .key = key, .line = st->line };
+	return true;
+}
+
 static int handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_state *st = user;
@@ -254,6 +308,8 @@ static int handler(void *user, const char *section, const char *name, const char
 		}
 	}
 	if (!name)
+		return 1;
+	if (!key_first(st, section, name))
 		return 1;
 
 	if (st->slot >= 0)
@@ -442,6 +498,10 @@ static int config_parse(struct parse_state *st, struct config **ret)
 	st->slot = -1;
 
 	r = ini_parse_stream(reader, st, handler, st);
+	for (size_t i = 0; i < st->n_seen; i++)
+		free(st->seen[i].key);
+	free(st->seen);
+	st->seen = NULL;
 	if (r > 0 && !st->failed)
 		fail(st, (unsigned)r, "syntax error (expected [section] or key = value)");
 	else if (r < 0 && !st->failed)

@@ -4,7 +4,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -75,6 +77,51 @@ static void test_errors(void **state)
 	expect_error(BASE "[slot bad name!]\nport = /x\n", "test.conf:10: section [slot bad name!]");
 }
 
+/* A long line is refused, not split by inih's line limit into a line of its own: here the
+ * tail of a comment would set the token. Its length is reported with the line. */
+static void test_long_lines(void **state)
+{
+	char text[1024], comment[400];
+	struct config *c = NULL;
+	char err[512] = "", path[] = "/tmp/sfid-config-test.XXXXXX";
+	FILE *f;
+	int fd;
+
+	memset(comment, '#', sizeof(comment));
+	/* 198 characters fit (with the newline, inih's buffer of 200); 199 do not. */
+	snprintf(text, sizeof(text), BASE "[slot A]\nport = /x\n%.198s\n", comment);
+	assert_int_equal(config_parse_string("test.conf", text, &c, err, sizeof(err)), 0);
+	c = config_free(c);
+	snprintf(text, sizeof(text), BASE "[slot A]\nport = /x\n%.199s\n", comment);
+	expect_error(text, "test.conf:12: line is longer than 198 characters");
+	snprintf(text, sizeof(text), BASE "[slot A]\nport = /x\n[hsm]\n; %.*s token = other\n", 190,
+		 comment);
+	expect_error(text, "test.conf:13: line is longer than 198 characters");
+	/* The same through a file. */
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	f = fdopen(fd, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	assert_true(config_load(path, &c, err, sizeof(err)) < 0);
+	unlink(path);
+	if (!strstr(err, ":13: line is longer than 198 characters"))
+		fail_msg("error '%s'", err);
+}
+
+/* A key set twice is refused with both lines, in one section and across a section
+ * opened again. */
+static void test_duplicate_keys(void **state)
+{
+	expect_error(BASE "[slot A]\nport = /x\nbaud = 9600\nbaud = 57600\n",
+		     "test.conf:13: key 'baud' in [slot A] is already set at line 12");
+	expect_error(BASE "[slot A]\nport = /x\n[hsm]\ntoken = other\n",
+		     "test.conf:13: key 'token' in [hsm] is already set at line 3");
+	expect_error(BASE "[slot A]\nport = /x\n[control]\noperator_group = root\n",
+		     "key 'operator_group' in [control] is already set at line 8");
+}
+
 static void test_missing_file(void **state)
 {
 	struct config *c = NULL;
@@ -89,6 +136,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_long_lines),
+		cmocka_unit_test(test_duplicate_keys),
 		cmocka_unit_test(test_missing_file),
 	};
 
