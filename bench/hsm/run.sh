@@ -42,6 +42,7 @@ kit=$build/tests/integration/hsm/hsm-testkit
 sfi=$build/tools/sfi-hsm/sfi-hsm
 "$kit" mkca ca.key ca.pub
 head -c 16 /dev/urandom >k.bin
+chmod 600 k.bin
 "$kit" mkimage k.bin 0x484 image.sfi
 "$kit" mkchip ca.key 0x484 0102030405060708090a0b0c chip.cert chip.key
 "$sfi" provision --module "$module" --token cli --pin-file pin --image-key k.bin \

@@ -22,6 +22,7 @@ cd "$tmp"
 
 openssl ecparam -name prime256v1 -genkey -noout -out ca.pem 2>/dev/null
 head -c 32 /dev/urandom > g.bin
+chmod 600 g.bin
 head -c $((kib * 1024)) /dev/urandom > fw.bin
 printf 'PRODUCT_STATE, Closed\n' > ob.csv
 "$pack" create --out img.sfi --firmware fw.bin@0x08000000 --options ob.csv --generate-key k.bin

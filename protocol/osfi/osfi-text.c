@@ -56,19 +56,28 @@ const char *osfi_product_state_name(uint8_t ps)
 	return NULL;
 }
 
-/* Strict unsigned 32-bit number: decimal or 0x hexadecimal, nothing else. */
-static int osfi_parse_u32(const char *s, uint32_t *ret)
+int osfi_number_parse(const char *s, uint32_t *ret)
 {
 	unsigned long long v;
+	const char *p;
 	char *end;
 	int base = 10;
 
+	if (!s || !*s)
+		return -EINVAL;
 	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
 		base = 16;
 		s += 2;
+	} else if (s[0] == '0' && s[1]) {
+		return -EINVAL; /* octal to strtoull, ten to a reader: neither is assumed */
 	}
-	if (!isxdigit((unsigned char)s[0]))
+	/* Only digits of the base: strtoull alone would take spaces, a sign, and a second
+	 * "0x" after the first ("0x0x7" read as 7). */
+	if (!*s)
 		return -EINVAL;
+	for (p = s; *p; p++)
+		if (base == 16 ? !isxdigit((unsigned char)*p) : !isdigit((unsigned char)*p))
+			return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, base);
 	if (errno || *end || v > UINT32_MAX)
@@ -86,7 +95,7 @@ int osfi_product_state_parse(const char *s, uint8_t *ret_ps)
 			*ret_ps = osfi_product_states[i].value;
 			return 0;
 		}
-	if (osfi_parse_u32(s, &v) == 0 && v <= 0xff && osfi_product_state_name((uint8_t)v)) {
+	if (osfi_number_parse(s, &v) == 0 && v <= 0xff && osfi_product_state_name((uint8_t)v)) {
 		*ret_ps = (uint8_t)v;
 		return 0;
 	}
@@ -240,7 +249,7 @@ static const char *csv_product_state_hint(const char *s)
 	for (size_t i = 0; i < sizeof(osfi_product_states) / sizeof(osfi_product_states[0]); i++)
 		if (strcasecmp(s, osfi_product_states[i].name) == 0)
 			return osfi_product_states[i].name;
-	if (osfi_parse_u32(s, &v) == 0 && v <= 0xff)
+	if (osfi_number_parse(s, &v) == 0 && v <= 0xff)
 		return osfi_product_state_name((uint8_t)v);
 	return NULL;
 }
@@ -320,7 +329,7 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 					  osfi_option_name(reg), set_line[reg]);
 			goto out;
 		}
-		if (osfi_parse_u32(f[1], &values[reg]) < 0) {
+		if (osfi_number_parse(f[1], &values[reg]) < 0) {
 			r = osfi_text_why(why, why_len, lineno,
 					  "value '%.64s' is not a 32-bit number", f[1]);
 			goto out;
@@ -417,7 +426,7 @@ int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **
 		}
 		memset(&e, 0, sizeof(e));
 		e.line = lineno;
-		if (osfi_parse_u32(f[0], &e.module_id) < 0 || e.module_id == 0) {
+		if (osfi_number_parse(f[0], &e.module_id) < 0 || e.module_id == 0) {
 			r = osfi_text_why(why, why_len, lineno,
 					  "module id '%.64s' is not a non-zero number", f[0]);
 			goto fail;
@@ -452,7 +461,7 @@ int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **
 			}
 			strcpy(e.license, f[1]);
 		}
-		if (osfi_parse_u32(f[2], &e.address) < 0) {
+		if (osfi_number_parse(f[2], &e.address) < 0) {
 			r = osfi_text_why(why, why_len, lineno,
 					  "destination address '%.64s' is not a 32-bit number",
 					  f[2]);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "osfi.h"
 #include "sfi-boot.h"
 
 /* Commands, in the order --help lists them. New commands add a line here and a file. */
@@ -52,17 +53,7 @@ int sfi_boot_fail(struct sfi_boot *b, int r, const char *what)
 
 int sfi_boot_parse_u32(const char *s, uint32_t *ret)
 {
-	unsigned long long v;
-	char *end;
-
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v > UINT32_MAX)
-		return -EINVAL;
-	*ret = (uint32_t)v;
-	return 0;
+	return osfi_number_parse(s, ret);
 }
 
 static bool progress_shown;

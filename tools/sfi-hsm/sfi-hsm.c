@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -124,15 +125,11 @@ static int input_error(const char *path, const char *why)
 	return EXIT_INPUT;
 }
 
-/* Reads a file of exactly len bytes (len 0: up to max, returns the size in *ret_len). */
-static int read_file(const char *path, uint8_t *buf, size_t max, size_t *ret_len)
+/* Reads up to max bytes of fd into buf (the size in *ret_len) and closes fd. */
+static int read_fd(int fd, uint8_t *buf, size_t max, size_t *ret_len)
 {
 	size_t n = 0;
-	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
 	while (n < max) {
 		ssize_t k = read(fd, buf + n, max - n);
 
@@ -153,13 +150,42 @@ static int read_file(const char *path, uint8_t *buf, size_t max, size_t *ret_len
 	return 0;
 }
 
+/* Reads up to max bytes of a file into buf (the size in *ret_len). */
+static int read_file(const char *path, uint8_t *buf, size_t max, size_t *ret_len)
+{
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	return read_fd(fd, buf, max, ret_len);
+}
+
+/* Reads a raw key of exactly len bytes. A key file other users may read or write is
+ * refused, as sfid refuses such a PIN file: the key would be as good as published, or
+ * could be replaced. */
 static int read_key_file(const char *path, uint8_t *key, size_t len)
 {
 	uint8_t buf[65];
+	struct stat st;
 	size_t n = 0;
-	int r;
+	int fd, r;
 
-	r = read_file(path, buf, sizeof(buf), &n);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return input_error(path, "cannot read the key file");
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return input_error(path, "the key file is not a regular file");
+	}
+	if (st.st_mode & (S_IROTH | S_IWOTH)) {
+		close(fd);
+		fprintf(stderr, "sfi-hsm: %s: other users may read or write this key file (mode "
+			"%04o); make it private (chmod o-rwx) and keep the key secret\n", path,
+			(unsigned)(st.st_mode & 07777));
+		return EXIT_INPUT;
+	}
+	r = read_fd(fd, buf, sizeof(buf), &n);
 	if (r < 0)
 		return input_error(path, "cannot read the key file");
 	if (n != len) {
@@ -546,16 +572,10 @@ static int cmd_audit_pubkey(const struct args *a)
 
 static int parse_u32(const char *s, const char *opt, uint32_t *ret)
 {
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || end == s || *end || v > UINT32_MAX || s[0] == '-') {
+	if (osfi_number_parse(s, ret) < 0) {
 		fprintf(stderr, "sfi-hsm: %s: not a number in 0..4294967295: %s\n", opt, s);
 		return -1;
 	}
-	*ret = (uint32_t)v;
 	return 0;
 }
 

@@ -68,26 +68,23 @@ static int fail(int code, const char *fmt, ...)
 
 static int parse_u32(const char *s, uint32_t *ret)
 {
-	unsigned long long v;
-	char *end;
-
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 0);
-	if (errno || *end || v > UINT32_MAX)
-		return -EINVAL;
-	*ret = (uint32_t)v;
-	return 0;
+	return osfi_number_parse(s, ret);
 }
 
-/* Reads a raw key file of exactly n bytes into key. */
+/* Reads a raw key file of exactly n bytes into key. A key file other users may read or
+ * write is refused, as sfid refuses such a PIN file: the key would be as good as published,
+ * or could be replaced. */
 static int read_key(const char *path, uint8_t *key, size_t n)
 {
+	struct stat st;
 	uint8_t *buf;
 	size_t len;
 	int r;
 
+	if (stat(path, &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)))
+		return fail(EXIT_INPUT, "key file %s: other users may read or write it (mode %04o); "
+			    "make it private (chmod o-rwx) and keep the key secret", path,
+			    (unsigned)(st.st_mode & 07777));
 	r = fw_read_file(path, 4096, &buf, &len);
 	if (r < 0)
 		return fail(EXIT_INPUT, "cannot read key file %s: %s", path, strerror(-r));

@@ -55,6 +55,7 @@ left() {
 "$HSM_TESTKIT" mkca other-ca.key other-ca.pub
 head -c 16 /dev/urandom >k.bin
 head -c 32 /dev/urandom >g.bin
+chmod 600 k.bin g.bin
 "$HSM_TESTKIT" mkimage k.bin 0x484 image.sfi
 "$HSM_TESTKIT" mkimage k.bin 0x484 other-image.sfi
 "$HSM_TESTKIT" mkchip ca.key 0x484 0102030405060708090a0b0c chip1.cert chip1.key

@@ -72,6 +72,7 @@ line_setup_pki() {
 	openssl ec -in "$tmp/pki/ca.pem" -pubout -out "$tmp/pki/ca-pub.pem" 2>/dev/null
 	head -c 16 /dev/urandom >"$tmp/pki/image.key"
 	head -c 32 /dev/urandom >"$tmp/pki/global.key"
+	chmod 600 "$tmp/pki/image.key" "$tmp/pki/global.key"
 	# A leading zero byte: random data must not look like Intel HEX or ELF to sfi-pack.
 	{ printf '\000'; head -c $((kb * 1024 - 1)) /dev/urandom; } >"$tmp/pki/firmware.bin"
 	printf 'PRODUCT_STATE, Closed\n' >"$tmp/pki/options.csv"

@@ -29,6 +29,7 @@ line_setup_pki 10 16
 p=$tmp/pki
 head -c 16 /dev/urandom >"$p/mk7.key"
 head -c 16 /dev/urandom >"$p/mk9.key"
+chmod 600 "$p/mk7.key" "$p/mk9.key"
 { printf '\001'; head -c 8191 /dev/urandom; } >"$p/mod7.bin"
 { printf '\002'; head -c 12287 /dev/urandom; } >"$p/mod9.bin"
 "$SFIPACK" create --out "$p/mod.sfi" --firmware "$p/firmware.bin@0x08000000" \

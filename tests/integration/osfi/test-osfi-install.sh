@@ -30,6 +30,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 openssl ecparam -name prime256v1 -genkey -noout -out ca.pem 2>/dev/null
 head -c 32 /dev/urandom > global.bin
+chmod 600 global.bin
 timeout 300 "$h5emu" --count 6 --dir "$tmp/emu" --umockdev --state-dir "$tmp/state" \
 	--ca-key ca.pem --global-key global.bin --ram-buffer 65536 > ready.txt 2> emu.log &
 emu_pid=$!
@@ -137,6 +138,7 @@ check_installed 3
 # (3) A module with its own key: refused without its license, installed with it.
 head -c 20000 /dev/urandom > mod.bin
 head -c 16 /dev/urandom > mk.bin
+chmod 600 mk.bin
 "$pack" create --out mod.sfi --firmware fw.bin@0x08000000 --module mod.bin@0x08100000:7:mk.bin \
 	--options ob.csv --key k.bin --version 1 --ram-buffer 16384
 "$pack" check --key k.bin --module-key 7:mk.bin mod.sfi > /dev/null

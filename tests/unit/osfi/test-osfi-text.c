@@ -48,6 +48,28 @@ static void test_names(void **state)
 	assert_null(osfi_product_state_name(0));
 }
 
+/* Numbers are decimal or 0x hexadecimal and nothing else. */
+static void test_numbers(void **state)
+{
+	static const char *const bad[] = { "", "0x", "0x0x7", "0X0x7", " 7", "7 ", "+7", "-1",
+					   "010", "7k", "0x1g", "4294967296", "0x100000000",
+					   "18446744073709551617" };
+	uint32_t v;
+
+	assert_int_equal(osfi_number_parse("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(osfi_number_parse("4294967295", &v), 0);
+	assert_int_equal(v, UINT32_MAX);
+	assert_int_equal(osfi_number_parse("0xFFFFffff", &v), 0);
+	assert_int_equal(v, UINT32_MAX);
+	assert_int_equal(osfi_number_parse("0x08000000", &v), 0);
+	assert_int_equal(v, 0x08000000);
+	assert_int_equal(osfi_number_parse(NULL, &v), -EINVAL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (osfi_number_parse(bad[i], &v) != -EINVAL)
+			fail_msg("'%s' accepted", bad[i]);
+}
+
 static void test_records(void **state)
 {
 	struct osfi_option o[2] = { { 1, 0x00007200 }, { 7, 0xff00ff00 } }, d[OSFI_OPT_MAX];
@@ -202,6 +224,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_numbers),
 		cmocka_unit_test(test_records),
 		cmocka_unit_test(test_options_csv),
 		cmocka_unit_test(test_modules),
