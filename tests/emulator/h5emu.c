@@ -249,14 +249,16 @@ static void slot_remove_chip(struct slot *s)
 
 	if (!s->chip)
 		return;
+#ifdef HAVE_EMU_OSFI
+	/* Power off first: a session in progress fails and its areas are erased, then the
+	 * memory is saved as the chip will find it at the next power-up. */
+	if (E.have_special)
+		emu_osfi_detach(s->chip);
+#endif
 	r = emu_chip_persist(s->chip);
 	if (r < 0)
 		log_msg("slot %u: cannot save chip %u state in %s: %s", s->idx,
 			emu_chip_index(s->chip), emu_chip_state_dir(s->chip), strerror(-r));
-#ifdef HAVE_EMU_OSFI
-	if (E.have_special)
-		emu_osfi_detach(s->chip);
-#endif
 	log_debug("slot %u: chip %u removed", s->idx, emu_chip_index(s->chip));
 	s->chip = emu_chip_free(s->chip);
 	/* Whatever the removed chip still had to say is lost with it. */
