@@ -106,6 +106,15 @@ int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *r
 int db_attempt_step(struct db *db, int64_t attempt_id, const char *step, const char *chip_uid,
 		    uint64_t bytes_sent);
 
+/* What sfid writes in attempts.error_code for a failed attempt: the kind of failure, which
+ * the statistics count apart (a yield counts only DB_FAILURE_TOUCHED). */
+enum db_failure_kind {
+	DB_FAILURE_TOUCHED = 0,	  /* failed once sfid had begun to license or write the chip */
+	DB_FAILURE_UNTOUCHED = 1, /* refused before anything was written, no license spent */
+	DB_FAILURE_HALTED = 2,	  /* stopped by a line halt before anything was written */
+	DB_FAILURE_ALREADY = 3,	  /* holds this job's image already (installed earlier) */
+};
+
 /* Ends an attempt. error_text may be NULL when result is DB_RESULT_OK. */
 int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
 		   const char *error_text, uint64_t bytes_sent);
@@ -327,9 +336,14 @@ struct db_failure_cause {
 
 struct db_stats {
 	uint64_t ok; /* totals over every slot */
-	uint64_t failed;
+	uint64_t failed;   /* DB_FAILURE_TOUCHED (and any other error code) */
+	uint64_t refused;  /* DB_FAILURE_UNTOUCHED, once per chip */
+	uint64_t halted;   /* DB_FAILURE_HALTED attempts */
+	uint64_t already;  /* DB_FAILURE_ALREADY, once per chip: not failures */
 	uint64_t bytes;
 	int64_t duration_ms;
+	int64_t ok_duration_ms; /* summed over the attempts that ended ok */
+	int64_t first_ms, last_ms; /* first start and last end of the attempts counted; 0: none */
 	struct db_slot_stats *slots; /* one per slot with an ended attempt, by slot name */
 	size_t n_slots;
 	struct db_failure_cause *failures; /* most frequent first, ties by step and text */
@@ -339,6 +353,9 @@ struct db_stats {
 /* Counts of the ended attempts of one job (0: of every job), from one consistent snapshot.
  * Returns 0 and sets *ret (free with db_stats_free()). */
 int db_stats(struct db *db, int64_t job_id, struct db_stats **ret);
+/* Same over the attempts of range->job_id (0: every job) that started in
+ * [range->from_ms, range->to_ms) (0: no bound). */
+int db_stats_range(struct db *db, const struct db_range *range, struct db_stats **ret);
 
 /* Frees s (accepts NULL); returns NULL. */
 struct db_stats *db_stats_free(struct db_stats *s);
@@ -358,7 +375,9 @@ struct db_job_row {
 	char loaded_user[DB_TEXT_MAX + 1];
 	int64_t created_ms;
 	uint64_t installed; /* its attempts that ended ok */
-	uint64_t failed;    /* its attempts that ended failed */
+	uint64_t failed;    /* its attempts that ended failed (DB_FAILURE_TOUCHED) */
+	uint64_t refused;   /* chips refused untouched (DB_FAILURE_UNTOUCHED), once per chip */
+	uint64_t halted;    /* attempts stopped by a line halt */
 };
 
 /* The newest job still active (loaded and not ended), to restore it at startup. Returns 0

@@ -186,10 +186,26 @@ int db_history(struct db *db, const struct db_history_filter *f, struct db_attem
 
 /* ---- statistics ---- */
 
-static void bind_job(sqlite3_stmt *st, int64_t job_id)
+/* A failed attempt that counts as a failure (see enum db_failure_kind). */
+#define FAILED_TOUCHED "(result = 'failed' AND error_code NOT IN (1, 2, 3))"
+
+/* The WHERE conditions of a range after "result != 'running'"; binds with bind_range. */
+static void range_sql(const struct db_range *rg, char *out, size_t size)
 {
-	if (job_id)
-		sqlite3_bind_int64(st, 1, job_id);
+	snprintf(out, size, "%s%s%s", rg->job_id ? " AND job_id = ?" : "",
+		 rg->from_ms ? " AND started_at >= ?" : "", rg->to_ms ? " AND started_at < ?" : "");
+}
+
+static void bind_range(sqlite3_stmt *st, const struct db_range *rg)
+{
+	int i = 1;
+
+	if (rg->job_id)
+		sqlite3_bind_int64(st, i++, rg->job_id);
+	if (rg->from_ms)
+		sqlite3_bind_int64(st, i++, rg->from_ms);
+	if (rg->to_ms)
+		sqlite3_bind_int64(st, i++, rg->to_ms);
 }
 
 struct stats_build {
@@ -261,13 +277,27 @@ struct db_stats *db_stats_free(struct db_stats *s)
 	return NULL;
 }
 
-int db_stats(struct db *db, int64_t job_id, struct db_stats **ret)
+static int stats_total_row(struct db *db, sqlite3_stmt *st, void *userdata)
+{
+	struct db_stats *s = ((struct stats_build *)userdata)->s;
+
+	s->refused = (uint64_t)sqlite3_column_int64(st, 0);
+	s->halted = (uint64_t)sqlite3_column_int64(st, 1);
+	s->already = (uint64_t)sqlite3_column_int64(st, 2);
+	s->first_ms = sqlite3_column_int64(st, 3);
+	s->last_ms = sqlite3_column_int64(st, 4);
+	s->ok_duration_ms = sqlite3_column_int64(st, 5);
+	return 0;
+}
+
+int db_stats_range(struct db *db, const struct db_range *range, struct db_stats **ret)
 {
 	struct stats_build b = { 0 };
 	sqlite3_stmt *st;
-	char sql[512];
+	char sql[1024], where[128];
 	int r;
 
+	range_sql(range, where, sizeof(where));
 	b.s = calloc(1, sizeof(*b.s));
 	if (!b.s)
 		return db_fail(db, -ENOMEM, "out of memory reading the statistics");
@@ -276,25 +306,41 @@ int db_stats(struct db *db, int64_t job_id, struct db_stats **ret)
 		goto out;
 
 	snprintf(sql, sizeof(sql),
-		 "SELECT slot, sum(result = 'ok'), sum(result = 'failed'), sum(bytes_sent), "
+		 "SELECT slot, sum(result = 'ok'), sum(" FAILED_TOUCHED "), sum(bytes_sent), "
 		 "sum(ended_at - started_at) FROM attempts WHERE result != 'running'%s "
-		 "GROUP BY slot ORDER BY slot",
-		 job_id ? " AND job_id = ?" : "");
+		 "GROUP BY slot ORDER BY slot", where);
 	r = db_prepare(db, sql, &st);
 	if (r == 0) {
-		bind_job(st, job_id);
+		bind_range(st, range);
 		r = each_row(db, st, "reading the statistics per slot", stats_slot_row, &b);
+	}
+	if (r == 0) {
+		/* Refusals and chips already installed count once per chip (a chip without a
+		 * UID, refused before it said it, counts once per attempt). */
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(DISTINCT CASE WHEN result = 'failed' AND error_code = 1 "
+			 "THEN chip_uid END) + coalesce(sum(result = 'failed' AND error_code = 1 AND "
+			 "chip_uid IS NULL), 0), coalesce(sum(result = 'failed' AND error_code = 2), 0), "
+			 "count(DISTINCT CASE WHEN result = 'failed' AND error_code = 3 THEN chip_uid "
+			 "END), coalesce(min(started_at), 0), coalesce(max(ended_at), 0), "
+			 "coalesce(sum(CASE WHEN result = 'ok' THEN ended_at - started_at END), 0) "
+			 "FROM attempts WHERE result != 'running'%s", where);
+		r = db_prepare(db, sql, &st);
+	}
+	if (r == 0) {
+		bind_range(st, range);
+		r = each_row(db, st, "reading the statistics", stats_total_row, &b);
 	}
 	if (r == 0) {
 		b.cap = 0;
 		snprintf(sql, sizeof(sql),
 			 "SELECT step, coalesce(error_text, ''), count(*) AS n FROM attempts "
-			 "WHERE result = 'failed'%s GROUP BY 1, 2 ORDER BY n DESC, 1, 2",
-			 job_id ? " AND job_id = ?" : "");
+			 "WHERE result = 'failed' AND error_code != 3%s GROUP BY 1, 2 "
+			 "ORDER BY n DESC, 1, 2", where);
 		r = db_prepare(db, sql, &st);
 	}
 	if (r == 0) {
-		bind_job(st, job_id);
+		bind_range(st, range);
 		r = each_row(db, st, "reading the failures by cause", stats_failure_row, &b);
 	}
 	r = read_end(db, r);
@@ -305,6 +351,13 @@ out:
 	}
 	*ret = b.s;
 	return 0;
+}
+
+int db_stats(struct db *db, int64_t job_id, struct db_stats **ret)
+{
+	struct db_range range = { .job_id = job_id };
+
+	return db_stats_range(db, &range, ret);
 }
 
 /* ---- chips and jobs ---- */
@@ -319,7 +372,7 @@ int db_chip_failures(struct db *db, const char *chip_uid, unsigned *ret_n)
 			       DB_CHIP_UID_HEX);
 	db->err[0] = '\0';
 	r = db_prepare(db, "SELECT count(*) FROM attempts WHERE chip_uid = ? AND "
-			   "result = 'failed'", &st);
+			   FAILED_TOUCHED, &st);
 	if (r < 0)
 		return r;
 	sqlite3_bind_text(st, 1, chip_uid, -1, SQLITE_STATIC);
@@ -345,7 +398,11 @@ int db_job_active(struct db *db, struct db_job_row *ret)
 		       "SELECT id, image_path, image_id, image_digest, module_file, "
 		       "global_license_file, target_count, loaded_uid, loaded_user, created_at, "
 		       "(SELECT count(*) FROM attempts WHERE job_id = j.id AND result = 'ok'), "
-		       "(SELECT count(*) FROM attempts WHERE job_id = j.id AND result = 'failed') "
+		       "(SELECT count(*) FROM attempts WHERE job_id = j.id AND " FAILED_TOUCHED "), "
+		       "(SELECT count(DISTINCT coalesce(chip_uid, id)) FROM attempts WHERE "
+		       "job_id = j.id AND result = 'failed' AND error_code = 1), "
+		       "(SELECT count(*) FROM attempts WHERE job_id = j.id AND result = 'failed' "
+		       "AND error_code = 2) "
 		       "FROM jobs j WHERE state = 'active' ORDER BY id DESC LIMIT 1",
 		       &st);
 	if (r < 0)
@@ -365,6 +422,8 @@ int db_job_active(struct db *db, struct db_job_row *ret)
 		ret->created_ms = sqlite3_column_int64(st, 9);
 		ret->installed = (uint64_t)sqlite3_column_int64(st, 10);
 		ret->failed = (uint64_t)sqlite3_column_int64(st, 11);
+		ret->refused = (uint64_t)sqlite3_column_int64(st, 12);
+		ret->halted = (uint64_t)sqlite3_column_int64(st, 13);
 	} else if (rc == SQLITE_DONE) {
 		r = db_fail(db, -ENOENT, "no job is active in %s", db->path);
 	} else {

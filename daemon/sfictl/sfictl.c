@@ -51,7 +51,7 @@ static void usage(FILE *f)
 		"  start|stop|pause [SLOT...]   all slots when none is named\n"
 		"  history [--limit N] [--job N] [--slot NAME] [--chip UID] [--failed]\n"
 		"                               recent attempts, newest first (from the database)\n"
-		"  stats [--job N]              yield per slot and failure causes (default: the\n"
+		"  stats [--job N] [--since T] [--until T]  yield, refusals, chips per hour (default: the\n"
 		"                               loaded job; --job 0: every job)\n"
 		"  ports                        serial ports of the slots\n"
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
@@ -262,11 +262,15 @@ static void print_status(struct json_object *o)
 	printf("station %s, sfid %s\n", jstr(o, "station"), jstr(o, "version"));
 	if (json_object_object_get_ex(o, "halted", &v) && v)
 		printf("HALTED: %s\n", json_object_get_string(v));
-	if (json_object_object_get_ex(o, "job", &job) && job)
-		printf("job %" PRId64 ": %s, %" PRId64 " installed, %" PRId64 " failed, target %"
-		       PRId64 "\n", jint(job, "id"), jstr(job, "image"), jint(job, "installed"),
-		       jint(job, "failed"), jint(job, "target"));
-	else
+	if (json_object_object_get_ex(o, "job", &job) && job) {
+		printf("job %" PRId64 ": %s, %" PRId64 " installed, %" PRId64 " failed, %" PRId64
+		       " refused untouched, %" PRId64 " halted, target %" PRId64 "\n", jint(job, "id"),
+		       jstr(job, "image"), jint(job, "installed"), jint(job, "failed"),
+		       jint(job, "refused"), jint(job, "halted"), jint(job, "target"));
+		if (json_object_get_boolean(json_object_object_get(job, "complete")))
+			printf("JOB COMPLETE: %" PRId64 " of %" PRId64 " installed; a supervisor loads "
+			       "the next job\n", jint(job, "installed"), jint(job, "target"));
+	} else
 		printf("no job loaded\n");
 	if (!json_object_object_get_ex(o, "slots", &slots))
 		return;
@@ -619,6 +623,12 @@ static void print_stats(struct json_object *o)
 		printf("every job: ");
 	printf("installed %" PRId64 ", failed %" PRId64 ", yield %.1f %%\n", jint(o, "ok"),
 	       jint(o, "failed"), jdouble(o, "yield") * 100);
+	printf("refused untouched %" PRId64 " chips, halted %" PRId64 ", already installed %"
+	       PRId64 " (not in the yield)\n", jint(o, "refused"), jint(o, "halted"),
+	       jint(o, "already_installed"));
+	if (jint(o, "ok") > 0)
+		printf("%.1f chips per hour, mean cycle %.1f s (chip answering to installed)\n",
+		       jdouble(o, "chips_per_hour"), (double)jint(o, "mean_cycle_ms") / 1000.0);
 	if (json_object_object_get_ex(o, "slots", &slots)) {
 		printf("%-10s %8s %8s %8s %12s\n", "SLOT", "OK", "FAILED", "YIELD", "BYTES");
 		json_object_object_foreach(slots, name, sl) {
@@ -783,6 +793,8 @@ static int query_args(const char *cmd, int argc, char **argv, struct json_object
 	};
 	static const struct option sopts[] = {
 		{ "job", required_argument, NULL, 'j' },
+		{ "since", required_argument, NULL, 'S' },
+		{ "until", required_argument, NULL, 'U' },
 		{ 0 }
 	};
 	bool history = strcmp(cmd, "history") == 0;
@@ -792,9 +804,20 @@ static int query_args(const char *cmd, int argc, char **argv, struct json_object
 	int c;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, history ? "n:j:s:c:f" : "j:", history ? hopts : sopts,
-				NULL)) >= 0) {
+	while ((c = getopt_long(argc, argv, history ? "n:j:s:c:f" : "j:S:U:",
+				history ? hopts : sopts, NULL)) >= 0) {
 		switch (c) {
+		case 'S':
+		case 'U':
+			if (parse_since(optarg, &v) < 0) {
+				fprintf(stderr, "sfictl: --%s %s: use milliseconds since the epoch or "
+					"YYYY-MM-DD[THH:MM:SS] (UTC)\n", c == 'S' ? "since" : "until",
+					optarg);
+				goto usage;
+			}
+			json_object_object_add(args, c == 'S' ? "since_ms" : "until_ms",
+					       json_object_new_int64(v));
+			break;
 		case 'n':
 			if (parse_number("--limit", optarg, 1, 10000, &v) < 0)
 				goto usage;
@@ -838,7 +861,8 @@ static int query_args(const char *cmd, int argc, char **argv, struct json_object
 	return EXIT_OK;
 usage:
 	fprintf(stderr, history ? "sfictl: usage: history [--limit N] [--job N] [--slot NAME] "
-			"[--chip UID] [--failed]\n" : "sfictl: usage: stats [--job N]\n");
+			"[--chip UID] [--failed]\n" : "sfictl: usage: stats [--job N] [--since T] "
+			"[--until T]\n");
 	json_object_put(args);
 	return EXIT_USAGE;
 }

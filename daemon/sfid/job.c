@@ -31,6 +31,7 @@ struct job *job_free(struct job *j)
 	free(j->global_file);
 	explicit_bzero(j->lic, sizeof(j->lic));
 	free(j->loaded_by);
+	free(j->refused_uids);
 	free(j);
 	return NULL;
 }
@@ -381,6 +382,11 @@ struct json_object *job_json(const struct job *j)
 	json_object_object_add(o, "target", json_object_new_int64(j->target));
 	json_object_object_add(o, "installed", json_object_new_int64(j->installed));
 	json_object_object_add(o, "failed", json_object_new_int64(j->failed));
+	json_object_object_add(o, "refused", json_object_new_int64(j->refused));
+	json_object_object_add(o, "halted", json_object_new_int64(j->halted));
+	json_object_object_add(o, "in_progress", json_object_new_int64(j->reserved));
+	json_object_object_add(o, "complete", json_object_new_boolean(j->target &&
+								     j->installed >= j->target));
 	json_object_object_add(o, "loaded_by", json_object_new_string(j->loaded_by));
 	json_object_object_add(o, "loaded_ms", json_object_new_int64(j->loaded_ms));
 	return o;

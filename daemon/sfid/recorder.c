@@ -43,6 +43,7 @@ struct rec_op {
 	char *text;		/* error text, reason, job strings (owned) */
 	uint64_t bytes;
 	enum db_result result;
+	int error_code;
 	struct db_job job;	/* REC_JOB_CREATE: strings point into text */
 	int64_t *ret_id;
 	struct db_range range;
@@ -146,7 +147,8 @@ static void rec_work(void *data)
 		break;
 	case REC_ATTEMPT_END:
 		if (op->a->id > 0)
-			r = db_attempt_end(db, op->a->id, op->result, 0, op->text, op->bytes);
+			r = db_attempt_end(db, op->a->id, op->result, op->error_code, op->text,
+					   op->bytes);
 		break;
 	case REC_CHIP:
 		r = db_chip_update(db, op->uid, op->step, op->product_state[0] ? op->product_state
@@ -309,7 +311,7 @@ void rec_attempt_step(struct recorder *r, struct rec_attempt *a, const char *ste
 }
 
 void rec_attempt_end(struct recorder *r, struct rec_attempt *a, enum db_result result,
-		     const char *error_text, uint64_t bytes)
+		     int error_code, const char *error_text, uint64_t bytes)
 {
 	struct rec_op *op;
 
@@ -317,6 +319,7 @@ void rec_attempt_end(struct recorder *r, struct rec_attempt *a, enum db_result r
 		return;
 	op->a = a;
 	op->result = result;
+	op->error_code = error_code;
 	op->bytes = bytes;
 	if (error_text && !(op->text = strdup(error_text))) {
 		free(op);

@@ -39,8 +39,9 @@ struct rec_attempt *rec_attempt_begin(struct recorder *r, int64_t job_id, const 
 void rec_attempt_unref(struct rec_attempt *a);
 void rec_attempt_step(struct recorder *r, struct rec_attempt *a, const char *step,
 		      const char *chip_uid, uint64_t bytes);
+/* error_code: for a failure, its enum db_failure_kind. */
 void rec_attempt_end(struct recorder *r, struct rec_attempt *a, enum db_result result,
-		     const char *error_text, uint64_t bytes);
+		     int error_code, const char *error_text, uint64_t bytes);
 void rec_chip_update(struct recorder *r, const char *chip_uid, const char *final_state,
 		     const char *product_state);
 void rec_license_installed(struct recorder *r, int64_t license_id);

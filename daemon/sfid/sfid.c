@@ -109,6 +109,114 @@ unsigned sfid_chip_failures(struct sfid *d, const char *uid_hex)
 	return n;
 }
 
+bool sfid_job_complete(const struct sfid *d)
+{
+	return d->job && d->job->target && d->job->installed >= d->job->target;
+}
+
+int sfid_job_reserve(struct sfid *d)
+{
+	struct job *j = d->job;
+
+	if (!j || sfid_job_complete(d))
+		return -1;
+	if (j->target && j->installed + j->reserved >= j->target)
+		return 0;
+	j->reserved++;
+	return 1;
+}
+
+void sfid_job_release(struct sfid *d)
+{
+	if (d->job && d->job->reserved)
+		d->job->reserved--;
+}
+
+/* The job's totals, as status, watch and the job-complete event show them. */
+static struct json_object *job_totals_json(const struct job *j)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "job", json_object_new_int64(j->id));
+	json_object_object_add(o, "target", json_object_new_int64(j->target));
+	json_object_object_add(o, "installed", json_object_new_int64(j->installed));
+	json_object_object_add(o, "failed", json_object_new_int64(j->failed));
+	json_object_object_add(o, "refused", json_object_new_int64(j->refused));
+	json_object_object_add(o, "halted", json_object_new_int64(j->halted));
+	return o;
+}
+
+void sfid_job_installed(struct sfid *d)
+{
+	struct job *j = d->job;
+
+	if (!sfid_job_complete(d) || j->complete_told)
+		return;
+	j->complete_told = true;
+	log_notice("job %" PRId64 " complete: %" PRIu32 " of %" PRIu32 " installed (%" PRIu32
+		   " failed, %" PRIu32 " refused untouched); the slots hold, a supervisor loads the "
+		   "next job", j->id, j->installed, j->target, j->failed, j->refused);
+	sfid_broadcast(d, "job-complete", job_totals_json(j));
+	/* Slots waiting for a chip hold now; those showing a result hold once it is removed. */
+	for (size_t i = 0; i < d->n_slots; i++)
+		if (slot_state(d->slots[i]) == SLOT_STATE_WAIT_CHIP)
+			slot_pause(d->slots[i]);
+}
+
+bool sfid_chip_installed_by_job(struct sfid *d, const char *uid_hex)
+{
+	struct db_history_filter f = { .job_id = d->job ? d->job->id : 0, .chip_uid = uid_hex,
+				       .limit = 100 };
+	struct db_attempt_row *rows = NULL;
+	bool found = false;
+	size_t n = 0;
+
+	if (!d->job || !d->db || !uid_hex[0])
+		return false;
+	if (db_history(d->db, &f, &rows, &n) < 0) {
+		log_warning("cannot read the attempts of chip %s: %s", uid_hex, db_last_error(d->db));
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		found |= rows[i].result == DB_ATTEMPT_OK;
+	free(rows);
+	return found;
+}
+
+void sfid_job_count_refusal(struct sfid *d, const char *uid_hex)
+{
+	struct job *j = d->job;
+	struct db_history_filter f = { .job_id = j->id, .chip_uid = uid_hex, .limit = 100 };
+	struct db_attempt_row *rows = NULL;
+	size_t n = 0;
+	bool seen = false;
+
+	if (uid_hex[0]) {
+		for (size_t i = 0; i < j->n_refused_uids && !seen; i++)
+			seen = strcmp(j->refused_uids[i], uid_hex) == 0;
+		/* Refused before sfid restarted: the database remembers. */
+		if (!seen && d->db && db_history(d->db, &f, &rows, &n) == 0)
+			for (size_t i = 0; i < n; i++)
+				seen |= rows[i].result == DB_ATTEMPT_FAILED &&
+					rows[i].error_code == DB_FAILURE_UNTOUCHED;
+		free(rows);
+		if (!seen && j->n_refused_uids == j->cap_refused_uids) {
+			size_t cap = j->cap_refused_uids ? 2 * j->cap_refused_uids : 32;
+			void *p = realloc(j->refused_uids, cap * sizeof(*j->refused_uids));
+
+			if (p) {
+				j->refused_uids = p;
+				j->cap_refused_uids = cap;
+			}
+		}
+		if (!seen && j->n_refused_uids < j->cap_refused_uids)
+			snprintf(j->refused_uids[j->n_refused_uids++], sizeof(j->refused_uids[0]),
+				 "%s", uid_hex);
+	}
+	if (!seen)
+		j->refused++;
+}
+
 void sfid_slot_settled(struct sfid *d)
 {
 	if (!d->stopping)
@@ -123,10 +231,12 @@ void sfid_slot_settled(struct sfid *d)
 
 /* ---- control commands ---- */
 
-static bool any_slot_busy(struct sfid *d)
+/* A chip is being worked on, or a license issued. Slots that wait for a chip, or for the
+ * removal of one they finished, hold nothing of the job. */
+static bool any_chip_in_progress(struct sfid *d)
 {
 	for (size_t i = 0; i < d->n_slots; i++)
-		if (slot_busy(d->slots[i]))
+		if (slot_state_busy(slot_state(d->slots[i])))
 			return true;
 	return d->license_busy;
 }
@@ -289,6 +399,14 @@ static void cmd_slots(struct sfid *d, struct client *c, const struct control_req
 			server_reply_error(c, req->id, CONTROL_E_STATE, "sfid is shutting down");
 			return;
 		}
+		if (sfid_job_complete(d)) {
+			server_reply_error(c, req->id, CONTROL_E_STATE,
+					   "job %" PRId64 " is complete (%" PRIu32 " of %" PRIu32
+					   " installed); a supervisor loads the next job with 'sfictl "
+					   "job load IMAGE'", d->job->id, d->job->installed,
+					   d->job->target);
+			return;
+		}
 		if (d->halt_reason[0]) {
 			/* The cause may be gone (space freed, token answering again): check, then
 			 * clear the halt and start. */
@@ -449,7 +567,7 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "job-load needs \"image\" (a path) and an optional \"count\" >= 0");
 		return;
 	}
-	if (any_slot_busy(d) || d->job_loading) {
+	if (any_chip_in_progress(d) || d->job_loading) {
 		server_reply_error(c, req->id, CONTROL_E_STATE,
 				   "chips are in progress or another job is being loaded; pause or "
 				   "stop the slots first");
@@ -550,9 +668,17 @@ static void cmd_stats(struct sfid *d, struct client *c, const struct control_req
 {
 	struct json_object *o, *slots, *steps, *causes;
 	int64_t job = arg_int(req, "job", d->job ? d->job->id : 0);
+	struct db_range range = { .job_id = job, .from_ms = arg_int(req, "since_ms", 0),
+				  .to_ms = arg_int(req, "until_ms", 0) };
 	struct db_stats *st = NULL;
+	double hours;
 
-	if (db_stats(d->db, job, &st) < 0) {
+	if (range.from_ms < 0 || range.to_ms < 0 || (range.to_ms && range.to_ms <= range.from_ms)) {
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "\"since_ms\" must come before "
+				   "\"until_ms\" (milliseconds since the epoch)");
+		return;
+	}
+	if (db_stats_range(d->db, &range, &st) < 0) {
 		server_reply_error(c, req->id, CONTROL_E_FAILED, "cannot read the statistics: %s",
 				   db_last_error(d->db));
 		return;
@@ -599,8 +725,26 @@ static void cmd_stats(struct sfid *d, struct client *c, const struct control_req
 	json_object_object_add(o, "job", job ? json_object_new_int64(job) : NULL);
 	json_object_object_add(o, "ok", json_object_new_int64((int64_t)st->ok));
 	json_object_object_add(o, "failed", json_object_new_int64((int64_t)st->failed));
+	/* The yield counts the chips the line worked on: refusals of chips it did not touch,
+	 * chips a halt kept from starting and chips installed earlier are counted apart. */
 	json_object_object_add(o, "yield", json_object_new_double(st->ok + st->failed ?
 								  (double)st->ok / (double)(st->ok + st->failed) : 0.0));
+	json_object_object_add(o, "refused", json_object_new_int64((int64_t)st->refused));
+	json_object_object_add(o, "halted", json_object_new_int64((int64_t)st->halted));
+	json_object_object_add(o, "already_installed", json_object_new_int64((int64_t)st->already));
+	json_object_object_add(o, "since_ms", range.from_ms ? json_object_new_int64(range.from_ms)
+							    : NULL);
+	json_object_object_add(o, "until_ms", range.to_ms ? json_object_new_int64(range.to_ms)
+							  : NULL);
+	json_object_object_add(o, "first_ms", st->first_ms ? json_object_new_int64(st->first_ms)
+							   : NULL);
+	json_object_object_add(o, "last_ms", st->last_ms ? json_object_new_int64(st->last_ms)
+							 : NULL);
+	hours = st->last_ms > st->first_ms ? (double)(st->last_ms - st->first_ms) / 3600000.0 : 0;
+	json_object_object_add(o, "chips_per_hour", json_object_new_double(
+				       hours > 0 ? (double)st->ok / hours : 0.0));
+	json_object_object_add(o, "mean_cycle_ms", json_object_new_int64(
+				       st->ok ? st->ok_duration_ms / (int64_t)st->ok : 0));
 	json_object_object_add(o, "slots", slots);
 	json_object_object_add(o, "failures_by_step", steps);
 	json_object_object_add(o, "failures", causes);
@@ -1046,6 +1190,9 @@ static void restore_job(struct sfid *d)
 	j->id = row.id;
 	j->installed = row.installed;
 	j->failed = row.failed;
+	j->refused = row.refused;
+	j->halted = row.halted;
+	j->complete_told = j->target && j->installed >= j->target;
 	j->loaded_ms = row.created_ms;
 	d->job = j;
 	log_notice("job %" PRId64 " restored: %s, %" PRIu32 " installed, %" PRIu32 " failed, target "

@@ -65,7 +65,14 @@ struct job {
 	size_t n_lic;
 	uint32_t target;	/* chips to install; 0: no limit */
 	uint32_t installed;
-	uint32_t failed;
+	uint32_t failed;	/* chips that failed once licensed or written (the yield's) */
+	uint32_t refused;	/* chips refused untouched, once per chip */
+	uint32_t halted;	/* chips stopped by a line halt before anything was written */
+	/* Chips in progress that may still be installed: with installed, never over target. */
+	uint32_t reserved;
+	bool complete_told;	/* "job complete" was logged and sent to watchers */
+	char (*refused_uids)[2 * OSFI_UID_LEN + 1];	/* the chips counted in refused */
+	size_t n_refused_uids, cap_refused_uids;
 	char *loaded_by;
 	int64_t loaded_ms;
 };
@@ -130,6 +137,21 @@ int64_t sfid_mono_ms(void);
 void sfid_halt(struct sfid *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Failed attempts of a chip (UID in hex) recorded in the database, over every job. */
 unsigned sfid_chip_failures(struct sfid *d, const char *uid_hex);
+/* Reserves one of the job's remaining chips for a slot that found a chip: 1 granted; 0 not
+ * now (chips in progress take the rest of the target, one may fail); -1 the job is complete
+ * or no job is loaded. */
+int sfid_job_reserve(struct sfid *d);
+/* Gives a reservation back (the chip failed or was refused). */
+void sfid_job_release(struct sfid *d);
+/* A chip was installed (its reservation becomes an installed chip): tells operators when
+ * the job reaches its target, and holds the slots waiting for a chip. */
+void sfid_job_installed(struct sfid *d);
+/* True when the job has a target and reached it. */
+bool sfid_job_complete(const struct sfid *d);
+/* True when the database records chip uid_hex as installed by the loaded job. */
+bool sfid_chip_installed_by_job(struct sfid *d, const char *uid_hex);
+/* Counts a refused chip once per job. */
+void sfid_job_count_refusal(struct sfid *d, const char *uid_hex);
 /* Sends an event to watchers; data's reference is taken. */
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data);
 /* Asks for the next license in the queue to be issued (if none is in progress). */

@@ -82,6 +82,8 @@ struct slot {
 
 	char fail_step[24];
 	char fail_cause[200];
+	int fail_kind;			/* enum db_failure_kind, -1 until decided */
+	bool reserved;			/* holds one of the job's remaining chips */
 	uint64_t bytes_done, bytes_total;
 	int64_t t_attempt, t_install, t_progress_event;
 	unsigned misses;
@@ -446,25 +448,76 @@ static void slot_progress_event(struct slot *s, bool force)
 	sfid_broadcast(s->d, "progress", o);
 }
 
+static void slot_release(struct slot *s)
+{
+	if (!s->reserved)
+		return;
+	s->reserved = false;
+	sfid_job_release(s->d);
+}
+
+/* What kind of failure ends the chip's attempt, from the state it was in (prev). */
+static int slot_failure_kind(const struct slot *s, enum slot_state prev)
+{
+	bool licensed = false;
+
+	for (size_t i = 0; i < s->lic.n; i++)
+		licensed |= s->lic.id[i] > 0;
+	if (s->fail_kind >= 0)
+		return s->fail_kind;
+	if (prev >= SLOT_STATE_INSTALLING || licensed)
+		return DB_FAILURE_TOUCHED;
+	if (s->d->halt_reason[0])
+		return DB_FAILURE_HALTED;
+	if (prev == SLOT_STATE_LICENSE)
+		return DB_FAILURE_TOUCHED;
+	return DB_FAILURE_UNTOUCHED;
+}
+
 /* Settles the ledger and the attempt of a chip that did not make it. */
-static void slot_record_failure(struct slot *s)
+static void slot_record_failure(struct slot *s, enum slot_state prev)
 {
 	struct sfid *d = s->d;
+	int kind = slot_failure_kind(s, prev);
 	char text[300];
 
 	snprintf(text, sizeof(text), "%s: %s", s->fail_step, s->fail_cause);
+	/* A chip refused at identification has its UID recorded with the refusal. */
+	if (s->have_uid && prev < SLOT_STATE_CERTIFICATE)
+		rec_attempt_step(d->recorder, s->attempt, s->fail_step, s->uid_hex, s->bytes_done);
 	/* Licenses issued for this chip stay reusable by it: never a second count. */
 	for (size_t i = 0; i < s->lic.n; i++)
 		if (s->lic.id[i] > 0)
 			rec_license_not_installed(d->recorder, s->lic.id[i], text);
-	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_FAILED, text, s->bytes_done);
-	if (s->have_uid)
-		rec_chip_update(d->recorder, s->uid_hex, "failed", NULL);
-	if (d->job)
-		d->job->failed++;
-	s->n_failed++;
-	snprintf(s->last_result, sizeof(s->last_result), "failed at %s: %s", s->fail_step,
-		 s->fail_cause);
+	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_FAILED, kind, text, s->bytes_done);
+	slot_release(s);
+	switch (kind) {
+	case DB_FAILURE_TOUCHED:
+		if (s->have_uid)
+			rec_chip_update(d->recorder, s->uid_hex, "failed", NULL);
+		if (d->job)
+			d->job->failed++;
+		s->n_failed++;
+		snprintf(s->last_result, sizeof(s->last_result), "failed at %s: %s", s->fail_step,
+			 s->fail_cause);
+		break;
+	case DB_FAILURE_UNTOUCHED:
+		if (d->job)
+			sfid_job_count_refusal(d, s->have_uid ? s->uid_hex : "");
+		snprintf(s->last_result, sizeof(s->last_result), "refused untouched: %s",
+			 s->fail_cause);
+		break;
+	case DB_FAILURE_HALTED:
+		if (d->job)
+			d->job->halted++;
+		snprintf(s->last_result, sizeof(s->last_result), "not started, line halted: %s",
+			 s->fail_cause);
+		break;
+	default:
+		snprintf(s->last_result, sizeof(s->last_result), "%s", s->fail_cause);
+		break;
+	}
+	s->fail_kind = kind;
 }
 
 static void slot_record_success(struct slot *s)
@@ -476,10 +529,17 @@ static void slot_record_success(struct slot *s)
 	for (size_t i = 0; i < s->lic.n; i++)
 		if (s->lic.id[i] > 0)
 			rec_license_installed(d->recorder, s->lic.id[i]);
-	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_OK, NULL, s->bytes_done);
+	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_OK, 0, NULL, s->bytes_done);
 	rec_chip_update(d->recorder, s->uid_hex, "programmed", ps);
-	if (d->job)
+	if (s->reserved) {
+		s->reserved = false;
+		if (d->job && d->job->reserved)
+			d->job->reserved--;
+	}
+	if (d->job) {
 		d->job->installed++;
+		sfid_job_installed(d);
+	}
 	s->n_ok++;
 	snprintf(s->last_result, sizeof(s->last_result), "installed %" PRIu64 " bytes in %u ms%s",
 		 s->bytes_done, duration_ms, s->license_reused ? " (license reused)" : "");
@@ -491,7 +551,11 @@ static void slot_result_event(struct slot *s, bool ok)
 
 	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
 	json_object_object_add(o, "chip", json_object_new_string(s->have_uid ? s->uid_hex : ""));
-	json_object_object_add(o, "result", json_object_new_string(ok ? "ok" : "failed"));
+	json_object_object_add(o, "result", json_object_new_string(
+				       ok ? "ok" : s->fail_kind == DB_FAILURE_UNTOUCHED ? "refused" :
+				       s->fail_kind == DB_FAILURE_HALTED ? "halted" :
+				       s->fail_kind == DB_FAILURE_ALREADY ? "already-installed" :
+				       "failed"));
 	if (!ok) {
 		json_object_object_add(o, "step", json_object_new_string(s->fail_step));
 		json_object_object_add(o, "error", json_object_new_string(s->fail_cause));
@@ -513,6 +577,8 @@ static void slot_chip_clear(struct slot *s)
 	s->chip_gen++;
 	s->license_reused = false;
 	explicit_bzero(&s->lic, sizeof(s->lic));
+	slot_release(s);
+	s->fail_kind = -1;
 	s->fail_step[0] = s->fail_cause[0] = '\0';
 	s->bytes_done = s->bytes_total = 0;
 	s->misses = 0;
@@ -579,7 +645,7 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		slot_record_success(s);
 		break;
 	case SLOT_STATE_FAILED:
-		slot_record_failure(s);
+		slot_record_failure(s, prev);
 		break;
 	case SLOT_STATE_WAIT_REMOVAL:
 		s->misses = 0;
@@ -616,7 +682,10 @@ static void slot_fail(struct slot *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(s->fail_cause, sizeof(s->fail_cause), fmt, ap);
 	va_end(ap);
-	slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
+	if (s->fail_kind == DB_FAILURE_ALREADY)
+		slot_log(s, LOG_PRIO_NOTICE, "%s", s->fail_cause);
+	else
+		slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
 	slot_enter_state(s, SLOT_STATE_FAILED);
 	if (s->link)
 		slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
@@ -658,8 +727,7 @@ static void slot_next_chip(struct slot *s)
 		slot_enter_state(s, SLOT_STATE_IDLE);
 		return;
 	}
-	if (s->pause_requested || d->halt_reason[0] || d->stopping ||
-	    (d->job && d->job->target && d->job->installed >= d->job->target)) {
+	if (s->pause_requested || d->halt_reason[0] || d->stopping || sfid_job_complete(d)) {
 		slot_enter_state(s, SLOT_STATE_PAUSED);
 		return;
 	}
@@ -792,6 +860,14 @@ static void slot_cert_done(struct slot *s, int r)
 			  "analysis (no license was spent now)", failures);
 		return;
 	}
+	if (info->product_state != STM32H5_PS_OPEN && sfid_chip_installed_by_job(d, s->uid_hex)) {
+		/* Left in its fixture, or put back: done already, neither a failure nor a
+		 * refusal. */
+		s->fail_kind = DB_FAILURE_ALREADY;
+		slot_fail(s, "this chip already holds job %" PRId64 "'s image (installed earlier); "
+			  "remove it", d->job->id);
+		return;
+	}
 	if (info->product_state != STM32H5_PS_OPEN) {
 		const char *n = osfi_product_state_name(info->product_state);
 
@@ -922,6 +998,23 @@ static void slot_sync_done(struct slot *s, int r)
 		if (r < 0) {
 			slot_tick_start(s, s->cfg->poll_ms);
 			return;
+		}
+		/* The chips in progress never add up to more than the job's target. */
+		switch (sfid_job_reserve(s->d)) {
+		case 1:
+			s->reserved = true;
+			break;
+		case 0:
+			slot_log(s, LOG_PRIO_DEBUG, "a chip answers; the job's remaining chips are "
+				 "in progress in other slots, waiting");
+			slot_tick_start(s, s->cfg->poll_ms);
+			return;
+		default:
+			if (sfid_job_complete(s->d)) {
+				slot_next_chip(s);
+				return;
+			}
+			break;
 		}
 		slot_log(s, LOG_PRIO_INFO, "a chip answers");
 		slot_enter_state(s, SLOT_STATE_IDENTIFYING);
@@ -1359,6 +1452,7 @@ int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, stru
 	s->cfg = cfg;
 	s->index = index;
 	s->state = SLOT_STATE_IDLE;
+	s->fail_kind = -1;
 	an3155_timeouts_default(&s->t);
 	s->t.ack_ms = cfg->ack_ms;
 	s->t.block_ms = cfg->block_ms;

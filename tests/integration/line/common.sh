@@ -52,7 +52,11 @@ line_cleanup() {
 			"$tmp/sfid.log" | head -n 60 >&2
 		rc=1
 	fi
-	rm -rf "$tmp"
+	if [ -n "${SFID_KEEP_TMP:-}" ]; then
+		echo "kept $tmp" >&2
+	else
+		rm -rf "$tmp"
+	fi
 	exit "$rc"
 }
 
