@@ -860,12 +860,14 @@ static void slot_cert_done(struct slot *s, int r)
 			  "analysis (no license was spent now)", failures);
 		return;
 	}
-	if (info->product_state != STM32H5_PS_OPEN && sfid_chip_installed_by_job(d, s->uid_hex)) {
+	if (info->product_state != STM32H5_PS_OPEN && d->job &&
+	    (osfi_info_installed_is(info, d->job->image_id) ||
+	     sfid_chip_installed_by_job(d, s->uid_hex))) {
 		/* Left in its fixture, or put back: done already, neither a failure nor a
 		 * refusal. */
 		s->fail_kind = DB_FAILURE_ALREADY;
-		slot_fail(s, "this chip already holds job %" PRId64 "'s image (installed earlier); "
-			  "remove it", d->job->id);
+		slot_fail(s, "this chip already holds the job's image %.16s... (installed earlier); "
+			  "remove it", d->job->image_id_hex);
 		return;
 	}
 	if (info->product_state != STM32H5_PS_OPEN) {

@@ -37,6 +37,8 @@ static const struct control_arg history_args[] = {
 };
 static const struct control_arg stats_args[] = {
 	{ "job", CONTROL_ARG_INT, 0, INT64_MAX, "a job id (0: every job)" },
+	{ "since_ms", CONTROL_ARG_INT, 0, INT64_MAX, "a time in ms since the epoch" },
+	{ "until_ms", CONTROL_ARG_INT, 0, INT64_MAX, "a time in ms since the epoch" },
 	{ 0 }
 };
 static const struct control_arg job_load_args[] = {

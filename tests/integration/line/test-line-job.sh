@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Job counts that hold. (1) 2 slots x 1 chip, no target: both chips installed and left in
-# their fixtures; started again (and after a restart of sfid) the chips are recognised as
-# holding the job's image: no failure, yield 100 %. A new job loads while the slots only
-# wait for removal; the old chips are then refused untouched, once per chip. (2) target 6
+# Job counts that hold. (1) 3 slots x 1 chip, no target, the third chip refusing its
+# certificate: two chips installed and left in their fixtures; started again (and after a
+# restart of sfid) they are recognised as holding the job's image: no failure, yield
+# 100 %, and the third chip counts once as refused untouched. A new job loads while the
+# slots only wait for removal, with the same outcome. (2) target 6
 # on 4 slots x 3 chips: exactly 6 installed, "job complete" shown, `start` refused with a
 # sentence; stats give chips per hour and accept --since/--until.
 set -euo pipefail
@@ -28,8 +29,8 @@ sys.exit(any(s["state"] in busy for s in json.load(sys.stdin)["slots"]))'
 line_setup_pki 40 16
 
 # --- (1) chips left in their fixtures
-EMU_STATE=$tmp/emu-state-1 line_start_emu 2 1
-line_write_config 2
+EMU_STATE=$tmp/emu-state-1 line_start_emu 3 1 --fault chip=2,cmd=0x50,subop=0x5301,action=nack,repeat
+line_write_config 3
 line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
@@ -37,6 +38,7 @@ wait_for 120 "2 chips installed" sql_is "SELECT count(*) FROM attempts WHERE res
 line_skip_without_xspecial
 wait_for 30 "S0 waiting for removal" slot_in S0 waiting-for-removal
 wait_for 30 "S1 waiting for removal" slot_in S1 waiting-for-removal
+wait_for 30 "S2 waiting for removal" slot_in S2 waiting-for-removal
 for round in 1 2; do
 	ctl stop >/dev/null
 	ctl start >/dev/null
@@ -53,10 +55,11 @@ wait_for 60 "the chips seen after a restart" sql_is \
 wait_for 30 "S1 waiting for removal" slot_in S1 waiting-for-removal
 ctl stats >"$tmp/stats1.out"
 [ "$(stat_json failed)" = 0 ] && [ "$(stat_json ok)" = 2 ] && [ "$(stat_json yield)" = 1.0 ] &&
-	[ "$(stat_json already_installed)" = 2 ] && [ "$(stat_json refused)" = 0 ] ||
+	[ "$(stat_json already_installed)" = 2 ] && [ "$(stat_json refused)" = 1 ] ||
 	line_fail "chips left in the fixtures counted as failures: $(ctl --json stats)"
 grep -q "yield 100.0 %" "$tmp/stats1.out" || line_fail "stats: $(cat "$tmp/stats1.out")"
-[ "$(job_json failed)" = 0 ] || line_fail "the job counts $(job_json failed) failures"
+[ "$(job_json failed)" = 0 ] && [ "$(job_json refused)" = 1 ] ||
+	line_fail "the job counts $(job_json failed) failures, $(job_json refused) refusals"
 
 # A job loads while the slots only wait for the removal of their chips.
 ctl job load "$tmp/pki/demo.sfi" >"$tmp/load2.out" 2>&1 ||
@@ -64,13 +67,15 @@ ctl job load "$tmp/pki/demo.sfi" >"$tmp/load2.out" 2>&1 ||
 for round in 1 2; do
 	ctl stop >/dev/null
 	ctl start >/dev/null
-	wait_for 60 "old chips refused (round $round)" sql_is \
-		"SELECT count(*) FROM attempts WHERE job_id = 2 AND error_code = 1" $((2 * round))
+	wait_for 60 "the chips seen by job 2 (round $round)" sql_is \
+		"SELECT count(*) FROM attempts WHERE job_id = 2 AND result = 'failed'" $((3 * round))
 	wait_for 30 "S0 waiting for removal" slot_in S0 waiting-for-removal
 done
-[ "$(job_json refused)" = 2 ] && [ "$(job_json failed)" = 0 ] ||
+[ "$(sql "SELECT count(*) FROM attempts WHERE job_id = 2 AND error_code = 3")" = 4 ] ||
+	line_fail "job 2 did not recognise its image on the chips left in the fixtures"
+[ "$(job_json refused)" = 1 ] && [ "$(job_json failed)" = 0 ] ||
 	line_fail "refusals: $(ctl --json job show)"
-[ "$(stat_json refused)" = 2 ] && [ "$(stat_json failed)" = 0 ] ||
+[ "$(stat_json refused)" = 1 ] && [ "$(stat_json failed)" = 0 ] && [ "$(stat_json ok)" = 0 ] ||
 	line_fail "stats of job 2: $(ctl --json stats)"
 line_stop_pid "$sfid_pid"
 sfid_pid=

@@ -47,7 +47,8 @@ after=$(line_counter)
 reused=$(sql "SELECT count(*) FROM license_uses WHERE reused = 1")
 [ "$reused" -ge 1 ] || line_fail "no interrupted chip reused its license"
 
-# The same (now Closed) chips put back: refused at identification, nothing spent.
+# The same (now Closed) chips put back: recognised at identification as holding the job's
+# image (not failures), nothing spent.
 line_stop_pid "$emu_pid"
 emu_pid=
 line_start_emu 8 1
@@ -57,9 +58,9 @@ line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
 refused="SELECT count(*) FROM attempts WHERE result = 'failed' AND step = 'identifying'
-	 AND error_text LIKE '%not Open%'"
-wait_for 30 "8 programmed chips refused" sql_is "$refused" 8
-[ "$(line_counter)" -eq "$after" ] || line_fail "refusing programmed chips spent licenses"
+	 AND error_code = 3 AND error_text LIKE '%already holds the job''s image%'"
+wait_for 30 "8 programmed chips recognised" sql_is "$refused" 8
+[ "$(line_counter)" -eq "$after" ] || line_fail "recognising programmed chips spent licenses"
 ctl stop >/dev/null
 
 # SIGTERM during installs: bounded exit, every license settled.
