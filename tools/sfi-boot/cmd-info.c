@@ -1,6 +1,9 @@
-/* sfi-boot info: bootloader version, commands, device id, UID, flash size, product state. */
+/* sfi-boot info: bootloader version, commands, device id, UID, flash size, product state;
+ * on a chip that speaks OSFI, its GET_INFO (product state, session record, installed image). */
 #include <stdio.h>
+#include <string.h>
 
+#include "osfi.h"
 #include "sfi-boot.h"
 
 /* FLASH_OPTSR_CUR of the STM32H5 (non-secure flash registers at 0x40022000); PRODUCT_STATE
@@ -58,13 +61,49 @@ static int info_read(struct sfi_boot *b, uint32_t addr, uint8_t *buf, size_t n, 
 	return 0;
 }
 
+/* GET_INFO of an OSFI chip (docs/protocol.md §5.3). Returns 1 with *info filled, 0 when the
+ * chip refused it, or a negative link error. */
+static int info_osfi(struct sfi_boot *b, struct osfi_info *info)
+{
+	uint8_t ans[AN3155_SPECIAL_MAX_ANSWER];
+	uint16_t status = 0;
+	size_t alen = 0;
+	int r;
+
+	r = link_special(b->link, OSFI_OP_GET_INFO, NULL, 0, ans, sizeof(ans), &alen, &status);
+	if (r == -AN3155_E_NACK)
+		return 0;
+	if (r < 0)
+		return r;
+	if (status != OSFI_ST_OK || osfi_info_decode(ans, alen, info) < 0)
+		return 0;
+	return 1;
+}
+
+static void info_print_osfi(const struct osfi_info *i)
+{
+	printf("osfi session:  %s, last status %s\n", osfi_session_state_name(i->session_state),
+	       osfi_status_name(i->last_status));
+	if (i->last_status != OSFI_ST_OK)
+		printf("               (%s)\n", osfi_status_message(i->last_status));
+	printf("installed:     ");
+	if (osfi_info_has_installed(i)) {
+		for (size_t k = 0; k < OSFI_ID_LEN; k++)
+			printf("%02x", i->installed_id[k]);
+		printf(" (image id of the last finalized session)\n");
+	} else {
+		printf("no OSFI session finalized\n");
+	}
+}
+
 static int info_run(struct sfi_boot *b, int argc, char **argv)
 {
 	struct an3155_get_info g;
 	struct an3155_version_info v;
+	struct osfi_info oi;
 	uint8_t uid[STM32H5_UID_LEN], fs[2], optsr[4];
 	uint32_t pid;
-	bool ok;
+	bool ok, osfi = false;
 	int r;
 
 	r = link_get(b->link, &g);
@@ -93,13 +132,37 @@ static int info_run(struct sfi_boot *b, int argc, char **argv)
 		return sfi_boot_fail(b, r, "Get ID");
 	printf("device id:     0x%03x (%s)\n", pid, part_name(pid));
 
+	/* A chip that speaks OSFI reports its product state and UID in GET_INFO, which a
+	 * protected chip still answers (Read Memory of the flash registers may be refused). */
+	if (an3155_get_has(&g, AN3155_CMD_SPECIAL) &&
+	    an3155_get_has(&g, AN3155_CMD_EXTENDED_SPECIAL)) {
+		r = info_osfi(b, &oi);
+		if (r < 0)
+			return sfi_boot_fail(b, r, "OSFI GET_INFO");
+		osfi = r == 1;
+	}
+
 	if (!an3155_get_has(&g, AN3155_CMD_READ_MEMORY)) {
-		printf("uid:           not readable (no Read Memory command)\n");
+		if (osfi) {
+			printf("uid:           ");
+			for (size_t i = 0; i < sizeof(oi.uid); i++)
+				printf("%02x", oi.uid[i]);
+			printf("\n");
+			printf("product state: %s (0x%02x)\n", product_state_name(oi.product_state),
+			       oi.product_state);
+			info_print_osfi(&oi);
+		} else {
+			printf("uid:           not readable (no Read Memory command)\n");
+		}
 		return SFI_BOOT_EXIT_OK;
 	}
 	r = info_read(b, STM32H5_UID_ADDR, uid, sizeof(uid), &ok);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "reading the UID");
+	if (!ok && osfi) {
+		memcpy(uid, oi.uid, sizeof(uid));
+		ok = true;
+	}
 	if (ok) {
 		printf("uid:           ");
 		for (size_t i = 0; i < sizeof(uid); i++)
@@ -117,6 +180,12 @@ static int info_run(struct sfi_boot *b, int argc, char **argv)
 	else
 		printf("flash size:    not readable (protection active)\n");
 
+	if (osfi) {
+		printf("product state: %s (0x%02x)\n", product_state_name(oi.product_state),
+		       oi.product_state);
+		info_print_osfi(&oi);
+		return SFI_BOOT_EXIT_OK;
+	}
 	r = info_read(b, STM32H5_FLASH_OPTSR_CUR, optsr, sizeof(optsr), &ok);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "reading the option bytes");

@@ -98,10 +98,14 @@ static void usage(FILE *f)
 		"  -V, --version         print the version\n\n"
 		"Commands:\n");
 	for (size_t i = 0; i < N_COMMANDS; i++) {
-		char head[64];
+		char head[256];
 
 		snprintf(head, sizeof(head), "%s %s", commands[i]->name, commands[i]->args);
-		fprintf(f, "  %-31s %s\n", head, commands[i]->summary);
+		/* A long synopsis gets a line of its own, whole. */
+		if (strlen(head) > 31)
+			fprintf(f, "  %s\n  %-31s %s\n", head, "", commands[i]->summary);
+		else
+			fprintf(f, "  %-31s %s\n", head, commands[i]->summary);
 	}
 	fprintf(f,
 		"\nNumbers may be decimal or 0x hexadecimal.\n"

@@ -49,6 +49,9 @@ if ! grep -q '^commands:.* 51' info.txt; then
 	echo "SKIP: the emulated bootloader does not list Extended Special (0x51), which OSFI needs" >&2
 	exit 77
 fi
+# The product state comes from OSFI GET_INFO on a chip that speaks it.
+grep -q '^product state: Open (0xed)$' info.txt || fail "info on a new chip: $(cat info.txt)"
+grep -q '^installed: *no OSFI session finalized$' info.txt || fail "info: $(cat info.txt)"
 
 # Firmware and option bytes.
 head -c 1048576 /dev/urandom > fw.bin
@@ -88,6 +91,12 @@ sb 2 cert --out chip2.cert > /dev/null
 sb 2 install --license hex-chip2.lic --expect-state Closed hex.sfi > /dev/null
 check_installed 2
 sb 0 cert --out chip0.cert > /dev/null
+# A Closed chip still tells its product state and the image its last session installed.
+sb 0 info > info.txt || fail "sfi-boot info on the Closed chip 0 failed"
+bin_id=$("$pack" info --json bin.sfi | python3 -c 'import json,sys; print(json.load(sys.stdin)["image_id"])')
+grep -q '^product state: Closed (0x72)$' info.txt || fail "info after install: $(cat info.txt)"
+grep -q '^osfi session: *finalized, last status OK$' info.txt || fail "info: $(cat info.txt)"
+grep -q "^installed: *$bin_id " info.txt || fail "info does not name image $bin_id: $(cat info.txt)"
 
 # A Closed chip refuses a second install before anything is sent.
 if sb 0 install --license bin.lic bin.sfi 2> again.err; then fail "chip 0 installed twice"; fi
