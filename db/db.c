@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -18,6 +20,11 @@
 #define DEFAULT_CHECKPOINT_RECORDS 256
 #define DEFAULT_CHECKPOINT_SECONDS 300
 #define DEFAULT_BUSY_TIMEOUT_MS 5000
+/* PRAGMA application_id of sfid's databases: "SFID". A file with another id, or another
+ * application's tables, is not ours and is refused unchanged. */
+#define DB_APPLICATION_ID 0x53464944
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 
 static const uint8_t genesis_hash[DB_HASH_SIZE];
 
@@ -493,6 +500,11 @@ static int migrate(struct db *db, const char *const *migrations, size_t n, int f
 	r = db_begin(db);
 	if (r < 0)
 		return r;
+	r = exec(db, "PRAGMA application_id = " STRINGIFY(DB_APPLICATION_ID), "marking the file");
+	if (r < 0) {
+		db_rollback(db);
+		return r;
+	}
 	for (size_t v = (size_t)from; v < n; v++) {
 		int rc = sqlite3_exec(db->h, migrations[v], NULL, NULL, NULL);
 
@@ -513,6 +525,84 @@ static int migrate(struct db *db, const char *const *migrations, size_t n, int f
 	return db_commit(db);
 }
 
+/* One integer from a PRAGMA or a query. */
+static int query_int(struct db *db, const char *sql, const char *what, int64_t *ret)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = db_prepare(db, sql, &st);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*ret = sqlite3_column_int64(st, 0);
+	else
+		r = db_fail_sqlite(db, rc, what);
+	sqlite3_finalize(st);
+	return r;
+}
+
+/* Before anything is written: the file must be intact (quick_check reads every page) and
+ * sfid's own: marked with sfid's application id, or new and empty, or made by an sfid from
+ * before the mark (its tables and a schema version). Returns 0, or -EBADMSG with a
+ * sentence, the file left unchanged. */
+static int check_file(struct db *db, size_t n_migrations)
+{
+	sqlite3_stmt *st;
+	int64_t app = 0, version = 0, objects = 0, ours = 0;
+	const char *text;
+	char found[256] = "";
+	int rc, r;
+
+	r = db_prepare(db, "PRAGMA quick_check(1)", &st);
+	if (r < 0)
+		goto damaged;
+	rc = sqlite3_step(st);
+	text = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+	if (rc != SQLITE_ROW || !text || strcmp(text, "ok") != 0) {
+		snprintf(found, sizeof(found), "%s", text ? text : sqlite3_errmsg(db->h));
+		sqlite3_finalize(st);
+		r = rc == SQLITE_ROW ? -EBADMSG : errno_from_sqlite(db->h, rc);
+		if (r != -EBADMSG && r != -EIO)
+			return db_fail_sqlite(db, rc, "checking the database");
+		goto damaged;
+	}
+	sqlite3_finalize(st);
+
+	r = query_int(db, "PRAGMA application_id", "reading the application id", &app);
+	if (r == 0)
+		r = query_int(db, "PRAGMA user_version", "reading the schema version", &version);
+	if (r == 0)
+		r = query_int(db, "SELECT count(*) FROM sqlite_master", "reading the schema", &objects);
+	if (r == 0)
+		r = query_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND "
+			      "name IN ('jobs', 'chips', 'attempts', 'licenses', 'audit')",
+			      "reading the schema", &ours);
+	if (r == -EBADMSG) {
+		snprintf(found, sizeof(found), "%s", sqlite3_errmsg(db->h));
+		goto damaged;
+	}
+	if (r < 0)
+		return r;
+	if (app == DB_APPLICATION_ID)
+		return 0;
+	if (app == 0 && version == 0 && objects == 0)
+		return 0; /* new: marked when its schema is created */
+	if (app == 0 && version >= 1 && (size_t)version <= n_migrations && ours == 5)
+		return 0; /* an sfid file from before the mark: marked now */
+	return db_fail(db, -EBADMSG,
+		       "%s is not an sfid audit database (application id 0x%08" PRIx64 ", schema "
+		       "version %" PRId64 ", %" PRId64 " tables and indexes of its own); it was "
+		       "left unchanged: name another file in [database] path", db->path,
+		       (uint64_t)app & 0xffffffffu, version, objects);
+damaged:
+	return db_fail(db, -EBADMSG,
+		       "%s is damaged (%s); sfid does not write to a damaged file and left it "
+		       "unchanged: restore it from a backup, or move it aside and keep it for the "
+		       "audit", db->path, found[0] ? found : sqlite3_errmsg(db->h));
+}
+
 static int configure(struct db *db, const struct db_options *opts,
 		     const char *const *migrations, size_t n)
 {
@@ -530,6 +620,9 @@ static int configure(struct db *db, const struct db_options *opts,
 	if (r < 0)
 		return r;
 
+	r = check_file(db, n);
+	if (r < 0)
+		return r;
 	r = read_user_version(db, &version);
 	if (r == -EBADMSG)
 		return db_fail(db, r, "%s is not an sfid audit database (or it is damaged); it "
@@ -543,6 +636,15 @@ static int configure(struct db *db, const struct db_options *opts,
 			       db->path, version, n);
 	if ((size_t)version < n) {
 		r = migrate(db, migrations, n, version);
+		if (r < 0)
+			return r;
+	} else {
+		int64_t app = 0;
+
+		r = query_int(db, "PRAGMA application_id", "reading the application id", &app);
+		if (r == 0 && app != DB_APPLICATION_ID)
+			r = exec(db, "PRAGMA application_id = " STRINGIFY(DB_APPLICATION_ID),
+				 "marking the file");
 		if (r < 0)
 			return r;
 	}
@@ -569,13 +671,40 @@ static int configure(struct db *db, const struct db_options *opts,
 	return r;
 }
 
+/* After a failed open: a directory sfid may not write to is the likely cause (the database,
+ * its WAL and shared-memory files are created in it), and is said so. */
+static void dir_check(struct db *db, const char *path)
+{
+	char dir[PATH_MAX], *slash;
+	int e;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if (access(dir, W_OK) == 0)
+		return;
+	e = errno;
+	if (e == ENOENT)
+		db_fail(db, -ENOENT, "cannot open the audit database %s: its directory %s does not "
+			"exist", path, dir);
+	else
+		db_fail(db, -e, "cannot open the audit database %s: its directory %s is %s (%s); "
+			"sfid creates the database and its -wal and -shm files there", path, dir,
+			e == EROFS ? "on a read-only file system" : "not writable by sfid",
+			strerror(e));
+}
+
 int db_open_with_migrations(const char *path, const struct db_options *opts,
 			    const char *const *migrations, size_t n_migrations,
 			    struct db **ret_db, char *errbuf, size_t errlen)
 {
 	static const struct db_options defaults;
+	bool created = false;
 	struct db *db;
-	int rc, r;
+	int fd, rc, r;
 
 	if (!opts)
 		opts = &defaults;
@@ -592,19 +721,36 @@ int db_open_with_migrations(const char *path, const struct db_options *opts,
 	db->checkpoint_seconds = opts->checkpoint_seconds ? opts->checkpoint_seconds :
 							    DEFAULT_CHECKPOINT_SECONDS;
 
-	rc = sqlite3_open_v2(path, &db->h,
-			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-			     NULL);
-	if (rc != SQLITE_OK) {
-		r = db->h ? db_fail_sqlite(db, rc, "opening the database") :
-			    db_fail(db, -ENOMEM, "out of memory opening %s", path);
-		if (r == -ENOENT || r == -EACCES)
-			db_fail(db, r, "cannot open the audit database %s: %s; check that its "
-				       "directory exists and is writable by sfid", path,
-				       strerror(-r));
+	/* A new file is created here, private (0600) whatever the umask: SQLite gives its WAL
+	 * and shared-memory files the database file's mode. */
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd >= 0) {
+		created = true;
+		r = fchmod(fd, 0600) < 0 ? -errno : 0;
+		close(fd);
 	} else {
-		r = configure(db, opts, migrations, n_migrations);
+		r = errno == EEXIST ? 0 : -errno;
 	}
+	if (r < 0) {
+		db_fail(db, r, "cannot create the audit database %s: %s", path, strerror(-r));
+	} else {
+		rc = sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				     NULL);
+		if (rc != SQLITE_OK) {
+			r = db->h ? db_fail_sqlite(db, rc, "opening the database") :
+				    db_fail(db, -ENOMEM, "out of memory opening %s", path);
+			if (r == -ENOENT || r == -EACCES)
+				db_fail(db, r, "cannot open the audit database %s: %s; check that "
+					       "its directory exists and is writable by sfid", path,
+					       strerror(-r));
+		} else {
+			r = configure(db, opts, migrations, n_migrations);
+		}
+	}
+	if (r < 0)
+		dir_check(db, path);
+	if (r < 0 && created)
+		unlink(path);
 	if (r < 0) {
 		if (errbuf && errlen)
 			snprintf(errbuf, errlen, "%s", db->err);

@@ -4,6 +4,7 @@
  * sfid; 4 permission denied; 5 protocol error (unexpected answer); 6 local I/O error
  * (writing the export file); 7 watch ended by --timeout before --count results. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -488,6 +490,28 @@ static int parse_since(const char *s, int64_t *ret)
 	return 0;
 }
 
+/* Opens an export file for writing, private (0600) whatever the umask: the audit trail
+ * names chips, users and licenses. A device (-o /dev/null) is left as it is. */
+static FILE *open_private(const char *path)
+{
+	struct stat st;
+	FILE *f;
+	int k;
+
+	k = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+	if (k < 0)
+		return NULL;
+	if (fstat(k, &st) < 0 || (S_ISREG(st.st_mode) && fchmod(k, 0600) < 0) ||
+	    !(f = fdopen(k, "w"))) {
+		int e = errno;
+
+		close(k);
+		errno = e;
+		return NULL;
+	}
+	return f;
+}
+
 static int cmd_export(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -542,7 +566,7 @@ static int cmd_export(int argc, char **argv)
 		json_object_put(root);
 		return EXIT_PROTOCOL;
 	}
-	f = strcmp(out, "-") == 0 ? stdout : fopen(out, "we");
+	f = strcmp(out, "-") == 0 ? stdout : open_private(out);
 	if (!f || fwrite(json_object_get_string(data), 1, (size_t)json_object_get_string_len(data),
 			 f) != (size_t)json_object_get_string_len(data) ||
 	    (f != stdout && fclose(f) != 0)) {

@@ -1341,6 +1341,150 @@ static void test_migration_v1_upgrade(void **state)
 	assert_string_equal(j.module_file, "");
 }
 
+/* Opens path expecting a refusal with code r and a message holding frag; the file's bytes
+ * must be the same afterwards. */
+static void expect_refused_unchanged(const char *path, int r, const char *frag)
+{
+	char *before, *after, err[512] = "";
+	struct db *db = NULL;
+	size_t n1, n2;
+
+	file_bytes(path, &before, &n1);
+	assert_int_equal(db_open(path, NULL, &db, err, sizeof(err)), r);
+	assert_null(db);
+	if (!strstr(err, frag))
+		fail_msg("error '%s' lacks '%s'", err, frag);
+	file_bytes(path, &after, &n2);
+	assert_int_equal(n1, n2);
+	assert_memory_equal(before, after, n1);
+	free(before);
+	free(after);
+}
+
+static int64_t app_id(const char *path)
+{
+	sqlite3_stmt *st;
+	int64_t v;
+	sqlite3 *h;
+
+	assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(h, "PRAGMA application_id", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	return v;
+}
+
+/* Another application's SQLite files are refused and left as they were; sfid marks its
+ * own, including those an older sfid made without the mark. */
+static void test_open_foreign(void **state)
+{
+	static const char *const foreign[] = {
+		"CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT);",
+		"PRAGMA application_id = 42;",
+		"PRAGMA user_version = 1; CREATE TABLE jobs (x);",
+	};
+	struct fixture *f = *state;
+	sqlite3 *h;
+
+	for (size_t i = 0; i < sizeof(foreign) / sizeof(foreign[0]); i++) {
+		unlink(f->path);
+		assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
+		assert_int_equal(sqlite3_exec(h, foreign[i], NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(h);
+		expect_refused_unchanged(f->path, -EBADMSG, "is not an sfid audit database");
+	}
+	unlink(f->path);
+	f->db = open_db(f, 0, 0);
+	make_job(f->db);
+	f->db = db_close(f->db);
+	assert_int_equal(app_id(f->path), 0x53464944);
+	/* As an sfid before the mark left it. */
+	assert_int_equal(sqlite3_open(f->path, &h), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(h, "PRAGMA application_id = 0", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(h);
+	f->db = open_db(f, 0, 0);
+	f->db = db_close(f->db);
+	assert_int_equal(app_id(f->path), 0x53464944);
+}
+
+/* A file with a damaged page is refused before anything is written to it. */
+static void test_open_damaged(void **state)
+{
+	struct fixture *f = *state;
+	unsigned char junk[512];
+	struct stat st;
+	int fd;
+
+	f->db = open_db(f, 0, 0);
+	make_job(f->db);
+	for (int i = 0; i < 200; i++)
+		attempt(f->db, 1, "slot-1", (unsigned)i, "installing", NULL, 1000);
+	f->db = db_close(f->db);
+	/* The last close folded the WAL into the file. */
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_true(st.st_size >= 8 * 4096);
+	memset(junk, 0xa5, sizeof(junk));
+	fd = open(f->path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, junk, sizeof(junk), (off_t)(st.st_size / 4096 / 2) * 4096 + 8),
+			 (ssize_t)sizeof(junk));
+	close(fd);
+	expect_refused_unchanged(f->path, -EBADMSG, "is damaged");
+}
+
+/* The database and its WAL and shared-memory files are private whatever the umask. */
+static void test_open_private(void **state)
+{
+	struct fixture *f = *state;
+	char wal[160], shm[160];
+	struct stat st;
+	mode_t old = umask(0);
+
+	f->db = open_db(f, 0, 0);
+	umask(old);
+	make_job(f->db);
+	snprintf(wal, sizeof(wal), "%s-wal", f->path);
+	snprintf(shm, sizeof(shm), "%s-shm", f->path);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(stat(shm, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+}
+
+/* A directory sfid may not write to is named as the cause. Root writes anywhere, so the
+ * open runs as nobody then. */
+static void test_open_readonly_dir(void **state)
+{
+	struct fixture *f = *state;
+	char err[512] = "";
+	struct db *db = NULL;
+	pid_t pid;
+	int status, r;
+
+	assert_int_equal(chmod(f->dir, 0555), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (geteuid() == 0 && setuid(65534) < 0)
+			_exit(3);
+		r = db_open(f->path, NULL, &db, err, sizeof(err));
+		if (r >= 0 || !strstr(err, "is not writable by sfid") || !strstr(err, f->dir)) {
+			fprintf(stderr, "db_open: %d: %s\n", r, err);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_int_equal(chmod(f->dir, 0700), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(access(f->path, F_OK), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1361,6 +1505,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_query_chip_failures, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_query_job_active, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_v1_upgrade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_foreign, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_damaged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_private, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_readonly_dir, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
