@@ -90,7 +90,7 @@ static const struct {
 	[OSFI_ST_NOT_ERASED] = { "NOT_ERASED",
 				 "target memory on the chip is not erased; erase the chip and "
 				 "retry" },
-	[OSFI_ST_SEQUENCE] = { "SEQUENCE", "command out of order (no session, wrong stream "
+	[OSFI_ST_SEQUENCE] = { "SEQUENCE", "command out of order (no session, wrong data "
 					   "offset); the host aborts and restarts the chip" },
 	[OSFI_ST_BAD_LENGTH] = { "BAD_LENGTH", "a request had the wrong length" },
 	[OSFI_ST_LICENSE_MALFORMED] = { "LICENSE_MALFORMED", "the license record is damaged" },

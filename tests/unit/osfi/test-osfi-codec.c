@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -420,6 +422,46 @@ static void test_info(void **state)
 	assert_int_equal(osfi_p1_decode(buf, 5, &v), -EMSGSIZE);
 }
 
+/* The operator message of every status is the one of docs/protocol.md §6, word for word:
+ * whatever a chip answers, the operator reads the failure table's sentence. */
+static void test_status_table_is_the_doc(void **state)
+{
+	const char *root = getenv("SFID_SOURCE_ROOT");
+	char path[4096], line[512];
+	bool seen[_OSFI_ST_MAX] = { false }, in_table = false;
+	FILE *f;
+
+	assert_non_null(root);
+	snprintf(path, sizeof(path), "%s/docs/protocol.md", root);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		unsigned code;
+		char name[64], *msg, *end;
+		int n = 0;
+
+		if (strncmp(line, "## ", 3) == 0)
+			in_table = strncmp(line, "## 6. Status codes", 18) == 0;
+		if (!in_table)
+			continue;
+		if (sscanf(line, "| 0x%4x | %63[A-Z_] | %n", &code, name, &n) != 2 || n == 0)
+			continue;
+		msg = line + n;
+		end = strstr(msg, " |\n");
+		assert_non_null(end);
+		*end = '\0';
+		assert_true(code < _OSFI_ST_MAX);
+		assert_string_equal(osfi_status_name((uint16_t)code), name);
+		if (code != OSFI_ST_OK)
+			assert_string_equal(osfi_status_message((uint16_t)code), msg);
+		seen[code] = true;
+	}
+	fclose(f);
+	for (unsigned code = 0; code < _OSFI_ST_MAX; code++)
+		if (!seen[code])
+			fail_msg("status 0x%04x is missing from docs/protocol.md §6", code);
+}
+
 static void test_status_table(void **state)
 {
 	for (uint16_t st = 0; st < _OSFI_ST_MAX; st++) {
@@ -445,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_license_crypto), cmocka_unit_test(test_ids),
 		cmocka_unit_test(test_header),	      cmocka_unit_test(test_desc),
 		cmocka_unit_test(test_info),	      cmocka_unit_test(test_status_table),
+		cmocka_unit_test(test_status_table_is_the_doc),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
