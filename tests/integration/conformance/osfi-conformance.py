@@ -829,6 +829,54 @@ def closed_and_power(emu, c, key, ca_pub):
     return img, i
 
 
+def wire_vector():
+    """§9.5: the whole-install vector, replayed byte for byte against a chip set up with the
+    vector's key, UID, certificate and RAM buffer."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "install-wire.txt")
+    inputs, steps = {}, []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("# ") and len(line.split()) == 3:
+                inputs[line.split()[1]] = line.split()[2]
+            elif line.startswith("H: "):
+                steps.append([bytes.fromhex(line[3:].strip()), None])
+            elif line.startswith("C: "):
+                steps[-1][1] = bytes.fromhex(line[3:].strip())
+    check(len(steps) > 20 and all(c is not None for _, c in steps), "the vector file parses")
+    state = os.path.join(TMP, "vector-state")
+    chipdir = os.path.join(state, "chip0")
+    os.makedirs(chipdir, mode=0o700)
+
+    def write(path, data, mode=0o600):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.write(fd, data)
+        os.close(fd)
+
+    def pem(scalar):
+        k = ec.derive_private_key(int(scalar, 16), ec.SECP256R1())
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+
+    write(os.path.join(chipdir, "chip.key"), pem(inputs["chip-key"]))
+    write(os.path.join(chipdir, "chip.cert"), bytes.fromhex(inputs["certificate"]))
+    write(os.path.join(chipdir, "chip.conf"), ("profile=h563\nuid=%s\n" %
+                                               inputs["chip-uid"]).encode())
+    ca_path = os.path.join(TMP, "vector-ca.pem")
+    write(ca_path, pem(inputs["ca-key"]))
+    emu = Emu("vector", 1, "--ca-key", ca_path, "--ram-buffer", inputs["ram-buffer"],
+              state=state)
+    p = emu.port(0)
+    for n, (host, chip) in enumerate(steps):
+        p.send(host)
+        got = p.recv(len(chip), 15.0)
+        check(got == chip, "§9.5 step %d: sent %s, expected %s, got %s"
+              % (n, host.hex(), chip.hex(), got.hex()))
+    p.close()
+    emu.stop()
+    print("osfi-conformance: the §9.5 install vector replays byte for byte (%d exchanges)"
+          % len(steps))
+
+
 def main():
     ca = ec.generate_private_key(ec.SECP256R1())
     ca_path = os.path.join(TMP, "ca.pem")
@@ -898,6 +946,8 @@ def main():
     check(body == b"", "no data with INTERNAL")
     p.close()
     bare.stop()
+
+    wire_vector()
 
     missing = [STATUS[s] for s in range(len(STATUS)) if s not in SEEN]
     check(not missing, "every status of §6 produced (missing: %s)" % ", ".join(missing))
