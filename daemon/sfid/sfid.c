@@ -1349,9 +1349,10 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	/* OpenSSL's global state is set up here, on the main thread, before the worker and
-	 * recorder threads use it: set up from one of them it would be tied to that thread. */
-	OPENSSL_init_crypto(0, NULL);
+	/* OpenSSL's global state, its configuration file included, is set up here, on the main
+	 * thread, before the worker and recorder threads use it: set up from one of them it
+	 * would be tied to that thread (and its error state leaked when the thread ends). */
+	OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
 	d.started_ms = sfid_mono_ms();
 	d.base = event_base_new();
 	if (!d.base) {

@@ -66,7 +66,7 @@ static void fz_init(void)
 	struct group *g = getgrgid(getgid());
 	char text[1024], err[512];
 
-	OPENSSL_init_crypto(0, NULL);
+	OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
 	log_set_max(LOG_PRIO_ERR);
 	signal(SIGPIPE, SIG_IGN);
 	snprintf(fz.dir, sizeof(fz.dir), "%s/sfid-fuzz-daemon.XXXXXX",
