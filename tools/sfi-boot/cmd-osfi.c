@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -53,6 +54,30 @@ static int read_all(const char *path, size_t max, uint8_t **ret, size_t *ret_len
 }
 
 /* Runs a session to its end over the link. Returns an enum sfi_boot_exit value. */
+
+/* Bound of docs/protocol.md §10.5: the chip answers 0x7F again within 15 s of FINALIZE. */
+#define OSFI_RESET_MS 15000
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* link_sync gives up after its own budget (--timeout-ms times the tries); a chip that is
+ * still resetting gets the whole bound. */
+static int sync_after_reset(struct sfi_boot *b)
+{
+	int64_t end = mono_ms() + OSFI_RESET_MS;
+	int r;
+
+	do
+		r = link_sync(b->link);
+	while ((r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED) && mono_ms() < end);
+	return r;
+}
 static int osfi_drive(struct sfi_boot *b, struct osfi_session *s, const char *label)
 {
 	struct osfi_request req;
@@ -67,8 +92,9 @@ static int osfi_drive(struct sfi_boot *b, struct osfi_session *s, const char *la
 		int r;
 
 		if (n == OSFI_NEXT_RECONNECT) {
-			/* The chip resets after FINALIZE: synchronise with its bootloader again. */
-			r = link_sync(b->link);
+			/* The chip resets after FINALIZE: synchronise with its bootloader again,
+			 * for as long as a chip may take to come back (docs/protocol.md §10.5). */
+			r = sync_after_reset(b);
 			if (r < 0) {
 				sfi_boot_progress_end(b);
 				return sfi_boot_fail(b, r, "sync after FINALIZE");
