@@ -60,6 +60,24 @@ python3 "$here/mkfw.py" elf fw.bin fw.elf 0x08000000
 printf '# final state\nWRP1R_PRG, 0xffffff00\nPRODUCT_STATE, Closed\n' > ob.csv
 "$pack" create --out bin.sfi --firmware fw.bin@0x08000000 --options ob.csv --generate-key k.bin \
 	--version 1 --ram-buffer 65536
+# The option CSV is strict (docs/protocol.md §4.5): each refused with exit 2, naming the
+# line and the spelling to use; no image is written.
+while IFS='|' read -r bad want; do
+	printf "$bad\n" > bad.csv
+	set +e
+	"$pack" create --out bad.sfi --firmware fw.bin@0x08000000 --options bad.csv --key k.bin \
+		2> bad.err
+	rc=$?
+	set -e
+	[ "$rc" -eq 2 ] || fail "option CSV '$bad': exit $rc, expected 2: $(cat bad.err)"
+	grep -qF "$want" bad.err || fail "option CSV '$bad': $(cat bad.err)"
+	[ ! -e bad.sfi ] || fail "option CSV '$bad': an image was written"
+done <<'CSV'
+WRP1R_PRG, 0xffffff00|no final product state
+PRODUCT_STATE, 0x72|line 1: product state '0x72': write it `Closed`
+PRODUCT_STATE, OPEN|line 1: product state 'OPEN': write it `Open`
+OPTSR_PRG, 0x1700\nPRODUCT_STATE, Closed|line 1: OPTSR_PRG bits 15..8 (0x17) disagree
+CSV
 "$pack" create --out hex.sfi --firmware fw.hex --options ob.csv --key k.bin --version 1
 "$pack" create --out elf.sfi --firmware fw.elf --options ob.csv --key k.bin --version 1
 for i in bin hex elf; do
