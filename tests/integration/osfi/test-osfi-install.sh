@@ -49,6 +49,9 @@ if ! grep -q '^commands:.* 51' info.txt; then
 	echo "SKIP: the emulated bootloader does not list Extended Special (0x51), which OSFI needs" >&2
 	exit 77
 fi
+# --help gives the install synopsis whole.
+"$boot" --help | grep -qF -- '--module-license ID=FILE]... [--expect-state STATE] IMAGE' ||
+	fail "sfi-boot --help cuts the install synopsis: $("$boot" --help | grep install)"
 # The product state comes from OSFI GET_INFO on a chip that speaks it.
 grep -q '^product state: Open (0xed)$' info.txt || fail "info on a new chip: $(cat info.txt)"
 grep -q '^installed: *no OSFI session finalized$' info.txt || fail "info: $(cat info.txt)"
