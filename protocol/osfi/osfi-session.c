@@ -240,7 +240,12 @@ static int osfi_session_on_info(struct osfi_session *s, const uint8_t *data, siz
 	s->have_info = true;
 
 	if (s->step == OSFI_STEP_VERIFY) {
-		if (info.session_state != OSFI_SESSION_FINALIZED)
+		/* Finalized with OK, and (from a chip that reports it) with this image's id:
+		 * docs/protocol.md §5.3. */
+		if (info.session_state != OSFI_SESSION_FINALIZED ||
+		    info.last_status != OSFI_ST_OK ||
+		    (s->img && osfi_info_has_installed(&info) &&
+		     memcmp(info.installed_id, s->img->id, OSFI_ID_LEN) != 0))
 			return -OSFI_E_NOT_FINALIZED;
 		if (s->expect_state_set && info.product_state != s->expect_state)
 			return -OSFI_E_FINAL_STATE;

@@ -16,6 +16,8 @@
 static uint8_t *image;
 static size_t image_len;
 static uint8_t lic_image[OSFI_LICENSE_LEN], lic_mod[OSFI_LICENSE_LEN];
+/* Installed image id the scripted chip reports after FINALIZE (zero: none). */
+static uint8_t final_installed[OSFI_ID_LEN];
 static const uint8_t uid[12] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12 };
 
 static int setup(void **state)
@@ -97,6 +99,8 @@ static unsigned drive(struct osfi_session *s, uint16_t fail_subop, uint16_t fail
 			assert_int_equal(req.command, AN3155_CMD_SPECIAL);
 			assert_int_equal(req.answer_max, OSFI_INFO_LEN);
 			info(ans, reset ? final_ps : 0xed, reset ? OSFI_SESSION_FINALIZED : 0, 4096);
+			if (reset)
+				memcpy(ans + 32, final_installed, OSFI_ID_LEN);
 			alen = OSFI_INFO_LEN;
 			infos++;
 			break;
@@ -269,6 +273,20 @@ static void test_final_checks(void **state)
 	assert_non_null(strstr(buf, "Locked"));
 	assert_non_null(strstr(buf, "Closed"));
 	osfi_session_free(s);
+
+	/* A chip that reports the installed image id must name this image. */
+	s = new_install();
+	osfi_image_id(image, final_installed);
+	drive(s, 0, 0, 0x72);
+	assert_int_equal(osfi_session_result(s), 0);
+	assert_true(osfi_info_installed_is(osfi_session_info(s), final_installed));
+	osfi_session_free(s);
+	s = new_install();
+	final_installed[5] ^= 1;
+	drive(s, 0, 0, 0x72);
+	assert_int_equal(osfi_session_result(s), -OSFI_E_NOT_FINALIZED);
+	osfi_session_free(s);
+	memset(final_installed, 0, sizeof(final_installed));
 
 	/* Without an expectation, any state is reported as is. */
 	s = new_install();
