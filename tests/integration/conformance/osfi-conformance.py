@@ -551,6 +551,15 @@ def license_cases(c, key):
     c.failed_with("LICENSE_INVALID", "module license with a wrong id")
     expect(c.license(0, good), "OK", "image license again")
     expect(c.license(7, make_license(c, 7, module_firmware_id(7), key)), "OK", "module 7")
+    # The same module again replaces its key; h5emu holds 64 modules a session (§10.2 8).
+    expect(c.license(7, make_license(c, 7, module_firmware_id(7), key)), "OK", "module 7 again")
+    for m in range(100, 163):
+        expect(c.license(m, make_license(c, m, module_firmware_id(m), key, kind=2)), "OK",
+               "global license for module %d" % m)
+    expect(c.license(163, make_license(c, 163, module_firmware_id(163), key, kind=2)),
+           "INTERNAL", "a 65th module license")
+    c.failed_with("INTERNAL", "module licenses beyond the chip's room")
+    expect(c.license(0, good), "OK", "image license after INTERNAL")
     expect(c.abort(), "OK", "ABORT")
     c.failed_with("OK", "ABORT during a session")
     i = c.info()
@@ -672,6 +681,16 @@ def data_cases(c, key):
     expect(c.data(1064, img[1064:] + b"\xff" * 16), "BAD_LENGTH", "the rest plus 16 bytes")
     i = c.failed_with("BAD_LENGTH", "data past the end")
     check(i.stream == 1000 and i.areas == 1, "nothing counted of a refused chunk")
+    small = build_image([area("F", FLASH + 0x50000, fw(64, 1)),
+                         area("F", FLASH + 0x50040, fw(64, 2))], key)
+    bad2 = small[176:177] + b"\x01" + small[178:]      # descriptor 2, byte 1 set
+    c.begin(small, key)
+    expect(c.data(64, small[64:176]), "OK", "area 1")
+    expect(c.data(176, bad2), "DESCRIPTOR_MALFORMED", "control: descriptor 2 with byte 1 set")
+    c.begin(small, key)
+    expect(c.data(64, small[64:176]), "OK", "area 1")
+    rule("PUT_DATA past-end before stream checks", c.data(176, bad2 + b"\xff" * 16),
+         "BAD_LENGTH", "a bad descriptor in a chunk reaching past the end")
     c.begin(img, key)
     expect(c.stream(img)[0], "OK", "whole image")
     check(c.info().session == COMPLETE, "complete")
