@@ -768,6 +768,67 @@ int db_open(const char *path, const struct db_options *opts, struct db **ret_db,
 				       errbuf, errlen);
 }
 
+/* The ids a query returns (one integer column). */
+static int query_ids(struct db *db, const char *sql, int64_t **ret, size_t *ret_n)
+{
+	int64_t *ids = NULL, *p;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc, r;
+
+	r = db_prepare(db, sql, &st);
+	if (r < 0)
+		return r;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		p = realloc(ids, (n + 1) * sizeof(*ids));
+		if (!p) {
+			sqlite3_finalize(st);
+			free(ids);
+			return db_fail(db, -ENOMEM, "out of memory");
+		}
+		ids = p;
+		ids[n++] = sqlite3_column_int64(st, 0);
+	}
+	r = rc == SQLITE_DONE ? 0 : db_fail_sqlite(db, rc, "reading open attempts");
+	sqlite3_finalize(st);
+	if (r < 0) {
+		free(ids);
+		return r;
+	}
+	*ret = ids;
+	*ret_n = n;
+	return 0;
+}
+
+int db_attempts_interrupted(struct db *db, const char *reason, unsigned *ret_attempts,
+			    unsigned *ret_licenses)
+{
+	int64_t *lic = NULL, *att = NULL;
+	size_t n_lic = 0, n_att = 0;
+	int r;
+
+	db->err[0] = '\0';
+	r = query_ids(db, "SELECT l.id FROM licenses l WHERE l.state = 'issued' AND "
+		      "(l.attempt_id IN (SELECT id FROM attempts WHERE result = 'running') OR "
+		      " l.id IN (SELECT u.license_id FROM license_uses u JOIN attempts a ON "
+		      "  a.id = u.attempt_id WHERE a.result = 'running')) ORDER BY l.id",
+		      &lic, &n_lic);
+	if (r == 0)
+		r = query_ids(db, "SELECT id FROM attempts WHERE result = 'running' ORDER BY id",
+			      &att, &n_att);
+	for (size_t i = 0; r == 0 && i < n_lic; i++)
+		r = db_ledger_not_installed(db, lic[i], reason);
+	for (size_t i = 0; r == 0 && i < n_att; i++)
+		r = db_attempt_end(db, att[i], DB_RESULT_FAILED, DB_FAILURE_TOUCHED, reason, 0);
+	free(lic);
+	free(att);
+	if (r < 0)
+		return r;
+	*ret_attempts = (unsigned)n_att;
+	*ret_licenses = (unsigned)n_lic;
+	return 0;
+}
+
 struct db *db_close(struct db *db)
 {
 	if (!db)

@@ -119,6 +119,13 @@ enum db_failure_kind {
 int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
 		   const char *error_text, uint64_t bytes_sent);
 
+/* Closes what a stopped sfid left open (call at start-up, before any slot runs): every
+ * license still `issued` to an attempt that is still running becomes not installed with
+ * reason (the chip reuses it, or it is marked installed when the chip shows it holds the
+ * image), then every running attempt ends failed with reason. Returns 0 and the counts. */
+int db_attempts_interrupted(struct db *db, const char *reason, unsigned *ret_attempts,
+			    unsigned *ret_licenses);
+
 /* Creates or updates a chip: final_state e.g. "programmed"/"failed", product_state as
  * read from the chip (may be NULL). */
 int db_chip_update(struct db *db, const char *chip_uid, const char *final_state,

@@ -1136,6 +1136,22 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 			    diffs[i].chip_uid[0] ? diffs[i].chip_uid : "-", diffs[i].expected,
 			    diffs[i].token_serial, diffs[i].actual);
 	free(diffs);
+	{
+		unsigned n_att = 0, n_lic = 0;
+
+		/* Attempts a killed sfid left running are closed now, never left open; their
+		 * licenses stay the chips' (installed when a chip shows it holds the image). */
+		r = db_attempts_interrupted(d->ldb, "interrupted: sfid stopped during this attempt "
+					    "and closed it when it started again", &n_att, &n_lic);
+		if (r < 0) {
+			log_error("cannot close the attempts left open: %s", db_last_error(d->ldb));
+			return r;
+		}
+		if (n_att)
+			log_warning("%u attempt%s left running by a stopped sfid closed as "
+				    "interrupted; %u license%s issued to them kept for their chips",
+				    n_att, n_att == 1 ? "" : "s", n_lic, n_lic == 1 ? "" : "s");
+	}
 	log_info("HSM token %s (serial %s): %" PRIu32 " licenses left; ledger %s", d->token_label,
 		 d->token_serial, count, n ? "differences logged above" : "agrees");
 	return 0;

@@ -73,6 +73,11 @@ struct slot {
 	uint8_t answer[AN3155_SPECIAL_MAX_ANSWER];
 	void (*osfi_done)(struct slot *s, int r);
 	int64_t reconnect_deadline;
+	/* After a failure at or after FINALIZE: the chip is asked what it holds before the
+	 * failure (this text) is recorded. */
+	char confirm_text[300];
+	int64_t confirm_deadline;
+	unsigned confirm_reads;
 
 	struct rec_attempt *attempt;	/* the database row of this chip's attempt */
 	unsigned chip_gen;		/* changes whenever the slot lets go of a chip */
@@ -833,6 +838,38 @@ static void slot_license_after_sync(struct slot *s)
 	}
 }
 
+/* A chip that reports the job's image installed: the job's counted licenses the ledger
+ * holds for it still open (issued, or not installed after a failure or an interrupted
+ * attempt) are taken as the ones it installed. True when there is at least one. */
+static bool slot_adopt_licenses(struct slot *s)
+{
+	const struct job *j = s->d->job;
+	struct license_set set = { 0 };
+	bool open = false;
+
+	for (size_t i = 0; i < j->n_lic && set.n < JOB_LICENSES_MAX; i++) {
+		struct db_license *l = NULL;
+
+		if (j->lic[i].global)
+			continue;
+		if (db_ledger_find_reusable(s->d->db, s->uid_hex, j->lic[i].firmware_id_hex,
+					    j->lic[i].target, &l) < 0)
+			continue;
+		if (l->state == DB_LICENSE_ISSUED || l->state == DB_LICENSE_NOT_INSTALLED) {
+			set.id[set.n] = l->id;
+			set.reused[set.n] = true;
+			set.n++;
+			open = true;
+		}
+		db_license_free(l);
+	}
+	if (!open)
+		return false;
+	s->lic = set;
+	s->license_reused = true;
+	return true;
+}
+
 static void slot_cert_done(struct slot *s, int r)
 {
 	struct sfid *d = s->d;
@@ -852,6 +889,20 @@ static void slot_cert_done(struct slot *s, int r)
 	if (r < 0) {
 		slot_describe_session(s, text, sizeof(text));
 		slot_fail(s, "%s", text);
+		return;
+	}
+	if (info->product_state != STM32H5_PS_OPEN && d->job &&
+	    osfi_info_installed_is(info, d->job->image_id) && slot_adopt_licenses(s)) {
+		/* FINALIZE's answer was lost, or sfid stopped before it recorded the outcome:
+		 * the chip holds the image, its licenses were installed. */
+		slot_log(s, LOG_PRIO_NOTICE, "the chip reports the job's image installed with the "
+			 "license%s issued to it (the outcome was not recorded when it was "
+			 "installed): recorded installed now", s->lic.n == 1 ? "" : "s");
+		s->info = *info;
+		slot_enter_state(s, SLOT_STATE_CERTIFICATE);
+		slot_enter_state(s, SLOT_STATE_VERIFYING);
+		slot_enter_state(s, SLOT_STATE_DONE);
+		slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
 		return;
 	}
 	failures = sfid_chip_failures(d, s->uid_hex);
@@ -1186,6 +1237,98 @@ static void slot_osfi_pump(struct slot *s)
 
 /* ---- install ---- */
 
+static void slot_install_succeeded(struct slot *s)
+{
+	if (s->sess)
+		slot_follow_step(s);
+	if (s->state != SLOT_STATE_VERIFYING) {
+		slot_enter_state(s, SLOT_STATE_FINALIZING);
+		slot_enter_state(s, SLOT_STATE_VERIFYING);
+	}
+	s->sess = osfi_session_free(s->sess);
+	{
+		const char *ps = osfi_product_state_name(s->info.product_state);
+
+		slot_log(s, LOG_PRIO_INFO, "installed %" PRIu64 " bytes; chip is %s", s->bytes_done,
+			 ps ? ps : "in an unknown product state");
+	}
+	slot_enter_state(s, SLOT_STATE_DONE);
+	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
+}
+
+static void slot_confirm_synced(struct slot *s, int r);
+
+/* The chip's GET_INFO after a failure at or after FINALIZE: a chip that reports its last
+ * session finalized with the job's image (and the product state the image sets) installed
+ * it, whatever became of FINALIZE's answer. */
+static void slot_confirm_info(struct slot *s, int r)
+{
+	const struct job *j = s->d->job;
+	struct osfi_info info;
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0 || an3155_xfer_status(&s->x) != OSFI_ST_OK ||
+	    osfi_info_decode(s->answer, an3155_xfer_answer_len(&s->x), &info) < 0) {
+		if (++s->confirm_reads < 3 && sfid_mono_ms() < s->confirm_deadline) {
+			an3155_xfer_sync(&s->x, &s->t);
+			slot_xfer_begin(s, slot_confirm_synced);
+			return;
+		}
+		slot_fail(s, "%s; the chip could not be asked what it holds", s->confirm_text);
+		return;
+	}
+	if (s->have_uid && memcmp(info.uid, s->uid, OSFI_UID_LEN) != 0) {
+		slot_fail(s, "%s; another chip answered: the chip was removed before it was "
+			  "verified, its license stays reusable", s->confirm_text);
+		return;
+	}
+	if (j && osfi_info_installed_is(&info, j->image_id) &&
+	    (!j->has_final_state || info.product_state == j->final_state)) {
+		slot_log(s, LOG_PRIO_NOTICE, "%s, but the chip reports the job's image installed "
+			 "and its session finalized: it is recorded installed", s->confirm_text);
+		s->info = info;
+		slot_install_succeeded(s);
+		return;
+	}
+	slot_fail(s, "%s; the chip reports no finished install of the job's image", s->confirm_text);
+}
+
+static void slot_confirm_synced(struct slot *s, int r)
+{
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		if (sfid_mono_ms() < s->confirm_deadline) {
+			an3155_xfer_sync(&s->x, &s->t);
+			slot_xfer_begin(s, slot_confirm_synced);
+			return;
+		}
+		slot_fail(s, "%s; the chip did not answer again", s->confirm_text);
+		return;
+	}
+	r = an3155_xfer_special(&s->x, &s->t, OSFI_OP_GET_INFO, NULL, 0, s->answer, OSFI_INFO_LEN);
+	if (r < 0) {
+		slot_fail(s, "%s", s->confirm_text);
+		return;
+	}
+	slot_xfer_begin(s, slot_confirm_info);
+}
+
+/* FINALIZE was sent, then something failed (its answer lost or garbled, the reset after it
+ * missed, the verification): the chip may have installed the image all the same. Resync
+ * and ask it before anything is recorded. */
+static void slot_confirm_start(struct slot *s, const char *text)
+{
+	snprintf(s->confirm_text, sizeof(s->confirm_text), "%s", text);
+	s->confirm_reads = 0;
+	s->confirm_deadline = sfid_mono_ms() + s->cfg->special_ms;
+	slot_log(s, LOG_PRIO_WARNING, "%s; asking the chip what it holds", text);
+	s->sess = osfi_session_free(s->sess);
+	an3155_xfer_sync(&s->x, &s->t);
+	slot_xfer_begin(s, slot_confirm_synced);
+}
+
 static void slot_install_done(struct slot *s, int r)
 {
 	const struct osfi_info *info = osfi_session_info(s->sess);
@@ -1213,25 +1356,16 @@ static void slot_install_done(struct slot *s, int r)
 			}
 			return;
 		}
+		if (s->state >= SLOT_STATE_FINALIZING) {
+			slot_confirm_start(s, text);
+			return;
+		}
 		slot_fail(s, "%s", text);
 		return;
 	}
 	if (info)
 		s->info = *info;
-	slot_follow_step(s);
-	if (s->state != SLOT_STATE_VERIFYING) {
-		slot_enter_state(s, SLOT_STATE_FINALIZING);
-		slot_enter_state(s, SLOT_STATE_VERIFYING);
-	}
-	s->sess = osfi_session_free(s->sess);
-	{
-		const char *ps = osfi_product_state_name(s->info.product_state);
-
-		slot_log(s, LOG_PRIO_INFO, "installed %" PRIu64 " bytes; chip is %s", s->bytes_done,
-			 ps ? ps : "in an unknown product state");
-	}
-	slot_enter_state(s, SLOT_STATE_DONE);
-	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
+	slot_install_succeeded(s);
 }
 
 bool slot_license_wanted(const struct slot *s)
