@@ -81,6 +81,8 @@ struct db_job {
 	uint32_t loaded_uid;
 	const char *loaded_user;
 	const char *global_license_file; /* global (uncounted) license file, or NULL */
+	const char *station;      /* the station name (sfid.conf), or NULL */
+	const char *sfid_version; /* the sfid that loaded it, or NULL */
 };
 
 /* Records a newly loaded job. Returns 0 and sets *ret_job_id. */
@@ -89,6 +91,11 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id);
 /* Marks the job ended and writes a checkpoint (if a signer is set). Returns 0 or -errno;
  * -ENOKEY if the job end is stored but its checkpoint could not be signed. */
 int db_job_end(struct db *db, int64_t job_id);
+
+/* Records who started (or started again) the job's slots: uid and user name from the
+ * control connection, and the slots started (n_slots names). */
+int db_job_start(struct db *db, int64_t job_id, uint32_t uid, const char *user,
+		 const char *const *slots, size_t n_slots);
 
 /* ---- attempts (one per chip placed in a slot) ---- */
 
@@ -118,6 +125,11 @@ enum db_failure_kind {
 /* Ends an attempt. error_text may be NULL when result is DB_RESULT_OK. */
 int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
 		   const char *error_text, uint64_t bytes_sent);
+
+/* The same, and stores the chip's UID when it is known (NULL: unchanged): a chip refused
+ * before any step recorded it (already programmed, too many failures) keeps its UID. */
+int db_attempt_finish(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
+		      const char *error_text, uint64_t bytes_sent, const char *chip_uid);
 
 /* Closes what a stopped sfid left open (call at start-up, before any slot runs): every
  * license still `issued` to an attempt that is still running becomes not installed with
@@ -205,6 +217,7 @@ enum db_diff_kind {
 	DB_DIFF_RESERVATION_VOID,     /* a reservation whose counter never moved (harmless) */
 	DB_DIFF_UNRECORDED_SPENDS,    /* token counter lower than the ledger expects */
 	DB_DIFF_COUNTER_HIGHER,       /* token counter higher: impossible, or another token */
+	DB_DIFF_REFILL,               /* counter and granted total up by the same: a refill */
 	_DB_DIFF_KIND_MAX,
 };
 
@@ -225,6 +238,36 @@ struct db_diff {
  * difference in *ret_diffs (free()) / *ret_n (0: ledger and token agree). */
 int db_reconcile(struct db *db, const char *token_serial, uint64_t token_counter,
 		 struct db_diff **ret_diffs, size_t *ret_n);
+
+/* The same with the token's granted total (licenses ever granted: provisioned + refills;
+ * -1 when the token does not state it). The ledger's expectation is the counter it last
+ * knew for the token; a database that never saw the token expects the granted total, so a
+ * token that spent elsewhere shows as unrecorded spends even with a new database. A counter
+ * that went up together with the granted total by the same amount is a refill. Each
+ * unrecorded spend, refill or higher counter is also kept in counter_changes. */
+int db_reconcile_granted(struct db *db, const char *token_serial, uint64_t token_counter,
+			 int64_t granted, struct db_diff **ret_diffs, size_t *ret_n);
+
+/* The counter the ledger last knew for the token (its last spend or reconciliation).
+ * Returns 0, or -ENOENT if the ledger has none. */
+int db_token_counter(struct db *db, const char *token_serial, uint64_t *ret_counter);
+
+/* A change of a token's counter that sfid did not make, as a reconciliation found it. */
+struct db_counter_change {
+	int64_t id;
+	char token_serial[DB_TOKEN_SERIAL_MAX + 1];
+	enum db_diff_kind kind; /* UNRECORDED_SPENDS, REFILL or COUNTER_HIGHER */
+	uint64_t expected;      /* the counter the ledger expected */
+	uint64_t actual;        /* the counter the token had */
+	int64_t granted;        /* the token's granted total then, -1 unknown */
+	int64_t found_ms;
+	uint64_t audit_seq;     /* the reconcile record that states it */
+};
+
+/* The newest counter changes (of one token, or all with NULL), newest first, at most
+ * limit (0: 100). Returns 0 and sets *ret (free()) and *ret_n. */
+int db_counter_changes(struct db *db, const char *token_serial, unsigned limit,
+		       struct db_counter_change **ret, size_t *ret_n);
 
 /* ---- audit trail ---- */
 

@@ -26,6 +26,7 @@ static const char *const diff_kind_names[_DB_DIFF_KIND_MAX] = {
 	[DB_DIFF_RESERVATION_VOID] = "reservation-void",
 	[DB_DIFF_UNRECORDED_SPENDS] = "unrecorded-spends",
 	[DB_DIFF_COUNTER_HIGHER] = "counter-higher",
+	[DB_DIFF_REFILL] = "refill",
 };
 
 const char *db_license_state_to_string(enum db_license_state s)
@@ -114,7 +115,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 
 	if (!job || !text_ok(job->image_path, true) || !is_lower_hex(job->image_id, DB_ID_HEX) ||
 	    !is_lower_hex(job->image_digest, DB_ID_HEX) || !text_ok(job->module_file, false) ||
-	    !text_ok(job->loaded_user, true) || !text_ok(job->global_license_file, false))
+	    !text_ok(job->loaded_user, true) || !text_ok(job->global_license_file, false) ||
+	    !text_ok(job->station, false) || !text_ok(job->sfid_version, false))
 		return db_fail(db, -EINVAL, "invalid job: image path, 64-digit lowercase hex image "
 					    "id and digest, and the loading user are required");
 	r = db_begin(db);
@@ -123,7 +125,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 	r = db_prepare(db,
 		       "INSERT INTO jobs (image_path, image_id, image_digest, module_file, "
 		       "target_count, loaded_uid, loaded_user, created_at, state, "
-		       "global_license_file) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?)",
+		       "global_license_file, station, sfid_version) "
+		       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
 		       &st);
 	if (r == 0) {
 		sqlite3_bind_text(st, 1, job->image_path, -1, SQLITE_STATIC);
@@ -135,6 +138,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		sqlite3_bind_text(st, 7, job->loaded_user, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(st, 8, db_now_ms());
 		bind_text_or_null(st, 9, job->global_license_file);
+		bind_text_or_null(st, 10, job->station);
+		bind_text_or_null(st, 11, job->sfid_version);
 		r = db_step_done(db, st, "recording a job");
 		id = sqlite3_last_insert_rowid(db->h);
 	}
@@ -150,6 +155,10 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 	/* Only when set, so the records of counted jobs keep their members. */
 	if (job->global_license_file)
 		db_json_add_str(data, "global_license_file", job->global_license_file);
+	if (job->station)
+		db_json_add_str(data, "station", job->station);
+	if (job->sfid_version)
+		db_json_add_str(data, "version", job->sfid_version);
 	r = finish(db, r, "job.create", data);
 	if (r == 0)
 		*ret_job_id = id;
@@ -181,6 +190,41 @@ int db_job_end(struct db *db, int64_t job_id)
 	 * caller can retry with db_checkpoint(). */
 	r = db_checkpoint(db);
 	return r < 0 ? (r == -ENOSPC ? r : -ENOKEY) : 0;
+}
+
+int db_job_start(struct db *db, int64_t job_id, uint32_t uid, const char *user,
+		 const char *const *slots, size_t n_slots)
+{
+	struct json_object *data, *list;
+	sqlite3_stmt *st;
+	int r;
+
+	if (!text_ok(user, true) || n_slots > 1024)
+		return db_fail(db, -EINVAL, "a job start needs the user who started it");
+	for (size_t i = 0; i < n_slots; i++)
+		if (!text_ok(slots[i], true))
+			return db_fail(db, -EINVAL, "a job start names its slots");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "UPDATE jobs SET started_uid = ?, started_user = ?, started_at = ? "
+			   "WHERE id = ? AND state = 'active'", &st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, uid);
+		sqlite3_bind_text(st, 2, user, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, db_now_ms());
+		sqlite3_bind_int64(st, 4, job_id);
+		r = step_change(db, st, "recording a job start", "no active job with this id");
+	}
+	data = json_object_new_object();
+	list = json_object_new_array();
+	db_json_add_int(data, "job", job_id);
+	db_json_add_int(data, "uid", uid);
+	db_json_add_str(data, "user", user);
+	for (size_t i = 0; list && i < n_slots; i++)
+		json_object_array_add(list, json_object_new_string(slots[i]));
+	json_object_object_add(data, "slots", list);
+	return finish(db, r, "job.start", data);
 }
 
 int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *ret_attempt_id)
@@ -251,6 +295,12 @@ int db_attempt_step(struct db *db, int64_t attempt_id, const char *step, const c
 int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
 		   const char *error_text, uint64_t bytes_sent)
 {
+	return db_attempt_finish(db, attempt_id, result, error_code, error_text, bytes_sent, NULL);
+}
+
+int db_attempt_finish(struct db *db, int64_t attempt_id, enum db_result result, int error_code,
+		      const char *error_text, uint64_t bytes_sent, const char *chip_uid)
+{
 	struct json_object *data;
 	const char *res = NULL;
 	sqlite3_stmt *st;
@@ -266,21 +316,24 @@ int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int
 	case _DB_RESULT_MAX:
 		break;
 	}
-	if (!res || !text_ok(error_text, result == DB_RESULT_FAILED) || bytes_sent > INT64_MAX)
+	if (!res || !text_ok(error_text, result == DB_RESULT_FAILED) || bytes_sent > INT64_MAX ||
+	    (chip_uid && !is_lower_hex(chip_uid, DB_CHIP_UID_HEX)))
 		return db_fail(db, -EINVAL, "invalid attempt end (a failed attempt needs an error "
-					    "text)");
+					    "text; a chip UID is 24 lowercase hex digits)");
 	r = db_begin(db);
 	if (r < 0)
 		return r;
 	r = db_prepare(db, "UPDATE attempts SET result = ?, error_code = ?, error_text = ?, "
-			   "bytes_sent = ?, ended_at = ? WHERE id = ? AND result = 'running'", &st);
+			   "bytes_sent = ?, ended_at = ?, chip_uid = coalesce(?, chip_uid) "
+			   "WHERE id = ? AND result = 'running'", &st);
 	if (r == 0) {
 		sqlite3_bind_text(st, 1, res, -1, SQLITE_STATIC);
 		sqlite3_bind_int(st, 2, error_code);
 		bind_text_or_null(st, 3, error_text);
 		sqlite3_bind_int64(st, 4, (int64_t)bytes_sent);
 		sqlite3_bind_int64(st, 5, db_now_ms());
-		sqlite3_bind_int64(st, 6, attempt_id);
+		bind_text_or_null(st, 6, chip_uid);
+		sqlite3_bind_int64(st, 7, attempt_id);
 		r = step_change(db, st, "ending an attempt", "no running attempt with this id");
 	}
 	data = json_object_new_object();
@@ -289,6 +342,8 @@ int db_attempt_end(struct db *db, int64_t attempt_id, enum db_result result, int
 	db_json_add_int(data, "error_code", error_code);
 	db_json_add_str(data, "error_text", error_text);
 	db_json_add_int(data, "bytes", (int64_t)bytes_sent);
+	if (chip_uid)
+		db_json_add_str(data, "chip_uid", chip_uid);
 	return finish(db, r, "attempt.end", data);
 }
 
@@ -446,6 +501,28 @@ int db_ledger_find_reusable(struct db *db, const char *chip_uid, const char *fir
 		return db_fail(db, -EINVAL, "invalid chip UID or firmware id");
 	db->err[0] = '\0';
 	return find_reusable_locked(db, chip_uid, firmware_id, target, ret);
+}
+
+/* The counter the ledger now knows for a token (and its granted total, when granted >= 0;
+ * -1 keeps the one stored). */
+static int token_state_set(struct db *db, const char *serial, uint64_t counter, int64_t granted)
+{
+	sqlite3_stmt *st;
+	int r;
+
+	r = db_prepare(db, "INSERT INTO tokens (serial, counter, granted, updated_at) "
+			   "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (serial) DO UPDATE SET "
+			   "counter = ?2, granted = coalesce(?3, granted), updated_at = ?4", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, serial, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)counter);
+	if (granted >= 0)
+		sqlite3_bind_int64(st, 3, granted);
+	else
+		sqlite3_bind_null(st, 3);
+	sqlite3_bind_int64(st, 4, db_now_ms());
+	return db_step_done(db, st, "recording the token's counter");
 }
 
 static int use_insert(struct db *db, int64_t license_id, int64_t attempt_id, bool reused)
@@ -641,6 +718,8 @@ int db_ledger_issue(struct db *db, int64_t license_id, uint64_t counter_after,
 		sqlite3_bind_int64(st, 5, license_id);
 		r = step_change(db, st, "storing an issued license", "the license vanished");
 	}
+	if (r == 0)
+		r = token_state_set(db, c.l->token_serial, counter_after, -1);
 	db_json_add_int(c.data, "counter_before", (int64_t)c.l->counter_before);
 	db_json_add_int(c.data, "counter_after", (int64_t)counter_after);
 	db_json_add_str(c.data, "digest", hex);
@@ -767,6 +846,8 @@ static int reconcile_open(struct db *db, const char *token, uint64_t actual,
 		sqlite3_bind_int64(st, 5, l->id);
 		r = step_change(db, st, "settling a reservation", "the reservation vanished");
 	}
+	if (r == 0 && spent)
+		r = token_state_set(db, token, l->counter_before - 1, -1);
 	if (r == 0) {
 		data = license_data(l);
 		db_json_add_int(data, "counter_before", (int64_t)l->counter_before);
@@ -782,60 +863,141 @@ static int reconcile_open(struct db *db, const char *token, uint64_t actual,
 	return r;
 }
 
+/* Reads one integer (NULL: *ret_has false). */
+static int query_int(struct db *db, const char *sql, const char *text, bool *ret_has,
+		     int64_t *ret, int64_t *ret2)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	*ret_has = false;
+	r = db_prepare(db, sql, &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+		*ret_has = true;
+		*ret = sqlite3_column_int64(st, 0);
+		if (ret2)
+			*ret2 = sqlite3_column_type(st, 1) == SQLITE_NULL ? -1 :
+								     sqlite3_column_int64(st, 1);
+	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		r = db_fail_sqlite(db, rc, "reading the ledger's counter");
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
+static int change_insert(struct db *db, const struct db_diff *d, int64_t granted,
+			 uint64_t audit_seq)
+{
+	static const char *const kinds[_DB_DIFF_KIND_MAX] = {
+		[DB_DIFF_UNRECORDED_SPENDS] = "unaccounted-spend",
+		[DB_DIFF_REFILL] = "refill",
+		[DB_DIFF_COUNTER_HIGHER] = "counter-higher",
+	};
+	sqlite3_stmt *st;
+	int r;
+
+	if (!kinds[d->kind])
+		return 0;
+	r = db_prepare(db, "INSERT INTO counter_changes (token_serial, kind, expected, actual, "
+			   "granted, found_at, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?)", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, d->token_serial, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, kinds[d->kind], -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (int64_t)d->expected);
+	sqlite3_bind_int64(st, 4, (int64_t)d->actual);
+	if (granted >= 0)
+		sqlite3_bind_int64(st, 5, granted);
+	else
+		sqlite3_bind_null(st, 5);
+	sqlite3_bind_int64(st, 6, db_now_ms());
+	sqlite3_bind_int64(st, 7, (int64_t)audit_seq);
+	return db_step_done(db, st, "recording a counter change");
+}
+
 int db_reconcile(struct db *db, const char *token_serial, uint64_t token_counter,
 		 struct db_diff **ret_diffs, size_t *ret_n)
+{
+	return db_reconcile_granted(db, token_serial, token_counter, -1, ret_diffs, ret_n);
+}
+
+int db_reconcile_granted(struct db *db, const char *token_serial, uint64_t token_counter,
+			 int64_t granted, struct db_diff **ret_diffs, size_t *ret_n)
 {
 	struct json_object *data, *list;
 	struct db_diff *diffs = NULL;
 	struct db_diff d = { 0 };
-	bool have_expected = false;
-	uint64_t expected = 0;
-	sqlite3_stmt *st;
-	size_t n = 0;
-	int rc, r;
+	bool have_expected = false, have_state = false;
+	int64_t expected = 0, known_granted = -1;
+	uint64_t next_seq = 0;
+	size_t n = 0, first_change;
+	int r;
 
-	if (!serial_ok(token_serial) || token_counter > INT64_MAX)
+	if (!serial_ok(token_serial) || token_counter > INT64_MAX || granted > INT64_MAX ||
+	    granted < -1)
 		return db_fail(db, -EINVAL, "reconciliation needs a token serial and its counter");
 	r = db_begin(db);
 	if (r < 0)
 		return r;
 	r = reconcile_open(db, token_serial, token_counter, &diffs, &n);
+	first_change = n;
 
-	/* Counters only go down, so the lowest value the ledger saw is where the token
-	 * should be now: the counter after the last spend, or where a void reservation
-	 * found it. */
+	/* Where the token should be now: the counter the ledger last knew for it (its last
+	 * spend, or the last reconciliation); in a database from before that was kept, the
+	 * lowest counter the ledger saw (counters only go down between refills); in a database
+	 * that never saw the token, its granted total (nothing spent yet). */
 	if (r == 0)
-		r = db_prepare(db, "SELECT min(CASE WHEN state = 'void' THEN counter_before "
-				   "ELSE counter_after END) FROM licenses WHERE token_serial = ? "
-				   "AND state != 'reserved'", &st);
-	if (r == 0) {
-		sqlite3_bind_text(st, 1, token_serial, -1, SQLITE_STATIC);
-		rc = sqlite3_step(st);
-		if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
-			have_expected = true;
-			expected = (uint64_t)sqlite3_column_int64(st, 0);
-		} else if (rc != SQLITE_ROW) {
-			r = db_fail_sqlite(db, rc, "reading the ledger's counter");
-		}
-		sqlite3_finalize(st);
+		r = query_int(db, "SELECT counter, granted FROM tokens WHERE serial = ?",
+			      token_serial, &have_state, &expected, &known_granted);
+	have_expected = have_state;
+	if (r == 0 && !have_expected)
+		r = query_int(db, "SELECT min(CASE WHEN state = 'void' THEN counter_before "
+				  "ELSE counter_after END), NULL FROM licenses WHERE token_serial = ? "
+				  "AND state != 'reserved'", token_serial, &have_expected, &expected,
+			      NULL);
+	if (r == 0 && !have_expected && granted >= 0) {
+		have_expected = true;
+		expected = granted;
 	}
-	if (r == 0 && have_expected && token_counter != expected) {
-		d.kind = token_counter < expected ? DB_DIFF_UNRECORDED_SPENDS :
-						    DB_DIFF_COUNTER_HIGHER;
+	if (r == 0 && have_expected && token_counter != (uint64_t)expected) {
+		bool refill = token_counter > (uint64_t)expected && granted >= 0 &&
+			      known_granted >= 0 && granted > known_granted &&
+			      (uint64_t)(granted - known_granted) == token_counter - (uint64_t)expected;
+
+		d.kind = token_counter < (uint64_t)expected ? DB_DIFF_UNRECORDED_SPENDS :
+			 refill ? DB_DIFF_REFILL : DB_DIFF_COUNTER_HIGHER;
 		snprintf(d.token_serial, sizeof(d.token_serial), "%s", token_serial);
-		d.expected = expected;
+		d.expected = (uint64_t)expected;
 		d.actual = token_counter;
 		r = diff_push(db, &diffs, &n, &d);
 	}
+	if (r == 0)
+		r = token_state_set(db, token_serial, token_counter, granted);
+	/* The reconcile record comes next: the changes name it. */
+	if (r == 0) {
+		bool has;
+		int64_t head = 0;
+
+		r = query_int(db, "SELECT max(seq), ?1 FROM audit", "", &has, &head, NULL);
+		next_seq = (has ? (uint64_t)head : 0) + 1;
+	}
+	for (size_t i = first_change; r == 0 && i < n; i++)
+		r = change_insert(db, &diffs[i], granted, next_seq);
 
 	data = json_object_new_object();
 	list = json_object_new_array();
 	db_json_add_str(data, "token", token_serial);
 	db_json_add_int(data, "actual", (int64_t)token_counter);
 	if (have_expected)
-		db_json_add_int(data, "expected", (int64_t)expected);
+		db_json_add_int(data, "expected", expected);
 	else
 		json_object_object_add(data, "expected", NULL);
+	if (granted >= 0)
+		db_json_add_int(data, "granted", granted);
 	for (size_t i = 0; i < n; i++)
 		json_object_array_add(list, diff_json(&diffs[i]));
 	json_object_object_add(data, "differences", list);

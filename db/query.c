@@ -432,3 +432,83 @@ int db_job_active(struct db *db, struct db_job_row *ret)
 	sqlite3_finalize(st);
 	return r;
 }
+
+int db_counter_changes(struct db *db, const char *token_serial, unsigned limit,
+		       struct db_counter_change **ret, size_t *ret_n)
+{
+	struct db_counter_change *rows = NULL;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc, r;
+
+	db->err[0] = '\0';
+	if (limit == 0)
+		limit = 100;
+	if (limit > 10000)
+		limit = 10000;
+	r = db_prepare(db, "SELECT id, token_serial, kind, expected, actual, granted, found_at, "
+			   "audit_seq FROM counter_changes WHERE ?1 IS NULL OR token_serial = ?1 "
+			   "ORDER BY id DESC LIMIT ?2", &st);
+	if (r < 0)
+		return r;
+	if (token_serial)
+		sqlite3_bind_text(st, 1, token_serial, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 1);
+	sqlite3_bind_int64(st, 2, limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct db_counter_change *p = realloc(rows, (n + 1) * sizeof(*rows)), *c;
+		const char *kind = (const char *)sqlite3_column_text(st, 2);
+		const char *tok = (const char *)sqlite3_column_text(st, 1);
+
+		if (!p) {
+			r = db_fail(db, -ENOMEM, "out of memory reading counter changes");
+			break;
+		}
+		rows = p;
+		c = &rows[n++];
+		memset(c, 0, sizeof(*c));
+		c->id = sqlite3_column_int64(st, 0);
+		snprintf(c->token_serial, sizeof(c->token_serial), "%s", tok ? tok : "");
+		c->kind = kind && strcmp(kind, "refill") == 0 ? DB_DIFF_REFILL :
+			  kind && strcmp(kind, "counter-higher") == 0 ? DB_DIFF_COUNTER_HIGHER :
+								      DB_DIFF_UNRECORDED_SPENDS;
+		c->expected = (uint64_t)sqlite3_column_int64(st, 3);
+		c->actual = (uint64_t)sqlite3_column_int64(st, 4);
+		c->granted = sqlite3_column_type(st, 5) == SQLITE_NULL ? -1 :
+								    sqlite3_column_int64(st, 5);
+		c->found_ms = sqlite3_column_int64(st, 6);
+		c->audit_seq = (uint64_t)sqlite3_column_int64(st, 7);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = db_fail_sqlite(db, rc, "reading counter changes");
+	sqlite3_finalize(st);
+	if (r < 0) {
+		free(rows);
+		return r;
+	}
+	*ret = rows;
+	*ret_n = n;
+	return 0;
+}
+
+int db_token_counter(struct db *db, const char *token_serial, uint64_t *ret_counter)
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	db->err[0] = '\0';
+	r = db_prepare(db, "SELECT counter FROM tokens WHERE serial = ?", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, token_serial, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*ret_counter = (uint64_t)sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		r = -ENOENT;
+	else
+		r = db_fail_sqlite(db, rc, "reading a token's counter");
+	sqlite3_finalize(st);
+	return r;
+}

@@ -88,6 +88,30 @@ const char *const db_migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN global_license_file TEXT;"
 	"CREATE INDEX attempts_ended ON attempts(ended_at);"
 	"CREATE INDEX license_uses_attempt ON license_uses(attempt_id);",
+	/* v3: where each job was made and who started it; each token's last known counter and
+	 * granted total; the counter changes sfid did not make. */
+	"ALTER TABLE jobs ADD COLUMN station TEXT;"
+	"ALTER TABLE jobs ADD COLUMN sfid_version TEXT;"
+	"ALTER TABLE jobs ADD COLUMN started_uid INTEGER;"
+	"ALTER TABLE jobs ADD COLUMN started_user TEXT;"
+	"ALTER TABLE jobs ADD COLUMN started_at INTEGER;"
+	"CREATE TABLE tokens ("
+	"  serial TEXT PRIMARY KEY,"
+	"  counter INTEGER NOT NULL CHECK (counter >= 0),"
+	"  granted INTEGER CHECK (granted IS NULL OR granted >= 0),"
+	"  updated_at INTEGER NOT NULL"
+	");"
+	"CREATE TABLE counter_changes ("
+	"  id INTEGER PRIMARY KEY,"
+	"  token_serial TEXT NOT NULL,"
+	"  kind TEXT NOT NULL CHECK (kind IN ('unaccounted-spend', 'refill', 'counter-higher')),"
+	"  expected INTEGER NOT NULL,"
+	"  actual INTEGER NOT NULL,"
+	"  granted INTEGER,"
+	"  found_at INTEGER NOT NULL,"
+	"  audit_seq INTEGER NOT NULL"
+	");"
+	"CREATE INDEX counter_changes_token ON counter_changes(token_serial, id);",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

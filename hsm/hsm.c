@@ -728,12 +728,13 @@ struct hsm_counter {
 	uint32_t value;
 };
 
-static int hsm_read_counter_locked(struct hsm *h, struct hsm_counter *ret)
+/* Reads a LE32 data object (the counter, or the granted total) by label. */
+static int hsm_read_u32_locked(struct hsm *h, const char *label, struct hsm_counter *ret)
 {
 	struct hsm_counter c = { .value = UINT32_MAX };
 	int r;
 
-	r = hsm_find_all(h, CKO_DATA, HSM_LABEL_COUNTER, c.objs, HSM_COUNTER_MAX_OBJS, &c.n);
+	r = hsm_find_all(h, CKO_DATA, label, c.objs, HSM_COUNTER_MAX_OBJS, &c.n);
 	if (r < 0)
 		return r;
 	if (c.n == 0)
@@ -757,7 +758,12 @@ static int hsm_read_counter_locked(struct hsm *h, struct hsm_counter *ret)
 	return 0;
 }
 
-static int hsm_create_counter(struct hsm *h, uint32_t value)
+static int hsm_read_counter_locked(struct hsm *h, struct hsm_counter *ret)
+{
+	return hsm_read_u32_locked(h, HSM_LABEL_COUNTER, ret);
+}
+
+static int hsm_create_u32(struct hsm *h, const char *label, uint32_t value)
 {
 	CK_OBJECT_CLASS data = CKO_DATA;
 	CK_BBOOL yes = CK_TRUE;
@@ -766,7 +772,7 @@ static int hsm_create_counter(struct hsm *h, uint32_t value)
 		{ CKA_CLASS, &data, sizeof(data) },
 		{ CKA_TOKEN, &yes, sizeof(yes) },
 		{ CKA_PRIVATE, &yes, sizeof(yes) },
-		{ CKA_LABEL, (void *)HSM_LABEL_COUNTER, strlen(HSM_LABEL_COUNTER) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
 		{ CKA_APPLICATION, (void *)hsm_application, strlen(hsm_application) },
 		{ CKA_VALUE, v, sizeof(v) },
 		{ CKA_MODIFIABLE, &yes, sizeof(yes) },
@@ -784,7 +790,8 @@ static int hsm_create_counter(struct hsm *h, uint32_t value)
  * treat a data object's CKA_VALUE as read-only (SoftHSM2) get a new object first and the old
  * one destroyed after, so an interruption leaves two objects whose minimum is the new value.
  * Returns 0 once the new value is on the token. */
-static int hsm_write_counter_locked(struct hsm *h, const struct hsm_counter *c, uint32_t value)
+static int hsm_write_u32_locked(struct hsm *h, const char *label, const struct hsm_counter *c,
+				uint32_t value)
 {
 	uint8_t v[4] = { value & 0xff, (value >> 8) & 0xff, (value >> 16) & 0xff, value >> 24 };
 	CK_ATTRIBUTE set = { CKA_VALUE, v, sizeof(v) };
@@ -796,7 +803,7 @@ static int hsm_write_counter_locked(struct hsm *h, const struct hsm_counter *c, 
 	if (rv == CKR_OK) {
 		keep = c->min_obj;
 	} else if (rv == CKR_ATTRIBUTE_READ_ONLY) {
-		r = hsm_create_counter(h, value);
+		r = hsm_create_u32(h, label, value);
 		if (r < 0)
 			return r;
 	} else {
@@ -807,6 +814,73 @@ static int hsm_write_counter_locked(struct hsm *h, const struct hsm_counter *c, 
 		if (c->objs[i] != keep)
 			(void)h->mod->f->C_DestroyObject(h->session, c->objs[i]);
 	return 0;
+}
+
+static int hsm_write_counter_locked(struct hsm *h, const struct hsm_counter *c, uint32_t value)
+{
+	return hsm_write_u32_locked(h, HSM_LABEL_COUNTER, c, value);
+}
+
+int hsm_granted_read(struct hsm *h, uint32_t *ret_granted)
+{
+	struct hsm_counter c;
+	int r;
+
+	if (!h || !ret_granted)
+		return -HSM_ERR_INVALID;
+	pthread_mutex_lock(&h->lock);
+	r = hsm_read_u32_locked(h, HSM_LABEL_GRANTED, &c);
+	pthread_mutex_unlock(&h->lock);
+	if (r == 0)
+		*ret_granted = c.value;
+	return r;
+}
+
+int hsm_refill(struct hsm *h, uint32_t add, uint32_t *ret_before, uint32_t *ret_after,
+	       uint32_t *ret_granted)
+{
+	struct hsm_counter c, g;
+	bool has_granted;
+	int r;
+
+	if (!h || add == 0)
+		return -HSM_ERR_INVALID;
+	pthread_mutex_lock(&h->lock);
+	if (!h->logged_in) {
+		r = -HSM_ERR_NOT_LOGGED_IN;
+		goto out;
+	}
+	r = hsm_read_counter_locked(h, &c);
+	if (r < 0)
+		goto out;
+	r = hsm_read_u32_locked(h, HSM_LABEL_GRANTED, &g);
+	has_granted = r == 0;
+	if (r < 0 && r != -HSM_ERR_OBJECT_MISSING)
+		goto out;
+	/* A token provisioned before the granted total existed starts counting it here. */
+	if (!has_granted)
+		g.value = c.value;
+	if (add > UINT32_MAX - c.value || add > UINT32_MAX - g.value) {
+		r = -HSM_ERR_INVALID;
+		goto out;
+	}
+	/* The granted total first: interrupted after it, the counter is unchanged and the
+	 * refill is simply not done; a replacing write leaves the lower, old value in force. */
+	r = has_granted ? hsm_write_u32_locked(h, HSM_LABEL_GRANTED, &g, g.value + add) :
+			  hsm_create_u32(h, HSM_LABEL_GRANTED, g.value + add);
+	if (r == 0)
+		r = hsm_write_counter_locked(h, &c, c.value + add);
+	if (r == 0) {
+		if (ret_before)
+			*ret_before = c.value;
+		if (ret_after)
+			*ret_after = c.value + add;
+		if (ret_granted)
+			*ret_granted = g.value + add;
+	}
+out:
+	pthread_mutex_unlock(&h->lock);
+	return r;
 }
 
 int hsm_counter_read(struct hsm *h, uint32_t *ret_count)
@@ -967,7 +1041,8 @@ static const struct {
 	{ CKO_SECRET_KEY, HSM_LABEL_OEM_KEY },	   { CKO_PRIVATE_KEY, HSM_LABEL_LICENSE_KEY },
 	{ CKO_PUBLIC_KEY, HSM_LABEL_LICENSE_KEY }, { CKO_PRIVATE_KEY, HSM_LABEL_AUDIT_KEY },
 	{ CKO_PUBLIC_KEY, HSM_LABEL_AUDIT_KEY },   { CKO_DATA, HSM_LABEL_FIRMWARE_ID },
-	{ CKO_DATA, HSM_LABEL_COUNTER },	   { CKO_PUBLIC_KEY, HSM_LABEL_CA_PUB },
+	{ CKO_DATA, HSM_LABEL_COUNTER },	   { CKO_DATA, HSM_LABEL_GRANTED },
+	{ CKO_PUBLIC_KEY, HSM_LABEL_CA_PUB },
 	{ CKO_SECRET_KEY, HSM_LABEL_GLOBAL_KEY },
 };
 
@@ -1174,9 +1249,11 @@ static int hsm_provision_locked(struct hsm *h, const struct hsm_provision *p)
 		r = hsm_create(h, ca, sizeof(ca) / sizeof(ca[0]));
 	if (r == 0 && p->has_global_key)
 		r = hsm_create(h, global, sizeof(global) / sizeof(global[0]));
+	if (r == 0)
+		r = hsm_create_u32(h, HSM_LABEL_GRANTED, p->max_count);
 	/* The counter goes last: a token with a counter is a complete token. */
 	if (r == 0)
-		r = hsm_create_counter(h, p->max_count);
+		r = hsm_create_u32(h, HSM_LABEL_COUNTER, p->max_count);
 	return r;
 }
 

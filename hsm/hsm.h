@@ -23,6 +23,7 @@
 #define HSM_LABEL_AUDIT_KEY "osfi-audit-key"	   /* P-256 pair, private: sign only */
 #define HSM_LABEL_FIRMWARE_ID "osfi-firmware-id" /* data, 32 bytes, read-only */
 #define HSM_LABEL_COUNTER "osfi-counter"	   /* data, LE32 remaining licenses */
+#define HSM_LABEL_GRANTED "osfi-granted"	   /* data, LE32 licenses ever granted */
 #define HSM_LABEL_CA_PUB "osfi-ca-pub"	   /* P-256 public key of the chip CA */
 #define HSM_LABEL_GLOBAL_KEY "osfi-global-key"   /* optional AES-256 G, derive only */
 
@@ -118,6 +119,15 @@ int hsm_provision_token(struct hsm *h, const struct hsm_provision *p);
 
 /* Remaining licenses (the counter object). */
 int hsm_counter_read(struct hsm *h, uint32_t *ret_count);
+/* Licenses ever granted to the token: the provisioned count plus every refill. With the
+ * counter it tells what was spent (granted - counter), wherever it was spent.
+ * -HSM_ERR_OBJECT_MISSING on a token provisioned before the granted total existed. */
+int hsm_granted_read(struct hsm *h, uint32_t *ret_granted);
+/* Adds licenses without new keys (sfi-hsm refill): the granted total and the counter both
+ * go up by add (the granted total first). Creates the granted total on an older token,
+ * counting from the counter. Returns the counter before and after and the new total. */
+int hsm_refill(struct hsm *h, uint32_t add, uint32_t *ret_before, uint32_t *ret_after,
+	       uint32_t *ret_granted);
 int hsm_firmware_id(struct hsm *h, uint8_t ret_id[OSFI_ID_LEN]);
 /* Uncompressed P-256 points of the license key, the audit key and the chip CA. */
 int hsm_license_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN]);

@@ -257,6 +257,28 @@ static void human_bytes(uint64_t n, char *out, size_t size)
 		snprintf(out, size, "%" PRIu64 " B", n);
 }
 
+/* Counter changes sfid did not make (spends outside sfid, refills), as status and hsm
+ * list them. */
+static void print_counter_changes(struct json_object *o)
+{
+	struct json_object *a;
+
+	if (!json_object_object_get_ex(o, "counter_changes", &a) ||
+	    !json_object_is_type(a, json_type_array) || json_object_array_length(a) == 0)
+		return;
+	printf("counter changes sfid did not make:\n");
+	for (size_t i = 0; i < json_object_array_length(a); i++) {
+		struct json_object *c = json_object_array_get_idx(a, i);
+		const char *kind = jstr(c, "kind");
+
+		printf("  token %s: %s of %" PRId64 " (counter %" PRId64 ", the ledger expected %"
+		       PRId64 "; audit record %" PRId64 ")\n", jstr(c, "token"),
+		       strcmp(kind, "unaccounted-spend") == 0 ? "UNACCOUNTED SPEND" :
+		       strcmp(kind, "refill") == 0 ? "refill" : "counter raised",
+		       jint(c, "count"), jint(c, "actual"), jint(c, "expected"), jint(c, "record"));
+	}
+}
+
 static void print_status(struct json_object *o)
 {
 	struct json_object *job, *slots, *v;
@@ -274,6 +296,7 @@ static void print_status(struct json_object *o)
 			       "the next job\n", jint(job, "installed"), jint(job, "target"));
 	} else
 		printf("no job loaded\n");
+	print_counter_changes(o);
 	if (!json_object_object_get_ex(o, "slots", &slots))
 		return;
 	printf("%-10s %-20s %-24s %8s %8s  %s\n", "SLOT", "STATE", "CHIP", "OK", "FAILED", "LAST");
@@ -741,6 +764,7 @@ static void print_hsm(struct json_object *o)
 	printf("token %s (serial %s, %s %s)\n  licenses left %" PRId64 "\n  firmware id   %s\n",
 	       jstr(o, "label"), jstr(o, "serial"), jstr(o, "manufacturer"), jstr(o, "model"),
 	       jint(o, "counter"), jstr(o, "firmware_id"));
+	print_counter_changes(o);
 }
 
 static void print_slots(struct json_object *o)

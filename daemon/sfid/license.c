@@ -31,6 +31,13 @@ int token_login(const struct sfid *d, struct hsm *h)
 	return hsm_login_credential(h, d->cfg->hsm_pin_credential);
 }
 
+int64_t token_granted(struct hsm *h)
+{
+	uint32_t granted;
+
+	return hsm_granted_read(h, &granted) == 0 ? (int64_t)granted : -1;
+}
+
 static bool serial_listed(char (*list)[64], size_t n, const char *serial)
 {
 	for (size_t i = 0; i < n; i++)
@@ -124,7 +131,8 @@ void token_scan_run(const struct sfid *d, struct token_scan *sc)
 			size_t nd = 0;
 
 			if (hsm_counter_read(h, &count) == 0 && d->ldb &&
-			    db_reconcile(d->ldb, t->serial, count, &diffs, &nd) == 0) {
+			    db_reconcile_granted(d->ldb, t->serial, count, token_granted(h), &diffs,
+						 &nd) == 0) {
 				for (size_t k = 0; k < nd; k++)
 					log_warning("ledger reconciliation: %s: license %" PRId64
 						    " of token %s", db_diff_kind_to_string(diffs[k].kind),
@@ -257,7 +265,7 @@ static void chain_hsm_failed(struct license_work *w, size_t i, int64_t license_i
 		size_t nd = 0;
 
 		if (hsm_counter_read(w->hsm[i], &count) == 0 &&
-		    db_reconcile(db, tok, count, &diffs, &nd) == 0) {
+		    db_reconcile_granted(db, tok, count, token_granted(w->hsm[i]), &diffs, &nd) == 0) {
 			for (size_t k = 0; k < nd; k++)
 				log_warning("ledger: %s: license %" PRId64 " chip %s: ledger expects "
 					    "counter %" PRIu64 ", token has %" PRIu64,
@@ -340,6 +348,28 @@ static void chain_one(struct license_work *w, size_t i)
 		chain_fail(w, true, "cannot read the HSM license counter of token %s: %s",
 			   w->serial[i], hsm_error_to_string(r));
 		return;
+	}
+	/* A counter that is not where the ledger left it was changed outside sfid (a spend
+	 * with sfi-hsm license, a refill): the trail states it before the next spend. */
+	{
+		struct db_diff *diffs = NULL;
+		uint64_t known;
+		size_t nd = 0;
+
+		if (db_token_counter(db, w->serial[i], &known) == 0 && known != count) {
+			if (db_reconcile_granted(db, w->serial[i], count, token_granted(w->hsm[i]),
+						 &diffs, &nd) < 0) {
+				chain_fail(w, true, "cannot record a change of token %s's counter: %s",
+					   w->serial[i], db_last_error(db));
+				return;
+			}
+			for (size_t k = 0; k < nd; k++)
+				log_warning("token %s: %s: counter %" PRIu64 " where the ledger "
+					    "expected %" PRIu64 " (recorded in the audit trail)",
+					    w->serial[i], db_diff_kind_to_string(diffs[k].kind),
+					    diffs[k].actual, diffs[k].expected);
+			free(diffs);
+		}
 	}
 	if (count == 0) {
 		chain_fail(w, true, "the license counter of HSM token %s (%s) is exhausted; load a "
@@ -555,7 +585,8 @@ static void recheck_work(void *data)
 			rc->ok = false;
 			break;
 		}
-		if (db_reconcile(rc->d->ldb, rc->serial[i], count, &diffs, &nd) < 0) {
+		if (db_reconcile_granted(rc->d->ldb, rc->serial[i], count, token_granted(rc->hsm[i]),
+					 &diffs, &nd) < 0) {
 			snprintf(rc->why, sizeof(rc->why), "the license ledger cannot be reconciled: "
 				 "%s", db_last_error(rc->d->ldb));
 			rc->ok = false;

@@ -48,3 +48,7 @@ void license_request(struct sfid *d, struct slot *s);
  * on the loop. */
 int line_recheck(struct sfid *d, void (*done)(struct sfid *d, bool ok, const char *why,
 					      void *arg), void *arg);
+
+/* The token's granted total (licenses ever granted), -1 if it does not state one. Blocks
+ * on the token: workers and startup only. */
+int64_t token_granted(struct hsm *h);

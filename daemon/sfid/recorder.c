@@ -22,6 +22,7 @@ enum rec_kind {
 	REC_SYNC,
 	REC_JOB_CREATE,
 	REC_JOB_END,
+	REC_JOB_START,
 	REC_EXPORT,
 };
 
@@ -48,6 +49,10 @@ struct rec_op {
 	int64_t *ret_id;
 	struct db_range range;
 	bool csv;
+	/* REC_JOB_START: who (text is the user) and which slots */
+	uint32_t user_uid;
+	char **names;
+	size_t n_names;
 	/* REC_EXPORT: the tokens whose counters the export names (handles live as long as
 	 * the daemon), read on the recorder thread. */
 	struct hsm *token_h[SFID_TOKENS_MAX];
@@ -85,6 +90,8 @@ static const char *op_what(const struct rec_op *op)
 		return "the job";
 	case REC_JOB_END:
 		return "the end of the job";
+	case REC_JOB_START:
+		return "the start of the job";
 	case REC_EXPORT:
 		return "the export";
 	}
@@ -170,6 +177,10 @@ static void rec_work(void *data)
 		if (r == -ENOKEY)
 			r = 0;
 		break;
+	case REC_JOB_START:
+		r = db_job_start(db, op->id, op->user_uid, op->text, (const char *const *)op->names,
+				 op->n_names);
+		break;
 	case REC_EXPORT:
 		r = op_export(op, db);
 		break;
@@ -201,6 +212,9 @@ static void rec_done(void *data)
 		op->done(op->arg, op->r);
 	if (op->a)
 		rec_attempt_unref(op->a);
+	for (size_t i = 0; i < op->n_names; i++)
+		free(op->names[i]);
+	free(op->names);
 	free(op->text);
 	free(op);
 }
@@ -430,6 +444,33 @@ void rec_job_end(struct recorder *r, int64_t job_id)
 	if (!op)
 		return;
 	op->id = job_id;
+	op_submit(op);
+}
+
+void rec_job_start(struct recorder *r, int64_t job_id, uint32_t uid, const char *user,
+		   const char *const *slots, size_t n_slots)
+{
+	struct rec_op *op = op_new(r, REC_JOB_START);
+
+	if (!op)
+		return;
+	op->id = job_id;
+	op->user_uid = uid;
+	op->text = strdup(user ? user : "");
+	op->names = calloc(n_slots ? n_slots : 1, sizeof(char *));
+	if (!op->text || !op->names) {
+		log_error("database: out of memory; the job start is not recorded");
+		free(op->text);
+		free(op->names);
+		free(op);
+		return;
+	}
+	for (size_t i = 0; i < n_slots; i++) {
+		op->names[i] = strdup(slots[i]);
+		if (!op->names[i])
+			break;
+		op->n_names++;
+	}
 	op_submit(op);
 }
 

@@ -54,6 +54,9 @@ int recorder_sync(struct recorder *r, rec_done_fn done, void *arg);
 int rec_job_create(struct recorder *r, const struct db_job *job, int64_t *ret_id,
 		   rec_done_fn done, void *arg);
 void rec_job_end(struct recorder *r, int64_t job_id);
+/* Records who started the job's slots (uid and name from the control connection). */
+void rec_job_start(struct recorder *r, int64_t job_id, uint32_t uid, const char *user,
+		   const char *const *slots, size_t n_slots);
 
 /* Writes a checkpoint, then an export ("csv" or "jsonl") of range into *ret_buf (malloc'd,
  * *ret_len bytes); done(arg, r) runs with err (a sentence) set when r < 0. */

@@ -241,6 +241,36 @@ static bool any_chip_in_progress(struct sfid *d)
 	return d->license_busy;
 }
 
+/* The counter changes sfid did not make (spends outside sfid, refills), newest first, as
+ * reconciliations found them; of one token, or of all. */
+static struct json_object *counter_changes_json(struct sfid *d, const char *serial)
+{
+	struct json_object *a = json_object_new_array();
+	struct db_counter_change *ch = NULL;
+	size_t n = 0;
+
+	if (!a || !d->db || db_counter_changes(d->db, serial, 20, &ch, &n) < 0)
+		return a;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		uint64_t by = ch[i].actual > ch[i].expected ? ch[i].actual - ch[i].expected :
+							       ch[i].expected - ch[i].actual;
+
+		json_object_object_add(o, "token", json_object_new_string(ch[i].token_serial));
+		json_object_object_add(o, "kind", json_object_new_string(
+			ch[i].kind == DB_DIFF_UNRECORDED_SPENDS ? "unaccounted-spend" :
+			db_diff_kind_to_string(ch[i].kind)));
+		json_object_object_add(o, "count", json_object_new_int64((int64_t)by));
+		json_object_object_add(o, "expected", json_object_new_int64((int64_t)ch[i].expected));
+		json_object_object_add(o, "actual", json_object_new_int64((int64_t)ch[i].actual));
+		json_object_object_add(o, "found_ms", json_object_new_int64(ch[i].found_ms));
+		json_object_object_add(o, "record", json_object_new_int64((int64_t)ch[i].audit_seq));
+		json_object_array_add(a, o);
+	}
+	free(ch);
+	return a;
+}
+
 static void cmd_status(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
@@ -265,6 +295,7 @@ static void cmd_status(struct sfid *d, struct client *c, const struct control_re
 	for (size_t i = 0; i < d->n_slots; i++)
 		json_object_array_add(a, slot_status_json(d->slots[i]));
 	json_object_object_add(o, "slots", a);
+	json_object_object_add(o, "counter_changes", counter_changes_json(d, NULL));
 	server_reply_ok(c, req->id, o);
 }
 
@@ -339,6 +370,14 @@ static void slots_apply(struct sfid *d, struct client *c, const struct control_r
 		json_object_array_add(a, slot_status_json(picked[i]));
 	}
 	log_info("control: %s %s (%d slots)", server_client_user(c), req->command->name, n);
+	if (req->command->cmd == CONTROL_CMD_START && d->job && n > 0) {
+		const char *names[CONFIG_SLOTS_MAX];
+
+		for (int i = 0; i < n; i++)
+			names[i] = slot_name(picked[i]);
+		rec_job_start(d->recorder, d->job->id, (uint32_t)server_client_uid(c),
+			      server_client_user(c), names, (size_t)n);
+	}
 	o = json_object_new_object();
 	json_object_object_add(o, "slots", a);
 	server_reply_ok(c, req->id, o);
@@ -524,6 +563,8 @@ static void job_record(struct pending_job *pj)
 		.loaded_uid = pj->uid,
 		.loaded_user = j->loaded_by,
 		.global_license_file = j->global_file,
+		.station = pj->d->cfg->station,
+		.sfid_version = SFID_VERSION,
 	};
 
 	if (rec_job_create(pj->d->recorder, &dj, &j->id, job_recorded, pj) < 0)
@@ -836,6 +877,7 @@ struct hsm_query {
 	uint64_t id;
 	int r;
 	uint32_t count;
+	int64_t granted;
 	struct hsm_token_info info;
 };
 
@@ -846,6 +888,7 @@ static void hsm_query_work(void *data)
 	q->r = hsm_token_info(q->d->hsm, &q->info);
 	if (q->r == 0)
 		q->r = hsm_counter_read(q->d->hsm, &q->count);
+	q->granted = q->r == 0 ? token_granted(q->d->hsm) : -1;
 }
 
 static void hsm_query_done(void *data)
@@ -866,6 +909,10 @@ static void hsm_query_done(void *data)
 		json_object_object_add(o, "model", json_object_new_string(q->info.model));
 		json_object_object_add(o, "counter", json_object_new_int64(q->count));
 		json_object_object_add(o, "firmware_id", json_object_new_string(fw));
+		json_object_object_add(o, "granted", q->granted >= 0 ?
+				       json_object_new_int64(q->granted) : NULL);
+		json_object_object_add(o, "counter_changes",
+				       counter_changes_json(q->d, q->info.serial));
 		server_reply_ok(c, q->id, o);
 	}
 	free(q);
@@ -1124,7 +1171,7 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		log_error("cannot read the HSM license counter: %s", hsm_error_to_string(r));
 		return -EIO;
 	}
-	r = db_reconcile(d->ldb, d->token_serial, count, &diffs, &n);
+	r = db_reconcile_granted(d->ldb, d->token_serial, count, token_granted(d->hsm), &diffs, &n);
 	if (r < 0) {
 		log_error("cannot reconcile the license ledger: %s", db_last_error(d->ldb));
 		return r;

@@ -474,6 +474,11 @@ static int check_reconcile(struct verifier *v, const struct audit_line *l)
 			     l->seq, token, expected - got, got, expected);
 			warn(v, "record %" PRIu64 ": token %s: %" PRId64 " unaccounted spend(s)",
 			     l->seq, token, expected - got);
+		} else if (strcmp(kind, "refill") == 0 && got > expected) {
+			t->added += (uint64_t)(got - expected);
+			note(v, "record %" PRIu64 ": token %s: refill of %" PRId64 " count(s) (%" PRId64
+				" to %" PRId64 ", the granted total up by as much)",
+			     l->seq, token, got - expected, expected, got);
 		} else if (strcmp(kind, "counter-higher") == 0 && got > expected) {
 			t->added += (uint64_t)(got - expected);
 			note(v, "record %" PRIu64 ": token %s: counter went up by %" PRId64 " (%" PRId64
@@ -503,7 +508,7 @@ static const struct {
 			  "target_count", "loaded_uid", "loaded_user", "global_license_file",
 			  "station", "version" } },
 	{ "job.end", { "job" } },
-	{ "job.start", { "job", "uid", "user" } },
+	{ "job.start", { "job", "uid", "user", "slots" } },
 	{ "attempt.begin", { "attempt", "job", "slot" } },
 	{ "attempt.step", { "attempt", "step", "bytes", "chip_uid" } },
 	{ "attempt.end", { "attempt", "result", "error_code", "error_text", "bytes",

@@ -368,6 +368,9 @@ static int install_run(struct sfi_boot *b, int argc, char **argv)
 		printf(": session %s, product state %s (0x%02x)\n",
 		       osfi_session_state_name(info->session_state), ps_name ? ps_name : "unknown",
 		       info->product_state);
+		fprintf(stderr, "sfi-boot: note: this chip and the license count it used are in no "
+				"line's audit trail; a count spent for it with sfi-hsm license shows "
+				"in sfid as an unaccounted spend\n");
 	}
 out:
 	osfi_session_free(s);

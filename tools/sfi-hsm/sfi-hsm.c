@@ -36,8 +36,8 @@ enum exit_code {
 struct args {
 	const char *module, *token, *serial, *pin_file;
 	const char *image_key, *image, *ca_pub, *global_key, *cert, *out;
-	uint32_t module_id, max_count;
-	bool has_module_id, has_max_count, wipe, json;
+	uint32_t module_id, max_count, add;
+	bool has_module_id, has_max_count, has_add, wipe, json;
 };
 
 static void usage(FILE *f)
@@ -49,7 +49,9 @@ static void usage(FILE *f)
 		"  provision --image-key K.bin (--image IMAGE | --module-id N) --max-count N\n"
 		"            --ca-pub CA.pem [--global-key G.bin] [--wipe]\n"
 		"                        create the OSFI objects on the token\n"
-		"  info [--json]         token, firmware id, licenses left, public keys\n"
+		"  refill --add N        add N licenses to the counter (and to the granted total),\n"
+		"                        keeping the keys; sfid records the refill in its trail\n"
+		"  info [--json]         token, firmware id, licenses left and granted, public keys\n"
 		"  license --cert CERT --image IMAGE --out LIC [--module-id N]\n"
 		"                        issue one counted license for the chip of CERT\n"
 		"  global-license --image IMAGE --out LIC [--module-id N]\n"
@@ -415,15 +417,22 @@ static int cmd_info(const struct args *a)
 {
 	uint8_t fw[OSFI_ID_LEN], lk[OSFI_PUBKEY_LEN], ak[OSFI_PUBKEY_LEN], ca[OSFI_PUBKEY_LEN];
 	char fwh[2 * OSFI_ID_LEN + 1], lkh[2 * OSFI_PUBKEY_LEN + 1], akh[sizeof(lkh)],
-		cah[sizeof(lkh)];
+		cah[sizeof(lkh)], grh[80];
 	struct hsm_token_info ti;
 	struct hsm *h = NULL;
-	uint32_t count;
-	bool global;
+	uint32_t count, granted = 0;
+	bool global, has_granted;
 	int r;
 
 	if ((r = open_token(a, &h)) != 0)
 		return r;
+	r = hsm_granted_read(h, &granted);
+	has_granted = r == 0;
+	if (r < 0 && r != -HSM_ERR_OBJECT_MISSING) {
+		r = fail(h, r, "reading the token");
+		hsm_close(h);
+		return r;
+	}
 	if ((r = hsm_token_info(h, &ti)) < 0 || (r = hsm_firmware_id(h, fw)) < 0 ||
 	    (r = hsm_counter_read(h, &count)) < 0 || (r = hsm_license_pubkey(h, lk)) < 0 ||
 	    (r = hsm_audit_pubkey(h, ak)) < 0 || (r = hsm_ca_pubkey(h, ca)) < 0 ||
@@ -438,6 +447,11 @@ static int cmd_info(const struct args *a)
 	hex(ak, sizeof(ak), akh);
 	hex(ca, sizeof(ca), cah);
 
+	if (has_granted)
+		snprintf(grh, sizeof(grh), "%" PRIu32 " (spent: %" PRIu32 ")", granted,
+			 granted - count);
+	else
+		snprintf(grh, sizeof(grh), "unknown (provisioned before the granted total)");
 	if (a->json) {
 		json_object *o = json_object_new_object();
 
@@ -447,6 +461,8 @@ static int cmd_info(const struct args *a)
 		json_object_object_add(o, "model", json_object_new_string(ti.model));
 		json_object_object_add(o, "firmware_id", json_object_new_string(fwh));
 		json_object_object_add(o, "licenses_left", json_object_new_int64(count));
+		json_object_object_add(o, "licenses_granted",
+				       has_granted ? json_object_new_int64(granted) : NULL);
 		json_object_object_add(o, "global_key", json_object_new_boolean(global));
 		json_object_object_add(o, "license_pubkey", json_object_new_string(lkh));
 		json_object_object_add(o, "audit_pubkey", json_object_new_string(akh));
@@ -460,11 +476,12 @@ static int cmd_info(const struct args *a)
 		       "model:          %s\n"
 		       "firmware id:    %s\n"
 		       "licenses left:  %" PRIu32 "\n"
+		       "granted:        %s\n"
 		       "global key:     %s\n"
 		       "license key:    %s\n"
 		       "audit key:      %s\n"
 		       "chip CA key:    %s\n",
-		       ti.label, ti.serial, ti.manufacturer, ti.model, fwh, count,
+		       ti.label, ti.serial, ti.manufacturer, ti.model, fwh, count, grh,
 		       global ? "yes" : "no", lkh, akh, cah);
 	}
 	return EXIT_OK;
@@ -504,10 +521,39 @@ static int cmd_license(const struct args *a)
 	if ((r = write_out(fd, a->out, res.license, sizeof(res.license))) != 0)
 		goto out;
 	printf("license written to %s (licenses left: %" PRIu32 ")\n", a->out, res.count_after);
+	fprintf(stderr, "sfi-hsm: note: this license is spent outside sfid: it is in no line's "
+			"audit trail; sfid reports the count as an unaccounted spend when it next "
+			"reconciles token %s\n", a->serial ? a->serial : a->token ? a->token : "");
 	r = EXIT_OK;
 out:
 	hsm_close(h);
 	return r;
+}
+
+static int cmd_refill(const struct args *a)
+{
+	uint32_t before = 0, after = 0, granted = 0;
+	struct hsm *h = NULL;
+	int r;
+
+	if (!a->has_add) {
+		fprintf(stderr, "sfi-hsm refill: needs --add N (licenses to add, 1 or more)\n");
+		return EXIT_USAGE;
+	}
+	if ((r = open_token(a, &h)) != 0)
+		return r;
+	r = hsm_refill(h, a->add, &before, &after, &granted);
+	if (r < 0) {
+		r = fail(h, r, "refilling the token");
+		hsm_close(h);
+		return r;
+	}
+	hsm_close(h);
+	printf("licenses left: %" PRIu32 " -> %" PRIu32 " (granted in all: %" PRIu32 ")\n", before,
+	       after, granted);
+	printf("sfid records the refill in its audit trail when it next reconciles the token "
+	       "(at start, or sfictl start after a halt)\n");
+	return EXIT_OK;
 }
 
 static int cmd_global_license(const struct args *a)
@@ -584,7 +630,7 @@ int main(int argc, char **argv)
 	enum {
 		OPT_MODULE = 256, OPT_TOKEN, OPT_SERIAL, OPT_PIN_FILE, OPT_IMAGE_KEY, OPT_IMAGE,
 		OPT_MODULE_ID, OPT_MAX_COUNT, OPT_CA_PUB, OPT_GLOBAL_KEY, OPT_WIPE, OPT_JSON,
-		OPT_CERT, OPT_OUT, OPT_VERSION,
+		OPT_CERT, OPT_OUT, OPT_VERSION, OPT_ADD,
 	};
 	static const struct option opts[] = {
 		{ "module", required_argument, NULL, OPT_MODULE },
@@ -601,6 +647,7 @@ int main(int argc, char **argv)
 		{ "json", no_argument, NULL, OPT_JSON },
 		{ "cert", required_argument, NULL, OPT_CERT },
 		{ "out", required_argument, NULL, OPT_OUT },
+		{ "add", required_argument, NULL, OPT_ADD },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
 		{}
@@ -650,6 +697,14 @@ int main(int argc, char **argv)
 				return EXIT_USAGE;
 			a.has_max_count = true;
 			break;
+		case OPT_ADD:
+			if (parse_u32(optarg, "--add", &a.add) < 0 || a.add == 0) {
+				fprintf(stderr, "sfi-hsm: --add must be a number of licenses, 1 or "
+						"more\n");
+				return EXIT_USAGE;
+			}
+			a.has_add = true;
+			break;
 		case 'h':
 			usage(stdout);
 			return EXIT_OK;
@@ -669,6 +724,8 @@ int main(int argc, char **argv)
 		return cmd_info(&a);
 	if (!strcmp(cmd, "license"))
 		return cmd_license(&a);
+	if (!strcmp(cmd, "refill"))
+		return cmd_refill(&a);
 	if (!strcmp(cmd, "global-license"))
 		return cmd_global_license(&a);
 	if (!strcmp(cmd, "audit-pubkey"))

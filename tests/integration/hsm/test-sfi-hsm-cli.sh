@@ -76,6 +76,23 @@ expect_fail 7 "license counter exhausted" hsm license oem --cert chip2.cert --im
 [ "$(left oem)" = 0 ] || fail "counter moved below zero"
 [ "$("$K" field a.lic nonce)" != "$("$K" field b.lic nonce)" ] || fail "nonces repeat"
 
+# Refill: the same keys, the counter and the granted total up; the license spent before
+# stays spent (granted - left).
+hsm audit-pubkey oem --out audit-before.pem
+hsm info oem --json | grep -q '"licenses_granted":3' || fail "granted total after provisioning"
+hsm info oem | grep -q "^granted:        3 (spent: 3)$" || fail "info text: granted"
+expect_fail 1 "needs --add" hsm refill oem
+expect_fail 1 "--add must be" hsm refill oem --add 0
+hsm refill oem --add 4 | grep -q "licenses left: 0 -> 4 (granted in all: 7)" || fail "refill output"
+[ "$(left oem)" = 4 ] || fail "counter after refill is $(left oem)"
+hsm info oem --json | grep -q '"licenses_granted":7' || fail "granted total after refill"
+hsm audit-pubkey oem --out audit-after.pem
+cmp -s audit-before.pem audit-after.pem || fail "a refill changed the audit key"
+hsm license oem --cert chip1.cert --image image.sfi --out c.lic >/dev/null 2>license.err
+grep -q "in no line's audit trail" license.err || fail "sfi-hsm license does not say its spend is off the trail"
+[ "$(left oem)" = 3 ] || fail "counter after a license following a refill"
+expect_fail 2 "" hsm refill oem --add 4294967295
+
 # Audit public key: a P-256 PEM key equal to the token's.
 hsm audit-pubkey oem --out audit.pem
 openssl pkey -pubin -in audit.pem -noout -text | grep -q "prime256v1" || fail "audit key PEM"

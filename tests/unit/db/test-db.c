@@ -328,6 +328,102 @@ static void test_reconcile(void **state)
 	free(d);
 }
 
+/* A token's granted total: a new database still sees spends made elsewhere; a refill is
+ * told from a counter that went up by itself; each is kept in counter_changes and listed
+ * once; the trail verifies and states them. */
+static void test_reconcile_granted(void **state)
+{
+	struct fixture *f = *state;
+	struct db_job j = {
+		.image_path = "/srv/images/app.sfi", .image_id = IMAGE_ID, .image_digest = DIGEST,
+		.target_count = 10, .loaded_uid = 1000, .loaded_user = "supervisor",
+		.station = "line-7", .sfid_version = "9.9.9",
+	};
+	const char *slots[] = { "slot-1", "slot-2" };
+	struct db_counter_change *c = NULL;
+	struct db_attempt_row *rows = NULL;
+	struct verify_result res;
+	char uid[DB_CHIP_UID_HEX + 1], *text;
+	struct db_diff *d = NULL;
+	uint64_t counter = 97;
+	int64_t job, attempt;
+	size_t n = 9;
+
+	f->db = open_db(f, 0, 0);
+	/* Granted 100, 3 spent before this database existed. */
+	assert_int_equal(db_reconcile_granted(f->db, TOKEN, 97, 100, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_UNRECORDED_SPENDS);
+	assert_int_equal(d[0].expected, 100);
+	assert_int_equal(d[0].actual, 97);
+	free(d);
+	/* Stated once: the next reconciliation agrees. */
+	assert_int_equal(db_reconcile_granted(f->db, TOKEN, 97, 100, &d, &n), 0);
+	assert_int_equal(n, 0);
+	free(d);
+
+	assert_int_equal(db_job_create(f->db, &j, &job), 0);
+	assert_int_equal(db_job_start(f->db, job, 1001, "operator", slots, 2), 0);
+	assert_int_equal(chip_cycle(f->db, job, 1, &counter, true), 0);
+	/* A chip refused before any step named it keeps its UID. */
+	uid_for(9, uid);
+	assert_int_equal(db_attempt_begin(f->db, job, "slot-2", &attempt), 0);
+	assert_int_equal(db_attempt_finish(f->db, attempt, DB_RESULT_FAILED, 0, "identify: chip "
+					   "is in product state Closed", 0, uid), 0);
+
+	/* A refill of 10: counter and granted total up by 10. */
+	assert_int_equal(db_reconcile_granted(f->db, TOKEN, counter + 10, 110, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_REFILL);
+	assert_int_equal(d[0].expected, 96);
+	assert_int_equal(d[0].actual, 106);
+	free(d);
+	/* Up again without the granted total: not a refill. */
+	assert_int_equal(db_reconcile_granted(f->db, TOKEN, 120, 110, &d, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(d[0].kind, DB_DIFF_COUNTER_HIGHER);
+	free(d);
+
+	assert_int_equal(db_counter_changes(f->db, TOKEN, 0, &c, &n), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(c[0].kind, DB_DIFF_COUNTER_HIGHER);
+	assert_int_equal(c[1].kind, DB_DIFF_REFILL);
+	assert_int_equal(c[1].granted, 110);
+	assert_int_equal(c[2].kind, DB_DIFF_UNRECORDED_SPENDS);
+	assert_int_equal(c[2].expected, 100);
+	assert_int_equal(c[2].actual, 97);
+	assert_true(c[2].audit_seq > 0 && c[2].audit_seq < c[1].audit_seq);
+	free(c);
+	assert_int_equal(db_counter_changes(f->db, "NOSUCH", 0, &c, &n), 0);
+	assert_int_equal(n, 0);
+	free(c);
+
+	struct db_history_filter hf = { .chip_uid = uid };
+
+	assert_int_equal(db_history(f->db, &hf, &rows, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(rows[0].id, attempt);
+	free(rows);
+
+	text = export_text(f->db, NULL);
+	assert_non_null(strstr(text, "\"station\":\"line-7\",\"target_count\""));
+	assert_non_null(strstr(text, "\"version\":\"9.9.9\""));
+	assert_non_null(strstr(text, "\"slots\":[\"slot-1\",\"slot-2\"],\"uid\":1001,"
+				     "\"user\":\"operator\""));
+	verify_text(f, text, &res);
+	/* Spends outside sfid keep the trail incomplete; the changes are listed. */
+	if (res.status != VERIFY_INCOMPLETE)
+		fail_msg("verify: %d %s / %s", res.status, res.message, res.unverifiable);
+	assert_int_equal(res.n_notes, 3);
+	assert_non_null(strstr(res.notes[0], "3 count(s) spent outside sfid"));
+	assert_non_null(strstr(res.notes[1], "refill of 10 count(s)"));
+	assert_non_null(strstr(res.notes[2], "counter went up by 14"));
+	assert_int_equal(res.tokens[0].unaccounted, 3);
+	assert_int_equal(res.tokens[0].added, 24);
+	assert_int_equal(res.tokens[0].counter, 120);
+	free(text);
+}
+
 static void file_bytes(const char *path, char **ret, size_t *ret_len)
 {
 	FILE *fp = fopen(path, "re");
@@ -372,6 +468,8 @@ static void test_migration_failure_keeps_file(void **state)
 	struct fixture *f = *state;
 	const char *steps[] = {
 		db_migrations[0],
+		db_migrations[1],
+		db_migrations[2],
 		"ALTER TABLE jobs ADD COLUMN line TEXT; CREATE TABLE extra (x);",
 		"INSERT INTO no_such_table VALUES (1);",
 	};
@@ -383,10 +481,10 @@ static void test_migration_failure_keeps_file(void **state)
 	make_job(f->db);
 	f->db = db_close(f->db);
 	file_bytes(f->path, &before, &n1);
-	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 3, &db, err, sizeof(err)),
+	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 5, &db, err, sizeof(err)),
 			 -EPROTO);
 	assert_null(db);
-	assert_non_null(strstr(err, "schema version 3"));
+	assert_non_null(strstr(err, "schema version 5"));
 	assert_non_null(strstr(err, "left unchanged"));
 	file_bytes(f->path, &after, &n2);
 	assert_int_equal(n1, n2);
@@ -1302,7 +1400,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 2);
+	assert_int_equal(db_schema_version(), 3);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
@@ -1312,7 +1410,7 @@ static void test_migration_v1_upgrade(void **state)
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
 	assert_int_equal(sqlite3_column_int(st, 0), 1);
 	assert_int_equal(sqlite3_column_int(st, 1), 2);
-	assert_int_equal(sqlite3_column_int(st, 2), 2);
+	assert_int_equal(sqlite3_column_int(st, 2), db_schema_version());
 	sqlite3_finalize(st);
 
 	/* The old rows read back through the queries; the chain written by v1 holds. */
@@ -1492,6 +1590,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ledger_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reconcile, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reconcile_granted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_newer_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migration_failure_keeps_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_disk_page_limit, setup, teardown),
