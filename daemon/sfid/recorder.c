@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "config.h" /* SFID_VERSION */
 #include "hsm.h"
 #include "log.h"
@@ -24,12 +26,36 @@ enum rec_kind {
 	REC_JOB_END,
 	REC_JOB_START,
 	REC_EXPORT,
+	REC_RETRY,
 };
+
+/* A chip's outcome the database refused (full, or failing): kept in memory, in order, and
+ * written before anything else once the database takes writes again. Recorder thread
+ * only (recorder_free reads it after the thread stopped). */
+struct kept {
+	struct kept *next;
+	enum rec_kind kind;
+	int64_t id;		/* attempt (steps, ends) or license */
+	char step[32];
+	char uid[DB_CHIP_UID_HEX + 1];
+	char product_state[32];
+	char *text;
+	uint64_t bytes;
+	enum db_result result;
+	int error_code;
+};
+
+/* How often the kept outcomes are tried again while the line waits. */
+#define KEPT_RETRY_MS 1000
 
 struct recorder {
 	struct sfid *d;
 	struct db *db;
 	struct workers *thread;
+	struct kept *kept, **kept_tail;	/* recorder thread */
+	size_t n_kept;			/* recorder thread */
+	struct event *ev_retry;		/* loop: tries the kept outcomes again */
+	bool retry_queued;		/* loop */
 };
 
 struct rec_op {
@@ -67,6 +93,9 @@ struct rec_op {
 	void *arg;
 	int r;
 	char db_err[256];
+	bool kept;		/* refused and kept in memory */
+	size_t n_kept;		/* outcomes kept after this op */
+	size_t n_written;	/* REC_RETRY: kept outcomes written */
 };
 
 static const char *op_what(const struct rec_op *op)
@@ -94,8 +123,148 @@ static const char *op_what(const struct rec_op *op)
 		return "the start of the job";
 	case REC_EXPORT:
 		return "the export";
+	case REC_RETRY:
+		return "the outcomes kept in memory";
 	}
 	return "";
+}
+
+static const char *kind_name(enum rec_kind kind)
+{
+	switch (kind) {
+	case REC_ATTEMPT_STEP:
+		return "step of attempt";
+	case REC_ATTEMPT_END:
+		return "end of attempt";
+	case REC_CHIP:
+		return "state of the chip of record";
+	case REC_LICENSE_INSTALLED:
+		return "installed: license";
+	case REC_LICENSE_NOT_INSTALLED:
+		return "not installed: license";
+	case REC_ATTEMPT_BEGIN:
+	case REC_SYNC:
+	case REC_JOB_CREATE:
+	case REC_JOB_START:
+	case REC_JOB_END:
+	case REC_EXPORT:
+	case REC_RETRY:
+		break;
+	}
+	return "record";
+}
+
+static bool kind_is_outcome(enum rec_kind kind)
+{
+	switch (kind) {
+	case REC_ATTEMPT_STEP:
+	case REC_ATTEMPT_END:
+	case REC_CHIP:
+	case REC_LICENSE_INSTALLED:
+	case REC_LICENSE_NOT_INSTALLED:
+		return true;
+	case REC_ATTEMPT_BEGIN:
+	case REC_SYNC:
+	case REC_JOB_CREATE:
+	case REC_JOB_START:
+	case REC_JOB_END:
+	case REC_EXPORT:
+	case REC_RETRY:
+		return false;
+	}
+	return false;
+}
+
+/* An outcome that can be kept: a chip's, and for an attempt, one whose row exists. */
+static bool op_keepable(const struct rec_op *op)
+{
+	if (!kind_is_outcome(op->kind))
+		return false;
+	if (op->kind == REC_ATTEMPT_STEP || op->kind == REC_ATTEMPT_END)
+		return op->a && op->a->id > 0;
+	return true;
+}
+
+/* Writes one outcome. */
+static int kept_write(struct db *db, const struct kept *k)
+{
+	switch (k->kind) {
+	case REC_ATTEMPT_STEP:
+		return db_attempt_step(db, k->id, k->step, k->uid[0] ? k->uid : NULL, k->bytes);
+	case REC_ATTEMPT_END:
+		return db_attempt_end(db, k->id, k->result, k->error_code, k->text, k->bytes);
+	case REC_CHIP:
+		return db_chip_update(db, k->uid, k->step, k->product_state[0] ? k->product_state
+									     : NULL);
+	case REC_LICENSE_INSTALLED:
+		return db_ledger_installed(db, k->id);
+	case REC_LICENSE_NOT_INSTALLED:
+		return db_ledger_not_installed(db, k->id, k->text);
+	case REC_ATTEMPT_BEGIN:
+	case REC_SYNC:
+	case REC_JOB_CREATE:
+	case REC_JOB_START:
+	case REC_JOB_END:
+	case REC_EXPORT:
+	case REC_RETRY:
+		break;
+	}
+	return 0;
+}
+
+/* The outcome of op as a kept record. */
+static struct kept *kept_from_op(const struct rec_op *op)
+{
+	struct kept *k = calloc(1, sizeof(*k));
+
+	if (!k)
+		return NULL;
+	k->kind = op->kind;
+	k->id = op->a ? op->a->id : op->id;
+	snprintf(k->step, sizeof(k->step), "%s", op->step);
+	snprintf(k->uid, sizeof(k->uid), "%s", op->uid);
+	snprintf(k->product_state, sizeof(k->product_state), "%s", op->product_state);
+	if (op->text && !(k->text = strdup(op->text))) {
+		free(k);
+		return NULL;
+	}
+	k->bytes = op->bytes;
+	k->result = op->result;
+	k->error_code = op->error_code;
+	return k;
+}
+
+/* Writes the kept outcomes in order, up to the first the database refuses. Returns 0 when
+ * none is left, or that refusal. */
+static int kept_flush(struct recorder *rec, size_t *ret_written)
+{
+	size_t n = 0;
+	int r = 0;
+
+	while (rec->kept) {
+		struct kept *k = rec->kept;
+
+		r = kept_write(rec->db, k);
+		if (r < 0)
+			break;
+		rec->kept = k->next;
+		if (!rec->kept)
+			rec->kept_tail = &rec->kept;
+		rec->n_kept--;
+		free(k->text);
+		free(k);
+		n++;
+	}
+	if (ret_written)
+		*ret_written = n;
+	return r;
+}
+
+static void kept_push(struct recorder *rec, struct kept *k)
+{
+	*rec->kept_tail = k;
+	rec->kept_tail = &k->next;
+	rec->n_kept++;
 }
 
 static int op_export(struct rec_op *op, struct db *db)
@@ -138,9 +307,27 @@ static int op_export(struct rec_op *op, struct db *db)
 static void rec_work(void *data)
 {
 	struct rec_op *op = data;
-	struct db *db = op->rec->db;
+	struct recorder *rec = op->rec;
+	struct db *db = rec->db;
 	int r = 0;
 
+	/* Outcomes kept earlier go first, in order; an outcome does not overtake them. */
+	if (rec->kept) {
+		r = kept_flush(rec, &op->n_written);
+		if (r < 0 && op_keepable(op)) {
+			struct kept *k = kept_from_op(op);
+
+			if (k) {
+				kept_push(rec, k);
+				op->kept = true;
+			}
+			op->r = r;
+			op->n_kept = rec->n_kept;
+			snprintf(op->db_err, sizeof(op->db_err), "%s", db_last_error(db));
+			return;
+		}
+		r = 0;
+	}
 	switch (op->kind) {
 	case REC_ATTEMPT_BEGIN:
 		r = db_attempt_begin(db, op->id, op->slot, &op->a->id);
@@ -184,10 +371,36 @@ static void rec_work(void *data)
 	case REC_EXPORT:
 		r = op_export(op, db);
 		break;
+	case REC_RETRY:
+		r = rec->kept ? -EAGAIN : 0;
+		break;
 	}
 	op->r = r;
 	if (r < 0)
 		snprintf(op->db_err, sizeof(op->db_err), "%s", db_last_error(db));
+	/* A chip's outcome is never dropped: refused, it is kept and written later. */
+	if (r < 0 && op_keepable(op)) {
+		struct kept *k = kept_from_op(op);
+
+		if (k) {
+			kept_push(rec, k);
+			op->kept = true;
+		}
+	}
+	op->n_kept = rec->n_kept;
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Loop: while outcomes are kept, they are tried again every KEPT_RETRY_MS. */
+static void retry_arm(struct recorder *rec)
+{
+	struct timeval tv = { .tv_sec = KEPT_RETRY_MS / 1000,
+			      .tv_usec = (KEPT_RETRY_MS % 1000) * 1000 };
+
+	if (rec->retry_queued || !rec->ev_retry || evtimer_pending(rec->ev_retry, NULL))
+		return;
+	evtimer_add(rec->ev_retry, &tv);
 }
 
 static void rec_done(void *data)
@@ -195,7 +408,19 @@ static void rec_done(void *data)
 	struct rec_op *op = data;
 	struct sfid *d = op->rec->d;
 
-	if (op->r < 0 && op->kind != REC_SYNC) {
+	if (op->kind == REC_RETRY) {
+		op->rec->retry_queued = false;
+		if (op->n_written)
+			log_notice("database: %zu outcome%s kept in memory written; %zu still kept",
+				   op->n_written, op->n_written == 1 ? "" : "s", op->n_kept);
+	} else if (op->kept) {
+		log_error("database: cannot record %s now: %s; it is kept in memory (%zu kept) "
+			  "and written as soon as the database takes it", op_what(op),
+			  op->db_err[0] ? op->db_err : strerror(-op->r), op->n_kept);
+		if (op->r == -ENOSPC)
+			sfid_halt(d, "the database is full (%s); free space, then start the line "
+				  "again", op->db_err);
+	} else if (op->r < 0 && op->kind != REC_SYNC) {
 		log_error("database: cannot record %s: %s", op_what(op),
 			  op->db_err[0] ? op->db_err : strerror(-op->r));
 		if (op->r == -ENOSPC)
@@ -208,6 +433,8 @@ static void rec_done(void *data)
 	if (op->kind == REC_LICENSE_NOT_INSTALLED && op->r == 0)
 		log_notice("ledger: license %" PRId64 " issued, not installed (%s); the chip will "
 			   "reuse it", op->id, op->text);
+	if (op->n_kept)
+		retry_arm(op->rec);
 	if (op->done)
 		op->done(op->arg, op->r);
 	if (op->a)
@@ -247,6 +474,15 @@ static int op_submit(struct rec_op *op)
 	return 0;
 }
 
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct recorder *rec = arg;
+	struct rec_op *op = op_new(rec, REC_RETRY);
+
+	if (op && op_submit(op) == 0)
+		rec->retry_queued = true;
+}
+
 int recorder_new(struct sfid *d, const char *path, const struct db_options *opts,
 		 struct recorder **ret, char *err, size_t err_len)
 {
@@ -256,8 +492,15 @@ int recorder_new(struct sfid *d, const char *path, const struct db_options *opts
 	if (!r)
 		return -ENOMEM;
 	r->d = d;
+	r->kept_tail = &r->kept;
+	r->ev_retry = evtimer_new(d->base, retry_cb, r);
+	if (!r->ev_retry) {
+		free(r);
+		return -ENOMEM;
+	}
 	k = db_open(path, opts, &r->db, err, err_len);
 	if (k < 0) {
+		event_free(r->ev_retry);
 		free(r);
 		return k;
 	}
@@ -265,6 +508,7 @@ int recorder_new(struct sfid *d, const char *path, const struct db_options *opts
 	if (k < 0) {
 		snprintf(err, err_len, "cannot start the database thread: %s", strerror(-k));
 		db_close(r->db);
+		event_free(r->ev_retry);
 		free(r);
 		return k;
 	}
@@ -277,6 +521,25 @@ struct recorder *recorder_free(struct recorder *r)
 	if (!r)
 		return NULL;
 	r->thread = workers_free(r->thread);
+	/* The thread has stopped: the kept outcomes are tried once more, and what the database
+	 * still refuses is put in the journal, the only place left for it. */
+	if (r->kept && kept_flush(r, NULL) < 0) {
+		log_error("database: %zu outcome%s could not be written before sfid stopped: %s",
+			  r->n_kept, r->n_kept == 1 ? "" : "s", db_last_error(r->db));
+		for (struct kept *k = r->kept; k; k = k->next)
+			log_error("database: not recorded: %s %" PRId64 "%s%s%s%s", kind_name(k->kind),
+				  k->id, k->uid[0] ? " chip " : "", k->uid, k->text ? ": " : "",
+				  k->text ? k->text : "");
+	}
+	while (r->kept) {
+		struct kept *k = r->kept;
+
+		r->kept = k->next;
+		free(k->text);
+		free(k);
+	}
+	if (r->ev_retry)
+		event_free(r->ev_retry);
 	if (db_checkpoint(r->db) < 0)
 		log_debug("no checkpoint at exit: %s", db_last_error(r->db));
 	db_close(r->db);
