@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "osfi.h"
 
 enum {
 	EXIT_OK = 0,
@@ -112,6 +113,34 @@ static int connect_daemon(void)
 	return 0;
 }
 
+/* Descriptors passed with the next request (SCM_RIGHTS), in the order its arguments name. */
+#define PASS_FDS_MAX 20
+static int pass_fds[PASS_FDS_MAX];
+static size_t n_pass_fds;
+
+/* Writes the start of a request with the descriptors to pass attached. */
+static ssize_t send_with_fds(const char *buf, size_t len)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(PASS_FDS_MAX * sizeof(int))];
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = CMSG_SPACE(n_pass_fds * sizeof(int)) };
+	struct cmsghdr *h;
+
+	memset(&ctl, 0, sizeof(ctl));
+	h = CMSG_FIRSTHDR(&msg);
+	if (!h)
+		return -1;
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(n_pass_fds * sizeof(int));
+	memcpy(CMSG_DATA(h), pass_fds, n_pass_fds * sizeof(int));
+	return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
 static int send_request(const char *cmd, struct json_object *args, uint64_t *ret_id)
 {
 	char *line = NULL;
@@ -122,7 +151,15 @@ static int send_request(const char *cmd, struct json_object *args, uint64_t *ret
 		return -ENOMEM;
 	len = strlen(line);
 	while (off < len) {
-		ssize_t n = write(fd, line + off, len - off);
+		ssize_t n = n_pass_fds ? send_with_fds(line + off, len - off)
+				       : write(fd, line + off, len - off);
+
+		if (n > 0 && n_pass_fds) {
+			/* Sent: sfid holds its own copies now. */
+			for (size_t i = 0; i < n_pass_fds; i++)
+				close(pass_fds[i]);
+			n_pass_fds = 0;
+		}
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -780,6 +817,85 @@ static void print_slots(struct json_object *o)
 	}
 }
 
+/* Opens a job file for sfid to read through the descriptor; its index among those passed,
+ * or -1 after printing why. */
+static int pass_file(const char *path)
+{
+	int f;
+
+	if (n_pass_fds >= PASS_FDS_MAX) {
+		fprintf(stderr, "sfictl: more than %d job files\n", PASS_FDS_MAX);
+		return -1;
+	}
+	f = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (f < 0) {
+		fprintf(stderr, "sfictl: cannot open %s: %s\n", path, strerror(errno));
+		return -1;
+	}
+	pass_fds[n_pass_fds] = f;
+	return (int)n_pass_fds++;
+}
+
+/* The global module licenses a module file names, passed after it (their names as written,
+ * relative to the file's folder). */
+static int pass_module_licenses(const char *modules, int mfd, struct json_object *args)
+{
+	struct osfi_module_entry *ents = NULL;
+	struct json_object *names = json_object_new_array();
+	char dir[4096], lic[8192], why[256], *text = NULL;
+	size_t n = 0, len = 0;
+	int first = -1, r = 0, k;
+	struct stat st;
+	ssize_t got;
+
+	/* Anything but a regular file is sfid's to refuse; it is not read here (a pipe would
+	 * block). */
+	if (fstat(mfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		json_object_put(names);
+		return 0;
+	}
+	text = malloc(1024 * 1024 + 1);
+	while (text && len < 1024 * 1024 &&
+	       (got = pread(mfd, text + len, 1024 * 1024 - len, (off_t)len)) > 0)
+		len += (size_t)got;
+	if (!text) {
+		fprintf(stderr, "sfictl: cannot read %s: %s\n", modules, strerror(errno));
+		json_object_put(names);
+		return -1;
+	}
+	/* A file sfid will refuse is left for it to explain: nothing more is passed. */
+	if (osfi_modules_parse(text, len, &ents, &n, why, sizeof(why)) < 0)
+		n = 0;
+	snprintf(dir, sizeof(dir), "%s", modules);
+	if (strrchr(dir, '/'))
+		*strrchr(dir, '/') = '\0';
+	for (size_t i = 0; i < n && r == 0; i++) {
+		if (ents[i].hsm)
+			continue;
+		if (ents[i].license[0] == '/')
+			snprintf(lic, sizeof(lic), "%s", ents[i].license);
+		else
+			snprintf(lic, sizeof(lic), "%s/%s", dir, ents[i].license);
+		k = pass_file(lic);
+		if (k < 0) {
+			r = -1;
+			break;
+		}
+		if (first < 0)
+			first = k;
+		json_object_array_add(names, json_object_new_string(ents[i].license));
+	}
+	free(ents);
+	free(text);
+	if (r == 0 && first >= 0) {
+		json_object_object_add(args, "module_licenses", names);
+		json_object_object_add(args, "module_licenses_fd", json_object_new_int(first));
+	} else {
+		json_object_put(names);
+	}
+	return r;
+}
+
 static int cmd_job_load(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -789,24 +905,26 @@ static int cmd_job_load(int argc, char **argv)
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
+	const char *modules = NULL, *global = NULL;
 	char path[4096];
-	int c;
+	int64_t count;
+	int c, k, r;
 
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "m:n:g:", opts, NULL)) >= 0) {
 		switch (c) {
 		case 'm':
+			modules = optarg;
+			break;
 		case 'g':
-			if (!realpath(optarg, path)) {
-				fprintf(stderr, "sfictl: %s: %s\n", optarg, strerror(errno));
-				json_object_put(args);
-				return EXIT_IO;
-			}
-			json_object_object_add(args, c == 'm' ? "modules" : "global_license",
-					       json_object_new_string(path));
+			global = optarg;
 			break;
 		case 'n':
-			json_object_object_add(args, "count", json_object_new_int64(atoll(optarg)));
+			if (parse_number("--count", optarg, 0, UINT32_MAX, &count) < 0) {
+				json_object_put(args);
+				return EXIT_USAGE;
+			}
+			json_object_object_add(args, "count", json_object_new_int64(count));
 			break;
 		default:
 			json_object_put(args);
@@ -818,14 +936,40 @@ static int cmd_job_load(int argc, char **argv)
 		json_object_put(args);
 		return EXIT_USAGE;
 	}
-	/* sfid resolves nothing relative to the caller's directory. */
-	if (!realpath(argv[optind], path)) {
-		fprintf(stderr, "sfictl: %s: %s\n", argv[optind], strerror(errno));
-		json_object_put(args);
-		return EXIT_IO;
+	/* sfictl opens the files and passes their descriptors: sfid reads what the supervisor
+	 * may read, wherever it is (sfid's own view of /tmp and /home is private). The
+	 * absolute paths name them in messages and in the audit trail. */
+	{
+		const char *files[3] = { argv[optind], modules, global };
+		const char *keys[3] = { "image", "modules", "global_license" };
+		const char *fd_keys[3] = { "image_fd", "modules_fd", "global_license_fd" };
+
+		for (int i = 0; i < 3; i++) {
+			if (!files[i])
+				continue;
+			if (!realpath(files[i], path)) {
+				fprintf(stderr, "sfictl: %s: %s\n", files[i], strerror(errno));
+				json_object_put(args);
+				return EXIT_IO;
+			}
+			k = pass_file(path);
+			if (k < 0) {
+				json_object_put(args);
+				return EXIT_IO;
+			}
+			json_object_object_add(args, keys[i], json_object_new_string(path));
+			json_object_object_add(args, fd_keys[i], json_object_new_int(k));
+			if (i == 1 && pass_module_licenses(path, pass_fds[k], args) < 0) {
+				json_object_put(args);
+				return EXIT_IO;
+			}
+		}
 	}
-	json_object_object_add(args, "image", json_object_new_string(path));
-	return simple("job-load", args, print_job);
+	r = simple("job-load", args, print_job);
+	for (size_t i = 0; i < n_pass_fds; i++)
+		close(pass_fds[i]);
+	n_pass_fds = 0;
+	return r;
 }
 
 /* The arguments of `history` or `stats`, checked before sfid is reached. */

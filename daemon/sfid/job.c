@@ -39,16 +39,40 @@ struct job *job_free(struct job *j)
 /* Reads a whole regular file of at most max bytes. This runs on the loop: the file is
  * opened without waiting (a named pipe or a device would block the open or the reads) and
  * anything but a regular file is refused (-EINVAL) before a byte is read. */
-static int read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
+static int read_fd(int fd, size_t max, uint8_t **ret, size_t *ret_len);
+
+/* A file named by path, or by a descriptor the caller passed (given >= 0: read from its
+ * start, left open). */
+static int read_file_or_fd(const char *path, int given, size_t max, uint8_t **ret,
+			   size_t *ret_len)
+{
+	int fd, r;
+
+	if (given >= 0) {
+		fd = fcntl(given, F_DUPFD_CLOEXEC, 3);
+		if (fd < 0)
+			return -errno;
+		if (lseek(fd, 0, SEEK_SET) < 0 && errno != ESPIPE) {
+			r = -errno;
+			close(fd);
+			return r;
+		}
+		return read_fd(fd, max, ret, ret_len);
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	return read_fd(fd, max, ret, ret_len);
+}
+
+/* Reads the regular file open on fd, and closes fd. */
+static int read_fd(int fd, size_t max, uint8_t **ret, size_t *ret_len)
 {
 	uint8_t *buf;
 	struct stat st;
 	size_t off = 0;
-	int fd, r;
+	int r;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return -EINVAL;
@@ -90,7 +114,7 @@ static const char *read_error(int r)
 }
 
 /* Reads a global license file for target (0: the image) into l. */
-static int load_global(const struct job *j, const char *path, uint32_t target,
+static int load_global(const struct job *j, const char *path, int fd, uint32_t target,
 		       struct job_license *l, char *msg, size_t msg_size)
 {
 	struct osfi_license lic;
@@ -103,7 +127,7 @@ static int load_global(const struct job *j, const char *path, uint32_t target,
 		memcpy(want, j->image_id, OSFI_ID_LEN);
 	else
 		osfi_module_firmware_id(target, want);
-	r = read_file(path, LICENSE_FILE_MAX, &buf, &len);
+	r = read_file_or_fd(path, fd, LICENSE_FILE_MAX, &buf, &len);
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read global license %s: %s", path, read_error(r));
 		return CONTROL_E_NOT_FOUND;
@@ -164,7 +188,17 @@ static void module_license_path(const char *modules, const char *lic, char *out,
 	snprintf(out, size, "%s/%s", dirname(dir), lic);
 }
 
-static int load_modules(struct job *j, const struct osfi_image *img, const char *modules,
+/* The descriptor passed for a module license, as named in the module file; -1 if none. */
+static int module_license_fd(const struct job_fds *fds, const char *name)
+{
+	for (size_t i = 0; fds && i < fds->n_lic; i++)
+		if (fds->lic_name[i] && strcmp(fds->lic_name[i], name) == 0)
+			return fds->lic_fd[i];
+	return -1;
+}
+
+static int load_modules(struct job *j, const struct osfi_image *img, const struct job_fds *fds,
+			const char *modules,
 			char *msg, size_t msg_size)
 {
 	struct osfi_module_entry *ents = NULL;
@@ -173,7 +207,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const char 
 	char why[256];
 	int r;
 
-	r = read_file(modules, MODULES_FILE_MAX, &text, &len);
+	r = read_file_or_fd(modules, fds ? fds->modules : -1, MODULES_FILE_MAX, &text, &len);
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read module license file %s: %s", modules,
 			 read_error(r));
@@ -231,7 +265,8 @@ static int load_modules(struct job *j, const struct osfi_image *img, const char 
 			char path[PATH_MAX + 8];
 
 			module_license_path(modules, e->license, path, sizeof(path));
-			r = load_global(j, path, e->module_id, l, msg, msg_size);
+			r = load_global(j, path, module_license_fd(fds, e->license), e->module_id, l,
+					msg, msg_size);
 			if (r != 0)
 				break;
 		}
@@ -258,7 +293,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const char 
 }
 
 int job_load(const struct sfid *d, const char *path, const char *modules, const char *global,
-	     uint32_t target, const char *user, struct job **ret, char *msg, size_t msg_size)
+	     const struct job_fds *fds, uint32_t target, const char *user, struct job **ret, char *msg, size_t msg_size)
 {
 	struct osfi_image *img = NULL;
 	struct job *j;
@@ -278,7 +313,7 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 		job_free(j);
 		return CONTROL_E_FAILED;
 	}
-	r = read_file(path, IMAGE_MAX, &j->image, &j->image_len);
+	r = read_file_or_fd(path, fds ? fds->image : -1, IMAGE_MAX, &j->image, &j->image_len);
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read image %s: %s", path, read_error(r));
 		job_free(j);
@@ -304,7 +339,8 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 		goto bad;
 	}
 	if (global) {
-		r = load_global(j, global, OSFI_TARGET_IMAGE, &j->lic[0], msg, msg_size);
+		r = load_global(j, global, fds ? fds->global : -1, OSFI_TARGET_IMAGE, &j->lic[0],
+				msg, msg_size);
 		if (r != 0)
 			goto bad;
 		j->global = true;
@@ -330,7 +366,7 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 	}
 	j->n_lic = 1;
 	if (modules) {
-		r = load_modules(j, img, modules, msg, msg_size);
+		r = load_modules(j, img, fds, modules, msg, msg_size);
 		if (r != 0)
 			goto bad;
 		j->module_file = strdup(modules);

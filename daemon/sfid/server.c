@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -43,6 +44,11 @@ struct client {
 	struct event *ev_deadline;
 	enum { DEADLINE_NONE, DEADLINE_IDLE, DEADLINE_LINE, DEADLINE_CLOSE } deadline;
 	unsigned awaiting;	/* requests not answered yet (a worker or the recorder has them) */
+	/* Read with recvmsg() so that descriptors passed with a request (SCM_RIGHTS) arrive;
+	 * they belong to the next request line and are closed after it unless taken. */
+	struct event *ev_read;
+	int fds[SERVER_FDS_MAX];
+	size_t n_fds;
 };
 
 struct server {
@@ -58,6 +64,25 @@ struct server {
 	uint64_t next_serial;
 };
 
+static void client_fds_close(struct client *c)
+{
+	for (size_t i = 0; i < c->n_fds; i++)
+		if (c->fds[i] >= 0)
+			close(c->fds[i]);
+	c->n_fds = 0;
+}
+
+int server_client_take_fd(struct client *c, size_t index)
+{
+	int fd;
+
+	if (index >= c->n_fds || c->fds[index] < 0)
+		return -1;
+	fd = c->fds[index];
+	c->fds[index] = -1;
+	return fd;
+}
+
 static void client_free(struct client *c)
 {
 	struct server *s = c->server;
@@ -71,6 +96,9 @@ static void client_free(struct client *c)
 	log_debug("control: client %llu (%s) disconnected", (unsigned long long)c->serial, c->user);
 	if (c->ev_deadline)
 		event_free(c->ev_deadline);
+	if (c->ev_read)
+		event_free(c->ev_read);
+	client_fds_close(c);
 	bufferevent_free(c->bev);
 	control_linebuf_done(&c->lb);
 	free(c);
@@ -257,38 +285,77 @@ static void client_deadline_cb(evutil_socket_t fd, short what, void *arg)
 		client_free(c);
 }
 
-static void client_read_cb(struct bufferevent *bev, void *arg)
+/* Handles n bytes the client sent; false when c was freed. */
+static bool client_feed(struct client *c, const char *chunk, size_t n)
 {
-	struct client *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	char chunk[4096];
 	const char *line;
 	size_t len;
-	int n, r;
+	int r;
 
-	while ((n = evbuffer_remove(in, chunk, sizeof(chunk))) > 0) {
-		if (c->closing)
+	if (!c->closing && control_linebuf_append(&c->lb, chunk, n) < 0)
+		client_close(c);
+	while (!c->closing && (r = control_linebuf_next(&c->lb, &line, &len)) != 0) {
+		c->awaiting++;
+		if (r == -EMSGSIZE) {
+			server_reply_error(c, 0, CONTROL_E_TOO_LARGE,
+					   "message over the limit of %zu bytes",
+					   c->server->o.max_message);
 			continue;
-		if (control_linebuf_append(&c->lb, chunk, (size_t)n) < 0) {
-			client_close(c);
-			break;
 		}
-		while ((r = control_linebuf_next(&c->lb, &line, &len)) != 0) {
-			c->awaiting++;
-			if (r == -EMSGSIZE) {
-				server_reply_error(c, 0, CONTROL_E_TOO_LARGE,
-						   "message over the limit of %zu bytes",
-						   c->server->o.max_message);
-				continue;
-			}
-			client_handle_line(c, line, len);
+		client_handle_line(c, line, len);
+		client_fds_close(c);
+	}
+	if (c->closing && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		client_free(c);
+		return false;
+	}
+	client_deadline_update(c);
+	return true;
+}
+
+/* Reads what the client sent, with the descriptors passed along, into the bufferevent's
+ * input, then handles it as client_read_cb does. */
+static void client_recv_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *c = arg;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(SERVER_FDS_MAX * sizeof(int))];
+	} ctl;
+	char chunk[4096];
+	struct iovec iov = { .iov_base = chunk, .iov_len = sizeof(chunk) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = sizeof(ctl.buf) };
+	ssize_t n;
+
+	n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	for (struct cmsghdr *h = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; h; h = CMSG_NXTHDR(&msg, h)) {
+		const unsigned char *data = CMSG_DATA(h);
+		size_t k;
+
+		if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int rfd;
+
+			memcpy(&rfd, data + i * sizeof(int), sizeof(int));
+			if (c->n_fds < SERVER_FDS_MAX && !c->closing)
+				c->fds[c->n_fds++] = rfd;
+			else
+				close(rfd);
 		}
 	}
-	if (c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0) {
+	if (n <= 0) {
 		client_free(c);
 		return;
 	}
-	client_deadline_update(c);
+	if (msg.msg_flags & MSG_CTRUNC)
+		log_warning("control: client %s passed more than %d descriptors; the rest are "
+			    "dropped", c->user, SERVER_FDS_MAX);
+	client_feed(c, chunk, (size_t)n);
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)
@@ -360,7 +427,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		free(c);
 		return;
 	}
-	bufferevent_setcb(c->bev, client_read_cb, client_write_cb, client_event_cb, c);
+	bufferevent_setcb(c->bev, NULL, client_write_cb, client_event_cb, c);
 	c->ev_deadline = evtimer_new(s->base, client_deadline_cb, c);
 	c->next = s->clients;
 	s->clients = c;
@@ -382,7 +449,12 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	}
 	log_debug("control: client %llu: %s (pid %d), role %s", (unsigned long long)c->serial,
 		  c->user, (int)c->pid, control_role_to_string(c->role));
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->ev_read = event_new(s->base, fd, EV_READ | EV_PERSIST, client_recv_cb, c);
+	if (!c->ev_read || event_add(c->ev_read, NULL) < 0) {
+		client_free(c);
+		return;
+	}
+	bufferevent_enable(c->bev, EV_WRITE);
 	client_deadline_update(c);
 }
 

@@ -32,6 +32,9 @@ struct server_options {
 /* Connections only supervisors (and root) may open beyond max_clients. */
 #define SERVER_SUPERVISOR_ROOM 4
 
+/* Descriptors a client may pass with one request (SCM_RIGHTS). */
+#define SERVER_FDS_MAX 20
+
 /* Handles an authorized request. Reply now (server_reply_*) or later by client serial. */
 typedef void (*server_dispatch_fn)(void *user_data, struct client *c,
 				   const struct control_request *req);
@@ -51,6 +54,11 @@ enum control_role server_client_role(const struct client *c);
 uid_t server_client_uid(const struct client *c);
 /* The caller's user name (or uid as text). */
 const char *server_client_user(const struct client *c);
+
+/* The index-th descriptor passed with the request being handled, now the caller's to
+ * close; -1 if there is none (or it was taken). Those not taken are closed after the
+ * request is dispatched. */
+int server_client_take_fd(struct client *c, size_t index);
 
 /* Sends a reply; result's reference is taken. */
 void server_reply_ok(struct client *c, uint64_t id, struct json_object *result);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -519,8 +520,73 @@ static void pending_job_reply_error(struct pending_job *pj, enum control_error e
 	free(pj);
 }
 
+/* Where sfid keeps its copy of a job's file: next to the database (sfid's own state). */
+static void job_copy_path(const struct sfid *d, int64_t id, const char *what, char *out,
+			  size_t size)
+{
+	const char *slash = strrchr(d->cfg->db_path, '/');
+	int dir = slash ? (int)(slash - d->cfg->db_path) : 1;
+
+	snprintf(out, size, "%.*s/job-%" PRId64 ".%s", dir, slash ? d->cfg->db_path : ".", id,
+		 what);
+}
+
+static int write_copy(const char *path, const void *buf, size_t len)
+{
+	char tmp[PATH_MAX + 8];
+	int f, r = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	f = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (f < 0)
+		return -errno;
+	for (size_t off = 0; off < len && r == 0;) {
+		ssize_t n = write(f, (const char *)buf + off, len - off);
+
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (r == 0 && fsync(f) < 0)
+		r = -errno;
+	close(f);
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* The job's image (and global license) kept by sfid, so that the job is restored after a
+ * restart even when the supervisor's file is where sfid cannot read (it was passed as a
+ * descriptor). The previous job's copies go. */
+static void job_keep_copies(struct sfid *d, const struct job *old, const struct job *j)
+{
+	char path[PATH_MAX];
+	int r;
+
+	if (old) {
+		job_copy_path(d, old->id, "sfi", path, sizeof(path));
+		unlink(path);
+		job_copy_path(d, old->id, "lic", path, sizeof(path));
+		unlink(path);
+	}
+	job_copy_path(d, j->id, "sfi", path, sizeof(path));
+	r = write_copy(path, j->image, j->image_len);
+	if (r == 0 && j->global) {
+		job_copy_path(d, j->id, "lic", path, sizeof(path));
+		r = write_copy(path, j->lic[0].record, OSFI_LICENSE_LEN);
+	}
+	if (r < 0)
+		log_warning("cannot keep a copy of job %" PRId64 "'s files as %s: %s; the job is "
+			    "restored after a restart only if sfid can read them where they are",
+			    j->id, path, strerror(-r));
+}
+
 static void job_install(struct sfid *d, struct job *j)
 {
+	job_keep_copies(d, d->job, j);
 	if (d->job)
 		rec_job_end(d->recorder, d->job->id);
 	job_free(d->job);
@@ -593,6 +659,64 @@ static void job_scan_done(void *data)
 	job_record(pj);
 }
 
+static void job_fds_close(struct job_fds *fds)
+{
+	if (fds->image >= 0)
+		close(fds->image);
+	if (fds->modules >= 0)
+		close(fds->modules);
+	if (fds->global >= 0)
+		close(fds->global);
+	for (size_t i = 0; i < fds->n_lic; i++)
+		if (fds->lic_fd[i] >= 0)
+			close(fds->lic_fd[i]);
+	fds->image = fds->modules = fds->global = -1;
+	fds->n_lic = 0;
+}
+
+/* One passed descriptor named by args[key] (an index), or -1 when the key is absent.
+ * Returns -1 in *bad when the index names no descriptor. */
+static int job_fd_arg(struct client *c, const struct control_request *req, const char *key,
+		      int64_t offset, bool *bad)
+{
+	int64_t i = arg_int(req, key, -1);
+	int fd;
+
+	if (i < 0)
+		return -1;
+	fd = server_client_take_fd(c, (size_t)(i + offset));
+	if (fd < 0)
+		*bad = true;
+	return fd;
+}
+
+/* The descriptors sfictl passed for the job's files (see docs/control.md, job-load). */
+static int job_fds_take(struct client *c, const struct control_request *req,
+			struct job_fds *fds)
+{
+	struct json_object *names;
+	bool bad = false;
+
+	*fds = (struct job_fds){ .image = -1, .modules = -1, .global = -1 };
+	fds->image = job_fd_arg(c, req, "image_fd", 0, &bad);
+	fds->modules = job_fd_arg(c, req, "modules_fd", 0, &bad);
+	fds->global = job_fd_arg(c, req, "global_license_fd", 0, &bad);
+	if (req->args && json_object_object_get_ex(req->args, "module_licenses", &names) &&
+	    json_object_is_type(names, json_type_array)) {
+		int64_t first = arg_int(req, "module_licenses_fd", -1);
+
+		for (size_t i = 0; i < json_object_array_length(names) && i < JOB_LICENSES_MAX; i++) {
+			fds->lic_name[fds->n_lic] =
+				json_object_get_string(json_object_array_get_idx(names, i));
+			fds->lic_fd[fds->n_lic] = first < 0 ? -1 :
+				server_client_take_fd(c, (size_t)first + i);
+			bad |= first < 0 || fds->lic_fd[fds->n_lic] < 0;
+			fds->n_lic++;
+		}
+	}
+	return bad ? -1 : 0;
+}
+
 static void cmd_job_load(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
@@ -600,6 +724,7 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 	int64_t count = arg_int(req, "count", 0);
 	struct pending_job *pj;
 	struct job *j = NULL;
+	struct job_fds fds;
 	char msg[512];
 	int r;
 
@@ -614,8 +739,15 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "stop the slots first");
 		return;
 	}
-	r = job_load(d, image, modules, global, (uint32_t)count, server_client_user(c), &j, msg,
-		     sizeof(msg));
+	if (job_fds_take(c, req, &fds) < 0) {
+		job_fds_close(&fds);
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "a descriptor named in the "
+				   "request was not passed with it (SCM_RIGHTS)");
+		return;
+	}
+	r = job_load(d, image, modules, global, &fds, (uint32_t)count, server_client_user(c), &j,
+		     msg, sizeof(msg));
+	job_fds_close(&fds);
 	if (r != 0) {
 		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);
 		server_reply_error(c, req->id, (enum control_error)r, "%s", msg);
@@ -1220,9 +1352,25 @@ static void restore_job(struct sfid *d)
 		log_warning("cannot read the loaded job from the database: %s", db_last_error(d->db));
 		return;
 	}
-	r = job_load(d, row.image_path, row.module_file[0] ? row.module_file : NULL,
-		     row.global_license_file[0] ? row.global_license_file : NULL, row.target_count,
-		     row.loaded_user, &j, msg, sizeof(msg));
+	{
+		/* sfid's copies stand for files it may not be able to read where they are. */
+		struct job_fds fds = { .image = -1, .modules = -1, .global = -1 };
+		char path[PATH_MAX];
+
+		job_copy_path(d, row.id, "sfi", path, sizeof(path));
+		fds.image = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (row.global_license_file[0]) {
+			job_copy_path(d, row.id, "lic", path, sizeof(path));
+			fds.global = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		}
+		r = job_load(d, row.image_path, row.module_file[0] ? row.module_file : NULL,
+			     row.global_license_file[0] ? row.global_license_file : NULL, &fds,
+			     row.target_count, row.loaded_user, &j, msg, sizeof(msg));
+		if (fds.image >= 0)
+			close(fds.image);
+		if (fds.global >= 0)
+			close(fds.global);
+	}
 	if (r == 0 && strcmp(j->digest_hex, row.image_digest) != 0) {
 		snprintf(msg, sizeof(msg), "image %.400s changed since the job was loaded",
 			 row.image_path);

@@ -46,6 +46,13 @@ static const struct control_arg job_load_args[] = {
 	{ "modules", CONTROL_ARG_STRING, 0, 0, "the path of a module license file" },
 	{ "global_license", CONTROL_ARG_STRING, 0, 0, "the path of a global license" },
 	{ "count", CONTROL_ARG_INT, 0, UINT32_MAX, "a whole number of chips (0: no target)" },
+	/* Files sfictl opened and passed (SCM_RIGHTS): indexes among the descriptors sent
+	 * with the request; the paths above are then only names. */
+	{ "image_fd", CONTROL_ARG_INT, 0, 63, "the index of the image's descriptor" },
+	{ "modules_fd", CONTROL_ARG_INT, 0, 63, "the index of the module file's descriptor" },
+	{ "global_license_fd", CONTROL_ARG_INT, 0, 63, "the index of the global license's descriptor" },
+	{ "module_licenses", CONTROL_ARG_STRINGS, 0, 64, "module license names as in the module file" },
+	{ "module_licenses_fd", CONTROL_ARG_INT, 0, 63, "the index of the first module license's descriptor" },
 	{ 0 }
 };
 static const struct control_arg export_args[] = {
