@@ -85,4 +85,9 @@ ctl start S0 >/dev/null
 wait_for 60 "the finalized chip recorded installed" \
 	sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" $((ok + 1))
 invariant "SIGKILL after FINALIZE"
+ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null || line_fail "export"
+"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
+	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
+"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
+	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
 echo "FINALIZE's answer lost on 4 chips and sfid killed after FINALIZE: every finished chip recorded installed"
