@@ -120,89 +120,30 @@ static void set_err(char *err, size_t err_size, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* True when the tty `name` ("/dev/ttyUSB0") sits on physical USB port `usb_port` ("1-3"):
- * its sysfs device path runs through ".../1-3/1-3:<config>.<interface>". */
-static bool port_on_usb_port(const char *name, const char *usb_port)
-{
-	const char *base = strrchr(name, '/');
-	char path[PATH_MAX], resolved[PATH_MAX], needle[128];
-	ssize_t n;
-
-	base = base ? base + 1 : name;
-	if (snprintf(needle, sizeof(needle), "/%s/%s:", usb_port, usb_port) >= (int)sizeof(needle))
-		return false;
-
-	snprintf(path, sizeof(path), "/sys/class/tty/%s/device", base);
-	if (realpath(path, resolved) && strstr(resolved, needle))
-		return true;
-	/* The class entry is itself a link into the device tree. */
-	snprintf(path, sizeof(path), "/sys/class/tty/%s", base);
-	n = readlink(path, resolved, sizeof(resolved) - 1);
-	if (n > 0) {
-		resolved[n] = '\0';
-		if (strstr(resolved, needle))
-			return true;
-	}
-	return false;
-}
-
-/* Finds the device path for "serial:X" or "usb:P". */
+/* Finds the device path for a serial: or usb: specification. */
 static int link_resolve(const char *spec, char **ret_name, char *err, size_t err_size)
 {
-	bool by_serial = strncmp(spec, "serial:", 7) == 0;
-	const char *key = spec + (by_serial ? 7 : 4);
-	struct sp_port **list = NULL;
-	char *found = NULL;
-	unsigned matches = 0;
+	struct link_port_info *ports = NULL;
+	struct link_spec s;
+	size_t n = 0, i;
+	int r;
 
-	if (*key == '\0') {
-		set_err(err, err_size, "port '%s' names no %s", spec,
-			by_serial ? "serial number" : "USB port");
-		return -EINVAL;
-	}
-	if (sp_list_ports(&list) != SP_OK) {
-		set_err(err, err_size, "cannot list serial ports: %s", strerror(errno));
-		return -EIO;
-	}
-	for (size_t i = 0; list[i]; i++) {
-		const char *name = sp_get_port_name(list[i]);
-		bool match;
-
-		if (!name || sp_get_port_transport(list[i]) != SP_TRANSPORT_USB)
-			continue;
-		if (by_serial) {
-			const char *sn = sp_get_port_usb_serial(list[i]);
-
-			match = sn && strcmp(sn, key) == 0;
-		} else {
-			match = port_on_usb_port(name, key);
+	r = link_spec_parse(spec, &s, err, err_size);
+	if (r < 0)
+		return r;
+	r = link_ports_list(&ports, &n, err, err_size);
+	if (r < 0)
+		return r;
+	r = link_ports_resolve(ports, n, &s, &i, err, err_size);
+	if (r == 0) {
+		*ret_name = strdup(ports[i].path);
+		if (!*ret_name) {
+			set_err(err, err_size, "out of memory");
+			r = -ENOMEM;
 		}
-		if (!match)
-			continue;
-		matches++;
-		if (!found)
-			found = strdup(name);
 	}
-	sp_free_port_list(list);
-
-	if (matches == 0) {
-		set_err(err, err_size, "no USB-serial adapter %s %s is connected; check the cable",
-			by_serial ? "with serial number" : "on USB port", key);
-		free(found);
-		return -ENODEV;
-	}
-	if (matches > 1) {
-		set_err(err, err_size, "%u adapters match '%s'; name the port by USB port instead",
-			matches, spec);
-		free(found);
-		return -ENOTUNIQ;
-	}
-	if (!found) {
-		set_err(err, err_size, "out of memory");
-		return -ENOMEM;
-	}
-	*ret_name = found;
-	return 0;
+	link_ports_free(ports, n);
+	return r;
 }
 
 static int sp_to_errno(enum sp_return r)
@@ -332,6 +273,11 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 		l->opt.baud = 115200;
 
 	if (strncmp(spec, "tty:", 4) == 0) {
+		if (spec[4] == '\0') {
+			set_err(err, err_size, "port '%s' names no device", spec);
+			r = -EINVAL;
+			goto fail;
+		}
 		r = link_open_tty(l, spec + 4, err, err_size);
 		if (r < 0)
 			goto fail;

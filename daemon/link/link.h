@@ -7,6 +7,10 @@
  *   serial:SFIA0003   the USB-serial adapter whose USB serial number is SFIA0003
  *   usb:1-3           the adapter plugged into physical USB port 1-3 (sysfs: the tty's
  *                     device directory is a USB interface "1-3:1.0" under port dir "1-3")
+ *   serial:SFIA0003#1, usb:1-3#2
+ *                     one port of a multi-port adapter (FT2232H, FT4232H, CP2108...): the
+ *                     one on USB interface 1 (2), its bInterfaceNumber; an adapter with
+ *                     several ports and no "#N" is refused with the list of candidates
  *   tty:/dev/pts/4    a terminal set up with termios alone, without libserialport (for
  *                     pseudo-terminals, which libserialport does not handle)
  *
@@ -22,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "an3155.h"
 
@@ -46,6 +51,58 @@ struct link_entry_step {
  * a one-sentence reason in err (if err is not NULL). */
 int link_entry_parse(const char *seq, struct link_entry_step *steps, size_t max, size_t *ret_n,
 		     char *err, size_t err_size);
+
+/* ---- Port specifications and connected adapters (no port is opened) ---- */
+
+enum link_spec_kind {
+	LINK_SPEC_PATH,		/* /dev/ttyUSB0 */
+	LINK_SPEC_SERIAL,	/* serial:SN[#N] */
+	LINK_SPEC_USB,		/* usb:BUS-PORT[.PORT...][#N] */
+	LINK_SPEC_TTY,		/* tty:PATH */
+	_LINK_SPEC_MAX,
+};
+
+struct link_spec {
+	enum link_spec_kind kind;
+	char key[128];		/* the path, serial number or USB port path */
+	int interface;		/* "#N": the USB interface number, -1 when none is named */
+};
+
+/* Parses a port specification (see above). Returns 0 and sets *ret, or -EINVAL with a
+ * one-sentence reason in err (optional). */
+int link_spec_parse(const char *spec, struct link_spec *ret, char *err, size_t err_size);
+/* Writes the specification back as text. Returns 0 or -ENAMETOOLONG. */
+int link_spec_format(const struct link_spec *s, char *buf, size_t size);
+
+/* One serial port of a connected USB adapter. */
+struct link_port_info {
+	char *path;		/* "/dev/ttyUSB0" */
+	char *serial;		/* USB serial number, NULL if the adapter has none */
+	char usb_path[64];	/* physical USB port "1-3", "" if unknown */
+	int interface;		/* USB interface number (bInterfaceNumber), -1 if unknown */
+	int vid, pid;		/* -1 if unknown */
+	char *manufacturer, *product, *description;	/* NULL if unknown */
+};
+
+/* Lists the serial ports of connected USB adapters, sorted by USB port and interface.
+ * Returns 0 and sets *ret (free with link_ports_free) and *ret_n, or a negative errno with
+ * the reason in err. */
+int link_ports_list(struct link_port_info **ret, size_t *ret_n, char *err, size_t err_size);
+void link_ports_free(struct link_port_info *ports, size_t n);
+
+/* The most stable specification naming ports[i]: serial:SN when the serial number is
+ * unique, else usb:PATH, with "#N" on a multi-port adapter. Returns 0 or a negative errno. */
+int link_port_spec(const struct link_port_info *ports, size_t n, size_t i, char *buf,
+		   size_t size);
+
+/* Finds the one port a serial: or usb: specification names. Returns 0 and sets *ret_index,
+ * or -ENODEV (nothing matches), -ENOTUNIQ (several ports match: several adapters, or a
+ * multi-port adapter without "#N"), with a sentence listing the candidates in err. */
+int link_ports_resolve(const struct link_port_info *ports, size_t n, const struct link_spec *s,
+		       size_t *ret_index, char *err, size_t err_size);
+
+/* Prints the list: a table, or with json one object {"ports":[...]} on one line. */
+void link_ports_print(FILE *f, const struct link_port_info *ports, size_t n, bool json);
 
 /* ---- The link ---- */
 

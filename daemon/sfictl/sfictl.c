@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "link.h"
 #include "osfi.h"
 
 enum {
@@ -57,6 +58,8 @@ static void usage(FILE *f)
 		"  stats [--job N] [--since T] [--until T]  yield, refusals, chips per hour (default: the\n"
 		"                               loaded job; --job 0: every job)\n"
 		"  ports                        serial ports of the slots\n"
+		"  ports --scan                 USB-serial adapters connected to this machine, with\n"
+		"                               the port spec naming each (a local scan; no sfid)\n"
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
 		"  hsm                          token and license counter (supervisor)\n"
@@ -763,6 +766,25 @@ static void print_ports(struct json_object *o)
 	}
 }
 
+/* ports --scan: lists the adapters connected to this machine, without sfid (operators may
+ * see adapters that sfid cannot open, or sfid may not run yet). */
+static int cmd_ports_scan(void)
+{
+	struct link_port_info *ports = NULL;
+	char err[256] = "";
+	size_t n = 0;
+	int r;
+
+	r = link_ports_list(&ports, &n, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "sfictl: %s\n", err);
+		return EXIT_IO;
+	}
+	link_ports_print(stdout, ports, n, json_out);
+	link_ports_free(ports, n);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_IO;
+}
+
 static void print_job(struct json_object *j)
 {
 	struct json_object *lics;
@@ -1108,6 +1130,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sfictl: use 'job load IMAGE' or 'job show'\n");
 		return EXIT_USAGE;
 	}
+	if (strcmp(cmd, "ports") == 0 && argc == 2 && strcmp(argv[1], "--scan") == 0)
+		return cmd_ports_scan();
 	if (strcmp(cmd, "history") == 0 || strcmp(cmd, "stats") == 0) {
 		r = query_args(cmd, argc, argv, &query);
 		if (r != EXIT_OK)

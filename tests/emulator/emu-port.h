@@ -35,6 +35,14 @@ struct emu_umockdev;
 int emu_umockdev_start(unsigned count, const char *serial_prefix, const struct emu_port_ops *ops,
 		       int *ret_master_fds, struct emu_umockdev **ret);
 
+/* As emu_umockdev_start, with `ports_per_adapter` (1..8) ports on each adapter: adapter i
+ * is USB interface i % K of USB device i / K (serial number "<serial_prefix>NNNN" of the
+ * device, VID:PID 0403:6010 for 2 ports, 0403:6011 for more), as a multi-port adapter
+ * (FT2232H, FT4232H) presents itself. */
+int emu_umockdev_start_multi(unsigned count, unsigned ports_per_adapter,
+			     const char *serial_prefix, const struct emu_port_ops *ops,
+			     int *ret_master_fds, struct emu_umockdev **ret);
+
 /* Writes KEY=VALUE lines (UMOCKDEV_DIR, LD_PRELOAD) that a client process needs to see
  * the testbed into `path`. Returns 0 or a negative errno. */
 int emu_umockdev_write_env(struct emu_umockdev *u, const char *path);

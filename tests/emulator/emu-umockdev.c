@@ -13,6 +13,10 @@
  *     ttyUSB<n>/tty/ttyUSB<n>     tty class device (188:<n>), device -> the port above
  *   so /sys/class/tty/ttyUSB<n>/device resolves to .../1-<n+1>:1.0/ttyUSB<n>, whose
  *   grandparent is the port directory, as libserialport and sysfs walkers expect.
+ *   With K ports per adapter (emu_umockdev_start_multi) adapter n is interface n % K
+ *   (1-<g+1>:1.<n % K>, bInterfaceNumber n % K) of USB device g = n / K, which carries
+ *   the serial number <prefix><g> and an FT2232H/FT4232H id; the USB device appears with
+ *   its first plugged interface and goes with its last.
  * - The node /dev/ttyUSB<n> is our own PTY: the testbed's dev/ttyUSB<n> is a symlink to the
  *   slave (umockdev's preload turns that into a char device 188:<n>); the master is what
  *   the chip side reads and writes. The harness owns the master fd.
@@ -109,7 +113,13 @@ struct emu_adapter {
 	unsigned index;
 	char node[32];			/* "/dev/ttyUSB3" */
 	char usb_name[160];		/* sysfs name below /sys/devices/ */
-	char *usb_syspath;		/* as returned by the testbed */
+	unsigned device;		/* USB device number g (index / ports per adapter) */
+	unsigned interface;		/* USB interface on that device */
+	bool on_device;			/* holds a reference to its USB device */
+	/* On a device's first adapter: the USB device as returned by the testbed, and how
+	 * many of its interfaces are plugged. */
+	char *usb_syspath;
+	unsigned device_users;
 	char *iface_syspath;
 	char *port_syspath;
 	char *tty_syspath;
@@ -130,6 +140,7 @@ struct emu_umockdev {
 	char *root;
 	struct emu_port_ops ops;
 	char serial_prefix[64];
+	unsigned ports_per_adapter;
 	GMainContext *context;
 	GMainLoop *loop;
 	GThread *thread;
@@ -516,37 +527,90 @@ static char *emu_add_device(struct emu_umockdev *u, const char *subsystem, const
 					    properties);
 }
 
+/* The first adapter of a's USB device, which owns the device's sysfs entry. */
+static struct emu_adapter *emu_adapter_device(struct emu_adapter *a)
+{
+	return &a->u->adapters[a->device * a->u->ports_per_adapter];
+}
+
+/* Adds a's USB device unless another of its interfaces is plugged already. */
+static int emu_device_get(struct emu_adapter *a)
+{
+	struct emu_umockdev *u = a->u;
+	struct emu_adapter *d = emu_adapter_device(a);
+	char serial[96], busnum[8] = "1", devnum[16];
+	const char *pid = "6001", *product = "USB-Serial";
+
+	if (d->device_users > 0) {
+		d->device_users++;
+		a->on_device = true;
+		return 0;
+	}
+	snprintf(serial, sizeof(serial), "%s%04u", u->serial_prefix, a->device);
+	snprintf(devnum, sizeof(devnum), "%u", a->device + 2);
+	if (u->ports_per_adapter == 2) {
+		pid = "6010";
+		product = "Dual RS232-HS";
+	} else if (u->ports_per_adapter > 2) {
+		pid = "6011";
+		product = "Quad RS232-HS";
+	}
+	{
+		char *attrs[] = { "idVendor", "0403", "idProduct", (char *) pid,
+				  "manufacturer", "FTDI", "product", (char *) product,
+				  "serial", serial, "busnum", busnum, "devnum", devnum,
+				  "bDeviceClass", "00", "speed", "12", NULL };
+		char *props[] = { "DEVTYPE", "usb_device", "DRIVER", "usb", "BUSNUM", "001",
+				  "ID_VENDOR_ID", "0403", "ID_MODEL_ID", (char *) pid,
+				  "ID_SERIAL_SHORT", serial, NULL };
+
+		d->usb_syspath = emu_add_device(u, "usb", a->usb_name, attrs, props);
+	}
+	if (!d->usb_syspath)
+		return -EIO;
+	d->device_users = 1;
+	a->on_device = true;
+	return 0;
+}
+
+/* Drops a's hold on its USB device; the last interface removes it. */
+static void emu_device_put(struct emu_adapter *a)
+{
+	struct emu_adapter *d = emu_adapter_device(a);
+
+	if (!a->on_device)
+		return;
+	a->on_device = false;
+	if (--d->device_users > 0)
+		return;
+	umockdev_testbed_remove_device(a->u->testbed, d->usb_syspath);
+	g_clear_pointer(&d->usb_syspath, g_free);
+}
+
 static int emu_adapter_plug_in_thread(struct emu_adapter *a, void *data)
 {
 	struct emu_umockdev *u = a->u;
-	char name[256], serial[96], busnum[8] = "1", devnum[16], minor[16], dev[32];
+	char name[256], minor[16], dev[32], iface[8];
 	char ttyname[32], ptyname[64], nodepath[PATH_MAX];
 	int master = -1, slave = -1, r;
 	GError *error = NULL;
 
 	snprintf(ttyname, sizeof(ttyname), "ttyUSB%u", a->index);
-	snprintf(serial, sizeof(serial), "%s%04u", u->serial_prefix, a->index);
-	snprintf(devnum, sizeof(devnum), "%u", a->index + 2);
 	snprintf(minor, sizeof(minor), "%u", a->index);
 	snprintf(dev, sizeof(dev), "%u:%u", EMU_TTY_MAJOR, a->index);
+	snprintf(iface, sizeof(iface), "%02x", a->interface);
 
 	r = emu_pty_open(&master, &slave, ptyname, sizeof(ptyname));
 	if (r < 0)
 		return r;
 
+	r = emu_device_get(a);
+	if (r < 0)
+		goto fail;
+	snprintf(name, sizeof(name), "%s/%s:1.%u", a->usb_name,
+		 a->usb_name + strlen(EMU_SYSFS_HUB "/"), a->interface);
 	{
-		char *attrs[] = { "idVendor", "0403", "idProduct", "6001", "manufacturer", "FTDI",
-				  "product", "USB-Serial", "serial", serial, "busnum", busnum,
-				  "devnum", devnum, "bDeviceClass", "00", "speed", "12", NULL };
-		char *props[] = { "DEVTYPE", "usb_device", "DRIVER", "usb", "BUSNUM", "001",
-				  "ID_VENDOR_ID", "0403", "ID_MODEL_ID", "6001",
-				  "ID_SERIAL_SHORT", serial, NULL };
-
-		a->usb_syspath = emu_add_device(u, "usb", a->usb_name, attrs, props);
-	}
-	snprintf(name, sizeof(name), "%s/%s:1.0", a->usb_name, a->usb_name + strlen(EMU_SYSFS_HUB "/"));
-	{
-		char *attrs[] = { "bInterfaceNumber", "00", "bInterfaceClass", "ff", NULL };
+		char *attrs[] = { "bInterfaceNumber", iface, "bInterfaceClass", "ff", NULL };
 		char *props[] = { "DEVTYPE", "usb_interface", "DRIVER", "ftdi_sio", NULL };
 
 		a->iface_syspath = emu_add_device(u, "usb", name, attrs, props);
@@ -555,6 +619,7 @@ static int emu_adapter_plug_in_thread(struct emu_adapter *a, void *data)
 	g_strlcat(name, ttyname, sizeof(name));
 	{
 		char *attrs[] = { "port_number", "0", NULL };
+		/* ftdi_sio numbers each interface's single port 0. */
 		char *props[] = { "DRIVER", "ftdi_sio", NULL };
 
 		a->port_syspath = emu_add_device(u, "usb-serial", name, attrs, props);
@@ -569,7 +634,7 @@ static int emu_adapter_plug_in_thread(struct emu_adapter *a, void *data)
 		snprintf(devname, sizeof(devname), "/dev/%s", ttyname);
 		a->tty_syspath = emu_add_device(u, "tty", name, attrs, props);
 	}
-	if (!a->usb_syspath || !a->iface_syspath || !a->port_syspath || !a->tty_syspath) {
+	if (!a->iface_syspath || !a->port_syspath || !a->tty_syspath) {
 		r = -EIO;
 		goto fail;
 	}
@@ -630,9 +695,7 @@ fail:
 		umockdev_testbed_remove_device(u->testbed, a->port_syspath);
 	if (a->iface_syspath)
 		umockdev_testbed_remove_device(u->testbed, a->iface_syspath);
-	if (a->usb_syspath)
-		umockdev_testbed_remove_device(u->testbed, a->usb_syspath);
-	g_clear_pointer(&a->usb_syspath, g_free);
+	emu_device_put(a);
 	g_clear_pointer(&a->iface_syspath, g_free);
 	g_clear_pointer(&a->port_syspath, g_free);
 	g_clear_pointer(&a->tty_syspath, g_free);
@@ -670,10 +733,9 @@ static int emu_adapter_unplug_in_thread(struct emu_adapter *a, void *data)
 	umockdev_testbed_remove_device(u->testbed, a->tty_syspath);
 	umockdev_testbed_remove_device(u->testbed, a->port_syspath);
 	umockdev_testbed_remove_device(u->testbed, a->iface_syspath);
-	umockdev_testbed_remove_device(u->testbed, a->usb_syspath);
+	emu_device_put(a);
 	snprintf(path, sizeof(path), "%s%s", u->root, a->node);
 	(void) unlink(path);
-	g_clear_pointer(&a->usb_syspath, g_free);
 	g_clear_pointer(&a->iface_syspath, g_free);
 	g_clear_pointer(&a->port_syspath, g_free);
 	g_clear_pointer(&a->tty_syspath, g_free);
@@ -698,17 +760,26 @@ static gpointer emu_thread_main(gpointer user_data)
 int emu_umockdev_start(unsigned count, const char *serial_prefix, const struct emu_port_ops *ops,
 		       int *ret_master_fds, struct emu_umockdev **ret)
 {
+	return emu_umockdev_start_multi(count, 1, serial_prefix, ops, ret_master_fds, ret);
+}
+
+int emu_umockdev_start_multi(unsigned count, unsigned ports_per_adapter,
+			     const char *serial_prefix, const struct emu_port_ops *ops,
+			     int *ret_master_fds, struct emu_umockdev **ret)
+{
 	struct emu_umockdev *u;
 	unsigned i;
 	int r;
 
-	if (count == 0 || count > 64 || !serial_prefix || !ops || !ret_master_fds || !ret)
+	if (count == 0 || count > 64 || ports_per_adapter == 0 || ports_per_adapter > 8 ||
+	    !serial_prefix || !ops || !ret_master_fds || !ret)
 		return -EINVAL;
 	if (strlen(serial_prefix) >= sizeof(u->serial_prefix))
 		return -EINVAL;
 
 	u = g_malloc0(sizeof(*u) + count * sizeof(u->adapters[0]));
 	u->count = count;
+	u->ports_per_adapter = ports_per_adapter;
 	u->ops = *ops;
 	g_strlcpy(u->serial_prefix, serial_prefix, sizeof(u->serial_prefix));
 	g_mutex_init(&u->lock);
@@ -722,10 +793,12 @@ int emu_umockdev_start(unsigned count, const char *serial_prefix, const struct e
 
 		a->u = u;
 		a->index = i;
+		a->device = i / ports_per_adapter;
+		a->interface = i % ports_per_adapter;
 		a->master_fd = -1;
 		a->slave_fd = -1;
 		snprintf(a->node, sizeof(a->node), "/dev/ttyUSB%u", i);
-		snprintf(a->usb_name, sizeof(a->usb_name), EMU_SYSFS_HUB "/1-%u", i + 1);
+		snprintf(a->usb_name, sizeof(a->usb_name), EMU_SYSFS_HUB "/1-%u", a->device + 1);
 		a->handler = umockdev_ioctl_base_new();
 		g_signal_connect(a->handler, "handle-ioctl", G_CALLBACK(emu_handle_ioctl), a);
 		g_signal_connect(a->handler, "client-connected", G_CALLBACK(emu_client_connected),

@@ -108,6 +108,7 @@ static struct {
 	char *state_dir;
 	bool temp_state;
 	bool umockdev;
+	unsigned ports_per_adapter;	/* --umockdev: slots per emulated USB adapter */
 	bool require_entry;
 	uint32_t ram_buffer;
 	const char *ca_key, *global_key;
@@ -133,6 +134,7 @@ static struct {
 	bool quit;
 } E = {
 	.per_slot = 1,
+	.ports_per_adapter = 1,
 	.ram_buffer = 64 * 1024,
 	.epfd = -1,
 	.sigfd = -1,
@@ -1040,6 +1042,8 @@ static void usage(FILE *f)
 		"  --state-dir DIR       keep chip state across runs (default: a temp dir)\n"
 		"  --fault SPEC          inject a fault (repeatable), see docs/emulator.md\n"
 		"  --umockdev            emulated USB-serial adapters instead of plain PTYs\n"
+		"  --ports-per-adapter K with --umockdev: K slots per adapter, one USB interface\n"
+		"                        each (a multi-port adapter such as an FT4232H), 1..8\n"
 		"  --require-entry       chips boot the application; DTR/RTS select the bootloader\n"
 		"  --chips-per-slot K    K chips with distinct UIDs queued per slot\n"
 		"  --auto-swap MS        swap in the next chip MS ms after a finalized chip idles\n"
@@ -1072,7 +1076,7 @@ bad:
 static int parse_args(int argc, char **argv)
 {
 	enum { O_COUNT = 256, O_DIR, O_PROFILE, O_BAUD, O_STATE, O_FAULT, O_UMOCKDEV, O_ENTRY,
-	       O_PER_SLOT, O_RAMBUF, O_CAKEY, O_GLOBALKEY, O_SWAP, O_HELP };
+	       O_PER_SLOT, O_RAMBUF, O_CAKEY, O_GLOBALKEY, O_SWAP, O_PORTS, O_HELP };
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, O_COUNT },
 		{ "dir", required_argument, NULL, O_DIR },
@@ -1081,6 +1085,7 @@ static int parse_args(int argc, char **argv)
 		{ "state-dir", required_argument, NULL, O_STATE },
 		{ "fault", required_argument, NULL, O_FAULT },
 		{ "umockdev", no_argument, NULL, O_UMOCKDEV },
+		{ "ports-per-adapter", required_argument, NULL, O_PORTS },
 		{ "require-entry", no_argument, NULL, O_ENTRY },
 		{ "chips-per-slot", required_argument, NULL, O_PER_SLOT },
 		{ "ram-buffer", required_argument, NULL, O_RAMBUF },
@@ -1141,6 +1146,11 @@ static int parse_args(int argc, char **argv)
 		case O_UMOCKDEV:
 			E.umockdev = true;
 			break;
+		case O_PORTS:
+			if (parse_u64("--ports-per-adapter", optarg, 1, 8, &v) < 0)
+				return -EINVAL;
+			E.ports_per_adapter = (unsigned)v;
+			break;
 		case O_ENTRY:
 			E.require_entry = true;
 			break;
@@ -1186,6 +1196,10 @@ static int parse_args(int argc, char **argv)
 	}
 	if (E.umockdev && E.count > 64) {
 		fprintf(stderr, "h5emu: --umockdev supports at most 64 adapters.\n");
+		return -EINVAL;
+	}
+	if (E.ports_per_adapter > 1 && !E.umockdev) {
+		fprintf(stderr, "h5emu: --ports-per-adapter needs --umockdev.\n");
 		return -EINVAL;
 	}
 	if (E.umockdev && !UMOCKDEV_AVAILABLE) {
@@ -1235,7 +1249,8 @@ static int setup_slots(void)
 		struct emu_port_ops ops = { .settings_changed = on_settings_changed };
 		char env[PATH_MAX];
 
-		r = emu_umockdev_start(E.count, "H5EMU", &ops, masters, &E.um);
+		r = emu_umockdev_start_multi(E.count, E.ports_per_adapter, "H5EMU", &ops, masters,
+					     &E.um);
 		if (r < 0) {
 			log_msg("cannot start the umockdev testbed: %s", strerror(-r));
 			return r;

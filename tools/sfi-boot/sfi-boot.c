@@ -23,6 +23,7 @@ static const struct sfi_boot_command *const commands[] = {
 	&sfi_boot_cmd_go,
 	&sfi_boot_cmd_cert,
 	&sfi_boot_cmd_install,
+	&sfi_boot_cmd_list,
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -83,10 +84,13 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: sfi-boot --port SPEC [OPTIONS] COMMAND [ARGS]\n"
+		"       sfi-boot list [--json]\n"
 		"Talks to an STM32 in its system bootloader over UART (AN3155, 8E1).\n\n"
 		"Options:\n"
 		"  -p, --port SPEC       /dev/ttyUSB0, serial:ADAPTER_SERIAL, usb:USB_PORT (e.g. usb:1-3),\n"
-		"                        or tty:PATH (any terminal, set up without libserialport)\n"
+		"                        or tty:PATH (any terminal, set up without libserialport);\n"
+		"                        #N after serial: or usb: picks interface N of a multi-port\n"
+		"                        adapter (serial:FT4ABC#2); 'sfi-boot list' shows them\n"
 		"  -b, --baud N          line rate (default 115200)\n"
 		"  -e, --entry SEQ       bootloader entry, e.g. rts=1,dtr=1,wait=20,dtr=0,wait=50\n"
 		"                        (dtr=1 holds the chip in reset, rts=1 drives BOOT0 high)\n"
@@ -225,12 +229,28 @@ int main(int argc, char **argv)
 	}
 	nargs = argc - optind - 1;
 	if (nargs < cmd->min_args || (cmd->max_args >= 0 && nargs > cmd->max_args)) {
-		sfi_boot_error("usage: sfi-boot --port SPEC %s %s", cmd->name, cmd->args);
+		sfi_boot_error("usage: sfi-boot %s%s %s", cmd->no_port ? "" : "--port SPEC ",
+			       cmd->name, cmd->args);
 		return SFI_BOOT_EXIT_USAGE;
+	}
+	if (cmd->no_port) {
+		r = cmd->check ? cmd->check(nargs, argv + optind + 1) : SFI_BOOT_EXIT_OK;
+		if (r == SFI_BOOT_EXIT_OK)
+			r = cmd->run(&b, nargs, argv + optind + 1);
+		return r;
 	}
 	if (!b.port_spec) {
 		sfi_boot_error("--port is required (e.g. --port serial:SFIA0003)");
 		return SFI_BOOT_EXIT_USAGE;
+	}
+	{
+		struct link_spec spec;
+		char err[256];
+
+		if (link_spec_parse(b.port_spec, &spec, err, sizeof(err)) < 0) {
+			sfi_boot_error("--port: %s", err);
+			return SFI_BOOT_EXIT_USAGE;
+		}
 	}
 	if (b.verbose) {
 		b.opt.debug = debug_line;

@@ -33,10 +33,12 @@ struct sfi_boot_command {
 	const char *args;		/* "ADDR LEN FILE" */
 	const char *summary;
 	int min_args, max_args;		/* after the command name; max -1 = unlimited */
+	bool no_port;			/* runs without --port and without a chip */
 	/* Checks the arguments before any I/O (NULL: nothing to check); returns an enum
 	 * sfi_boot_exit value, having printed the reason. */
 	int (*check)(int argc, char **argv);
-	/* Runs with the chip connected and synced; returns an enum sfi_boot_exit value. */
+	/* Runs with the chip connected and synced (with no_port: with b->link NULL); returns an
+	 * enum sfi_boot_exit value. */
 	int (*run)(struct sfi_boot *b, int argc, char **argv);
 };
 
@@ -47,6 +49,7 @@ extern const struct sfi_boot_command sfi_boot_cmd_erase;
 extern const struct sfi_boot_command sfi_boot_cmd_go;
 extern const struct sfi_boot_command sfi_boot_cmd_cert;
 extern const struct sfi_boot_command sfi_boot_cmd_install;
+extern const struct sfi_boot_command sfi_boot_cmd_list;
 
 /* Prints "sfi-boot: <what>: <link's reason>" once and returns the exit code for error r. */
 int sfi_boot_fail(struct sfi_boot *b, int r, const char *what);
