@@ -6,7 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <unistd.h>
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <libserialport.h>
 
@@ -538,4 +542,84 @@ void link_ports_print(FILE *f, const struct link_port_info *ports, size_t n, boo
 			p->serial ? p->serial : "-", p->usb_path[0] ? p->usb_path : "-", iface, ids,
 			p->description ? p->description : p->product ? p->product : "-");
 	}
+}
+
+/* ---- Probing ---- */
+
+/* UNIX 98 pseudo-terminal slaves have majors 136 to 143. */
+static bool is_pty(const struct stat *st)
+{
+	return major(st->st_rdev) >= 136 && major(st->st_rdev) <= 143;
+}
+
+int link_probe(const char *spec, char *ret_path, size_t path_size, char *err, size_t err_size)
+{
+	struct link_spec s;
+	struct stat st;
+	char path[PATH_MAX];
+	int r;
+
+	r = link_spec_parse(spec, &s, err, err_size);
+	if (r < 0)
+		return r;
+	if (s.kind == LINK_SPEC_SERIAL || s.kind == LINK_SPEC_USB) {
+		struct link_port_info *ports = NULL;
+		size_t n = 0, i;
+
+		r = link_ports_list(&ports, &n, err, err_size);
+		if (r < 0)
+			return r;
+		r = link_ports_resolve(ports, n, &s, &i, err, err_size);
+		if (r == 0)
+			snprintf(path, sizeof(path), "%s", ports[i].path);
+		link_ports_free(ports, n);
+		if (r < 0)
+			return r;
+	} else {
+		snprintf(path, sizeof(path), "%s", s.key);
+	}
+
+	if (stat(path, &st) < 0) {
+		r = -errno;
+		set_err(err, err_size, "%s: %s", path, errno == ENOENT ?
+			"no such device (adapter unplugged?)" : strerror(errno));
+		return r == -ENOENT ? -ENODEV : r;
+	}
+	if (!S_ISCHR(st.st_mode)) {
+		set_err(err, err_size, "%s is not a terminal device", path);
+		return -ENOTTY;
+	}
+	if (s.kind == LINK_SPEC_PATH) {
+		struct sp_port *port = NULL;
+
+		if (is_pty(&st)) {
+			set_err(err, err_size, "%s is a pseudo-terminal, which libserialport does not "
+				"open; write port = tty:%s", path, s.key);
+			return -ENOTTY;
+		}
+		if (sp_get_port_by_name(path, &port) != SP_OK) {
+			set_err(err, err_size, "%s is not a serial port libserialport knows; for "
+				"another kind of terminal write port = tty:%s", path, s.key);
+			return -ENODEV;
+		}
+		sp_free_port(port);
+	}
+	if (access(path, R_OK | W_OK) < 0) {
+		r = -errno;
+		if (errno == EACCES || errno == EPERM) {
+			struct group *g = getgrgid(st.st_gid);
+
+			if (g)
+				set_err(err, err_size, "this user may not open %s (group %s may: "
+					"sfid's user must be in it)", path, g->gr_name);
+			else
+				set_err(err, err_size, "this user may not open %s", path);
+		} else {
+			set_err(err, err_size, "%s: %s", path, strerror(errno));
+		}
+		return r;
+	}
+	if (ret_path && path_size > 0)
+		snprintf(ret_path, path_size, "%s", path);
+	return 0;
 }

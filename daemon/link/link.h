@@ -101,6 +101,15 @@ int link_port_spec(const struct link_port_info *ports, size_t n, size_t i, char 
 int link_ports_resolve(const struct link_port_info *ports, size_t n, const struct link_spec *s,
 		       size_t *ret_index, char *err, size_t err_size);
 
+/* Checks, without opening it, whether link_open(spec) could open the port now: the spec is
+ * well formed, names exactly one connected port, the device exists, is a terminal that
+ * libserialport takes (or tty: is used), and this process may read and write it. The
+ * port is not opened because opening a serial port raises DTR and RTS, which resets the
+ * chip of a fixture wired for entry sequences. Returns 0 and the device path in ret_path
+ * (optional), or a negative errno with one sentence in err: why not, and what to write
+ * instead when the spec should be tty:PATH. */
+int link_probe(const char *spec, char *ret_path, size_t path_size, char *err, size_t err_size);
+
 /* Prints the list: a table, or with json one object {"ports":[...]} on one line. */
 void link_ports_print(FILE *f, const struct link_port_info *ports, size_t n, bool json);
 

@@ -433,6 +433,16 @@ static void config_check(struct parse_state *st)
 			fail(st, c->slots[i].line, "key 'port' missing in [slot %s]", c->slots[i].name);
 			return;
 		}
+		{
+			struct link_spec spec;
+			char why[256];
+
+			if (link_spec_parse(c->slots[i].port, &spec, why, sizeof(why)) < 0) {
+				fail(st, c->slots[i].line, "key 'port' in [slot %s]: %s",
+				     c->slots[i].name, why);
+				return;
+			}
+		}
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(c->slots[i].port, c->slots[j].port) == 0) {
 				fail(st, c->slots[i].line, "key 'port' in [slot %s]: port '%s' is "
@@ -570,4 +580,21 @@ int config_slot_find(const struct config *c, const char *name)
 		if (strcmp(c->slots[i].name, name) == 0)
 			return (int)i;
 	return -ENOENT;
+}
+
+unsigned config_warn_ports(const struct config *c, FILE *f)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < c->n_slots; i++) {
+		char why[512] = "";
+
+		if (link_probe(c->slots[i].port, NULL, 0, why, sizeof(why)) == 0)
+			continue;
+		fprintf(f, "%s:%u: warning: [slot %s] port '%s' cannot be opened now: %s\n",
+			c->path ? c->path : "", c->slots[i].line, c->slots[i].name, c->slots[i].port,
+			why);
+		n++;
+	}
+	return n;
 }

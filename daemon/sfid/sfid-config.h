@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -63,5 +64,9 @@ int config_parse_string(const char *path, const char *text, struct config **ret,
 			size_t err_size);
 /* Frees a config; accepts NULL; returns NULL. */
 struct config *config_free(struct config *c);
+/* For sfid --check: writes one warning line per slot whose port cannot be opened now
+ * ("FILE:LINE: warning: [slot NAME] port 'SPEC' cannot be opened now: reason"), checked
+ * without opening the ports (link_probe). Returns the number of warnings. */
+unsigned config_warn_ports(const struct config *c, FILE *f);
 /* Looks a slot up by name. Returns its index or -ENOENT. */
 int config_slot_find(const struct config *c, const char *name);

@@ -1555,7 +1555,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
-		printf("%s: configuration is valid (%zu slots)\n", config_path, d.cfg->n_slots);
+		unsigned warnings = config_warn_ports(d.cfg, stderr);
+
+		printf("%s: configuration is valid (%zu slots", config_path, d.cfg->n_slots);
+		if (warnings)
+			printf("; %u cannot open their port now", warnings);
+		printf(")\n");
 		config_free(d.cfg);
 		return 0;
 	}
