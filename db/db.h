@@ -275,6 +275,15 @@ int db_counter_changes(struct db *db, const char *token_serial, unsigned limit,
  * -ENOKEY without a signer, or the signer's error. */
 int db_checkpoint(struct db *db);
 
+/* The audit key changed (a new generation on the token): appends an `audit.key` record
+ * naming the key of the trail so far (old's) and the connection's signer's, and a
+ * checkpoint signed with old covering it, so a verifier holding both keys walks across.
+ * From there on the connection's signer signs. Returns 0 or -errno. */
+int db_audit_key_change(struct db *db, const struct db_signer *old);
+
+/* The key id the last checkpoint names. Returns 0, or -ENOENT without a checkpoint. */
+int db_audit_last_key(struct db *db, uint8_t ret_key_id[DB_HASH_SIZE]);
+
 /* Recomputes the whole hash chain stored in the database. Returns 0, or -EBADMSG and sets
  * *ret_bad_seq to the first record that does not verify. */
 int db_audit_verify(struct db *db, uint64_t *ret_bad_seq);

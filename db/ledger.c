@@ -1010,3 +1010,57 @@ int db_reconcile_granted(struct db *db, const char *token_serial, uint64_t token
 	*ret_n = n;
 	return 0;
 }
+
+int db_audit_key_change(struct db *db, const struct db_signer *old)
+{
+	const struct db_signer *cur = db->signer;
+	char hex[2 * DB_HASH_SIZE + 1];
+	struct json_object *data;
+	int r;
+
+	if (!old || !cur)
+		return db_fail(db, -ENOKEY, "a key change needs the old and the new audit key");
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	/* The old key signs the change: the record, then a checkpoint covering it. */
+	db->signer = old;
+	data = json_object_new_object();
+	audit_hex_encode(old->key_id, DB_HASH_SIZE, hex);
+	db_json_add_str(data, "old_key_id", hex);
+	audit_hex_encode(cur->key_id, DB_HASH_SIZE, hex);
+	db_json_add_str(data, "new_key_id", hex);
+	r = db_audit_append(db, "audit.key", data);
+	if (r == 0)
+		r = db_audit_checkpoint_locked(db);
+	db->signer = cur;
+	if (r < 0) {
+		db_rollback(db);
+		return r;
+	}
+	return db_commit(db);
+}
+
+int db_audit_last_key(struct db *db, uint8_t ret_key_id[DB_HASH_SIZE])
+{
+	sqlite3_stmt *st;
+	int rc, r;
+
+	r = db_prepare(db, "SELECT json_extract(content, '$.data.key_id') FROM audit "
+			   "WHERE type = 'checkpoint' ORDER BY seq DESC LIMIT 1", &st);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const char *hex = (const char *)sqlite3_column_text(st, 0);
+
+		if (!hex || audit_hex_decode(hex, ret_key_id, DB_HASH_SIZE) < 0)
+			r = db_fail(db, -EBADMSG, "the last checkpoint names no key");
+	} else if (rc == SQLITE_DONE) {
+		r = -ENOENT;
+	} else {
+		r = db_fail_sqlite(db, rc, "reading the last checkpoint");
+	}
+	sqlite3_finalize(st);
+	return r;
+}

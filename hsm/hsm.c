@@ -49,6 +49,8 @@ struct hsm {
 	unsigned refs;
 	bool logged_in;
 	char serial[17];	/* to find the token again after it was re-inserted */
+	bool audit_gen_known;	/* audit_gen holds the newest audit key generation */
+	unsigned audit_gen;
 	CK_RV last_rv;
 	const char *last_call;
 	struct hsm *next;
@@ -947,9 +949,113 @@ int hsm_license_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN])
 	return hsm_pubkey(h, HSM_LABEL_LICENSE_KEY, ret_point);
 }
 
+static int hsm_generate_ec(struct hsm *h, const char *label, bool derive, bool sign);
+
+/* The label of audit key generation gen: osfi-audit-key, then osfi-audit-key.1, .2... */
+static void hsm_audit_label(unsigned gen, char *buf, size_t len)
+{
+	if (gen == 0)
+		snprintf(buf, len, "%s", HSM_LABEL_AUDIT_KEY);
+	else
+		snprintf(buf, len, "%s.%u", HSM_LABEL_AUDIT_KEY, gen);
+}
+
+/* The newest audit key generation on the token (cached: a rotation by another process is
+ * seen by the next process). Caller holds h->lock. */
+static int hsm_audit_generation_locked(struct hsm *h, unsigned *ret_gen)
+{
+	bool found = false;
+	unsigned gen = 0;
+
+	if (!h->audit_gen_known) {
+		for (unsigned n = 0; n < HSM_AUDIT_GENERATIONS_MAX; n++) {
+			char label[48];
+			CK_OBJECT_HANDLE obj;
+			int r;
+
+			hsm_audit_label(n, label, sizeof(label));
+			r = hsm_find(h, CKO_PUBLIC_KEY, label, &obj);
+			if (r == 0) {
+				found = true;
+				gen = n;
+			} else if (r != -HSM_ERR_OBJECT_MISSING) {
+				return r;
+			}
+		}
+		if (!found)
+			return hsm_missing(h);
+		h->audit_gen = gen;
+		h->audit_gen_known = true;
+	}
+	*ret_gen = h->audit_gen;
+	return 0;
+}
+
+int hsm_audit_generation(struct hsm *h, unsigned *ret_gen)
+{
+	int r;
+
+	if (!h || !ret_gen)
+		return -HSM_ERR_INVALID;
+	pthread_mutex_lock(&h->lock);
+	r = hsm_audit_generation_locked(h, ret_gen);
+	pthread_mutex_unlock(&h->lock);
+	return r;
+}
+
+int hsm_audit_pubkey_gen(struct hsm *h, unsigned gen, uint8_t ret_point[OSFI_PUBKEY_LEN])
+{
+	char label[48];
+
+	hsm_audit_label(gen, label, sizeof(label));
+	return hsm_pubkey(h, label, ret_point);
+}
+
 int hsm_audit_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN])
 {
-	return hsm_pubkey(h, HSM_LABEL_AUDIT_KEY, ret_point);
+	unsigned gen;
+	int r = hsm_audit_generation(h, &gen);
+
+	return r < 0 ? r : hsm_audit_pubkey_gen(h, gen, ret_point);
+}
+
+int hsm_audit_rotate(struct hsm *h, unsigned *ret_gen)
+{
+	unsigned gen;
+	char label[48];
+	int r;
+
+	if (!h)
+		return -HSM_ERR_INVALID;
+	pthread_mutex_lock(&h->lock);
+	h->audit_gen_known = false;
+	r = h->logged_in ? hsm_audit_generation_locked(h, &gen) : -HSM_ERR_NOT_LOGGED_IN;
+	if (r == 0 && gen + 1 >= HSM_AUDIT_GENERATIONS_MAX)
+		r = -HSM_ERR_INVALID;
+	if (r == 0) {
+		hsm_audit_label(gen + 1, label, sizeof(label));
+		r = hsm_generate_ec(h, label, false, true);
+	}
+	/* Generations older than the one just replaced go: the previous key stays, to sign
+	 * the change into the trail. */
+	for (unsigned n = 0; r == 0 && n < gen; n++) {
+		CK_OBJECT_HANDLE objs[4];
+		CK_ULONG k = 0;
+
+		hsm_audit_label(n, label, sizeof(label));
+		for (int cls = 0; cls < 2 && r == 0; cls++) {
+			r = hsm_find_all(h, cls ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY, label, objs, 4, &k);
+			for (CK_ULONG i = 0; r == 0 && i < k; i++)
+				(void)h->mod->f->C_DestroyObject(h->session, objs[i]);
+		}
+	}
+	h->audit_gen_known = false;
+	if (r == 0)
+		r = hsm_audit_generation_locked(h, &gen);
+	pthread_mutex_unlock(&h->lock);
+	if (r == 0 && ret_gen)
+		*ret_gen = gen;
+	return r;
 }
 
 int hsm_ca_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN])
@@ -1015,6 +1121,19 @@ int hsm_audit_pubkey_pem(struct hsm *h, char **ret_pem)
 	return hsm_point_to_pem(point, ret_pem);
 }
 
+int hsm_audit_pubkey_pem_gen(struct hsm *h, unsigned gen, char **ret_pem)
+{
+	uint8_t point[OSFI_PUBKEY_LEN];
+	int r;
+
+	if (!ret_pem)
+		return -HSM_ERR_INVALID;
+	r = hsm_audit_pubkey_gen(h, gen, point);
+	if (r < 0)
+		return r;
+	return hsm_point_to_pem(point, ret_pem);
+}
+
 int hsm_has_global_key(struct hsm *h, bool *ret_has)
 {
 	CK_OBJECT_HANDLE obj;
@@ -1067,6 +1186,26 @@ static int hsm_sweep_locked(struct hsm *h, bool destroy, unsigned *ret_found)
 				return hsm_fail(h, "C_DestroyObject", rv);
 		}
 	}
+	/* Audit key generations after the first. */
+	for (unsigned gen = 1; gen < HSM_AUDIT_GENERATIONS_MAX; gen++) {
+		for (int cls = 0; cls < 2; cls++) {
+			CK_OBJECT_HANDLE objs[4];
+			char label[48];
+			CK_ULONG n;
+			int r;
+
+			hsm_audit_label(gen, label, sizeof(label));
+			r = hsm_find_all(h, cls ? CKO_PRIVATE_KEY : CKO_PUBLIC_KEY, label, objs, 4, &n);
+			if (r < 0)
+				return r;
+			found += n;
+			for (CK_ULONG k = 0; destroy && k < n; k++)
+				if (h->mod->f->C_DestroyObject(h->session, objs[k]) != CKR_OK)
+					return hsm_fail(h, "C_DestroyObject", CKR_GENERAL_ERROR);
+		}
+	}
+	if (destroy)
+		h->audit_gen_known = false;
 	if (ret_found)
 		*ret_found = found;
 	return 0;
@@ -1518,7 +1657,13 @@ out:
 
 int hsm_audit_sign(struct hsm *h, const uint8_t digest[32], uint8_t ret_sig[64])
 {
+	return hsm_audit_sign_gen(h, -1, digest, ret_sig);
+}
+
+int hsm_audit_sign_gen(struct hsm *h, int gen, const uint8_t digest[32], uint8_t ret_sig[64])
+{
 	CK_MECHANISM mech = { CKM_ECDSA, NULL, 0 };
+	char label[48];
 	CK_OBJECT_HANDLE key;
 	uint8_t sig[64];
 	CK_ULONG n = sizeof(sig);
@@ -1528,7 +1673,17 @@ int hsm_audit_sign(struct hsm *h, const uint8_t digest[32], uint8_t ret_sig[64])
 	if (!h || !digest || !ret_sig)
 		return -HSM_ERR_INVALID;
 	pthread_mutex_lock(&h->lock);
-	r = hsm_find(h, CKO_PRIVATE_KEY, HSM_LABEL_AUDIT_KEY, &key);
+	if (gen < 0) {
+		unsigned g = 0;
+
+		r = hsm_audit_generation_locked(h, &g);
+		gen = (int)g;
+	} else {
+		r = 0;
+	}
+	hsm_audit_label((unsigned)gen, label, sizeof(label));
+	if (r == 0)
+		r = hsm_find(h, CKO_PRIVATE_KEY, label, &key);
 	if (r == 0) {
 		rv = h->mod->f->C_SignInit(h->session, &mech, key);
 		if (rv == CKR_OK)

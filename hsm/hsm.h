@@ -176,5 +176,21 @@ int hsm_license_issue_global(struct hsm *h, uint16_t device_id, uint32_t target,
 
 /* --- audit ------------------------------------------------------------------------------- */
 
-/* ECDSA-P256 signature of a 32-byte digest with the audit key: raw r || s. */
+/* ECDSA-P256 signature of a 32-byte digest with the audit key (the newest generation):
+ * raw r || s. */
 int hsm_audit_sign(struct hsm *h, const uint8_t digest[32], uint8_t ret_sig[64]);
+/* The same with audit key generation gen (-1: the newest). */
+int hsm_audit_sign_gen(struct hsm *h, int gen, const uint8_t digest[32], uint8_t ret_sig[64]);
+
+/* Audit keys have generations: osfi-audit-key (0), osfi-audit-key.1, .2, ... The newest
+ * signs; the one before it stays so that sfid can sign the change into the trail. */
+#define HSM_AUDIT_GENERATIONS_MAX 64
+/* The newest generation on the token (read once per process and token). */
+int hsm_audit_generation(struct hsm *h, unsigned *ret_gen);
+/* The public point of generation gen. */
+int hsm_audit_pubkey_gen(struct hsm *h, unsigned gen, uint8_t ret_point[OSFI_PUBKEY_LEN]);
+/* The same as PEM (malloc'ed). */
+int hsm_audit_pubkey_pem_gen(struct hsm *h, unsigned gen, char **ret_pem);
+/* Generates the next audit key generation inside the token and deletes the generations
+ * older than the one it replaces (sfi-hsm rotate-audit-key). Returns the new generation. */
+int hsm_audit_rotate(struct hsm *h, unsigned *ret_gen);

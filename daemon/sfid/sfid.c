@@ -1171,17 +1171,48 @@ static int audit_sign(void *userdata, const uint8_t digest[DB_HASH_SIZE],
 	return r < 0 ? -EIO : 0;
 }
 
+/* The audit key generation that signed the trail before a key change. */
+static unsigned audit_old_gen;
+
+static int audit_sign_old(void *userdata, const uint8_t digest[DB_HASH_SIZE],
+			  uint8_t ret_sig[DB_SIG_SIZE])
+{
+	struct sfid *d = userdata;
+	int r = hsm_audit_sign_gen(d->hsm, (int)audit_old_gen, digest, ret_sig);
+
+	return r < 0 ? -EIO : 0;
+}
+
+static int audit_key_id_of_pem(char *pem, uint8_t ret_id[DB_HASH_SIZE]);
+
+/* SHA-256 of the DER SubjectPublicKeyInfo of audit key generation gen. */
+static int audit_key_id_gen(struct sfid *d, unsigned gen, uint8_t ret_id[DB_HASH_SIZE])
+{
+	char *pem = NULL;
+
+	if (hsm_audit_pubkey_pem_gen(d->hsm, gen, &pem) < 0)
+		return -ENOKEY;
+	return audit_key_id_of_pem(pem, ret_id);
+}
+
 /* SHA-256 of the audit key's DER SubjectPublicKeyInfo. */
 static int audit_key_id(struct sfid *d, uint8_t ret_id[DB_HASH_SIZE])
 {
-	unsigned char *der = NULL;
-	EVP_PKEY *pk = NULL;
 	char *pem = NULL;
-	BIO *bio;
-	int n, r = -EINVAL;
 
 	if (hsm_audit_pubkey_pem(d->hsm, &pem) < 0)
 		return -ENOKEY;
+	return audit_key_id_of_pem(pem, ret_id);
+}
+
+/* Takes pem. */
+static int audit_key_id_of_pem(char *pem, uint8_t ret_id[DB_HASH_SIZE])
+{
+	unsigned char *der = NULL;
+	EVP_PKEY *pk = NULL;
+	BIO *bio;
+	int n, r = -EINVAL;
+
 	bio = BIO_new_mem_buf(pem, -1);
 	if (bio)
 		pk = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
@@ -1268,6 +1299,36 @@ static int open_hsm(struct sfid *d)
 	return 0;
 }
 
+/* A new audit key generation on the token (sfi-hsm rotate-audit-key): the key that signed
+ * the trail so far signs the change into it, so the OEM's verifier walks across with both
+ * keys in its ring. */
+static void audit_key_link(struct sfid *d, const struct db_signer *signer)
+{
+	struct db_signer old = { .sign = audit_sign_old, .userdata = d };
+	uint8_t last[DB_HASH_SIZE], id[DB_HASH_SIZE];
+	unsigned gen;
+
+	if (db_audit_last_key(d->ldb, last) < 0 || memcmp(last, signer->key_id, DB_HASH_SIZE) == 0)
+		return;
+	if (hsm_audit_generation(d->hsm, &gen) < 0)
+		return;
+	for (unsigned g = gen; g-- > 0;) {
+		if (audit_key_id_gen(d, g, id) < 0 || memcmp(id, last, DB_HASH_SIZE) != 0)
+			continue;
+		audit_old_gen = g;
+		memcpy(old.key_id, last, DB_HASH_SIZE);
+		if (db_audit_key_change(d->ldb, &old) < 0)
+			log_error("cannot record the audit key change: %s", db_last_error(d->ldb));
+		else
+			log_notice("audit key changed (generation %u -> %u): the change is signed "
+				   "into the trail with the previous key", g, gen);
+		return;
+	}
+	log_warning("the audit trail's last checkpoint names an audit key this token no longer "
+		    "holds: the change to the token's key cannot be signed into the trail, and "
+		    "a verifier reports it");
+}
+
 /* Three connections to one file: the loop reads, the license chain writes the ledger, the
  * recorder writes everything else; SQLite serializes the writers. */
 static int open_db(struct sfid *d, struct db_signer *signer)
@@ -1292,6 +1353,8 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		log_error("cannot open database %s: %s", d->cfg->db_path, err);
 		return r;
 	}
+	if (o.signer)
+		audit_key_link(d, signer);
 	r = recorder_new(d, d->cfg->db_path, &o, &d->recorder, err, sizeof(err));
 	if (r < 0) {
 		log_error("cannot open database %s: %s", d->cfg->db_path, err);

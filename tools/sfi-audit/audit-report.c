@@ -486,6 +486,15 @@ static void html_counters(FILE *out, const struct verify_result *v)
 		}
 		fputs("</ul>\n", out);
 	}
+	if (v->n_key_changes) {
+		fputs("<h3>Audit key changes</h3>\n<ul id=\"key-changes\">\n", out);
+		for (size_t i = 0; i < v->n_key_changes; i++) {
+			fputs("<li>", out);
+			html_text(out, v->key_changes[i]);
+			fputs("</li>\n", out);
+		}
+		fputs("</ul>\n", out);
+	}
 	fputs("</section>\n", out);
 }
 

@@ -41,6 +41,9 @@ struct verifier {
 	size_t export_no;     /* 1-based */
 	bool have_cur_key;    /* checkpoints so far name this key */
 	uint8_t cur_key[AUDIT_HASH_SIZE];
+	bool have_pending;    /* an audit.key record names the next key; the current key's */
+	uint8_t pending_key[AUDIT_HASH_SIZE]; /* next checkpoint signs the change */
+	uint64_t pending_seq;
 	uint8_t first_anchor[AUDIT_HASH_SIZE]; /* prev_hash of the trail's first record */
 	uint8_t (*hashes)[AUDIT_HASH_SIZE]; /* of every record seen, from res->first_seq on */
 	size_t n_hashes, hash_cap;
@@ -314,10 +317,26 @@ static int check_checkpoint(struct verifier *v, const struct audit_line *l)
 		key_id_short(kid, a);
 		key_id_short(v->cur_key, b);
 		return bad(v, l->seq, "checkpoint signed with audit key %s, but the trail's key is "
-				      "%s and no key change is recorded", a, b);
+				      "%s and %s", a, b, v->have_pending ?
+				      "the key change is not yet signed by it" :
+				      "no key change is recorded");
 	}
 	v->have_cur_key = true;
 	memcpy(v->cur_key, kid, sizeof(kid));
+	if (v->have_pending) {
+		/* This checkpoint, by the old key, covers the change: the new key from here. */
+		char a[17], b[17];
+
+		key_id_short(v->cur_key, a);
+		key_id_short(v->pending_key, b);
+		if (v->res->n_key_changes < 8)
+			snprintf(v->res->key_changes[v->res->n_key_changes++],
+				 sizeof(v->res->key_changes[0]), "record %" PRIu64 ": %s -> %s, "
+				 "signed by the old key at record %" PRIu64, v->pending_seq, a, b,
+				 l->seq);
+		memcpy(v->cur_key, v->pending_key, sizeof(v->cur_key));
+		v->have_pending = false;
+	}
 	key = key_find(v, kid);
 	if (!key) {
 		char a[17];
@@ -499,6 +518,30 @@ static int check_reconcile(struct verifier *v, const struct audit_line *l)
 	return 0;
 }
 
+/* A change of the audit key: it names the trail's key as the old one, and the next
+ * checkpoint, still by the old key, signs it; the new key signs from there on. */
+static int check_key_change(struct verifier *v, const struct audit_line *l)
+{
+	struct json_object *d = data_of(l);
+	const char *o = data_str(d, "old_key_id"), *n = data_str(d, "new_key_id");
+	uint8_t old_id[AUDIT_HASH_SIZE], new_id[AUDIT_HASH_SIZE];
+
+	if (!o || !n || audit_hex_decode(o, old_id, sizeof(old_id)) < 0 ||
+	    audit_hex_decode(n, new_id, sizeof(new_id)) < 0)
+		return bad(v, l->seq, "audit key change without both key ids");
+	if (v->have_pending)
+		return bad(v, l->seq, "a second audit key change before the first was signed");
+	if (v->have_cur_key && memcmp(old_id, v->cur_key, sizeof(old_id)) != 0)
+		return bad(v, l->seq, "the audit key change names another old key than the one "
+				      "the trail's checkpoints use");
+	v->have_cur_key = true;
+	memcpy(v->cur_key, old_id, sizeof(old_id));
+	memcpy(v->pending_key, new_id, sizeof(new_id));
+	v->have_pending = true;
+	v->pending_seq = l->seq;
+	return 0;
+}
+
 /* The data members each record type may hold; anything else is refused. */
 static const struct {
 	const char *type;
@@ -528,6 +571,7 @@ static const struct {
 	{ "reconcile", { "token", "actual", "expected", "differences", "granted", "station",
 			 "version" } },
 	{ "checkpoint", { "covers_seq", "covers_hash", "key_id" } },
+	{ "audit.key", { "old_key_id", "new_key_id" } },
 };
 
 static int check_members(struct verifier *v, const struct audit_line *l)
@@ -582,6 +626,8 @@ static int check_record(struct verifier *v, const struct audit_line *l, uint64_t
 		return check_license(v, l);
 	if (strcmp(l->type, "reconcile") == 0)
 		return check_reconcile(v, l);
+	if (strcmp(l->type, "audit.key") == 0)
+		return check_key_change(v, l);
 	return 0;
 }
 

@@ -75,6 +75,8 @@ struct verify_result {
 	size_t warnings_dropped;
 	size_t n_notes;           /* counter changes sfid did not make (always listed) */
 	char notes[VERIFY_WARNINGS_MAX][256];
+	size_t n_key_changes;     /* audit key changes the trail walks across */
+	char key_changes[8][160];
 };
 
 /* Reads an audit public key (PEM) into key. Returns 0, or -errno / -EINVAL (not a P-256

@@ -182,6 +182,8 @@ static void print_result(const struct verify_result *res, bool quiet)
 		}
 		for (size_t i = 0; i < res->n_notes; i++)
 			printf("counter change not made by sfid: %s\n", res->notes[i]);
+		for (size_t i = 0; i < res->n_key_changes; i++)
+			printf("audit key change: %s\n", res->key_changes[i]);
 	}
 	switch (res->status) {
 	case VERIFY_BAD:

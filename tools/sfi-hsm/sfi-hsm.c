@@ -58,6 +58,9 @@ static void usage(FILE *f)
 		"                        issue an uncounted global license (needs the global key)\n"
 		"  audit-pubkey --out AUDIT.pem\n"
 		"                        export the audit public key (PEM)\n"
+		"  rotate-audit-key --out NEW.pem\n"
+		"                        make a new audit key (the previous one stays to sign the\n"
+		"                        change into the trail); export the new public key\n"
 		"\n"
 		"Token options (every command):\n"
 		"  --module LIB          PKCS#11 module (default %s)\n"
@@ -556,6 +559,43 @@ static int cmd_refill(const struct args *a)
 	return EXIT_OK;
 }
 
+static int cmd_rotate_audit_key(const struct args *a)
+{
+	struct hsm *h = NULL;
+	char *pem = NULL;
+	unsigned gen = 0;
+	int fd = -1, r;
+
+	if (!a->out) {
+		fprintf(stderr, "sfi-hsm rotate-audit-key: needs --out NEW.pem (the new audit "
+				"public key, for the OEM's key ring)\n");
+		return EXIT_USAGE;
+	}
+	if ((r = open_token(a, &h)) != 0)
+		return r;
+	if ((r = open_out(a->out, true, &fd)) != 0)
+		goto out;
+	r = hsm_audit_rotate(h, &gen);
+	if (r == 0)
+		r = hsm_audit_pubkey_pem_gen(h, gen, &pem);
+	if (r < 0) {
+		close(fd);
+		unlink(a->out);
+		r = fail(h, r, "making a new audit key");
+		goto out;
+	}
+	if ((r = write_out(fd, a->out, pem, strlen(pem))) != 0)
+		goto out;
+	printf("audit key generation %u written to %s; keep the previous audit key in the key "
+	       "ring: sfid signs the change into its trail with it when it next starts\n", gen,
+	       a->out);
+	r = EXIT_OK;
+out:
+	free(pem);
+	hsm_close(h);
+	return r;
+}
+
 static int cmd_global_license(const struct args *a)
 {
 	uint8_t id[OSFI_ID_LEN], lic[OSFI_LICENSE_LEN];
@@ -726,6 +766,8 @@ int main(int argc, char **argv)
 		return cmd_license(&a);
 	if (!strcmp(cmd, "refill"))
 		return cmd_refill(&a);
+	if (!strcmp(cmd, "rotate-audit-key"))
+		return cmd_rotate_audit_key(&a);
 	if (!strcmp(cmd, "global-license"))
 		return cmd_global_license(&a);
 	if (!strcmp(cmd, "audit-pubkey"))

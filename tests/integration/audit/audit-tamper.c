@@ -510,6 +510,46 @@ static char *station(const char *name, struct test_signer *ts, unsigned chips, b
 	return buf;
 }
 
+/* A trail whose audit key changes in the middle of a job: records signed by a, the change
+ * signed into the trail by a, the rest and the end signed by b. */
+static char *station_rotated(struct test_signer *a, struct test_signer *b, uint64_t *counter)
+{
+	struct db_job j = { "/srv/images/demo.sfi", IMAGE_ID, DIGEST, NULL, 8, 1000, "operator",
+			    NULL };
+	struct db_options oa = { .signer = &a->signer, .checkpoint_records = 16 };
+	struct db_options ob = { .signer = &b->signer, .checkpoint_records = 16 };
+	struct db_export_token tok = { TOKEN, 0 };
+	struct db_export_info info = { "line-r", "tamper-test", &tok, 1 };
+	char path[4096], err[512], *buf = NULL;
+	struct db_diff *diffs = NULL;
+	size_t len = 0, nd = 0;
+	struct db *db;
+	int64_t job;
+	FILE *m;
+
+	snprintf(path, sizeof(path), "%s/line-r.db", dir);
+	if (db_open(path, &oa, &db, err, sizeof(err)) < 0)
+		die("open: %s", err);
+	ok(db_reconcile(db, TOKEN, *counter, &diffs, &nd), db, "reconcile");
+	free(diffs);
+	ok(db_job_create(db, &j, &job), db, "job");
+	for (unsigned i = 1; i <= 4; i++)
+		chip(db, job, i, counter, true, true);
+	db_close(db);
+	if (db_open(path, &ob, &db, err, sizeof(err)) < 0)
+		die("open: %s", err);
+	ok(db_audit_key_change(db, &a->signer), db, "key change");
+	for (unsigned i = 5; i <= 8; i++)
+		chip(db, job, i, counter, true, true);
+	ok(db_job_end(db, job), db, "job end");
+	tok.counter = (int64_t)*counter;
+	m = open_memstream(&buf, &len);
+	ok(db_export_jsonl_info(db, NULL, &info, m), db, "export");
+	fclose(m);
+	db_close(db);
+	return buf;
+}
+
 int main(int argc, char **argv)
 {
 	struct test_signer ts, attacker;
@@ -954,6 +994,59 @@ int main(int argc, char **argv)
 		free(e1);
 		free(e2);
 		free(e3);
+	}
+
+	/* An audit key rotation in the middle of a job: verified with both keys of the ring;
+	 * the change taken out, or pointed at another key, is tampering. */
+	{
+		uint64_t c = 600;
+		char *rt = station_rotated(&ts, &attacker, &c);
+
+		expect_text("key rotation, ring with both keys", rt, "--pubkey", other_pub, 0,
+			    "VERIFIED");
+		expect_text("key rotation, the new key missing from the ring", rt, NULL, NULL, 4,
+			    "which is not in the key ring");
+		lines_split(rt, &ls);
+		seq = find(&ls, "audit.key", 0, NULL);
+		{
+			size_t i = line_of(&ls, seq);
+
+			lines_delete(&ls, i);
+			rechain(&ls, i, NULL, NULL);
+			reseal(&ls, &attacker, attacker_id);
+		}
+		{
+			char *t = lines_join(&ls);
+
+			snprintf(arg, sizeof(arg), "BAD record %" PRIu64 ": checkpoint signature", seq);
+			expect_text("key change removed, chain recomputed", t, "--pubkey", other_pub, 1,
+				    arg);
+			free(t);
+		}
+		lines_free(&ls);
+		lines_split(rt, &ls);
+		seq = find(&ls, "audit.key", 0, NULL);
+		{
+			char hex[65], from[80], to[80];
+
+			audit_hex_encode(attacker_id, 32, hex);
+			snprintf(from, sizeof(from), "\"new_key_id\":\"%s\"", hex);
+			memset(hex, 'a', 64);
+			snprintf(to, sizeof(to), "\"new_key_id\":\"%s\"", hex);
+			replace_in(&ls.v[line_of(&ls, seq)], from, to);
+			rechain(&ls, line_of(&ls, seq), NULL, NULL);
+		}
+		{
+			char *t = lines_join(&ls);
+
+			snprintf(arg, sizeof(arg), "BAD record %" PRIu64 ": checkpoint signature",
+				 seq + 1);
+			expect_text("key change pointed at another key", t, "--pubkey", other_pub, 1,
+				    arg);
+			free(t);
+		}
+		lines_free(&ls);
+		free(rt);
 	}
 
 	printf("%u cases, %u failed\n", cases, failures);
