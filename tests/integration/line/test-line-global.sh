@@ -31,10 +31,11 @@ set -e
 ctl job load "$tmp/pki/demo.sfi" --global-license "$tmp/pki/global.lic" --count 4 |
 	grep -q "global (uncounted)" || line_fail "job show does not say global"
 ctl start >/dev/null
-ctl watch --count 4 --timeout 60 >/dev/null || line_fail "4 chips did not finish"
+# The database, not watch: watch counts the results after it connects, and on a slow
+# (sanitized) build the first chips can finish before it does.
+wait_for 120 "4 results" sql_is "SELECT count(*) FROM attempts WHERE result <> 'running'" 4
 line_skip_without_xspecial
-# watch counts results as sfid reports them; the recorder thread writes them just after.
-wait_for 30 "4 installed in the database" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" 4 ||
+[ "$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'")" -eq 4 ] ||
 	line_fail "$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'") of 4 installed"
 [ "$(sql "SELECT count(*) FROM licenses")" -eq 0 ] || line_fail "global installs entered the ledger"
 [ "$(line_counter)" -eq "$before" ] || line_fail "the counter moved: $before -> $(line_counter)"
