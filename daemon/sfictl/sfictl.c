@@ -2,16 +2,19 @@
  *
  * Exit codes: 0 success; 1 sfid refused or failed the command; 2 usage error; 3 cannot reach
  * sfid; 4 permission denied; 5 protocol error (unexpected answer); 6 local I/O error
- * (writing the export file); 7 watch ended by --timeout before --count results. */
+ * (writing the export file); 7 watch ended by --timeout before its --count results. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -69,7 +72,8 @@ static void usage(FILE *f)
 		"Options: --socket PATH (default /run/sfid/sfid.sock), --json (machine-readable\n"
 		"output of read commands), --help, --version.\n"
 		"Exit codes: 0 ok, 1 refused or failed by sfid, 2 usage, 3 sfid unreachable,\n"
-		"4 permission denied, 5 protocol error, 6 local I/O error, 7 watch timed out.\n");
+		"4 permission denied, 5 protocol error, 6 local I/O error, 7 watch ended by\n"
+		"--timeout before its --count results.\n");
 }
 
 /* A whole decimal number in [min, max] for option opt; prints the complaint. */
@@ -89,7 +93,7 @@ static int parse_number(const char *opt, const char *s, int64_t min, int64_t max
 	return 0;
 }
 
-static int connect_daemon(void)
+static int connect_to(bool quiet)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
@@ -102,6 +106,11 @@ static int connect_daemon(void)
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int r = -errno;
 
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+		if (quiet)
+			return r;
 		if (r == -EACCES || r == -EPERM)
 			/* sfid runs, but this user may not open its socket or the folder. */
 			fprintf(stderr, "sfictl: no permission to open sfid's socket %s: %s; ask the "
@@ -114,6 +123,17 @@ static int connect_daemon(void)
 	}
 	control_linebuf_init(&lb, REPLY_MAX);
 	return 0;
+}
+
+static int connect_daemon(void)
+{
+	return connect_to(false);
+}
+
+/* For watch's reconnection: no message while sfid is away. */
+static int quiet_connect(void)
+{
+	return connect_to(true);
 }
 
 /* Descriptors passed with the next request (SCM_RIGHTS), in the order its arguments name. */
@@ -351,57 +371,86 @@ static void print_status(struct json_object *o)
 
 /* ---- watch ---- */
 
+/* A slot as watch shows it; the last chip's UID and result stay until the next chip. */
 struct watch_slot {
 	char name[40];
 	char state[32];
 	char chip[32];
 	uint64_t done, total, rate;
-	char last[160];
+	int64_t last_event_ms;		/* monotonic: when sfid last said something of it */
+	char last_chip[32];
+	char last[200];
+	int last_kind;			/* 0 none, 1 ok, 2 failed or refused */
 };
 
 static struct watch_slot wslots[SLOTS_SHOWN];
 static size_t n_wslots;
 static unsigned results_ok, results_failed;
+static char w_station[64], w_halt[256], w_message[512];
+static bool w_have_job, w_complete, w_color, w_down;
+static int64_t w_job, w_target, w_installed, w_failed, w_refused, w_halted, w_left = -1,
+	w_started_ms, w_job_ms, w_job_ms_at;
+static volatile sig_atomic_t w_resized = 1;
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void on_winch(int sig)
+{
+	(void)sig;
+	w_resized = 1;
+}
 
 static struct watch_slot *wslot(const char *name)
 {
 	for (size_t i = 0; i < n_wslots; i++)
 		if (strcmp(wslots[i].name, name) == 0)
 			return &wslots[i];
-	if (n_wslots >= SLOTS_SHOWN)
+	if (n_wslots >= SLOTS_SHOWN || !name[0])
 		return NULL;
+	memset(&wslots[n_wslots], 0, sizeof(wslots[0]));
 	snprintf(wslots[n_wslots].name, sizeof(wslots[0].name), "%s", name);
+	wslots[n_wslots].last_event_ms = mono_ms();
 	return &wslots[n_wslots++];
 }
 
-static void watch_redraw(bool first)
+/* The job totals from a status reply (sfid's counts, not only what this watch saw). */
+static void watch_apply_totals(struct json_object *o)
 {
-	if (!first)
-		printf("\033[%zuA", n_wslots + 1);
-	printf("\033[2K%u installed, %u failed\n", results_ok, results_failed);
-	for (size_t i = 0; i < n_wslots; i++) {
-		struct watch_slot *w = &wslots[i];
-		char bar[31], rate[24];
-		unsigned pct = w->total ? (unsigned)(w->done * 100 / w->total) : 0;
-		unsigned fill = pct * 30 / 100;
+	struct json_object *job, *v;
 
-		for (unsigned k = 0; k < 30; k++)
-			bar[k] = k < fill ? '#' : '.';
-		bar[30] = '\0';
-		human_bytes(w->rate, rate, sizeof(rate));
-		if (strcmp(w->state, "installing") == 0)
-			printf("\033[2K%-8s %-20s %-24s [%s] %3u%% %s/s\n", w->name, w->state, w->chip,
-			       bar, pct, rate);
-		else
-			printf("\033[2K%-8s %-20s %-24s %s\n", w->name, w->state, w->chip, w->last);
-	}
-	fflush(stdout);
+	snprintf(w_station, sizeof(w_station), "%s", jstr(o, "station"));
+	w_halt[0] = '\0';
+	if (json_object_object_get_ex(o, "halted", &v) && v)
+		snprintf(w_halt, sizeof(w_halt), "%s", json_object_get_string(v));
+	w_left = json_object_object_get_ex(o, "licenses_left", &v) && v ?
+		 json_object_get_int64(v) : -1;
+	w_have_job = json_object_object_get_ex(o, "job", &job) && job;
+	if (!w_have_job)
+		return;
+	w_job = jint(job, "id");
+	w_target = jint(job, "target");
+	w_installed = jint(job, "installed");
+	w_failed = jint(job, "failed");
+	w_refused = jint(job, "refused");
+	w_halted = jint(job, "halted");
+	w_started_ms = jint(job, "started_ms");
+	w_complete = json_object_get_boolean(json_object_object_get(job, "complete"));
+	/* sfid's clock, and when it was read on ours, for elapsed time and rates. */
+	w_job_ms = jint(o, "time_ms");
+	w_job_ms_at = mono_ms();
 }
 
 static void watch_apply_status(struct json_object *o)
 {
 	struct json_object *slots;
 
+	watch_apply_totals(o);
 	if (!json_object_object_get_ex(o, "slots", &slots))
 		return;
 	for (size_t i = 0; i < json_object_array_length(slots); i++) {
@@ -412,16 +461,291 @@ static void watch_apply_status(struct json_object *o)
 			continue;
 		snprintf(w->state, sizeof(w->state), "%s", jstr(s, "state"));
 		snprintf(w->chip, sizeof(w->chip), "%s", jstr(s, "chip"));
-		snprintf(w->last, sizeof(w->last), "%s", jstr(s, "last_result"));
+		w->done = (uint64_t)jint(s, "done");
+		w->total = (uint64_t)jint(s, "total");
+		w->last_event_ms = mono_ms();
+		/* The last chip's result, from before this watch opened. */
+		if (!w->last_kind && jstr(s, "last_result")[0]) {
+			snprintf(w->last, sizeof(w->last), "%s", jstr(s, "last_result"));
+			snprintf(w->last_chip, sizeof(w->last_chip), "-");
+			w->last_kind = strncmp(w->last, "installed", 9) == 0 ? 1 : 2;
+		}
 	}
 }
 
-static int cmd_watch(int count, int timeout_s)
+/* Appends at most the columns left of a line of width cols (no wrap ever). */
+struct wline {
+	char buf[1024];
+	size_t len, cols, width;
+};
+
+static void wl_add(struct wline *l, const char *color, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void wl_add(struct wline *l, const char *color, const char *fmt, ...)
+{
+	char text[512];
+	size_t n;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	/* Printable ASCII only: a multi-byte or control character would break the count. */
+	for (char *p = text; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	n = strlen(text);
+	if (l->cols + n > l->width)
+		n = l->width > l->cols ? l->width - l->cols : 0;
+	if (n == 0)
+		return;
+	if (color && w_color)
+		l->len += (size_t)snprintf(l->buf + l->len, sizeof(l->buf) - l->len, "%s", color);
+	if (l->len + n < sizeof(l->buf)) {
+		memcpy(l->buf + l->len, text, n);
+		l->len += n;
+		l->buf[l->len] = '\0';
+	}
+	l->cols += n;
+	if (color && w_color)
+		l->len += (size_t)snprintf(l->buf + l->len, sizeof(l->buf) - l->len, "\033[0m");
+}
+
+static void wl_pad(struct wline *l, size_t to)
+{
+	while (l->cols < to && l->cols < l->width && l->len + 1 < sizeof(l->buf)) {
+		l->buf[l->len++] = ' ';
+		l->buf[l->len] = '\0';
+		l->cols++;
+	}
+}
+
+#define C_RED "\033[1;31m"
+#define C_GREEN "\033[32m"
+#define C_YELLOW "\033[33m"
+#define C_BOLD "\033[1m"
+
+static void hms(int64_t ms, char *out, size_t size)
+{
+	unsigned s = ms > 0 ? (unsigned)(ms / 1000 % 3600000) : 0;
+
+	snprintf(out, size, "%u:%02u:%02u", s / 3600 % 1000, s / 60 % 60, s % 60);
+}
+
+/* A busy slot sfid has said nothing of for this long is shown as not answering. */
+#define STALL_MS 3000
+
+static bool state_busy(const char *st)
+{
+	return strcmp(st, "identifying") == 0 || strcmp(st, "certificate") == 0 ||
+	       strcmp(st, "license") == 0 || strcmp(st, "installing") == 0 ||
+	       strcmp(st, "finalizing") == 0 || strcmp(st, "verifying") == 0;
+}
+
+/* One slot in a cell of the given width. */
+static void watch_cell(struct wline *l, const struct watch_slot *w, size_t width, int64_t now)
+{
+	size_t start = l->cols, end = start + width - 1;
+	struct wline c = { .width = width - 1 };
+	int64_t quiet = now - w->last_event_ms;
+
+	wl_add(&c, C_BOLD, "%-4s", w->name);
+	if (strcmp(w->state, "installing") == 0 && quiet < STALL_MS) {
+		char bar[11], rate[24];
+		unsigned pct = w->total ? (unsigned)(w->done * 100 / w->total) : 0;
+
+		for (unsigned k = 0; k < 10; k++)
+			bar[k] = k < pct / 10 ? '#' : '.';
+		bar[10] = '\0';
+		human_bytes(w->rate, rate, sizeof(rate));
+		wl_add(&c, NULL, " %s %3u%% %s/s", bar, pct, rate);
+	} else if (state_busy(w->state) && quiet >= STALL_MS) {
+		wl_add(&c, C_YELLOW, " %s: no answer for %" PRId64 " s", w->state, quiet / 1000);
+	} else if (state_busy(w->state)) {
+		wl_add(&c, NULL, " %s %.8s", w->state, w->chip);
+	} else {
+		const char *st = strcmp(w->state, "waiting-for-chip") == 0 ? "wait" :
+				 strcmp(w->state, "waiting-for-removal") == 0 ? "remove" :
+				 strcmp(w->state, "no-port") == 0 ? "NO PORT" : w->state;
+
+		wl_add(&c, strcmp(st, "NO PORT") == 0 ? C_RED : NULL, " %-6s", st);
+		if (w->last_kind)
+			wl_add(&c, w->last_kind == 1 ? C_GREEN : C_RED, " %.8s %s", w->last_chip,
+			       w->last);
+	}
+	/* The cell is built apart so that its colour codes do not count as columns. */
+	if (l->len + c.len < sizeof(l->buf)) {
+		memcpy(l->buf + l->len, c.buf, c.len + 1);
+		l->len += c.len;
+		l->cols += c.cols;
+	}
+	wl_pad(l, end + 1);
+}
+
+static void watch_redraw(void)
+{
+	struct winsize ws = { 0 };
+	size_t width = 80, height = 24, cols, rows, cell;
+	int64_t now = mono_ms(), elapsed = 0, sfid_now;
+	char el[24], eta[24], when[40];
+	double per_hour = 0;
+	struct wline l;
+	time_t t;
+	struct tm tm;
+
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+		width = ws.ws_col;
+		height = ws.ws_row;
+	}
+	w_resized = 0;
+	/* Columns of slots so that the header (3 lines), the slots and the message line fit. */
+	cols = 1;
+	while (cols < 8 && n_wslots > 0 && (n_wslots + cols - 1) / cols + 4 > height &&
+	       width / (cols + 1) >= 24)
+		cols++;
+	rows = (n_wslots + cols - 1) / cols;
+	cell = width / cols;
+
+	printf("\033[H");
+	/* Header: station, the job's totals from sfid, rates, the time with its zone. */
+	l = (struct wline){ .width = width };
+	t = time(NULL);
+	localtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%H:%M:%S %Z", &tm);
+	if (w_have_job) {
+		wl_add(&l, C_BOLD, "%s job %" PRId64 ":", w_station, w_job);
+		if (w_target)
+			wl_add(&l, C_GREEN, " %" PRId64 "/%" PRId64 " installed", w_installed, w_target);
+		else
+			wl_add(&l, C_GREEN, " %" PRId64 " installed", w_installed);
+		wl_add(&l, w_failed ? C_RED : NULL, ", %" PRId64 " failed", w_failed);
+		wl_add(&l, NULL, ", %" PRId64 " refused untouched", w_refused);
+		if (w_halted)
+			wl_add(&l, NULL, ", %" PRId64 " halted", w_halted);
+	} else {
+		wl_add(&l, C_BOLD, "%s: no job loaded", w_station);
+	}
+	printf("%s\033[K\n", l.buf);
+
+	l = (struct wline){ .width = width };
+	sfid_now = w_job_ms + (now - w_job_ms_at);
+	if (w_have_job && w_started_ms > 0 && sfid_now > w_started_ms) {
+		elapsed = sfid_now - w_started_ms;
+		per_hour = (double)w_installed * 3600000.0 / (double)elapsed;
+	}
+	hms(elapsed, el, sizeof(el));
+	if (w_complete)
+		snprintf(eta, sizeof(eta), "done");
+	else if (w_target && per_hour > 0)
+		hms((int64_t)((double)(w_target - w_installed) / per_hour * 3600000.0), eta,
+		    sizeof(eta));
+	else
+		snprintf(eta, sizeof(eta), "-");
+	if (w_left >= 0)
+		wl_add(&l, NULL, "licenses left %" PRId64 ", ", w_left);
+	wl_add(&l, NULL, "%.1f chips/h, elapsed %s, ETA %s, %s", per_hour, el, eta, when);
+	printf("%s\033[K\n", l.buf);
+
+	l = (struct wline){ .width = width };
+	if (w_down)
+		wl_add(&l, C_RED, "sfid does not answer: reconnecting...");
+	else if (w_halt[0])
+		wl_add(&l, C_RED, "HALTED: %s", w_halt);
+	else if (w_complete)
+		wl_add(&l, C_GREEN, "JOB COMPLETE: %" PRId64 " of %" PRId64 " installed", w_installed,
+		       w_target);
+	printf("%s\033[K\n", l.buf);
+
+	for (size_t r = 0; r < rows && r + 4 < height + 1; r++) {
+		l = (struct wline){ .width = width };
+		for (size_t k = 0; k < cols; k++) {
+			size_t i = k * rows + r;
+
+			if (i < n_wslots)
+				watch_cell(&l, &wslots[i], cell, now);
+		}
+		printf("%s\033[K\n", l.buf);
+	}
+	l = (struct wline){ .width = width };
+	wl_add(&l, NULL, "%s", w_message);
+	/* No newline after the last line: the screen never scrolls. */
+	printf("%s\033[K\033[J", l.buf);
+	fflush(stdout);
+}
+
+/* One event of the watch stream: slot tables, totals and (off a terminal) one line. */
+static void watch_event(const struct control_reply *rep, bool tty, bool *want_status)
+{
+	struct json_object *o = rep->result;
+	struct watch_slot *w = wslot(jstr(o, "slot"));
+	bool is_result = strcmp(rep->event, "result") == 0;
+
+	if (w)
+		w->last_event_ms = mono_ms();
+	if (is_result) {
+		if (strcmp(jstr(o, "result"), "ok") == 0)
+			results_ok++;
+		else
+			results_failed++;
+		*want_status = true;
+	}
+	if (w && strcmp(rep->event, "state") == 0) {
+		snprintf(w->state, sizeof(w->state), "%s", jstr(o, "state"));
+		snprintf(w->chip, sizeof(w->chip), "%s", jstr(o, "chip"));
+		if (strcmp(w->state, "installing") == 0)
+			w->done = w->rate = 0;
+		if (!tty && !json_out)
+			printf("slot %s chip %s: %s%s%s\n", w->name, w->chip[0] ? w->chip : "-",
+			       w->state, jstr(o, "error")[0] ? ": " : "", jstr(o, "error"));
+	} else if (w && strcmp(rep->event, "progress") == 0) {
+		w->done = (uint64_t)jint(o, "done");
+		w->total = (uint64_t)jint(o, "total");
+		w->rate = (uint64_t)jint(o, "rate");
+	} else if (w && is_result) {
+		char b[24];
+		bool ok = strcmp(jstr(o, "result"), "ok") == 0;
+
+		human_bytes((uint64_t)jint(o, "bytes"), b, sizeof(b));
+		snprintf(w->last_chip, sizeof(w->last_chip), "%s", jstr(o, "chip")[0] ?
+			 jstr(o, "chip") : "-");
+		w->last_kind = ok ? 1 : 2;
+		if (ok)
+			snprintf(w->last, sizeof(w->last), "ok %.1f s%s",
+				 (double)jint(o, "duration_ms") / 1000.0,
+				 json_object_get_boolean(json_object_object_get(o, "license_reused")) ?
+				 " reused" : "");
+		else
+			snprintf(w->last, sizeof(w->last), "%s at %s: %s", jstr(o, "result"),
+				 jstr(o, "step"), jstr(o, "error"));
+		snprintf(w_message, sizeof(w_message), "%s %s: %s", w->name, w->last_chip, w->last);
+		if (!tty && !json_out)
+			printf("slot %s chip %s: %s\n", w->name, w->last_chip, w->last);
+	} else if (strcmp(rep->event, "halt") == 0) {
+		snprintf(w_halt, sizeof(w_halt), "%s", jstr(o, "reason"));
+		if (!tty && !json_out)
+			printf("LINE HALTED: %s\n", jstr(o, "reason"));
+	} else if (strcmp(rep->event, "resume") == 0) {
+		w_halt[0] = '\0';
+		snprintf(w_message, sizeof(w_message), "line resumed (the halt was: %s)",
+			 jstr(o, "cleared"));
+		if (!tty && !json_out)
+			printf("LINE RESUMED: the halt is cleared (it was: %s)\n", jstr(o, "cleared"));
+	} else if (strcmp(rep->event, "job-complete") == 0) {
+		w_complete = true;
+		*want_status = true;
+		if (!tty && !json_out)
+			printf("JOB COMPLETE: job %" PRId64 ", %" PRId64 " of %" PRId64 " installed\n",
+			       jint(o, "job"), jint(o, "installed"), jint(o, "target"));
+	} else if (strcmp(rep->event, "job") == 0) {
+		*want_status = true;
+	}
+	if (!tty && !json_out)
+		fflush(stdout);
+}
+
+static int watch_subscribe(uint64_t *ret_id)
 {
 	struct json_object *root, *result;
-	struct control_reply rep;
-	bool tty = isatty(STDOUT_FILENO) && !json_out;
-	int64_t deadline = 0;
 	int r;
 
 	r = call("watch", NULL, &result, &root);
@@ -431,102 +755,127 @@ static int cmd_watch(int count, int timeout_s)
 		printf("%s\n", json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN));
 	watch_apply_status(result);
 	json_object_put(root);
-	if (tty)
-		watch_redraw(true);
-	if (timeout_s > 0) {
-		struct timespec ts;
+	*ret_id = next_id - 1;
+	return EXIT_OK;
+}
 
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + (int64_t)timeout_s * 1000;
-	}
+/* After sfid went away: connects again every second until it answers (or the deadline). */
+static int watch_reconnect(bool tty, int64_t deadline)
+{
+	uint64_t id;
+
+	close(fd);
+	fd = -1;
+	control_linebuf_done(&lb);
+	w_down = true;
+	if (!tty)
+		fprintf(stderr, "sfictl: sfid closed the connection; reconnecting\n");
 	for (;;) {
-		int wait = -1;
-		bool fresh = false;
+		if (tty)
+			watch_redraw();
+		if (deadline && mono_ms() >= deadline)
+			return -ETIMEDOUT;
+		sleep(1);
+		if (quiet_connect() == 0 && watch_subscribe(&id) == EXIT_OK) {
+			w_down = false;
+			return 0;
+		}
+		if (fd >= 0) {
+			close(fd);
+			fd = -1;
+			control_linebuf_done(&lb);
+		}
+	}
+}
+
+static int cmd_watch(int count, int timeout_s)
+{
+	struct json_object *root;
+	struct control_reply rep;
+	bool tty = isatty(STDOUT_FILENO) && !json_out;
+	int64_t deadline = 0, last_status = 0;
+	uint64_t status_id = 0, id;
+	bool want_status = false;
+	int r;
+
+	r = watch_subscribe(&id);
+	if (r != EXIT_OK)
+		return r;
+	if (tty) {
+		const char *nc = getenv("NO_COLOR");
+
+		w_color = !nc || !nc[0];
+		signal(SIGWINCH, on_winch);
+		/* The alternate screen: the shell's lines come back when watch ends. */
+		printf("\033[?1049h\033[?25l\033[2J");
+		watch_redraw();
+	} else if (!json_out && w_halt[0]) {
+		printf("LINE HALTED: %s\n", w_halt);
+	}
+	if (timeout_s > 0)
+		deadline = mono_ms() + (int64_t)timeout_s * 1000;
+	for (;;) {
+		int64_t now = mono_ms();
+		int wait = tty ? 500 : -1;
 
 		if (count > 0 && (int)(results_ok + results_failed) >= count)
-			return EXIT_OK;
-		if (deadline) {
-			struct timespec ts;
-			int64_t now;
-
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-			if (now >= deadline) {
-				fprintf(stderr, "sfictl: watch timed out after %d s with %u results\n",
-					timeout_s, results_ok + results_failed);
-				return EXIT_TIMEOUT;
-			}
+			break;
+		if (deadline && now >= deadline)
+			break;
+		if (deadline && (wait < 0 || deadline - now < wait))
 			wait = (int)(deadline - now);
+		/* Totals come from sfid (at most once a second): they count what happened
+		 * before this watch and in other watches. */
+		if (want_status && !status_id && now - last_status >= 1000) {
+			if (send_request("status", NULL, &status_id) < 0)
+				status_id = 0;
+			last_status = now;
+			want_status = false;
 		}
 		r = read_message(wait, &rep, &root);
-		if (r == 0)
+		if (r == 0) {
+			if (tty)
+				watch_redraw();
 			continue;
+		}
 		if (r < 0) {
-			fprintf(stderr, "sfictl: sfid closed the connection\n");
-			return r == -EPROTO ? EXIT_PROTOCOL : EXIT_CONNECT;
+			if (r == -EPROTO)
+				return EXIT_PROTOCOL;
+			status_id = 0;
+			if (watch_reconnect(tty, deadline) < 0)
+				break;
+			if (tty)
+				watch_redraw();
+			continue;
 		}
 		if (!rep.is_event) {
+			if (rep.id == status_id && !rep.failed)
+				watch_apply_totals(rep.result);
+			if (rep.id == status_id)
+				status_id = 0;
 			json_object_put(root);
+			if (tty)
+				watch_redraw();
 			continue;
 		}
 		if (json_out) {
 			printf("%s\n", json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
 			fflush(stdout);
 		}
-		{
-			struct json_object *o = rep.result;
-			struct watch_slot *w = wslot(jstr(o, "slot"));
-			bool is_result = strcmp(rep.event, "result") == 0;
-
-			if (is_result) {
-				if (strcmp(jstr(o, "result"), "ok") == 0)
-					results_ok++;
-				else
-					results_failed++;
-			}
-			if (w && strcmp(rep.event, "state") == 0) {
-				snprintf(w->state, sizeof(w->state), "%s", jstr(o, "state"));
-				snprintf(w->chip, sizeof(w->chip), "%s", jstr(o, "chip"));
-				if (strcmp(w->state, "installing") == 0)
-					w->done = w->rate = 0;
-				if (!tty && !json_out)
-					printf("slot %s chip %s: %s%s%s\n", w->name, w->chip[0] ? w->chip : "-",
-					       w->state, jstr(o, "error")[0] ? ": " : "", jstr(o, "error"));
-			} else if (w && strcmp(rep.event, "progress") == 0) {
-				w->done = (uint64_t)jint(o, "done");
-				w->total = (uint64_t)jint(o, "total");
-				w->rate = (uint64_t)jint(o, "rate");
-			} else if (w && is_result) {
-				char b[24];
-
-				human_bytes((uint64_t)jint(o, "bytes"), b, sizeof(b));
-				if (strcmp(jstr(o, "result"), "ok") == 0)
-					snprintf(w->last, sizeof(w->last), "ok: %s in %.1f s%s", b,
-						 (double)jint(o, "duration_ms") / 1000.0,
-						 json_object_get_boolean(json_object_object_get(o,
-							"license_reused")) ? " (license reused)" : "");
-				else
-					snprintf(w->last, sizeof(w->last), "FAILED at %s: %s",
-						 jstr(o, "step"), jstr(o, "error"));
-				if (!tty && !json_out)
-					printf("slot %s chip %s: %s\n", w->name, jstr(o, "chip"), w->last);
-			} else if (strcmp(rep.event, "halt") == 0 && !json_out) {
-				printf("LINE HALTED: %s\n", jstr(o, "reason"));
-				fresh = tty;
-			} else if (strcmp(rep.event, "resume") == 0 && !json_out) {
-				printf("LINE RESUMED: the halt is cleared (it was: %s)\n",
-				       jstr(o, "cleared"));
-				fresh = tty;
-			}
-			if (!tty && !json_out)
-				fflush(stdout);
-		}
+		watch_event(&rep, tty, &want_status);
 		json_object_put(root);
-		/* After a message line the table is drawn again below it, so the message stays
-		 * on screen. */
-		if (tty)
-			watch_redraw(fresh);
+		if (tty && (w_resized || strcmp(rep.event, "progress") != 0 ||
+			    mono_ms() - last_status >= 0))
+			watch_redraw();
 	}
+	if (tty)
+		printf("\033[?25h\033[?1049l");
+	/* --count results or --timeout seconds: both are the end asked for. */
+	if (count > 0 && (int)(results_ok + results_failed) < count)
+		fprintf(stderr, "sfictl: watch ended after %d s with %u of %d results\n", timeout_s,
+			results_ok + results_failed, count);
+	fflush(stdout);
+	return count > 0 && (int)(results_ok + results_failed) < count ? EXIT_TIMEOUT : EXIT_OK;
 }
 
 static int parse_since(const char *s, int64_t *ret)

@@ -421,6 +421,8 @@ struct json_object *job_json(const struct job *j)
 	json_object_object_add(o, "refused", json_object_new_int64(j->refused));
 	json_object_object_add(o, "halted", json_object_new_int64(j->halted));
 	json_object_object_add(o, "in_progress", json_object_new_int64(j->reserved));
+	json_object_object_add(o, "started_ms", j->started_ms ? json_object_new_int64(j->started_ms)
+							      : NULL);
 	json_object_object_add(o, "complete", json_object_new_boolean(j->target &&
 								     j->installed >= j->target));
 	json_object_object_add(o, "loaded_by", json_object_new_string(j->loaded_by));

@@ -408,6 +408,8 @@ static void chain_one(struct license_work *w, size_t i)
 		 " -> %" PRIu32, w->uid_hex, id, what, w->serial[i], out.count_before,
 		 out.count_after);
 	w->set.id[i] = id;
+	w->set.counted[i] = true;
+	w->set.counter_after[i] = out.count_after;
 	memcpy(w->set.record[i], out.license, OSFI_LICENSE_LEN);
 	OPENSSL_cleanse(&out, sizeof(out));
 }
@@ -440,6 +442,9 @@ static void chain_done(void *data)
 	struct sfid *d = w->d;
 
 	d->license_busy = false;
+	/* The line token's licenses left, for status and watch. */
+	if (d->job && d->job->n_lic > 0 && d->job->lic[0].token == 0 && w->set.counted[0])
+		d->licenses_left = w->set.counter_after[0];
 	if (w->failed) {
 		log_error("slot %s chip %s: %s", slot_name(w->s), w->uid_hex, w->cause);
 		slot_license_failed(w->s, w->cause);

@@ -283,6 +283,9 @@ static void cmd_status(struct sfid *d, struct client *c, const struct control_re
 	json_object_object_add(o, "halted", d->halt_reason[0] ? json_object_new_string(d->halt_reason)
 							       : NULL);
 	json_object_object_add(o, "stopping", json_object_new_boolean(d->stopping));
+	json_object_object_add(o, "licenses_left", d->licenses_left >= 0 ?
+			       json_object_new_int64(d->licenses_left) : NULL);
+	json_object_object_add(o, "time_ms", json_object_new_int64(sfid_now_ms()));
 	{
 		struct json_object *l = json_object_new_object();
 
@@ -1394,6 +1397,7 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 				    "interrupted; %u license%s issued to them kept for their chips",
 				    n_att, n_att == 1 ? "" : "s", n_lic, n_lic == 1 ? "" : "s");
 	}
+	d->licenses_left = count;
 	log_info("HSM token %s (serial %s): %" PRIu32 " licenses left; ledger %s", d->token_label,
 		 d->token_serial, count, n ? "differences logged above" : "agrees");
 	return 0;
@@ -1466,6 +1470,13 @@ static void restore_job(struct sfid *d)
 	j->failed = row.failed;
 	j->refused = row.refused;
 	j->halted = row.halted;
+	{
+		struct db_stats *st = NULL;
+
+		if (db_stats(d->db, row.id, &st) == 0)
+			j->started_ms = st->first_ms;
+		db_stats_free(st);
+	}
 	j->complete_told = j->target && j->installed >= j->target;
 	j->loaded_ms = row.created_ms;
 	d->job = j;
@@ -1579,7 +1590,7 @@ int main(int argc, char **argv)
 	struct db_signer signer = { 0 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_wd = NULL, *ev_status = NULL;
 	struct event *ev_lag = NULL;
-	struct sfid d = { 0 };
+	struct sfid d = { .licenses_left = -1 };
 	const char *config_path = NULL;
 	bool check = false;
 	char err[1024];

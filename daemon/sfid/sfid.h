@@ -71,6 +71,7 @@ struct job {
 	/* Chips in progress that may still be installed: with installed, never over target. */
 	uint32_t reserved;
 	bool complete_told;	/* "job complete" was logged and sent to watchers */
+	int64_t started_ms;	/* wall clock when its first chip began; 0: none yet */
 	char (*refused_uids)[2 * OSFI_UID_LEN + 1];	/* the chips counted in refused */
 	size_t n_refused_uids, cap_refused_uids;
 	char *loaded_by;
@@ -113,6 +114,8 @@ struct sfid {
 
 	bool stopping;
 	int64_t started_ms;
+	/* The line token's counter as last read or left by an issue; -1 unknown. */
+	int64_t licenses_left;
 
 	/* How late the loop runs a 50 ms probe timer: a slow call on the loop thread shows
 	 * here (status reports it). */
@@ -128,6 +131,8 @@ struct license_set {
 	int64_t id[JOB_LICENSES_MAX];	/* ledger row; 0 for a global license */
 	bool reused[JOB_LICENSES_MAX];
 	uint8_t record[JOB_LICENSES_MAX][OSFI_LICENSE_LEN];
+	bool counted[JOB_LICENSES_MAX];		/* a count was taken now: counter_after holds */
+	uint32_t counter_after[JOB_LICENSES_MAX];
 };
 
 /* Milliseconds since the epoch (wall clock) and a monotonic clock. */

@@ -631,6 +631,8 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		break;
 	case SLOT_STATE_IDENTIFYING:
 		s->t_attempt = sfid_mono_ms();
+		if (s->d->job && !s->d->job->started_ms)
+			s->d->job->started_ms = sfid_now_ms();
 		rec_attempt_unref(s->attempt);
 		s->attempt = s->d->job ? rec_attempt_begin(s->d->recorder, s->d->job->id, s->cfg->name,
 							   slot_state_to_string(next))
