@@ -61,7 +61,8 @@
  *
  * Starting a client: emu_umockdev_write_env(u, FILE) writes UMOCKDEV_DIR and LD_PRELOAD
  * lines; run `env $(cat FILE) prog ...`. The shim is found at EMU_TERMIOS_SHIM_PATH (compile
- * time), else $EMU_TERMIOS_SHIM, else libemu-termios-shim.so next to this executable. */
+ * time), else $EMU_TERMIOS_SHIM, else libemu-termios-shim.so next to this executable, else
+ * (an installed h5emu) at EMU_TERMIOS_SHIM_INSTALLED. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -859,6 +860,14 @@ static int emu_shim_path(char *buf, size_t size)
 		*slash = '\0';
 		if ((size_t) snprintf(buf, size, "%s/%s", exe, EMU_SHIM_NAME) >= size)
 			return -ENAMETOOLONG;
+#ifdef EMU_TERMIOS_SHIM_INSTALLED
+		/* An installed h5emu (meson -Demulator=true) finds it in the library folder. */
+		if (access(buf, R_OK) < 0) {
+			if (strlen(EMU_TERMIOS_SHIM_INSTALLED) >= size)
+				return -ENAMETOOLONG;
+			g_strlcpy(buf, EMU_TERMIOS_SHIM_INSTALLED, size);
+		}
+#endif
 	}
 	if (access(buf, R_OK) < 0)
 		return -errno;
