@@ -1479,8 +1479,24 @@ int main(int argc, char **argv)
 		fprintf(stderr, "sfictl: use 'job load IMAGE' or 'job show'\n");
 		return EXIT_USAGE;
 	}
-	if (strcmp(cmd, "ports") == 0 && argc == 2 && strcmp(argv[1], "--scan") == 0)
-		return cmd_ports_scan();
+	if (strcmp(cmd, "ports") == 0 && argc > 1) {
+		/* ports --scan [--json]: the --json of the command line may follow too. */
+		bool scan = false;
+
+		for (int i = 1; i < argc; i++) {
+			if (strcmp(argv[i], "--scan") == 0) {
+				scan = true;
+			} else if (strcmp(argv[i], "--json") == 0) {
+				json_out = true;
+			} else {
+				fprintf(stderr, "sfictl: ports takes only --scan and --json, not '%s'\n",
+					argv[i]);
+				return EXIT_USAGE;
+			}
+		}
+		if (scan)
+			return cmd_ports_scan();
+	}
 	if (strcmp(cmd, "history") == 0 || strcmp(cmd, "stats") == 0) {
 		r = query_args(cmd, argc, argv, &query);
 		if (r != EXIT_OK)

@@ -40,6 +40,10 @@ PY
 echo "# sfictl ports --scan: the same list without sfid"
 expect 0 "$SFICTL" --json --socket "$tmp/none.sock" ports --scan
 cmp -s "$tmp/out" "$tmp/list.json" || fail "sfictl ports --scan differs: $(cat "$tmp/out")"
+expect 0 "$SFICTL" --socket "$tmp/none.sock" ports --scan --json
+cmp -s "$tmp/out" "$tmp/list.json" || fail "sfictl ports --scan --json differs: $(cat "$tmp/out")"
+expect 2 "$SFICTL" --socket "$tmp/none.sock" ports --scan --yaml
+err_has "ports takes only --scan and --json, not '--yaml'"
 expect 0 "$SFICTL" --socket "$tmp/none.sock" ports --scan
 [ "$(wc -l <"$tmp/out")" -eq 7 ] || fail "ports --scan: not a header and 6 lines: $(cat "$tmp/out")"
 grep -Eq '^/dev/ttyUSB5 +serial:H5EMU0001#1 +H5EMU0001 +1-2 +1 +0403:6011 ' "$tmp/out" ||
