@@ -840,6 +840,27 @@ static void slot_license_after_sync(struct slot *s)
 	}
 }
 
+/* A job without counted licenses leaves no ledger row to tie a chip to it: a chip of the job
+ * that reached FINALIZE on this line without an attempt recorded ok stands for it. */
+static bool slot_reached_finalize(const struct slot *s)
+{
+	struct db_history_filter f = { .job_id = s->d->job->id, .chip_uid = s->uid_hex,
+				       .limit = 100 };
+	struct db_attempt_row *rows = NULL;
+	bool reached = false, ok = false;
+	size_t n = 0;
+
+	if (db_history(s->d->db, &f, &rows, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		ok |= rows[i].result == DB_ATTEMPT_OK;
+		reached |= strcmp(rows[i].step, "finalizing") == 0 ||
+			   strcmp(rows[i].step, "verifying") == 0;
+	}
+	free(rows);
+	return reached && !ok;
+}
+
 /* A chip that reports the job's image installed: the job's counted licenses the ledger
  * holds for it still open (issued, or not installed after a failure or an interrupted
  * attempt) are taken as the ones it installed. True when there is at least one. */
@@ -866,7 +887,7 @@ static bool slot_adopt_licenses(struct slot *s)
 		db_license_free(l);
 	}
 	if (!open)
-		return false;
+		return slot_job_uncounted(j) && slot_reached_finalize(s);
 	s->lic = set;
 	s->license_reused = true;
 	return true;
@@ -897,9 +918,10 @@ static void slot_cert_done(struct slot *s, int r)
 	    osfi_info_installed_is(info, d->job->image_id) && slot_adopt_licenses(s)) {
 		/* FINALIZE's answer was lost, or sfid stopped before it recorded the outcome:
 		 * the chip holds the image, its licenses were installed. */
-		slot_log(s, LOG_PRIO_NOTICE, "the chip reports the job's image installed with the "
-			 "license%s issued to it (the outcome was not recorded when it was "
-			 "installed): recorded installed now", s->lic.n == 1 ? "" : "s");
+		slot_log(s, LOG_PRIO_NOTICE, "the chip reports the job's image installed with %s "
+			 "(the outcome was not recorded when it was installed): recorded installed "
+			 "now", s->lic.n == 0 ? "the job's global license" : s->lic.n == 1 ?
+			 "the license issued to it" : "the licenses issued to it");
 		s->info = *info;
 		slot_enter_state(s, SLOT_STATE_CERTIFICATE);
 		slot_enter_state(s, SLOT_STATE_VERIFYING);

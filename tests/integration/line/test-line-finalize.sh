@@ -7,8 +7,11 @@
 # - sfid killed (SIGKILL) while FINALIZE's answer is on its way: at the next start the
 #   running attempt is closed as interrupted, its license kept for the chip; started again,
 #   the chip still in its slot shows the image installed and is recorded installed.
+# - the same with a job whose license is global (no ledger row): the attempt that reached
+#   FINALIZE ties the chip to the job.
 # After each: chips the emulator holds finalized with the job's image = attempts ok =
-# licenses installed, and every spent license is installed or not installed.
+# licenses installed, and every spent license is installed or not installed; the exported
+# trail verifies.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-finalize.XXXXXX")
@@ -85,6 +88,37 @@ ctl start S0 >/dev/null
 wait_for 60 "the finalized chip recorded installed" \
 	sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" $((ok + 1))
 invariant "SIGKILL after FINALIZE"
+# --- the same with a global (uncounted) license: no ledger row ties the chip to the job,
+# its attempt that reached FINALIZE does
+"$SFIPACK" license --global --global-key "$tmp/pki/global.key" --key "$tmp/pki/image.key" \
+	--image "$tmp/pki/demo.sfi" --out "$tmp/pki/global.lic" >/dev/null
+line_stop_pid "$sfid_pid"
+sfid_pid=
+line_stop_pid "$emu_pid"
+emu_pid=
+EMU_STATE=$tmp/emu-state-global line_start_emu 1 1 \
+	--fault chip=0,cmd=0x50,subop=0x5305,byte=2,action=delay:15000
+line_start_sfid
+ctl job load "$tmp/pki/demo.sfi" --global-license "$tmp/pki/global.lic" >/dev/null ||
+	line_fail "global job load"
+seen=$(grep -c "slot S0 .*installing -> finalizing" "$tmp/sfid.log" || true)
+ok=$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'")
+licenses=$(sql "SELECT count(*) FROM licenses")
+ctl start S0 >/dev/null
+wait_for 60 "the chip at FINALIZE" finalizing "$seen"
+wait_for 10 "the chip to finalize" grep -qx "state=4" "$tmp/emu-state-global/chip0/osfi.session"
+kill -KILL "$sfid_pid"
+wait "$sfid_pid" 2>/dev/null || true
+sfid_pid=
+line_start_sfid
+ctl start S0 >/dev/null
+wait_for 60 "the finalized chip of the global job recorded installed" \
+	sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" $((ok + 1))
+[ "$(sql "SELECT count(*) FROM licenses")" -eq "$licenses" ] || line_fail "a global job spent a license"
+[ "$(sql "SELECT count(*) FROM attempts WHERE result = 'running'")" -eq 0 ] ||
+	line_fail "an attempt is still running"
+echo "SIGKILL after FINALIZE, global license: the chip recorded installed"
+
 ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null || line_fail "export"
 "$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
 	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
