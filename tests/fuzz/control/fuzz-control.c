@@ -1,8 +1,8 @@
 /* Fuzzes the control server's message handling without sockets: the input is a byte stream
  * as a client would send it, split into reads, reassembled into lines under a small limit,
- * parsed as requests with the ordering rule, authorized, answered; every answer the codec
- * builds must parse back as a reply. The same lines are also parsed as replies (sfictl's
- * side). */
+ * parsed as requests with the ordering rule, authorized, their arguments checked against
+ * the command table, answered; every answer the codec builds must parse back as a reply.
+ * The same lines are also parsed as replies (sfictl's side). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -81,8 +81,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (req.id <= prev || !req.command)
 				abort();
 			prev = req.id;
+			why[0] = '\0';
 			if (!control_authorized(role, req.command)) {
 				r = control_reply_error(req.id, CONTROL_E_DENIED, "denied", &out);
+			} else if (control_request_check_args(&req, why, sizeof(why)) < 0) {
+				if (!why[0])
+					abort();
+				r = control_reply_error(req.id, CONTROL_E_ARGUMENT, why, &out);
 			} else {
 				struct json_object *res = json_object_new_object();
 
