@@ -1,5 +1,6 @@
-/* Journal-style logging to stderr: "<6>slot 3 chip 0123...: message". The priority prefix
- * is what systemd-journald reads from a service's stderr. */
+/* Logging. Under systemd (stderr is the journal stream) each line goes to the journal with
+ * its PRIORITY and, for a slot's lines, SFID_SLOT and SFID_CHIP fields; on a terminal lines
+ * are plain; otherwise they carry a "<6>" priority prefix, as journald reads from stdout. */
 #pragma once
 
 #include <stdarg.h>
@@ -20,6 +21,11 @@ bool log_enabled(enum log_prio p);
 /* Prints one line with its priority prefix. */
 void log_print(enum log_prio p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_printv(enum log_prio p, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Same, with the slot's name and the chip's UID (NULL or "": none) as journal fields. */
+void log_fields(enum log_prio p, const char *slot, const char *chip, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void log_fieldsv(enum log_prio p, const char *slot, const char *chip, const char *fmt,
+		 va_list ap) __attribute__((format(printf, 4, 0)));
 
 #define log_error(...) log_print(LOG_PRIO_ERR, __VA_ARGS__)
 #define log_warning(...) log_print(LOG_PRIO_WARNING, __VA_ARGS__)

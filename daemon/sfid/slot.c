@@ -114,7 +114,8 @@ static void slot_log(const struct slot *s, enum log_prio p, const char *fmt, ...
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	log_print(p, "slot %s chip %s: %s", s->cfg->name, s->have_uid ? s->uid_hex : "-", msg);
+	log_fields(p, s->cfg->name, s->have_uid ? s->uid_hex : NULL, "slot %s chip %s: %s",
+		   s->cfg->name, s->have_uid ? s->uid_hex : "-", msg);
 }
 
 const char *slot_name(const struct slot *s)
