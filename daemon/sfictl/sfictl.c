@@ -1019,7 +1019,7 @@ static void print_history(struct json_object *o)
 		printf("no attempts recorded\n");
 		return;
 	}
-	printf("%-19s %5s %-8s %-24s %-8s %-12s %10s %9s  %s\n", "TIME", "JOB", "SLOT", "CHIP",
+	printf("%-23s %5s %-8s %-24s %-8s %-12s %10s %9s  %s\n", "TIME", "JOB", "SLOT", "CHIP",
 	       "RESULT", "STEP", "BYTES", "SECONDS", "CAUSE");
 	for (size_t i = 0; i < json_object_array_length(a); i++) {
 		struct json_object *h = json_object_array_get_idx(a, i);
@@ -1028,9 +1028,10 @@ static void print_history(struct json_object *o)
 		struct tm tm;
 		bool reused = json_object_get_boolean(json_object_object_get(h, "license_reused"));
 
+		/* On screen: local time with its zone (the data keep UTC). */
 		if (t > 0 && localtime_r(&t, &tm))
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-		printf("%-19s %5" PRId64 " %-8s %-24s %-8s %-12s %10" PRId64 " %9.2f", when,
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S %Z", &tm);
+		printf("%-23s %5" PRId64 " %-8s %-24s %-8s %-12s %10" PRId64 " %9.2f", when,
 		       jint(h, "job"), jstr(h, "slot"), jstr(h, "chip")[0] ? jstr(h, "chip") : "-",
 		       jstr(h, "result"), jstr(h, "step"), jint(h, "bytes"),
 		       (double)jint(h, "duration_ms") / 1000.0);
