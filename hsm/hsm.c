@@ -68,7 +68,7 @@ static const char *const hsm_error_table[_HSM_ERR_MAX] = {
 	[HSM_ERR_MODULE] = "PKCS#11 module missing or not loadable; check the module path",
 	[HSM_ERR_NO_TOKEN] = "no token present; insert the HSM token (or check the token label/serial and the reader)",
 	[HSM_ERR_TOKEN_REMOVED] = "token removed during the operation; reinsert it and retry",
-	[HSM_ERR_PIN_SOURCE] = "PIN file or credential missing, empty, unreadable or readable by others",
+	[HSM_ERR_PIN_SOURCE] = "PIN file or credential missing, empty, unreadable, not a regular file, or readable or writable by others",
 	[HSM_ERR_PIN_INCORRECT] = "PIN incorrect; check the PIN file before retrying (the token locks after too many failures)",
 	[HSM_ERR_PIN_LOCKED] = "PIN locked; the token's security officer must unblock it",
 	[HSM_ERR_NOT_LOGGED_IN] = "not logged in to the token",
@@ -538,18 +538,19 @@ int hsm_login_pin(struct hsm *h, char *pin, size_t len)
 	return r;
 }
 
-/* Reads the first line of a PIN file into pin (NUL-terminated); refuses files others can
- * read, since a PIN there is as good as published. */
+/* Reads the first line of a PIN file into pin (NUL-terminated); refuses anything but a
+ * regular file, and files others can read (a PIN there is as good as published) or write
+ * (anyone could make sfid try PINs until the card locks). */
 int hsm_pin_read_file(const char *path, char *pin, size_t size, size_t *ret_len)
 {
 	struct stat st;
 	size_t n = 0;
 	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -HSM_ERR_PIN_SOURCE;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & S_IROTH)) {
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IROTH | S_IWOTH))) {
 		close(fd);
 		return -HSM_ERR_PIN_SOURCE;
 	}

@@ -65,7 +65,7 @@ static void usage(FILE *f)
 		"Token options (every command):\n"
 		"  --module LIB          PKCS#11 module (default %s)\n"
 		"  --token LABEL         token label    --serial S   token serial number\n"
-		"  --pin-file FILE       user PIN, first line (not readable by others);\n"
+		"  --pin-file FILE       user PIN, first line (not readable or writable by others);\n"
 		"                        without it the PIN is asked on the terminal\n"
 		"\n"
 		"Exit codes: 0 success, 1 usage, 2 input/output file, 3 module or token,\n"

@@ -45,7 +45,11 @@ expect_fail 2 "not an OSFI image" hsm license oem --cert chip2.cert --image chip
 printf '9999\n' >bad-pin; chmod 600 bad-pin
 expect_fail 4 "PIN incorrect" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file bad-pin
 chmod 644 bad-pin
-expect_fail 4 "readable by others" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file bad-pin
+expect_fail 4 "readable or writable by others" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file bad-pin
+chmod 602 bad-pin
+expect_fail 4 "readable or writable by others" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file bad-pin
+mkfifo pin-fifo
+expect_fail 4 "not a regular file" timeout 10 "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem --pin-file pin-fifo
 expect_fail 4 "no PIN" setsid -w "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token oem </dev/null
 expect_fail 3 "module missing" "$SFI_HSM" info --module "$WORK/nope.so" --token oem --pin-file pin
 expect_fail 3 "no token present" "$SFI_HSM" info --module "$SOFTHSM_MODULE" --token nope --pin-file pin

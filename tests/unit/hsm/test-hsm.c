@@ -108,6 +108,12 @@ static void test_pin_file(void **state)
 	unlink(p);
 	free(p);
 
+	/* Others may write it: refused. */
+	p = write_tmp("123456\n", 7, 0602);
+	assert_int_equal(hsm_pin_read_file(p, pin, sizeof(pin), &len), -HSM_ERR_PIN_SOURCE);
+	unlink(p);
+	free(p);
+
 	p = write_tmp("\n", 1, 0600);
 	assert_int_equal(hsm_pin_read_file(p, pin, sizeof(pin), &len), -HSM_ERR_PIN_SOURCE);
 	unlink(p);
