@@ -301,8 +301,14 @@ static int64_t jint(struct json_object *o, const char *key)
 	return json_object_get_int64(v);
 }
 
+/* --json output: sfid's reply with the version of its schema (docs/control.md), which
+ * changes only when a field changes meaning or goes away. */
+#define JSON_SCHEMA_VERSION 1
+
 static void print_json(struct json_object *o)
 {
+	if (json_object_is_type(o, json_type_object))
+		json_object_object_add(o, "schema", json_object_new_int(JSON_SCHEMA_VERSION));
 	printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
 						       JSON_C_TO_STRING_NOSLASHESCAPE));
 }
@@ -751,8 +757,10 @@ static int watch_subscribe(uint64_t *ret_id)
 	r = call("watch", NULL, &result, &root);
 	if (r != EXIT_OK)
 		return r;
-	if (json_out)
+	if (json_out) {
+		json_object_object_add(result, "schema", json_object_new_int(JSON_SCHEMA_VERSION));
 		printf("%s\n", json_object_to_json_string_ext(result, JSON_C_TO_STRING_PLAIN));
+	}
 	watch_apply_status(result);
 	json_object_put(root);
 	*ret_id = next_id - 1;
@@ -1172,7 +1180,7 @@ static void print_hsm(struct json_object *o)
 {
 	printf("token %s (serial %s, %s %s)\n  licenses left %" PRId64 "\n  firmware id   %s\n",
 	       jstr(o, "label"), jstr(o, "serial"), jstr(o, "manufacturer"), jstr(o, "model"),
-	       jint(o, "counter"), jstr(o, "firmware_id"));
+	       jint(o, "licenses_left"), jstr(o, "firmware_id"));
 	print_counter_changes(o);
 }
 

@@ -1042,7 +1042,9 @@ static void hsm_query_done(void *data)
 		json_object_object_add(o, "serial", json_object_new_string(q->info.serial));
 		json_object_object_add(o, "manufacturer", json_object_new_string(q->info.manufacturer));
 		json_object_object_add(o, "model", json_object_new_string(q->info.model));
-		json_object_object_add(o, "counter", json_object_new_int64(q->count));
+		/* One name for one thing: "licenses_left", as in status and sfi-hsm info. */
+		json_object_object_add(o, "licenses_left", json_object_new_int64(q->count));
+		q->d->licenses_left = q->count;
 		json_object_object_add(o, "firmware_id", json_object_new_string(fw));
 		json_object_object_add(o, "granted", q->granted >= 0 ?
 				       json_object_new_int64(q->granted) : NULL);

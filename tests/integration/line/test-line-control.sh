@@ -160,4 +160,12 @@ for bad in "history --limit 0" "history --chip 12ab" "history --job x" "stats --
 	set -e
 	[ "$rc" -eq 2 ] || line_fail "sfictl $bad: exit $rc (expected 2), $(cat "$tmp/bad.err")"
 done
+# --json: a schema version, and one name for the licenses left (as sfi-hsm info says it).
+ctl --json status | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["schema"] == 1, d' ||
+	line_fail "status --json has no schema version"
+ctl --json hsm | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["schema"] == 1 and d["licenses_left"] == 5 and "counter" not in d, d' ||
+	line_fail "hsm --json: $(ctl --json hsm)"
+"$SFIHSM" info --json --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" --pin-file "$tmp/pki/pin" |
+	python3 -c 'import json,sys; assert "licenses_left" in json.load(sys.stdin)' ||
+	line_fail "sfi-hsm info --json does not say licenses_left"
 echo "configuration, authorization and protocol errors handled; sfid still up"
