@@ -1,15 +1,19 @@
 /* See fault-conf.h. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "fault-conf.h"
 
 static unsigned long counter;
+static pthread_mutex_t arm_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stat arm_seen;
 
 static int set_string(char *dst, size_t size, const char *v)
 {
@@ -30,18 +34,13 @@ static int set_number(unsigned long *dst, const char *v)
 	return errno || *end ? -1 : 0;
 }
 
-int fault_conf_load(const char *env, struct fault_conf *c)
+/* Reads key = value lines of path into c (keys not given keep their values). */
+static int parse_file(const char *path, struct fault_conf *c)
 {
-	const char *path = getenv(env);
 	char line[4200];
 	unsigned lineno = 0;
 	FILE *f;
 
-	memset(c, 0, sizeof(*c));
-	strcpy(c->op, "any");
-	strcpy(c->error, "ioerr");
-	if (!path || !*path)
-		return -1;
 	f = fopen(path, "re");
 	if (!f) {
 		fprintf(stderr, "fault: %s: %s\n", path, strerror(errno));
@@ -111,9 +110,38 @@ int fault_conf_load(const char *env, struct fault_conf *c)
 	return 0;
 }
 
-bool fault_armed(const struct fault_conf *c)
+int fault_conf_load(const char *env, struct fault_conf *c)
 {
-	return !c->arm_file[0] || access(c->arm_file, F_OK) == 0;
+	const char *path = getenv(env);
+
+	memset(c, 0, sizeof(*c));
+	strcpy(c->op, "any");
+	strcpy(c->error, "ioerr");
+	if (!path || !*path)
+		return -1;
+	return parse_file(path, c);
+}
+
+bool fault_armed(struct fault_conf *c)
+{
+	struct stat st;
+
+	if (!c->arm_file[0])
+		return true;
+	if (stat(c->arm_file, &st) < 0)
+		return false;
+	pthread_mutex_lock(&arm_lock);
+	if (st.st_ino != arm_seen.st_ino || st.st_mtim.tv_sec != arm_seen.st_mtim.tv_sec ||
+	    st.st_mtim.tv_nsec != arm_seen.st_mtim.tv_nsec || st.st_size != arm_seen.st_size) {
+		/* A new arm file: its lines (if any) override the configuration and the count
+		 * starts again, so that one process can be walked through many points. */
+		arm_seen = st;
+		if (st.st_size > 0 && parse_file(c->arm_file, c) < 0)
+			c->nth = (unsigned long)-1; /* never hits: the error was printed */
+		__atomic_store_n(&counter, 0, __ATOMIC_SEQ_CST);
+	}
+	pthread_mutex_unlock(&arm_lock);
+	return true;
 }
 
 unsigned long fault_next(void)

@@ -18,14 +18,17 @@ struct fault_conf {
 	bool repeat;		/* from the nth on, every counted call */
 	unsigned long delay_ms;	/* delay the affected call(s) by this much first */
 	char trace[4096];	/* append "N NAME RESULT" per counted call */
-	char arm_file[4096];	/* count only once this file exists ("" = from the start) */
+	char arm_file[4096];	/* count only while this file exists ("" = always); a new
+				 * arm file (other inode, time or size) restarts the count
+				 * and its own key = value lines override these (nth, rv, op,
+				 * error, function, repeat, delay_ms) */
 };
 
 /* Reads the file named by the environment variable env. Returns 0, or -1 after printing
  * the problem to stderr (no variable: -1 without a message). */
 int fault_conf_load(const char *env, struct fault_conf *c);
-/* True once counting has started (arm file present or none configured). */
-bool fault_armed(const struct fault_conf *c);
+/* True while counting (arm file present or none configured); takes a new arm file in. */
+bool fault_armed(struct fault_conf *c);
 /* The number of this counted call (1, 2, ...), thread-safe. */
 unsigned long fault_next(void);
 /* True when call number n is to be affected (failed and/or delayed). */

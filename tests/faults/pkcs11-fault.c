@@ -8,7 +8,8 @@
  *	rv = 0x30                # hit calls return this CK_RV (CKR_DEVICE_ERROR) unrun
  *	delay_ms = 1500          # hit calls wait this long first (a smartcard's pace)
  *	trace = /tmp/x/p11.trace # "N C_Name RV [injected]" per counted call
- *	arm_file = /tmp/x/armed  # count only once this file exists
+ *	arm_file = /tmp/x/armed  # count only while this file exists; a new one restarts
+ *	                         # the count, its own lines (nth = 7, rv = ...) override
  *
  * Every function of the PKCS#11 2.40 list that sfid and sfi-hsm call is wrapped; the
  * others go straight to the real module and are not counted. */
@@ -32,9 +33,9 @@ static int load_error;
 static int inject(const char *name, unsigned long *n, ck_rv_t *rv)
 {
 	*n = 0;
-	if (conf.function[0] && strcmp(conf.function, name) != 0)
-		return 0;
 	if (!fault_armed(&conf))
+		return 0;
+	if (conf.function[0] && strcmp(conf.function, name) != 0)
 		return 0;
 	*n = fault_next();
 	if (!fault_hits(&conf, *n))

@@ -13,7 +13,8 @@
  *	                    # _TRUNCATE, _LOCK or _SHMLOCK; the default)
  *	delay_ms = 100      # hit operations wait this long first
  *	trace = PATH        # "N write|sync|truncate|lock:FILE RESULT" per counted op
- *	arm_file = PATH     # count only once this file exists
+ *	arm_file = PATH     # count only while this file exists; a new one restarts the
+ *	                    # count, its own lines (nth = 7, op = sync, ...) override
  *
  * A lock that "fails" with full returns SQLITE_IOERR_LOCK: SQLite has no full lock. */
 #include <dlfcn.h>

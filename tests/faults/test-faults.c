@@ -200,6 +200,15 @@ static void p11_arm(void)
 		die("first call after arming gave 0x%lx, expected CKR_GENERAL_ERROR", rv);
 	if ((rv = fl->C_GenerateRandom(h, buf, sizeof(buf))) != CKR_OK)
 		die("second call after arming: 0x%lx", rv);
+	/* A new arm file restarts the count with its own settings. */
+	unlink(arm);
+	if ((rv = fl->C_GenerateRandom(h, buf, sizeof(buf))) != CKR_OK)
+		die("disarmed: 0x%lx", rv);
+	write_file(arm, "nth = 2\nrv = 0x32\n");
+	if ((rv = fl->C_GenerateRandom(h, buf, sizeof(buf))) != CKR_OK)
+		die("first call after re-arming: 0x%lx", rv);
+	if ((rv = fl->C_GenerateRandom(h, buf, sizeof(buf))) != CKR_DEVICE_REMOVED)
+		die("second call after re-arming gave 0x%lx, expected CKR_DEVICE_REMOVED", rv);
 	unlink(arm);
 }
 
@@ -351,7 +360,7 @@ int main(int argc, char **argv)
 	run("2nd C_GenerateRandom fails with CKR_DEVICE_ERROR", p11_nth_of_function);
 	run("3rd call of all fails, then every one (repeat)", p11_nth_of_all);
 	run("C_GenerateRandom delayed 300 ms", p11_delay);
-	run("nothing counted before the arm file", p11_arm);
+	run("nothing counted without the arm file; a new one restarts the count", p11_arm);
 
 	sqlite_case("write-full", "op = write\nnth = 12\nerror = full\n",
 		    SQLITE_FULL, 1);
