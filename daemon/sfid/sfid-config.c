@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -377,6 +378,23 @@ static int handler(void *user, const char *section, const char *name, const char
 				c->max_message = (size_t)x;
 			return 1;
 		}
+	} else if (strcmp(section, "hooks") == 0) {
+		if (strcmp(name, "result") == 0) {
+			if (value[0] != '/')
+				fail(st, st->line, "key 'result' in [hooks]: '%s' is not an absolute "
+				     "path", value);
+			else if (access(value, X_OK) != 0)
+				fail(st, st->line, "key 'result' in [hooks]: %s is not an executable "
+				     "file sfid may run", value);
+			else
+				set_string(st, section, name, value, &c->result_hook);
+			return 1;
+		}
+		if (strcmp(name, "result_timeout_ms") == 0) {
+			if (set_uint(st, section, name, value, 100, 600000, &x))
+				c->result_hook_timeout_ms = (unsigned)x;
+			return 1;
+		}
 	} else if (strcmp(section, "limits") == 0) {
 		if (strcmp(name, "shutdown_timeout_ms") == 0) {
 			if (set_uint(st, section, name, value, 0, 600000, &x))
@@ -503,6 +521,7 @@ static int config_parse(struct parse_state *st, struct config **ret)
 	c->hsm_workers = 2;
 	c->history_max = 1000;
 	c->retry_limit = 3;
+	c->result_hook_timeout_ms = 10000;
 	c->operator_gid = c->supervisor_gid = (gid_t)-1;
 	st->c = c;
 	st->slot = -1;
@@ -568,6 +587,7 @@ struct config *config_free(struct config *c)
 	free(c->hsm_pin_credential);
 	free(c->db_path);
 	free(c->socket_path);
+	free(c->result_hook);
 	free(c->operator_group);
 	free(c->supervisor_group);
 	free(c);

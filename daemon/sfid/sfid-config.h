@@ -54,6 +54,8 @@ struct config {
 	unsigned history_max;	      /* accepted for older files; not used */
 	unsigned retry_limit;	      /* attempts per chip before it is refused */
 	unsigned long long db_max_bytes; /* database size limit, 0 none */
+	char *result_hook;		/* [hooks] result: run with one JSON line per result */
+	unsigned result_hook_timeout_ms;
 };
 
 /* Reads and checks path. Returns 0 and a new config in *ret, or a negative errno with one

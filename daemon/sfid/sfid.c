@@ -28,6 +28,7 @@
 #include "control.h"
 #include "db.h"
 #include "hsm.h"
+#include "hook.h"
 #include "job.h"
 #include "license.h"
 #include "recorder.h"
@@ -80,6 +81,25 @@ void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data)
 		return;
 	}
 	server_broadcast(d->server, event, data);
+}
+
+void sfid_result_hook(struct sfid *d, struct json_object *data)
+{
+	struct json_object *o;
+
+	if (!d->hooks)
+		return;
+	/* The result event with what an MES needs beside it: schema, station, job, UTC time. */
+	o = json_object_new_object();
+	json_object_object_add(o, "schema", json_object_new_int(1));
+	json_object_object_add(o, "station", json_object_new_string(d->cfg->station));
+	json_object_object_add(o, "job", d->job ? json_object_new_int64(d->job->id) : NULL);
+	json_object_object_add(o, "time_ms", json_object_new_int64(sfid_now_ms()));
+	json_object_object_foreach(data, k, v)
+		json_object_object_add(o, k, json_object_get(v));
+	hooks_result(d->hooks, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							      JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
 }
 
 void sfid_halt(struct sfid *d, const char *fmt, ...)
@@ -1692,6 +1712,13 @@ int main(int argc, char **argv)
 		log_error("control socket: %s", err);
 		goto out;
 	}
+	if (d.cfg->result_hook) {
+		d.hooks = hooks_new(d.base, d.cfg->result_hook, d.cfg->result_hook_timeout_ms);
+		if (!d.hooks) {
+			log_error("cannot set up the result hook %s", d.cfg->result_hook);
+			goto out;
+		}
+	}
 	ev_term = evsignal_new(d.base, SIGTERM, signal_cb, &d);
 	ev_int = evsignal_new(d.base, SIGINT, signal_cb, &d);
 	if (!ev_term || !ev_int || evsignal_add(ev_term, NULL) < 0 || evsignal_add(ev_int, NULL) < 0)
@@ -1732,6 +1759,7 @@ out:
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_stop(d.slots[i], "sfid shut down during the install");
 	d.recorder = recorder_free(d.recorder);
+	d.hooks = hooks_free(d.hooks);
 	d.server = server_free(d.server);
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_free(d.slots[i]);

@@ -18,6 +18,7 @@ struct hsm;
 struct db;
 struct slot;
 struct recorder;
+struct hooks;
 
 #define SFID_TOKENS_MAX 16
 /* The image's license and one per module. */
@@ -114,6 +115,7 @@ struct sfid {
 
 	bool stopping;
 	int64_t started_ms;
+	struct hooks *hooks;		/* [hooks] result, or NULL */
 	/* The line token's counter as last read or left by an issue; -1 unknown. */
 	int64_t licenses_left;
 
@@ -157,6 +159,8 @@ bool sfid_job_complete(const struct sfid *d);
 bool sfid_chip_installed_by_job(struct sfid *d, const char *uid_hex);
 /* Counts a refused chip once per job. */
 void sfid_job_count_refusal(struct sfid *d, const char *uid_hex);
+/* Gives a finished chip's result event to the result hook (data is not taken). */
+void sfid_result_hook(struct sfid *d, struct json_object *data);
 /* Sends an event to watchers; data's reference is taken. */
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data);
 /* Asks for the next license in the queue to be issued (if none is in progress). */

@@ -570,6 +570,7 @@ static void slot_result_event(struct slot *s, bool ok)
 	json_object_object_add(o, "duration_ms",
 			       json_object_new_int64(sfid_mono_ms() - s->t_attempt));
 	json_object_object_add(o, "license_reused", json_object_new_boolean(s->license_reused));
+	sfid_result_hook(s->d, o);
 	sfid_broadcast(s->d, "result", o);
 }
 
