@@ -15,18 +15,7 @@
 #include <libserialport.h>
 
 #include "link.h"
-
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t err_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || err_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, err_size, fmt, ap);
-	va_end(ap);
-}
+#include "link-internal.h"
 
 /* ---- Specifications ---- */
 
@@ -51,19 +40,19 @@ static int spec_split_interface(const char *spec, const char *key, struct link_s
 
 		if (*d == '\0' || strlen(d) > 3 || strspn(d, "0123456789") != strlen(d) ||
 		    (v = (unsigned)atoi(d)) > 255) {
-			set_err(err, err_size, "port '%s': '#%s' is not an interface number "
+			link_err_printf(err, err_size, "port '%s': '#%s' is not an interface number "
 				"(0 to 255)", spec, d);
 			return -EINVAL;
 		}
 		s->interface = (int)v;
 	}
 	if (len == 0) {
-		set_err(err, err_size, "port '%s' names no %s", spec,
+		link_err_printf(err, err_size, "port '%s' names no %s", spec,
 			s->kind == LINK_SPEC_SERIAL ? "serial number" : "USB port");
 		return -EINVAL;
 	}
 	if (len >= sizeof(s->key)) {
-		set_err(err, err_size, "port '%.32s...' is too long", spec);
+		link_err_printf(err, err_size, "port '%.32s...' is too long", spec);
 		return -EINVAL;
 	}
 	memcpy(s->key, key, len);
@@ -109,11 +98,11 @@ int link_spec_parse(const char *spec, struct link_spec *ret, char *err, size_t e
 	case LINK_SPEC_PATH:
 	case LINK_SPEC_TTY:
 		if (*key == '\0') {
-			set_err(err, err_size, "port '%s' names no device", spec);
+			link_err_printf(err, err_size, "port '%s' names no device", spec);
 			return -EINVAL;
 		}
 		if (strlen(key) >= sizeof(s.key)) {
-			set_err(err, err_size, "port '%.32s...' is too long", spec);
+			link_err_printf(err, err_size, "port '%.32s...' is too long", spec);
 			return -EINVAL;
 		}
 		strcpy(s.key, key);
@@ -128,7 +117,7 @@ int link_spec_parse(const char *spec, struct link_spec *ret, char *err, size_t e
 		if (r < 0)
 			return r;
 		if (!usb_path_valid(s.key)) {
-			set_err(err, err_size, "port '%s': '%s' is not a USB port path "
+			link_err_printf(err, err_size, "port '%s': '%s' is not a USB port path "
 				"(bus-port[.port...], e.g. 1-3 or 1-4.2)", spec, s.key);
 			return -EINVAL;
 		}
@@ -255,7 +244,7 @@ int link_ports_list(struct link_port_info **ret, size_t *ret_n, char *err, size_
 	if (!ret || !ret_n)
 		return -EINVAL;
 	if (sp_list_ports(&list) != SP_OK) {
-		set_err(err, err_size, "cannot list serial ports: %s", strerror(errno));
+		link_err_printf(err, err_size, "cannot list serial ports: %s", strerror(errno));
 		return -EIO;
 	}
 	for (size_t i = 0; list[i]; i++) {
@@ -300,7 +289,7 @@ int link_ports_list(struct link_port_info **ret, size_t *ret_n, char *err, size_
 oom:
 	sp_free_port_list(list);
 	link_ports_free(p, n);
-	set_err(err, err_size, "out of memory");
+	link_err_printf(err, err_size, "out of memory");
 	return -ENOMEM;
 }
 
@@ -425,12 +414,12 @@ int link_ports_resolve(const struct link_port_info *ports, size_t n, const struc
 			if (port_matches(&ports[i], s, false))
 				append(list, sizeof(list), "#%d (%s)", ports[i].interface,
 				       ports[i].path);
-		set_err(err, err_size, "the adapter of port '%s' has no interface %d; it has %s",
+		link_err_printf(err, err_size, "the adapter of port '%s' has no interface %d; it has %s",
 			spec, s->interface, list);
 		return -ENODEV;
 	}
 	if (matches == 0) {
-		set_err(err, err_size, "no USB-serial adapter %s %s is connected; check the cable",
+		link_err_printf(err, err_size, "no USB-serial adapter %s %s is connected; check the cable",
 			s->kind == LINK_SPEC_SERIAL ? "with serial number" : "on USB port", s->key);
 		return -ENODEV;
 	}
@@ -441,7 +430,7 @@ int link_ports_resolve(const struct link_port_info *ports, size_t n, const struc
 			if (port_matches(&ports[i], s, true))
 				append(list, sizeof(list), "%s#%d (%s)", spec, ports[i].interface,
 				       ports[i].path);
-		set_err(err, err_size, "port '%s' is a multi-port adapter with %zu ports; name one "
+		link_err_printf(err, err_size, "port '%s' is a multi-port adapter with %zu ports; name one "
 			"of them: %s", spec, matches, list);
 		return -ENOTUNIQ;
 	}
@@ -449,7 +438,7 @@ int link_ports_resolve(const struct link_port_info *ports, size_t n, const struc
 		if (port_matches(&ports[i], s, true))
 			append(list, sizeof(list), "%s on USB port %s", ports[i].path,
 			       ports[i].usb_path[0] ? ports[i].usb_path : "?");
-	set_err(err, err_size, "%zu ports match '%s' (%s); name the port by USB port instead "
+	link_err_printf(err, err_size, "%zu ports match '%s' (%s); name the port by USB port instead "
 		"(usb:BUS-PORT)", matches, spec, list);
 	return -ENOTUNIQ;
 }
@@ -581,24 +570,24 @@ int link_probe(const char *spec, char *ret_path, size_t path_size, char *err, si
 
 	if (stat(path, &st) < 0) {
 		r = -errno;
-		set_err(err, err_size, "%s: %s", path, errno == ENOENT ?
+		link_err_printf(err, err_size, "%s: %s", path, errno == ENOENT ?
 			"no such device (adapter unplugged?)" : strerror(errno));
 		return r == -ENOENT ? -ENODEV : r;
 	}
 	if (!S_ISCHR(st.st_mode)) {
-		set_err(err, err_size, "%s is not a terminal device", path);
+		link_err_printf(err, err_size, "%s is not a terminal device", path);
 		return -ENOTTY;
 	}
 	if (s.kind == LINK_SPEC_PATH) {
 		struct sp_port *port = NULL;
 
 		if (is_pty(&st)) {
-			set_err(err, err_size, "%s is a pseudo-terminal, which libserialport does not "
+			link_err_printf(err, err_size, "%s is a pseudo-terminal, which libserialport does not "
 				"open; write port = tty:%s", path, s.key);
 			return -ENOTTY;
 		}
 		if (sp_get_port_by_name(path, &port) != SP_OK) {
-			set_err(err, err_size, "%s is not a serial port libserialport knows; for "
+			link_err_printf(err, err_size, "%s is not a serial port libserialport knows; for "
 				"another kind of terminal write port = tty:%s", path, s.key);
 			return -ENODEV;
 		}
@@ -610,12 +599,12 @@ int link_probe(const char *spec, char *ret_path, size_t path_size, char *err, si
 			struct group *g = getgrgid(st.st_gid);
 
 			if (g)
-				set_err(err, err_size, "this user may not open %s (group %s may: "
+				link_err_printf(err, err_size, "this user may not open %s (group %s may: "
 					"sfid's user must be in it)", path, g->gr_name);
 			else
-				set_err(err, err_size, "this user may not open %s", path);
+				link_err_printf(err, err_size, "this user may not open %s", path);
 		} else {
-			set_err(err, err_size, "%s: %s", path, strerror(errno));
+			link_err_printf(err, err_size, "%s: %s", path, strerror(errno));
 		}
 		return r;
 	}

@@ -17,6 +17,7 @@
 #include <libserialport.h>
 
 #include "link.h"
+#include "link-internal.h"
 
 #define QUIET_MS 20		/* silence that ends draining after a resync or an entry */
 #define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
@@ -108,8 +109,7 @@ static int remaining_ms(int64_t deadline)
 
 /* ---- Port resolution ---- */
 
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t err_size, const char *fmt, ...)
+void link_err_printf(char *err, size_t err_size, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -138,7 +138,7 @@ static int link_resolve(const char *spec, char **ret_name, char *err, size_t err
 	if (r == 0) {
 		*ret_name = strdup(ports[i].path);
 		if (!*ret_name) {
-			set_err(err, err_size, "out of memory");
+			link_err_printf(err, err_size, "out of memory");
 			r = -ENOMEM;
 		}
 	}
@@ -210,20 +210,20 @@ static int link_open_tty(struct link *l, const char *path, char *err, size_t err
 	if (!l->name)
 		return -ENOMEM;
 	if (speed == 0) {
-		set_err(err, err_size, "%u baud is not a standard rate for %s", l->opt.baud, path);
+		link_err_printf(err, err_size, "%u baud is not a standard rate for %s", l->opt.baud, path);
 		return -EINVAL;
 	}
 	l->fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (l->fd < 0) {
 		int r = -errno;
 
-		set_err(err, err_size, "cannot open %s: %s", path, strerror(errno));
+		link_err_printf(err, err_size, "cannot open %s: %s", path, strerror(errno));
 		return r == -ENOENT ? -ENODEV : r;
 	}
 	if (tcgetattr(l->fd, &tio) < 0) {
 		int r = -errno;
 
-		set_err(err, err_size, "%s is not a terminal: %s", path, strerror(errno));
+		link_err_printf(err, err_size, "%s is not a terminal: %s", path, strerror(errno));
 		return r;
 	}
 	cfmakeraw(&tio);
@@ -245,7 +245,7 @@ static int link_open_tty(struct link *l, const char *path, char *err, size_t err
 			return 0;
 		}
 	}
-	set_err(err, err_size, "cannot set %u baud 8E1 on %s: %s", l->opt.baud, path,
+	link_err_printf(err, err_size, "cannot set %u baud 8E1 on %s: %s", l->opt.baud, path,
 		strerror(errno));
 	return -errno;
 }
@@ -274,7 +274,7 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 
 	if (strncmp(spec, "tty:", 4) == 0) {
 		if (spec[4] == '\0') {
-			set_err(err, err_size, "port '%s' names no device", spec);
+			link_err_printf(err, err_size, "port '%s' names no device", spec);
 			r = -EINVAL;
 			goto fail;
 		}
@@ -298,13 +298,13 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 	sr = sp_get_port_by_name(l->name, &l->port);
 	if (sr != SP_OK) {
 		r = sr == SP_ERR_FAIL || sr == SP_ERR_ARG ? -ENODEV : sp_to_errno(sr);
-		set_err(err, err_size, "serial port %s not found", l->name);
+		link_err_printf(err, err_size, "serial port %s not found", l->name);
 		goto fail;
 	}
 	sr = sp_open(l->port, SP_MODE_READ_WRITE);
 	if (sr != SP_OK) {
 		r = sp_to_errno(sr);
-		set_err(err, err_size, "cannot open serial port %s: %s", l->name, strerror(-r));
+		link_err_printf(err, err_size, "cannot open serial port %s: %s", l->name, strerror(-r));
 		goto fail;
 	}
 	/* Set the whole frame format at once: 8 data bits, even parity, 1 stop bit, no flow
@@ -331,21 +331,21 @@ int link_open(const char *spec, const struct link_options *o, struct link **ret,
 	sp_free_config(cfg);
 	if (sr != SP_OK) {
 		r = sp_to_errno(sr);
-		set_err(err, err_size, "cannot set %u baud 8E1 on %s: %s", l->opt.baud, l->name,
+		link_err_printf(err, err_size, "cannot set %u baud 8E1 on %s: %s", l->opt.baud, l->name,
 			strerror(-r));
 		goto fail;
 	}
 	sr = sp_get_port_handle(l->port, &l->fd);
 	if (sr != SP_OK) {
 		r = sp_to_errno(sr);
-		set_err(err, err_size, "no file descriptor for %s", l->name);
+		link_err_printf(err, err_size, "no file descriptor for %s", l->name);
 		goto fail;
 	}
 	flags = fcntl(l->fd, F_GETFL);
 	if (flags < 0 || fcntl(l->fd, F_SETFL, flags | O_NONBLOCK) < 0 ||
 	    fcntl(l->fd, F_SETFD, FD_CLOEXEC) < 0) {
 		r = -errno;
-		set_err(err, err_size, "cannot configure %s: %s", l->name, strerror(errno));
+		link_err_printf(err, err_size, "cannot configure %s: %s", l->name, strerror(errno));
 		goto fail;
 	}
 	link_low_latency(l);
