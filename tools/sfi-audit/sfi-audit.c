@@ -236,6 +236,21 @@ static int exit_code(enum verify_status s)
 	return EXIT_USAGE;
 }
 
+/* The options verify and report --html share: --pubkey, --expect-counter, --expect-json
+ * (into vo's key and expectation arrays). */
+static int verify_option(int c, const char *arg, struct verify_key *keys,
+			 struct verify_expect *expect, struct verify_options *vo)
+{
+	switch (c) {
+	case 'k':
+		return add_key(keys, &vo->n_keys, arg);
+	case 'e':
+		return parse_expect(expect, &vo->n_expect, arg);
+	default:
+		return parse_expect_json(expect, &vo->n_expect, arg);
+	}
+}
+
 static int cmd_verify(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -258,15 +273,9 @@ static int cmd_verify(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "k:e:J:qh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
-			if (add_key(keys, &vo.n_keys, optarg) < 0)
-				goto out;
-			break;
 		case 'e':
-			if (parse_expect(expect, &vo.n_expect, optarg) < 0)
-				goto out;
-			break;
 		case 'J':
-			if (parse_expect_json(expect, &vo.n_expect, optarg) < 0)
+			if (verify_option(c, optarg, keys, expect, &vo) < 0)
 				goto out;
 			break;
 		case 'q':
@@ -368,15 +377,9 @@ static int cmd_report(int argc, char **argv)
 			format = REPORT_HTML;
 			break;
 		case 'k':
-			if (add_key(keys, &vo.n_keys, optarg) < 0)
-				goto out;
-			break;
 		case 'e':
-			if (parse_expect(expect, &vo.n_expect, optarg) < 0)
-				goto out;
-			break;
 		case 'J':
-			if (parse_expect_json(expect, &vo.n_expect, optarg) < 0)
+			if (verify_option(c, optarg, keys, expect, &vo) < 0)
 				goto out;
 			break;
 		case 'h':
