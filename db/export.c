@@ -196,12 +196,14 @@ static int write_end(struct db *db, struct jsonl_out *o, uint64_t first, uint64_
 		if (r == 0)
 			r = db->signer->sign(db->signer->userdata, sdigest, sig);
 		if (r < 0) {
-			/* Unsigned, the export still reads; sfi-audit calls it not verifiable. */
-			json_object_object_del(end, "key_id");
-		} else {
-			audit_hex_encode(sig, DB_SIG_SIZE, hex);
-			db_json_add_str(line, "signature", hex);
+			/* An export whose end the station's key did not sign could not be told
+			 * from a cut one: none is written, the caller says why. */
+			json_object_put(line);
+			return db_fail(db, r, "the audit key did not sign the end of the export "
+				       "(token removed or failing?); no export written, try again");
 		}
+		audit_hex_encode(sig, DB_SIG_SIZE, hex);
+		db_json_add_str(line, "signature", hex);
 	}
 	return out_json(db, o, line);
 }

@@ -651,6 +651,11 @@ static int hsm_find_all(struct hsm *h, CK_OBJECT_CLASS cls, const char *label,
 	CK_RV rv;
 
 	rv = h->mod->f->C_FindObjectsInit(h->session, tmpl, 2);
+	if (rv == CKR_OPERATION_ACTIVE) {
+		/* A search an earlier failed C_FindObjectsFinal left open: close it, once. */
+		h->mod->f->C_FindObjectsFinal(h->session);
+		rv = h->mod->f->C_FindObjectsInit(h->session, tmpl, 2);
+	}
 	if (rv != CKR_OK)
 		return hsm_fail(h, "C_FindObjectsInit", rv);
 	rv = h->mod->f->C_FindObjects(h->session, objs, max, &n);
