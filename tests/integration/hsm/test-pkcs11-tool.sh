@@ -26,10 +26,10 @@ block() {
 		END { flush() }' objects.txt
 }
 need() { # need KIND LABEL PATTERN
-	block "$1" "$2" | grep -Eq "$3" || { cat objects.txt >&2; fail "$1 $2: no /$3/"; }
+	block "$1" "$2" | grep -E "$3" >/dev/null || { cat objects.txt >&2; fail "$1 $2: no /$3/"; }
 }
 refuse() {
-	if block "$1" "$2" | grep -Eq "$3"; then cat objects.txt >&2; fail "$1 $2: has /$3/"; fi
+	if block "$1" "$2" | grep -E "$3" >/dev/null; then cat objects.txt >&2; fail "$1 $2: has /$3/"; fi
 }
 
 need "Secret Key Object" osfi-oem-key "AES length 16"

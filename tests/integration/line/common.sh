@@ -238,5 +238,5 @@ sql_at_least_db() {
 
 # halted REGEX: the line is halted with a reason matching the extended regex.
 halted() {
-	ctl --json status | grep -Eq "\"halted\": *\"[^\"]*($1)"
+	ctl --json status | grep -E "\"halted\": *\"[^\"]*($1)" >/dev/null
 }

@@ -32,7 +32,7 @@ wait_for 30 "slots to settle" sql_is "SELECT count(*) FROM attempts WHERE result
 	line_fail "expected 3 installed licenses"
 [ "$(sql "SELECT count(*) FROM licenses WHERE state NOT IN ('installed', 'void')")" -eq 0 ] ||
 	line_fail "licenses left in flight: $(sql "SELECT state FROM licenses")"
-sql "SELECT error_text FROM attempts WHERE result = 'failed'" | grep -q "exhausted" ||
+sql "SELECT error_text FROM attempts WHERE result = 'failed'" | grep "exhausted" >/dev/null ||
 	line_fail "no attempt names the exhausted counter"
 start_stays_halted "stays halted.*still exhausted" "start on a line halted on its counter"
 # The token is refilled while sfid runs: start checks it again, clears the halt, goes on.
@@ -40,7 +40,7 @@ start_stays_halted "stays halted.*still exhausted" "start on a line halted on it
 	--pin-file "$tmp/pki/pin" --image-key "$tmp/pki/image.key" --image "$tmp/pki/demo.sfi" \
 	--max-count 2 --ca-pub "$tmp/pki/ca-pub.pem" >/dev/null
 ctl start >/dev/null 2>"$tmp/start.err" || line_fail "start after a refill: $(cat "$tmp/start.err")"
-ctl --json status | grep -q '"halted": *null' || line_fail "the halt was not cleared"
+ctl --json status | grep '"halted": *null' >/dev/null || line_fail "the halt was not cleared"
 wait_for 60 "two more chips" sql_is "SELECT count(*) FROM licenses WHERE state = 'installed'" 5
 wait_for 60 "the line to halt on the refilled counter" halted "is exhausted"
 line_stop_pid "$sfid_pid"
@@ -66,7 +66,7 @@ ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
 wait_for 90 "the line to halt on the database" halted "the database"
 sleep 1
-ctl --json status | grep -q '"state": *"installing"' && line_fail "slots still install"
+ctl --json status | grep '"state": *"installing"' >/dev/null && line_fail "slots still install"
 grep -q "database or disk is full\|full" "$tmp/sfid.log" || line_fail "no 'full' in the log"
 line_stop_pid "$sfid_pid"
 sfid_pid=

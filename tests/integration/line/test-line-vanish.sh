@@ -44,5 +44,5 @@ wait_for 60 "both chips installed" \
 	line_fail "the second attempt did not record a license reuse"
 after=$(line_counter)
 [ $((before - after)) -eq 2 ] || line_fail "counter went $before -> $after for 2 chips"
-ctl history | grep -q "license reused" || line_fail "history does not show the reuse"
+ctl history | grep "license reused" >/dev/null || line_fail "history does not show the reuse"
 echo "vanished chip failed at installing, reused its license, counter $before -> $after"

@@ -51,7 +51,7 @@ grep -Eq "(failed at license|not started, line halted)" "$tmp/screen.txt" ||
 	line_fail "the slots' last results are not kept: $(cat "$tmp/screen.txt")"
 cp "$tmp/screen.txt" "$tmp/screen-80.txt"
 # Colour on a terminal (and none with NO_COLOR, below).
-tmux -S "$tmux_sock" capture-pane -p -e -t w | grep -q $'\033\\[31mHALTED' || line_fail "no colour on a terminal"
+tmux -S "$tmux_sock" capture-pane -p -e -t w | grep $'\033\\[31mHALTED' >/dev/null || line_fail "no colour on a terminal"
 
 # Resized: the layout follows, still without a wrapped line.
 tmux -S "$tmux_sock" resize-window -t w -x 60 -y 30
@@ -72,9 +72,9 @@ wait_for 30 "watch back after the restart" back
 
 tmux -S "$tmux_sock" new-window -t w -n plain \
 	"env NO_COLOR=1 TERM=xterm-256color '$SFICTL' --socket '$tmp/sfid.sock' watch; sleep 600"
-plain_ready() { tmux -S "$tmux_sock" capture-pane -p -t w:plain | grep -q "3/10 installed"; }
+plain_ready() { tmux -S "$tmux_sock" capture-pane -p -t w:plain | grep "3/10 installed" >/dev/null; }
 wait_for 20 "a watch with NO_COLOR" plain_ready
-! tmux -S "$tmux_sock" capture-pane -p -e -t w:plain | grep -Eq $'\033\\[3[12]m' ||
+! tmux -S "$tmux_sock" capture-pane -p -e -t w:plain | grep -E $'\033\\[3[12]m' >/dev/null ||
 	line_fail "colour despite NO_COLOR"
 
 # --timeout ends a watch with status 0.

@@ -50,7 +50,7 @@ if ! grep -q '^commands:.* 51' info.txt; then
 	exit 77
 fi
 # --help gives the install synopsis whole.
-"$boot" --help | grep -qF -- '--module-license ID=FILE]... [--expect-state STATE] IMAGE' ||
+"$boot" --help | grep -F -- '--module-license ID=FILE]... [--expect-state STATE] IMAGE' >/dev/null ||
 	fail "sfi-boot --help cuts the install synopsis: $("$boot" --help | grep install)"
 # The product state comes from OSFI GET_INFO on a chip that speaks it.
 grep -q '^product state: Open (0xed)$' info.txt || fail "info on a new chip: $(cat info.txt)"

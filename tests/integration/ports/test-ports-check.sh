@@ -47,7 +47,7 @@ grep -qF "configuration is valid (10 slots; 6 cannot open their port now)" "$tmp
 [ "$(wc -l <"$tmp/err")" -eq 6 ] || fail "--check: not 6 warnings: $(cat "$tmp/err")"
 # warn SLOT TEXT: the warning of slot SLOT carries TEXT.
 warn() {
-	grep -F "warning: [slot $1] port " "$tmp/err" | grep -qF -- "$2" ||
+	grep -F "warning: [slot $1] port " "$tmp/err" | grep -F -- "$2" >/dev/null ||
 		fail "--check: no warning for slot $1 with '$2': $(cat "$tmp/err")"
 }
 warn S1 "port 'serial:H5EMU0000' cannot be opened now: port 'serial:H5EMU0000' is a multi-port adapter with 2 ports; name one of them: serial:H5EMU0000#0 (/dev/ttyUSB0), serial:H5EMU0000#1 (/dev/ttyUSB1)"

@@ -107,7 +107,7 @@ links() {
 }
 
 has_link() {
-	links | grep -qx -- "$1" || fail "$2: no link $1; links: $(links | tr '\n' ' ')"
+	links | grep -x -- "$1" >/dev/null || fail "$2: no link $1; links: $(links | tr '\n' ' ')"
 }
 
 echo "# the file parses, and a broken copy would be noticed"
@@ -144,7 +144,7 @@ done
 echo "# another ST device's ttyACM (a user firmware's CDC port) is left alone"
 p=$(usb_tty 1-5 0483 5740 USERCDC 0 acm ttyACM9)
 run "$p"
-! links | grep -q '^/dev/sfid/' || fail "0483:5740 got sfid links: $(links | tr '\n' ' ')"
+! links | grep '^/dev/sfid/' >/dev/null || fail "0483:5740 got sfid links: $(links | tr '\n' ' ')"
 ! grep -q '70-sfid.rules:[0-9]* MODE' "$tmp/out" || fail "0483:5740 got sfid's mode"
 
 echo "# a four-port FTDI adapter: one name per interface"

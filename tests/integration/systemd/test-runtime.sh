@@ -39,7 +39,7 @@ for _ in $(seq 50); do
 	fi
 	sleep 0.2
 done
-echo "$out" | grep -q "test-line" || fail "sfictl status through the inherited socket: $out"
+echo "$out" | grep "test-line" >/dev/null || fail "sfictl status through the inherited socket: $out"
 json=$(timeout 20 "$SFICTL" --socket "$tmp/act.sock" --json status) || fail "sfictl --json status failed"
 echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert len(d["slots"]) == 1' \
 	|| fail "status JSON does not list the slot: $json"
