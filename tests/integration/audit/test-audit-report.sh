@@ -11,7 +11,7 @@ if [ -z "$chromium" ]; then
 	echo "SKIP: chromium is not installed (scripts/deps installs it)"
 	exit 77
 fi
-dir=$(mktemp -d /tmp/sfid-audit-report-XXXXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/sfid-audit-report-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 

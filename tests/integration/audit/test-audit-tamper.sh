@@ -1,6 +1,6 @@
 #!/bin/bash
 # Runs the tamper suite in a private temp dir.
 set -euo pipefail
-dir=$(mktemp -d /tmp/sfid-audit-tamper-XXXXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/sfid-audit-tamper-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 "$1" "$2" "$dir"

@@ -4,7 +4,7 @@
 set -euo pipefail
 crash=$1
 audit=$2
-dir=$(mktemp -d /tmp/sfid-db-shell-XXXXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/sfid-db-shell-XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 

@@ -7,7 +7,7 @@ if [ ! -r "$SOFTHSM_MODULE" ] || ! command -v softhsm2-util >/dev/null; then
 	exit 77
 fi
 
-WORK=$(mktemp -d /tmp/sfid-hsm-sh-XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sfid-hsm-sh-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 export SOFTHSM2_CONF=$WORK/softhsm2.conf
 mkdir "$WORK/tokens"

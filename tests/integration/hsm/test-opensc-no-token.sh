@@ -4,7 +4,7 @@
 set -euo pipefail
 : "${SFI_HSM:?}" "${OPENSC_MODULE:?}"
 [ -r "$OPENSC_MODULE" ] || { echo "OpenSC module missing: skipped"; exit 77; }
-WORK=$(mktemp -d /tmp/sfid-opensc-XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sfid-opensc-XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 printf '1234\n' >"$WORK/pin"
 chmod 600 "$WORK/pin"
