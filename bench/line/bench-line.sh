@@ -14,7 +14,7 @@
 #   --runs N  repetitions (default 3)
 #   --pty     paced runs on the emulator's plain PTYs (tty: ports) instead of the umockdev
 #             adapters: shows what the umockdev harness itself costs per turnaround
-# H5EMU=PATH runs another emulator build (default BUILDDIR/tests/emulator/h5emu).
+# H5EMU=PATH runs another emulator build (default BUILDDIR/emulator/h5emu).
 set -euo pipefail
 RUNS=3
 PTY=

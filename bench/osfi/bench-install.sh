@@ -7,7 +7,7 @@ set -euo pipefail
 build=$(realpath "${1:-build}")
 baud=${2:-115200}
 kib=${3:-1024}
-h5emu=${H5EMU:-$build/tests/emulator/h5emu}
+h5emu=${H5EMU:-$build/emulator/h5emu}
 pack=$build/tools/sfi-pack/sfi-pack
 boot=$build/tools/sfi-boot/sfi-boot
 

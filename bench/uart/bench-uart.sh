@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [--build DIR] [--size BYTES] [--runs N] [--baud B]" >&2; exit 1 ;;
 	esac
 done
-h5emu=$build/tests/emulator/h5emu
+h5emu=$build/emulator/h5emu
 sfiboot=$build/tools/sfi-boot/sfi-boot
 stm32flash=$(command -v stm32flash || true)
 [ -x "$h5emu" ] && [ -x "$sfiboot" ] || { echo "build $build first (h5emu, sfi-boot)" >&2; exit 1; }

@@ -1,4 +1,4 @@
-/* sfictl: the operator's client for sfid's control socket (protocol/control/control.h).
+/* sfictl: the operator's client for sfid's control socket (ipc/control.h).
  *
  * Exit codes: 0 success; 1 sfid refused or failed the command; 2 usage error; 3 cannot reach
  * sfid; 4 permission denied; 5 protocol error (unexpected answer); 6 local I/O error

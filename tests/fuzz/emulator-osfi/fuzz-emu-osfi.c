@@ -1,4 +1,4 @@
-/* Fuzzes the OSFI chip side of h5emu (tests/emulator/emu-osfi.c) on an in-memory chip.
+/* Fuzzes the OSFI chip side of h5emu (emulator/emu-osfi.c) on an in-memory chip.
  *
  * Input: a mode byte, then
  *  - raw mode (even): records `op, flags, n1, n2 lo, n2 hi, p1[n1], p2[n2]` sent as

@@ -3,7 +3,7 @@
 # it, h5emu with umockdev adapters, and sfid with a generated configuration.
 # Needs: BUILD (build dir) and tmp (a private temp dir) set by the caller.
 SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
-H5EMU=${H5EMU:-$BUILD/tests/emulator/h5emu}
+H5EMU=${H5EMU:-$BUILD/emulator/h5emu}
 SFID=$BUILD/daemon/sfid/sfid
 SFICTL=$BUILD/daemon/sfictl/sfictl
 SFIPACK=$BUILD/tools/sfi-pack/sfi-pack

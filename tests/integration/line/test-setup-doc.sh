@@ -14,7 +14,7 @@ for p in arm-none-eabi-as softhsm2-util openssl; do
 done
 mkdir -p "$tmp/bin" "$tmp/run"
 for p in daemon/sfid/sfid daemon/sfictl/sfictl tools/sfi-pack/sfi-pack tools/sfi-hsm/sfi-hsm \
-	tools/sfi-audit/sfi-audit tests/emulator/h5emu; do
+	tools/sfi-audit/sfi-audit emulator/h5emu; do
 	[ -x "$BUILD/$p" ] || fail "$BUILD/$p is not built"
 	ln -s "$BUILD/$p" "$tmp/bin/"
 done

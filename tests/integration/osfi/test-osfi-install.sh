@@ -9,7 +9,7 @@ set -euo pipefail
 build=${SFID_BUILD_ROOT:?}
 src=${SFID_SOURCE_ROOT:?}
 here=$src/tests/integration/osfi
-h5emu=${H5EMU:-$build/tests/emulator/h5emu}
+h5emu=${H5EMU:-$build/emulator/h5emu}
 pack=$build/tools/sfi-pack/sfi-pack
 boot=$build/tools/sfi-boot/sfi-boot
 mklicense=$build/tests/integration/osfi/osfi-mklicense

@@ -1,7 +1,7 @@
 # Shared helpers of the adapter tests (sourced): h5emu with umockdev adapters in $tmp/emu,
 # clients run in the testbed's environment.
 : "${SFID_BUILD_ROOT:?run through meson test}"
-H5EMU=$SFID_BUILD_ROOT/tests/emulator/h5emu
+H5EMU=$SFID_BUILD_ROOT/emulator/h5emu
 SFIBOOT=$SFID_BUILD_ROOT/tools/sfi-boot/sfi-boot
 SFICTL=$SFID_BUILD_ROOT/daemon/sfictl/sfictl
 SFID=$SFID_BUILD_ROOT/daemon/sfid/sfid

@@ -8,7 +8,7 @@ set -euo pipefail
 : "${SFID_BUILD_ROOT:?run through meson test}"
 : "${SFID_SOURCE_ROOT:?run through meson test}"
 PAGE=$SFID_SOURCE_ROOT/docs/man/h5emu.1
-H5EMU=$SFID_BUILD_ROOT/tests/emulator/h5emu
+H5EMU=$SFID_BUILD_ROOT/emulator/h5emu
 SFIBOOT=$SFID_BUILD_ROOT/tools/sfi-boot/sfi-boot
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-emu-install.XXXXXX")
 emu_pid=
@@ -48,9 +48,9 @@ echo "# -Demulator=true installs it"
 # Only the emulator is compiled: its install tag installs nothing else.
 meson setup "$tmp/build" "$SFID_SOURCE_ROOT" -Demulator=true -Dtests=false --prefix /usr \
 	>"$tmp/setup.log" 2>&1 || fail "meson setup -Demulator=true: $(tail -n 20 "$tmp/setup.log")"
-targets=(tests/emulator/h5emu)
+targets=(emulator/h5emu)
 if grep -q termios-shim "$tmp/build/build.ninja"; then
-	targets+=(tests/emulator/emu-termios-shim)
+	targets+=(emulator/emu-termios-shim)
 fi
 meson compile -C "$tmp/build" "${targets[@]}" >"$tmp/compile.log" 2>&1 ||
 	fail "building h5emu: $(tail -n 20 "$tmp/compile.log")"

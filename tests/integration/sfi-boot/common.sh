@@ -1,7 +1,7 @@
 # Shared helpers of the sfi-boot integration tests (sourced). h5emu runs in $tmp/emu with
 # its chip state in $tmp/state; sfi-boot runs with the testbed's environment.
 : "${SFID_BUILD_ROOT:?run through meson test}"
-H5EMU=$SFID_BUILD_ROOT/tests/emulator/h5emu
+H5EMU=$SFID_BUILD_ROOT/emulator/h5emu
 SFIBOOT=$SFID_BUILD_ROOT/tools/sfi-boot/sfi-boot
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfi-boot-test.XXXXXX")
 . "$(dirname "${BASH_SOURCE[0]}")/../emu-common.sh"

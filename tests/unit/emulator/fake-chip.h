@@ -1,4 +1,4 @@
-/* A small in-memory chip model implementing the chip side of tests/emulator/emu-chip.h, so
+/* A small in-memory chip model implementing the chip side of emulator/emu-chip.h, so
  * that the OSFI chip side can be tested and fuzzed without h5emu's bootloader. */
 #pragma once
 

@@ -1,4 +1,4 @@
-/* The OSFI chip side of h5emu (tests/emulator/emu-osfi.c) against docs/protocol.md: chip
+/* The OSFI chip side of h5emu (emulator/emu-osfi.c) against docs/protocol.md: chip
  * identity, a full install, and every status code of §6 with the chip left Open and
  * installable afterwards. Images and licenses come from osfi-forge.c (plain libcrypto). */
 #include <errno.h>
