@@ -57,3 +57,9 @@ int db_audit_checkpoint_locked(struct db *db);
 /* Helpers building record data. */
 void db_json_add_str(struct json_object *o, const char *key, const char *value);
 void db_json_add_int(struct json_object *o, const char *key, int64_t value);
+
+/* The export line of the audit record in st's current row (columns seq, time, type,
+ * content, prev_hash, hash, signature) into a new string *ret_line (free()); its hash into
+ * ret_hash (may be NULL). Exports and the cursor share it, so both carry the same bytes. */
+int db_audit_row_line(struct db *db, sqlite3_stmt *st, char **ret_line, size_t *ret_len,
+		      uint8_t ret_hash[DB_HASH_SIZE]);

@@ -208,6 +208,42 @@ static int write_end(struct db *db, struct jsonl_out *o, uint64_t first, uint64_
 	return out_json(db, o, line);
 }
 
+/* The export line of one audit record: the stored canonical text goes out as is, members in
+ * canonical order; type names are plain ASCII. The columns of st are seq, time, type,
+ * content, prev_hash, hash, signature. */
+int db_audit_row_line(struct db *db, sqlite3_stmt *st, char **ret_line, size_t *ret_len,
+		      uint8_t ret_hash[DB_HASH_SIZE])
+{
+	char prev_hex[2 * DB_HASH_SIZE + 1], hash_hex[2 * DB_HASH_SIZE + 1];
+	char sig_hex[2 * DB_SIG_SIZE + 1];
+	const char *type = (const char *)sqlite3_column_text(st, 2);
+	const char *content = (const char *)sqlite3_column_text(st, 3);
+	bool sig = sqlite3_column_bytes(st, 6) == DB_SIG_SIZE;
+	int len;
+
+	if (!type || !content || sqlite3_column_bytes(st, 4) != DB_HASH_SIZE ||
+	    sqlite3_column_bytes(st, 5) != DB_HASH_SIZE)
+		return db_fail(db, -EBADMSG, "record %" PRId64 " of %s is damaged",
+			       (int64_t)sqlite3_column_int64(st, 0), db->path);
+	audit_hex_encode(sqlite3_column_blob(st, 4), DB_HASH_SIZE, prev_hex);
+	audit_hex_encode(sqlite3_column_blob(st, 5), DB_HASH_SIZE, hash_hex);
+	if (ret_hash)
+		memcpy(ret_hash, sqlite3_column_blob(st, 5), DB_HASH_SIZE);
+	if (sig)
+		audit_hex_encode(sqlite3_column_blob(st, 6), DB_SIG_SIZE, sig_hex);
+	len = asprintf(ret_line, "{\"content\":%s,\"hash\":\"%s\",\"prev_hash\":\"%s\","
+				 "\"seq\":%" PRId64 ",%s%s%s\"time\":%" PRId64 ",\"type\":\"%s\"}",
+		       content, hash_hex, prev_hex, (int64_t)sqlite3_column_int64(st, 0),
+		       sig ? "\"signature\":\"" : "", sig ? sig_hex : "", sig ? "\"," : "",
+		       (int64_t)sqlite3_column_int64(st, 1), type);
+	if (len < 0) {
+		*ret_line = NULL;
+		return db_fail(db, -ENOMEM, "out of memory writing an audit record");
+	}
+	*ret_len = (size_t)len;
+	return 0;
+}
+
 int db_export_jsonl(struct db *db, const struct db_range *range, FILE *out)
 {
 	return db_export_jsonl_info(db, range, NULL, out);
@@ -269,36 +305,13 @@ int db_export_jsonl_info(struct db *db, const struct db_range *range,
 	sqlite3_bind_int64(st, 1, (int64_t)first);
 	sqlite3_bind_int64(st, 2, (int64_t)last);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		char prev_hex[2 * DB_HASH_SIZE + 1], hash_hex[2 * DB_HASH_SIZE + 1];
-		char sig_hex[2 * DB_SIG_SIZE + 1], *line = NULL;
-		const char *type = (const char *)sqlite3_column_text(st, 2);
-		const char *content = (const char *)sqlite3_column_text(st, 3);
-		bool sig = sqlite3_column_bytes(st, 6) == DB_SIG_SIZE;
-		int len;
+		char *line = NULL;
+		size_t len = 0;
 
-		if (!type || !content || sqlite3_column_bytes(st, 4) != DB_HASH_SIZE ||
-		    sqlite3_column_bytes(st, 5) != DB_HASH_SIZE) {
-			r = db_fail(db, -EBADMSG, "record %" PRId64 " of %s is damaged",
-				    (int64_t)sqlite3_column_int64(st, 0), db->path);
+		r = db_audit_row_line(db, st, &line, &len, last_hash);
+		if (r < 0)
 			break;
-		}
-		audit_hex_encode(sqlite3_column_blob(st, 4), DB_HASH_SIZE, prev_hex);
-		audit_hex_encode(sqlite3_column_blob(st, 5), DB_HASH_SIZE, hash_hex);
-		memcpy(last_hash, sqlite3_column_blob(st, 5), DB_HASH_SIZE);
-		if (sig)
-			audit_hex_encode(sqlite3_column_blob(st, 6), DB_SIG_SIZE, sig_hex);
-		/* The stored canonical text goes out as is, members in canonical order; type
-		 * names are plain ASCII. */
-		len = asprintf(&line, "{\"content\":%s,\"hash\":\"%s\",\"prev_hash\":\"%s\","
-				      "\"seq\":%" PRId64 ",%s%s%s\"time\":%" PRId64 ",\"type\":\"%s\"}",
-			       content, hash_hex, prev_hex, (int64_t)sqlite3_column_int64(st, 0),
-			       sig ? "\"signature\":\"" : "", sig ? sig_hex : "", sig ? "\"," : "",
-			       (int64_t)sqlite3_column_int64(st, 1), type);
-		if (len < 0) {
-			r = db_fail(db, -ENOMEM, "out of memory writing the export");
-			break;
-		}
-		out_line(&o, line, (size_t)len);
+		out_line(&o, line, len);
 		free(line);
 		records++;
 	}

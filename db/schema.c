@@ -112,6 +112,13 @@ const char *const db_migrations[] = {
 	"  audit_seq INTEGER NOT NULL"
 	");"
 	"CREATE INDEX counter_changes_token ON counter_changes(token_serial, id);",
+	/* v4: how far another store (the central server) has acknowledged the trail. */
+	"CREATE TABLE shipped ("
+	"  target TEXT PRIMARY KEY,"
+	"  seq INTEGER NOT NULL CHECK (seq >= 0),"
+	"  hash BLOB NOT NULL CHECK (length(hash) = 32),"
+	"  updated_at INTEGER NOT NULL"
+	");",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

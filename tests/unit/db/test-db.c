@@ -1400,7 +1400,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 3);
+	assert_int_equal(db_schema_version(), 4);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
