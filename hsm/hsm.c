@@ -61,35 +61,11 @@ static pthread_mutex_t hsm_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct hsm_module *hsm_modules;
 static struct hsm *hsm_tokens;
 
-static const char *const hsm_error_table[_HSM_ERR_MAX] = {
-	[HSM_OK] = "success",
-	[HSM_ERR_INVALID] = "invalid argument or input file",
-	[HSM_ERR_NOMEM] = "out of memory",
-	[HSM_ERR_MODULE] = "PKCS#11 module missing or not loadable; check the module path",
-	[HSM_ERR_NO_TOKEN] = "no token present; insert the HSM token (or check the token label/serial and the reader)",
-	[HSM_ERR_TOKEN_REMOVED] = "token removed during the operation; reinsert it and retry",
-	[HSM_ERR_PIN_SOURCE] = "PIN file or credential missing, empty, unreadable, not a regular file, or readable or writable by others",
-	[HSM_ERR_PIN_INCORRECT] = "PIN incorrect; check the PIN file before retrying (the token locks after too many failures)",
-	[HSM_ERR_PIN_LOCKED] = "PIN locked; the token's security officer must unblock it",
-	[HSM_ERR_NOT_LOGGED_IN] = "not logged in to the token",
-	[HSM_ERR_OBJECT_MISSING] = "token not provisioned for OSFI (an osfi-* object is missing); provision it with sfi-hsm",
-	[HSM_ERR_OBJECT_INVALID] = "an osfi-* object on the token is malformed or duplicated; re-provision the token",
-	[HSM_ERR_ALREADY_PROVISIONED] = "token already provisioned; use --wipe to replace its OSFI objects",
-	[HSM_ERR_MECHANISM] = "the token does not support a mechanism OSFI needs (ECDH, AES-ECB derive, AES key wrap)",
-	[HSM_ERR_COUNTER_EXHAUSTED] = "license counter exhausted; the OEM must provision more licenses",
-	[HSM_ERR_COUNTER_MISMATCH] = "license counter differs from the recorded value; nothing was spent, reconcile and retry",
-	[HSM_ERR_WRONG_FIRMWARE_ID] = "wrong firmware id: the token is not provisioned for this image or module",
-	[HSM_ERR_BAD_CERT] = "bad chip certificate: malformed or not signed by the provisioned CA",
-	[HSM_ERR_WRONG_DEVICE] = "wrong device id in the chip certificate",
-	[HSM_ERR_NO_GLOBAL_KEY] = "the token holds no global key; provision one with --global-key",
-	[HSM_ERR_DEVICE] = "token operation failed",
-};
-
 const char *hsm_error_to_string(int r)
 {
-	if (r > 0 || -r >= _HSM_ERR_MAX)
+	if (r > 0)
 		return "unknown HSM error";
-	return hsm_error_table[-r];
+	return sfi_strerror(r);
 }
 
 /* Maps a CK_RV to our enum; in_session: the session was open, so a vanished token or

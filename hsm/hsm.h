@@ -2,8 +2,9 @@
  * issuance, audit signatures. docs/security.md documents the object labels, the counter
  * contract and the PIN rules.
  *
- * Errors: every call returns 0 or a negative enum hsm_error value; hsm_error_to_string()
- * gives the operator's sentence, hsm_last_rv() the CK_RV behind the last failure.
+ * Errors: every call returns 0 or a negative enum hsm_error value (sfi-error.h, the HSM
+ * block of the error space); sfi_strerror() gives the operator's sentence, hsm_last_rv()
+ * the CK_RV behind the last failure.
  *
  * Threads: a struct hsm is internally locked (one mutex per token, shared by every handle
  * of that token in the process), so worker threads may share one handle; hsm_close() only
@@ -16,6 +17,7 @@
 #include <stdint.h>
 
 #include "osfi/osfi.h"
+#include "sfi-error.h"
 
 /* Token object labels (CKA_LABEL; key pairs share their label and CKA_ID). */
 #define HSM_LABEL_OEM_KEY "osfi-oem-key"	   /* AES-128 K, sensitive, wrap-only */
@@ -27,32 +29,9 @@
 #define HSM_LABEL_CA_PUB "osfi-ca-pub"	   /* P-256 public key of the chip CA */
 #define HSM_LABEL_GLOBAL_KEY "osfi-global-key"   /* optional AES-256 G, derive only */
 
-enum hsm_error {
-	HSM_OK = 0,
-	HSM_ERR_INVALID,	     /* bad argument (caller bug or bad input file) */
-	HSM_ERR_NOMEM,
-	HSM_ERR_MODULE,		     /* PKCS#11 module missing or not loadable */
-	HSM_ERR_NO_TOKEN,	     /* no (matching) token present */
-	HSM_ERR_TOKEN_REMOVED,	     /* the token went away during an operation */
-	HSM_ERR_PIN_SOURCE,	     /* the PIN file/credential is missing or unreadable */
-	HSM_ERR_PIN_INCORRECT,
-	HSM_ERR_PIN_LOCKED,
-	HSM_ERR_NOT_LOGGED_IN,
-	HSM_ERR_OBJECT_MISSING,	     /* the token is not (fully) provisioned */
-	HSM_ERR_OBJECT_INVALID,	     /* an OSFI object has the wrong size or attributes */
-	HSM_ERR_ALREADY_PROVISIONED, /* provisioning a token that holds OSFI objects */
-	HSM_ERR_MECHANISM,	     /* the token lacks a mechanism OSFI needs */
-	HSM_ERR_COUNTER_EXHAUSTED,
-	HSM_ERR_COUNTER_MISMATCH,    /* the counter is not the value the caller recorded */
-	HSM_ERR_WRONG_FIRMWARE_ID,   /* the image (or module) is not the one the token licenses */
-	HSM_ERR_BAD_CERT,	     /* malformed certificate or CA signature fails */
-	HSM_ERR_WRONG_DEVICE,	     /* certificate for another device id */
-	HSM_ERR_NO_GLOBAL_KEY,	     /* global license asked from a token without a global key */
-	HSM_ERR_DEVICE,		     /* any other token failure (see hsm_last_rv()) */
-	_HSM_ERR_MAX,
-};
+/* enum hsm_error (HSM_OK, -HSM_ERR_*) is the HSM block of the error space: sfi-error.h. */
 
-/* Operator sentence for a return value (negative enum, or 0). Never NULL. */
+/* Operator sentence for a return value: sfi_strerror() of r <= 0; never NULL. */
 const char *hsm_error_to_string(int r);
 
 struct hsm;

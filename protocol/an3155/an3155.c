@@ -7,22 +7,9 @@
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-static const char *const error_names[_AN3155_E_MAX - AN3155_E_NACK] = {
-	[AN3155_E_NACK - AN3155_E_NACK] = "the chip refused the request (NACK)",
-	[AN3155_E_TIMEOUT - AN3155_E_NACK] = "no answer from the chip in time",
-	[AN3155_E_CHECKSUM - AN3155_E_NACK] = "bad checksum",
-	[AN3155_E_UNEXPECTED - AN3155_E_NACK] = "unexpected byte from the chip",
-	[AN3155_E_TOO_LONG - AN3155_E_NACK] = "answer too long",
-	[AN3155_E_PORT_GONE - AN3155_E_NACK] = "the serial port is gone",
-};
-
 const char *an3155_strerror(int r)
 {
-	int e = r < 0 ? -r : r;
-
-	if (e >= AN3155_E_NACK && e < _AN3155_E_MAX)
-		return error_names[e - AN3155_E_NACK];
-	return strerror(e);
+	return sfi_strerror(r);
 }
 
 static const char *const step_names[_AN3155_STEP_MAX] = {

@@ -15,20 +15,11 @@
 #include <stdint.h>
 
 #include "an3155-wire.h"
+#include "sfi-error.h"
 
-/* Errors, returned negated (-AN3155_E_NACK). Numbered above errno values so that one int
- * carries either; an3155_strerror() names both. */
-enum an3155_error {
-	AN3155_E_NACK = 1000,	/* the chip answered NACK */
-	AN3155_E_TIMEOUT,	/* no (complete) answer in time */
-	AN3155_E_CHECKSUM,	/* a frame's XOR checksum does not match */
-	AN3155_E_UNEXPECTED,	/* a byte that is neither ACK nor NACK, or bytes out of turn */
-	AN3155_E_TOO_LONG,	/* an answer longer than the protocol or the caller allows */
-	AN3155_E_PORT_GONE,	/* the serial port disappeared */
-	_AN3155_E_MAX,
-};
-
-/* Returns a static description of a negative an3155 error or errno value. */
+/* Errors, returned negated (-AN3155_E_NACK): enum an3155_error, the AN3155 block of the
+ * error space (sfi-error.h), so that one int carries them or an errno value. */
+/* The same as sfi_strerror(). */
 const char *an3155_strerror(int r);
 
 /* Steps of a conversation, used to say where a command failed. */

@@ -176,26 +176,7 @@ const char *osfi_subop_name(uint16_t subop)
 
 const char *osfi_strerror(int r)
 {
-	static const char *const names[_OSFI_E_MAX - OSFI_E_STATUS] = {
-		[OSFI_E_STATUS - OSFI_E_STATUS] = "the chip refused the request",
-		[OSFI_E_NOT_OPEN - OSFI_E_STATUS] = "the chip is not in product state Open",
-		[OSFI_E_BUSY - OSFI_E_STATUS] = "a session on the chip could not be aborted",
-		[OSFI_E_RAM_BUFFER - OSFI_E_STATUS] =
-			"the image has an area larger than the chip's RAM buffer; repack it",
-		[OSFI_E_ANSWER - OSFI_E_STATUS] = "the chip's answer has the wrong length",
-		[OSFI_E_CERT_UID - OSFI_E_STATUS] =
-			"the certificate names another chip than the one connected",
-		[OSFI_E_NOT_FINALIZED - OSFI_E_STATUS] =
-			"after FINALIZE the chip does not report a finalized session",
-		[OSFI_E_FINAL_STATE - OSFI_E_STATUS] =
-			"after FINALIZE the chip is not in the expected product state",
-		[OSFI_E_LINK - OSFI_E_STATUS] = "the link to the chip failed",
-	};
-	int e = -r;
-
-	if (e >= OSFI_E_STATUS && e < _OSFI_E_MAX)
-		return names[e - OSFI_E_STATUS];
-	return strerror(e);
+	return sfi_strerror(r);
 }
 
 const char *osfi_step_to_string(enum osfi_step s)

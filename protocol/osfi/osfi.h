@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "osfi-wire.h"
+#include "sfi-error.h"
 
 struct osfi_cert {
 	uint8_t version;
@@ -299,20 +300,8 @@ const char *osfi_subop_name(uint16_t subop);
  * 1024-byte chunks -> FINALIZE -> reconnect -> GET_INFO (finalized, expected state).
  * A certificate session runs GET_INFO -> GET_CERT. */
 
-enum osfi_error {
-	OSFI_E_STATUS = 2000,	/* the chip answered a non-OK status: osfi_session_status() */
-	OSFI_E_NOT_OPEN,	/* the chip is not in product state Open */
-	OSFI_E_BUSY,		/* a session in progress could not be aborted */
-	OSFI_E_RAM_BUFFER,	/* the image has an area larger than the chip's RAM buffer */
-	OSFI_E_ANSWER,		/* an answer of the wrong length or content */
-	OSFI_E_CERT_UID,	/* the certificate names another UID than GET_INFO */
-	OSFI_E_NOT_FINALIZED,	/* after FINALIZE the chip does not report a finalized session */
-	OSFI_E_FINAL_STATE,	/* after FINALIZE the product state is not the expected one */
-	OSFI_E_LINK,		/* the driver reported a link failure: osfi_session_link_errno() */
-	_OSFI_E_MAX,
-};
-
-/* Returns a static description of a negative osfi error or errno value. */
+/* Errors: enum osfi_error, the OSFI block of the error space (sfi-error.h), returned
+ * negated; the same as sfi_strerror(). */
 const char *osfi_strerror(int r);
 
 enum osfi_step {
