@@ -16,6 +16,8 @@
 #include "an3155-wire.h"
 #include "control.h"
 #include "job.h"
+#include "sfid.h"
+#include "util.h"
 
 #define IMAGE_MAX (64u * 1024 * 1024)
 #define MODULES_FILE_MAX (1024u * 1024)

@@ -533,6 +533,75 @@ void license_request(struct sfid *d, struct slot *s)
 	sfid_license_kick(d);
 }
 
+void license_cancel(struct sfid *d, struct slot *s)
+{
+	for (size_t i = 0; i < d->n_license_queue; i++)
+		if (d->license_queue[i] == s) {
+			memmove(&d->license_queue[i], &d->license_queue[i + 1],
+				(d->n_license_queue - i - 1) * sizeof(d->license_queue[0]));
+			d->n_license_queue--;
+			return;
+		}
+}
+
+/* True when every license of the job is global: no ledger, no HSM. */
+static bool job_uncounted(const struct job *j)
+{
+	for (size_t i = 0; i < j->n_lic; i++)
+		if (!j->lic[i].global)
+			return false;
+	return true;
+}
+
+/* A job without counted licenses leaves no ledger row to tie a chip to it: a chip of the job
+ * that reached FINALIZE on this line without an attempt recorded ok stands for it. */
+static bool chip_reached_finalize(struct db *db, const struct job *j, const char *uid_hex)
+{
+	struct db_history_filter f = { .job_id = j->id, .chip_uid = uid_hex, .limit = 100 };
+	struct db_attempt_row *rows = NULL;
+	bool reached = false, ok = false;
+	size_t n = 0;
+
+	if (db_history(db, &f, &rows, &n) < 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		ok |= rows[i].result == DB_ATTEMPT_OK;
+		reached |= strcmp(rows[i].step, "finalizing") == 0 ||
+			   strcmp(rows[i].step, "verifying") == 0;
+	}
+	free(rows);
+	return reached && !ok;
+}
+
+bool license_adopt(struct db *db, const struct job *j, const char *uid_hex,
+		   struct license_set *set)
+{
+	bool open = false;
+
+	*set = (struct license_set){ 0 };
+	for (size_t i = 0; i < j->n_lic && set->n < JOB_LICENSES_MAX; i++) {
+		struct db_license *l = NULL;
+
+		if (j->lic[i].global)
+			continue;
+		if (db_ledger_find_reusable(db, uid_hex, j->lic[i].firmware_id_hex,
+					    j->lic[i].target, &l) < 0)
+			continue;
+		if (l->state == DB_LICENSE_ISSUED || l->state == DB_LICENSE_NOT_INSTALLED) {
+			set->id[set->n] = l->id;
+			set->reused[set->n] = true;
+			set->n++;
+			open = true;
+		}
+		db_license_free(l);
+	}
+	if (!open) {
+		*set = (struct license_set){ 0 };
+		return job_uncounted(j) && chip_reached_finalize(db, j, uid_hex);
+	}
+	return true;
+}
+
 /* ---- checking a halted line again ---- */
 
 struct recheck {

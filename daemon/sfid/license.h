@@ -11,6 +11,8 @@
 #include "sfid.h"
 
 struct hsm;
+struct db;
+struct slot;
 
 /* Logs in to the PIN source of the configuration (blocking; worker thread or startup). */
 int token_login(const struct sfid *d, struct hsm *h);
@@ -42,6 +44,16 @@ bool job_tokens_resolved(struct sfid *d, struct job *j);
 /* Puts a slot in the license queue (the slot is in the license state and its attempt is
  * recorded). */
 void license_request(struct sfid *d, struct slot *s);
+/* Takes a slot out of the license queue (its chip went away). */
+void license_cancel(struct sfid *d, struct slot *s);
+
+/* A chip that reports the job's image installed: the job's counted licenses the ledger
+ * (db) holds for it still open (issued, or not installed after a failure or an interrupted
+ * attempt) go to set, taken as the ones it installed. True when there is at least one, or
+ * when the job is uncounted and the chip reached FINALIZE on this line without an attempt
+ * recorded ok. */
+bool license_adopt(struct db *db, const struct job *j, const char *uid_hex,
+		   struct license_set *set);
 
 /* Checks whether a halted line may run again: every token of the job answers (re-opened if
  * it was re-inserted) and has licenses left, the ledger is reconciled. done(d, ok, why) runs

@@ -47,33 +47,6 @@
 #define LAG_PROBE_MS 50
 
 
-int64_t sfid_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t sfid_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void sfid_hex(const uint8_t *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 0xf];
-	}
-	out[2 * n] = '\0';
-}
-
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data)
 {
 	if (!d->server) {
@@ -248,6 +221,165 @@ void sfid_slot_settled(struct sfid *d)
 	if (d->license_busy)
 		return;
 	event_base_loopexit(d->base, NULL);
+}
+
+/* ---- what the slots ask of the line ---- */
+
+static const struct job *line_slot_job(void *user)
+{
+	struct sfid *d = user;
+
+	return d->job;
+}
+
+static enum slot_reserve line_slot_reserve(void *user)
+{
+	struct sfid *d = user;
+
+	switch (sfid_job_reserve(d)) {
+	case 1:
+		return SLOT_RESERVE_GRANTED;
+	case 0:
+		return SLOT_RESERVE_WAIT;
+	default:
+		return sfid_job_complete(d) ? SLOT_RESERVE_COMPLETE : SLOT_RESERVE_NO_JOB;
+	}
+}
+
+static void line_slot_release(void *user)
+{
+	sfid_job_release(user);
+}
+
+static void line_slot_chip_begun(void *user)
+{
+	struct sfid *d = user;
+
+	if (d->job && !d->job->started_ms)
+		d->job->started_ms = sfid_now_ms();
+}
+
+static void line_slot_chip_ended(void *user, int kind, const char *uid_hex)
+{
+	struct sfid *d = user;
+
+	if (!d->job)
+		return;
+	switch (kind) {
+	case DB_FAILURE_TOUCHED:
+		d->job->failed++;
+		break;
+	case DB_FAILURE_UNTOUCHED:
+		sfid_job_count_refusal(d, uid_hex);
+		break;
+	case DB_FAILURE_HALTED:
+		d->job->halted++;
+		break;
+	default:
+		if (kind < 0) {
+			d->job->installed++;
+			sfid_job_installed(d);
+		}
+		break;
+	}
+}
+
+static const char *line_slot_halted(void *user)
+{
+	struct sfid *d = user;
+
+	return d->halt_reason[0] ? d->halt_reason : NULL;
+}
+
+static bool line_slot_holding(void *user)
+{
+	struct sfid *d = user;
+
+	return d->halt_reason[0] || d->stopping || sfid_job_complete(d);
+}
+
+static unsigned line_slot_chip_failures(void *user, const char *uid_hex)
+{
+	return sfid_chip_failures(user, uid_hex);
+}
+
+static bool line_slot_chip_installed(void *user, const char *uid_hex)
+{
+	return sfid_chip_installed_by_job(user, uid_hex);
+}
+
+static bool line_slot_adopt_licenses(void *user, const char *uid_hex, struct license_set *set)
+{
+	struct sfid *d = user;
+
+	return d->job && license_adopt(d->db, d->job, uid_hex, set);
+}
+
+static void line_slot_license_request(void *user, struct slot *s)
+{
+	license_request(user, s);
+}
+
+static void line_slot_license_cancel(void *user, struct slot *s)
+{
+	license_cancel(user, s);
+}
+
+static void line_slot_event(void *user, const char *name, struct json_object *data)
+{
+	struct sfid *d = user;
+
+	if (strcmp(name, "result") == 0)
+		sfid_result_hook(d, data);
+	sfid_broadcast(d, name, data);
+}
+
+static void line_slot_settled(void *user)
+{
+	sfid_slot_settled(user);
+}
+
+static const struct slot_callbacks line_slot_callbacks = {
+	.job = line_slot_job,
+	.reserve = line_slot_reserve,
+	.release = line_slot_release,
+	.chip_begun = line_slot_chip_begun,
+	.chip_ended = line_slot_chip_ended,
+	.halted = line_slot_halted,
+	.holding = line_slot_holding,
+	.chip_failures = line_slot_chip_failures,
+	.chip_installed = line_slot_chip_installed,
+	.adopt_licenses = line_slot_adopt_licenses,
+	.license_request = line_slot_license_request,
+	.license_cancel = line_slot_license_cancel,
+	.event = line_slot_event,
+	.settled = line_slot_settled,
+};
+
+/* Creates the configured slots, wired to the line. */
+static int line_slots_new(struct sfid *d)
+{
+	d->slots = calloc(d->cfg->n_slots, sizeof(*d->slots));
+	if (!d->slots)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->cfg->n_slots; i++) {
+		struct slot_params p = {
+			.base = d->base,
+			.cfg = &d->cfg->slots[i],
+			.index = (unsigned)i,
+			.retry_limit = d->cfg->retry_limit,
+			.ca_pub = d->ca_pub,
+			.recorder = d->recorder,
+			.cb = &line_slot_callbacks,
+			.user = d,
+		};
+		int r = slot_new(&p, &d->slots[i]);
+
+		if (r < 0)
+			return r;
+		d->n_slots++;
+	}
+	return 0;
 }
 
 /* ---- control commands ---- */
@@ -1685,14 +1817,8 @@ int main(int argc, char **argv)
 		log_error("cannot start worker threads: %s", strerror(-r));
 		goto out;
 	}
-	d.slots = calloc(d.cfg->n_slots, sizeof(*d.slots));
-	if (!d.slots)
+	if (line_slots_new(&d) < 0)
 		goto out;
-	for (size_t i = 0; i < d.cfg->n_slots; i++) {
-		if (slot_new(&d, &d.cfg->slots[i], (unsigned)i, &d.slots[i]) < 0)
-			goto out;
-		d.n_slots++;
-	}
 	so = (struct server_options){
 		.path = d.cfg->socket_path,
 		.listen_fd = sd_listen_fds(1) == 1 ? SD_LISTEN_FDS_START : -1,

@@ -9,6 +9,8 @@
 
 #include "sfid-config.h"
 #include "osfi.h"
+#include "job.h"
+#include "util.h"
 
 struct event_base;
 struct json_object;
@@ -21,8 +23,6 @@ struct recorder;
 struct hooks;
 
 #define SFID_TOKENS_MAX 16
-/* The image's license and one per module. */
-#define JOB_LICENSES_MAX 17
 
 /* An HSM token licenses are issued from: the configured one (tokens[0]) and the tokens
  * provisioned for modules, found by their firmware id. */
@@ -32,51 +32,6 @@ struct token {
 	char label[64];
 	uint8_t firmware_id[OSFI_ID_LEN];
 	char firmware_id_hex[2 * OSFI_ID_LEN + 1];
-};
-
-/* One license every chip of a job receives: the image's (target 0) first, then one per
- * module in the order of the module license information file. */
-struct job_license {
-	uint32_t target;	/* OSFI_TARGET_IMAGE or a module id */
-	bool global;		/* uncounted: the same record for every chip */
-	uint8_t record[OSFI_LICENSE_LEN];
-	uint8_t firmware_id[OSFI_ID_LEN];
-	char firmware_id_hex[2 * OSFI_ID_LEN + 1];
-	int token;		/* counted: index in sfid.tokens, -1 while not found */
-	unsigned line;		/* of the module file, for messages (0: the image) */
-};
-
-/* The loaded job: an image and what is needed to license it. */
-struct job {
-	int64_t id;
-	char *image_path;
-	uint8_t *image;
-	size_t image_len;
-	uint8_t image_id[OSFI_ID_LEN];
-	char image_id_hex[2 * OSFI_ID_LEN + 1];
-	char digest_hex[2 * OSFI_ID_LEN + 1];
-	uint16_t device_id;
-	uint8_t final_state;	/* product state the image sets, 0 if it sets none */
-	bool has_final_state;
-	char *module_file;
-	/* A global (uncounted) license for the image instead of HSM chip licenses. */
-	bool global;
-	char *global_file;
-	struct job_license lic[JOB_LICENSES_MAX];
-	size_t n_lic;
-	uint32_t target;	/* chips to install; 0: no limit */
-	uint32_t installed;
-	uint32_t failed;	/* chips that failed once licensed or written (the yield's) */
-	uint32_t refused;	/* chips refused untouched, once per chip */
-	uint32_t halted;	/* chips stopped by a line halt before anything was written */
-	/* Chips in progress that may still be installed: with installed, never over target. */
-	uint32_t reserved;
-	bool complete_told;	/* "job complete" was logged and sent to watchers */
-	int64_t started_ms;	/* wall clock when its first chip began; 0: none yet */
-	char (*refused_uids)[2 * OSFI_UID_LEN + 1];	/* the chips counted in refused */
-	size_t n_refused_uids, cap_refused_uids;
-	char *loaded_by;
-	int64_t loaded_ms;
 };
 
 struct sfid {
@@ -127,19 +82,6 @@ struct sfid {
 	uint64_t lag_probes;
 };
 
-/* The licenses issued or reused for one chip, in job order. */
-struct license_set {
-	size_t n;
-	int64_t id[JOB_LICENSES_MAX];	/* ledger row; 0 for a global license */
-	bool reused[JOB_LICENSES_MAX];
-	uint8_t record[JOB_LICENSES_MAX][OSFI_LICENSE_LEN];
-	bool counted[JOB_LICENSES_MAX];		/* a count was taken now: counter_after holds */
-	uint32_t counter_after[JOB_LICENSES_MAX];
-};
-
-/* Milliseconds since the epoch (wall clock) and a monotonic clock. */
-int64_t sfid_now_ms(void);
-int64_t sfid_mono_ms(void);
 /* Stops every slot from taking new chips and tells operators why (one sentence). */
 void sfid_halt(struct sfid *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Failed attempts of a chip (UID in hex) recorded in the database, over every job. */
@@ -167,5 +109,3 @@ void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data)
 void sfid_license_kick(struct sfid *d);
 /* Called when a slot has nothing left in progress (shutdown bookkeeping). */
 void sfid_slot_settled(struct sfid *d);
-/* Writes 2n lowercase hex digits and a NUL. */
-void sfid_hex(const uint8_t *p, size_t n, char *out);

@@ -15,12 +15,13 @@
 #include <json-c/json.h>
 
 #include "db.h"
-#include "license.h"
+#include "job.h"
 #include "link.h"
 #include "log.h"
 #include "recorder.h"
-#include "sfid.h"
+#include "sfid-config.h"
 #include "slot.h"
+#include "util.h"
 
 #define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
 #define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
@@ -30,9 +31,14 @@
 typedef void (*xfer_done_fn)(struct slot *s, int r);
 
 struct slot {
-	struct sfid *d;
+	struct event_base *base;
 	const struct config_slot *cfg;
 	unsigned index;
+	unsigned retry_limit;
+	const uint8_t *ca_pub;
+	struct recorder *recorder;
+	const struct slot_callbacks *cb;
+	void *user;
 	enum slot_state state;
 	bool running;		/* started by an operator */
 	bool pause_requested;
@@ -116,6 +122,11 @@ static void slot_log(const struct slot *s, enum log_prio p, const char *fmt, ...
 	va_end(ap);
 	log_fields(p, s->cfg->name, s->have_uid ? s->uid_hex : NULL, "slot %s chip %s: %s",
 		   s->cfg->name, s->have_uid ? s->uid_hex : "-", msg);
+}
+
+static const struct job *slot_job(const struct slot *s)
+{
+	return s->cb->job(s->user);
 }
 
 const char *slot_name(const struct slot *s)
@@ -421,8 +432,8 @@ static int slot_port_open(struct slot *s)
 	}
 	s->port_error[0] = '\0';
 	snprintf(s->port_name, sizeof(s->port_name), "%s", link_port_name(s->link));
-	s->ev_read = event_new(s->d->base, link_fd(s->link), EV_READ | EV_PERSIST, read_cb, s);
-	s->ev_write = event_new(s->d->base, link_fd(s->link), EV_WRITE, write_cb, s);
+	s->ev_read = event_new(s->base, link_fd(s->link), EV_READ | EV_PERSIST, read_cb, s);
+	s->ev_write = event_new(s->base, link_fd(s->link), EV_WRITE, write_cb, s);
 	if (!s->ev_read || !s->ev_write || event_add(s->ev_read, NULL) < 0) {
 		slot_port_close(s);
 		return -ENOMEM;
@@ -451,7 +462,7 @@ static void slot_progress_event(struct slot *s, bool force)
 	json_object_object_add(o, "done", json_object_new_int64((int64_t)s->bytes_done));
 	json_object_object_add(o, "total", json_object_new_int64((int64_t)s->bytes_total));
 	json_object_object_add(o, "rate", json_object_new_int64((int64_t)rate));
-	sfid_broadcast(s->d, "progress", o);
+	s->cb->event(s->user, "progress", o);
 }
 
 static void slot_release(struct slot *s)
@@ -459,7 +470,7 @@ static void slot_release(struct slot *s)
 	if (!s->reserved)
 		return;
 	s->reserved = false;
-	sfid_job_release(s->d);
+	s->cb->release(s->user);
 }
 
 /* What kind of failure ends the chip's attempt, from the state it was in (prev). */
@@ -473,7 +484,7 @@ static int slot_failure_kind(const struct slot *s, enum slot_state prev)
 		return s->fail_kind;
 	if (prev >= SLOT_STATE_INSTALLING || licensed)
 		return DB_FAILURE_TOUCHED;
-	if (s->d->halt_reason[0])
+	if (s->cb->halted(s->user))
 		return DB_FAILURE_HALTED;
 	if (prev == SLOT_STATE_LICENSE)
 		return DB_FAILURE_TOUCHED;
@@ -483,39 +494,33 @@ static int slot_failure_kind(const struct slot *s, enum slot_state prev)
 /* Settles the ledger and the attempt of a chip that did not make it. */
 static void slot_record_failure(struct slot *s, enum slot_state prev)
 {
-	struct sfid *d = s->d;
 	int kind = slot_failure_kind(s, prev);
 	char text[300];
 
 	snprintf(text, sizeof(text), "%s: %s", s->fail_step, s->fail_cause);
 	/* A chip refused at identification has its UID recorded with the refusal. */
 	if (s->have_uid && prev < SLOT_STATE_CERTIFICATE)
-		rec_attempt_step(d->recorder, s->attempt, s->fail_step, s->uid_hex, s->bytes_done);
+		rec_attempt_step(s->recorder, s->attempt, s->fail_step, s->uid_hex, s->bytes_done);
 	/* Licenses issued for this chip stay reusable by it: never a second count. */
 	for (size_t i = 0; i < s->lic.n; i++)
 		if (s->lic.id[i] > 0)
-			rec_license_not_installed(d->recorder, s->lic.id[i], text);
-	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_FAILED, kind, text, s->bytes_done);
+			rec_license_not_installed(s->recorder, s->lic.id[i], text);
+	rec_attempt_end(s->recorder, s->attempt, DB_RESULT_FAILED, kind, text, s->bytes_done);
 	slot_release(s);
+	s->cb->chip_ended(s->user, kind, s->have_uid ? s->uid_hex : "");
 	switch (kind) {
 	case DB_FAILURE_TOUCHED:
 		if (s->have_uid)
-			rec_chip_update(d->recorder, s->uid_hex, "failed", NULL);
-		if (d->job)
-			d->job->failed++;
+			rec_chip_update(s->recorder, s->uid_hex, "failed", NULL);
 		s->n_failed++;
 		snprintf(s->last_result, sizeof(s->last_result), "failed at %s: %s", s->fail_step,
 			 s->fail_cause);
 		break;
 	case DB_FAILURE_UNTOUCHED:
-		if (d->job)
-			sfid_job_count_refusal(d, s->have_uid ? s->uid_hex : "");
 		snprintf(s->last_result, sizeof(s->last_result), "refused untouched: %s",
 			 s->fail_cause);
 		break;
 	case DB_FAILURE_HALTED:
-		if (d->job)
-			d->job->halted++;
 		snprintf(s->last_result, sizeof(s->last_result), "not started, line halted: %s",
 			 s->fail_cause);
 		break;
@@ -528,24 +533,17 @@ static void slot_record_failure(struct slot *s, enum slot_state prev)
 
 static void slot_record_success(struct slot *s)
 {
-	struct sfid *d = s->d;
 	const char *ps = osfi_product_state_name(s->info.product_state);
 	unsigned duration_ms = (unsigned)(sfid_mono_ms() - s->t_attempt);
 
 	for (size_t i = 0; i < s->lic.n; i++)
 		if (s->lic.id[i] > 0)
-			rec_license_installed(d->recorder, s->lic.id[i]);
-	rec_attempt_end(d->recorder, s->attempt, DB_RESULT_OK, 0, NULL, s->bytes_done);
-	rec_chip_update(d->recorder, s->uid_hex, "programmed", ps);
-	if (s->reserved) {
-		s->reserved = false;
-		if (d->job && d->job->reserved)
-			d->job->reserved--;
-	}
-	if (d->job) {
-		d->job->installed++;
-		sfid_job_installed(d);
-	}
+			rec_license_installed(s->recorder, s->lic.id[i]);
+	rec_attempt_end(s->recorder, s->attempt, DB_RESULT_OK, 0, NULL, s->bytes_done);
+	rec_chip_update(s->recorder, s->uid_hex, "programmed", ps);
+	/* The reservation becomes an installed chip. */
+	slot_release(s);
+	s->cb->chip_ended(s->user, -1, s->uid_hex);
 	s->n_ok++;
 	snprintf(s->last_result, sizeof(s->last_result), "installed %" PRIu64 " bytes in %u ms%s",
 		 s->bytes_done, duration_ms, s->license_reused ? " (license reused)" : "");
@@ -570,8 +568,7 @@ static void slot_result_event(struct slot *s, bool ok)
 	json_object_object_add(o, "duration_ms",
 			       json_object_new_int64(sfid_mono_ms() - s->t_attempt));
 	json_object_object_add(o, "license_reused", json_object_new_boolean(s->license_reused));
-	sfid_result_hook(s->d, o);
-	sfid_broadcast(s->d, "result", o);
+	s->cb->event(s->user, "result", o);
 }
 
 static void slot_chip_clear(struct slot *s)
@@ -590,16 +587,8 @@ static void slot_chip_clear(struct slot *s)
 	s->bytes_done = s->bytes_total = 0;
 	s->misses = 0;
 	if (s->in_license_queue) {
-		struct sfid *d = s->d;
-
-		for (size_t i = 0; i < d->n_license_queue; i++)
-			if (d->license_queue[i] == s) {
-				memmove(&d->license_queue[i], &d->license_queue[i + 1],
-					(d->n_license_queue - i - 1) * sizeof(d->license_queue[0]));
-				d->n_license_queue--;
-				break;
-			}
 		s->in_license_queue = false;
+		s->cb->license_cancel(s->user, s);
 	}
 }
 
@@ -633,19 +622,18 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		break;
 	case SLOT_STATE_IDENTIFYING:
 		s->t_attempt = sfid_mono_ms();
-		if (s->d->job && !s->d->job->started_ms)
-			s->d->job->started_ms = sfid_now_ms();
+		s->cb->chip_begun(s->user);
 		rec_attempt_unref(s->attempt);
-		s->attempt = s->d->job ? rec_attempt_begin(s->d->recorder, s->d->job->id, s->cfg->name,
-							   slot_state_to_string(next))
-				       : NULL;
+		s->attempt = slot_job(s) ? rec_attempt_begin(s->recorder, slot_job(s)->id,
+							     s->cfg->name, slot_state_to_string(next))
+					 : NULL;
 		break;
 	case SLOT_STATE_CERTIFICATE:
 	case SLOT_STATE_LICENSE:
 	case SLOT_STATE_INSTALLING:
 	case SLOT_STATE_FINALIZING:
 	case SLOT_STATE_VERIFYING:
-		rec_attempt_step(s->d->recorder, s->attempt, slot_state_to_string(next),
+		rec_attempt_step(s->recorder, s->attempt, slot_state_to_string(next),
 				 s->have_uid ? s->uid_hex : NULL, s->bytes_done);
 		if (next == SLOT_STATE_INSTALLING)
 			s->t_install = sfid_mono_ms();
@@ -673,11 +661,11 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		json_object_object_add(o, "step", json_object_new_string(s->fail_step));
 		json_object_object_add(o, "error", json_object_new_string(s->fail_cause));
 	}
-	sfid_broadcast(s->d, "state", o);
+	s->cb->event(s->user, "state", o);
 
 	if (next == SLOT_STATE_DONE || next == SLOT_STATE_FAILED) {
 		slot_result_event(s, next == SLOT_STATE_DONE);
-		sfid_slot_settled(s->d);
+		s->cb->settled(s->user);
 	}
 }
 
@@ -730,13 +718,11 @@ static bool slot_check_link(struct slot *s, int r)
 /* Where a slot goes when it may take the next chip. */
 static void slot_next_chip(struct slot *s)
 {
-	struct sfid *d = s->d;
-
 	if (!s->running) {
 		slot_enter_state(s, SLOT_STATE_IDLE);
 		return;
 	}
-	if (s->pause_requested || d->halt_reason[0] || d->stopping || sfid_job_complete(d)) {
+	if (s->pause_requested || s->cb->holding(s->user)) {
 		slot_enter_state(s, SLOT_STATE_PAUSED);
 		return;
 	}
@@ -823,7 +809,7 @@ static void slot_license_synced(void *arg, int r)
 		return;
 	}
 	s->in_license_queue = true;
-	license_request(s->d, s);
+	s->cb->license_request(s->user, s);
 }
 
 static void slot_license_after_sync(struct slot *s)
@@ -836,68 +822,29 @@ static void slot_license_after_sync(struct slot *s)
 	}
 	ss->s = s;
 	ss->gen = s->chip_gen;
-	if (recorder_sync(s->d->recorder, slot_license_synced, ss) < 0) {
+	if (recorder_sync(s->recorder, slot_license_synced, ss) < 0) {
 		free(ss);
 		slot_fail(s, "the database is not available; no license spent");
 	}
 }
 
-/* A job without counted licenses leaves no ledger row to tie a chip to it: a chip of the job
- * that reached FINALIZE on this line without an attempt recorded ok stands for it. */
-static bool slot_reached_finalize(const struct slot *s)
-{
-	struct db_history_filter f = { .job_id = s->d->job->id, .chip_uid = s->uid_hex,
-				       .limit = 100 };
-	struct db_attempt_row *rows = NULL;
-	bool reached = false, ok = false;
-	size_t n = 0;
-
-	if (db_history(s->d->db, &f, &rows, &n) < 0)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		ok |= rows[i].result == DB_ATTEMPT_OK;
-		reached |= strcmp(rows[i].step, "finalizing") == 0 ||
-			   strcmp(rows[i].step, "verifying") == 0;
-	}
-	free(rows);
-	return reached && !ok;
-}
-
-/* A chip that reports the job's image installed: the job's counted licenses the ledger
- * holds for it still open (issued, or not installed after a failure or an interrupted
- * attempt) are taken as the ones it installed. True when there is at least one. */
+/* A chip that reports the job's image installed: the licenses the ledger still holds open
+ * for it are taken as the ones it installed. True when it stands as installed. */
 static bool slot_adopt_licenses(struct slot *s)
 {
-	const struct job *j = s->d->job;
 	struct license_set set = { 0 };
-	bool open = false;
 
-	for (size_t i = 0; i < j->n_lic && set.n < JOB_LICENSES_MAX; i++) {
-		struct db_license *l = NULL;
-
-		if (j->lic[i].global)
-			continue;
-		if (db_ledger_find_reusable(s->d->db, s->uid_hex, j->lic[i].firmware_id_hex,
-					    j->lic[i].target, &l) < 0)
-			continue;
-		if (l->state == DB_LICENSE_ISSUED || l->state == DB_LICENSE_NOT_INSTALLED) {
-			set.id[set.n] = l->id;
-			set.reused[set.n] = true;
-			set.n++;
-			open = true;
-		}
-		db_license_free(l);
-	}
-	if (!open)
-		return slot_job_uncounted(j) && slot_reached_finalize(s);
+	if (!s->cb->adopt_licenses(s->user, s->uid_hex, &set))
+		return false;
 	s->lic = set;
-	s->license_reused = true;
+	s->license_reused = set.n > 0;	/* none: a global job's chip that reached FINALIZE */
 	return true;
 }
 
 static void slot_cert_done(struct slot *s, int r)
 {
-	struct sfid *d = s->d;
+	const struct job *job = slot_job(s);
+	const char *halt;
 	const struct osfi_info *info = osfi_session_info(s->sess);
 	const struct osfi_cert *cert = osfi_session_cert(s->sess);
 	char text[300];
@@ -916,8 +863,8 @@ static void slot_cert_done(struct slot *s, int r)
 		slot_fail(s, "%s", text);
 		return;
 	}
-	if (info->product_state != STM32H5_PS_OPEN && d->job &&
-	    osfi_info_installed_is(info, d->job->image_id) && slot_adopt_licenses(s)) {
+	if (info->product_state != STM32H5_PS_OPEN && job &&
+	    osfi_info_installed_is(info, job->image_id) && slot_adopt_licenses(s)) {
 		/* FINALIZE's answer was lost, or sfid stopped before it recorded the outcome:
 		 * the chip holds the image, its licenses were installed. */
 		slot_log(s, LOG_PRIO_NOTICE, "the chip reports the job's image installed with %s "
@@ -931,20 +878,20 @@ static void slot_cert_done(struct slot *s, int r)
 		slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
 		return;
 	}
-	failures = sfid_chip_failures(d, s->uid_hex);
-	if (failures >= d->cfg->retry_limit) {
+	failures = s->cb->chip_failures(s->user, s->uid_hex);
+	if (failures >= s->retry_limit) {
 		slot_fail(s, "this chip already failed %u times on this line; set it aside for "
 			  "analysis (no license was spent now)", failures);
 		return;
 	}
-	if (info->product_state != STM32H5_PS_OPEN && d->job &&
-	    (osfi_info_installed_is(info, d->job->image_id) ||
-	     sfid_chip_installed_by_job(d, s->uid_hex))) {
+	if (info->product_state != STM32H5_PS_OPEN && job &&
+	    (osfi_info_installed_is(info, job->image_id) ||
+	     s->cb->chip_installed(s->user, s->uid_hex))) {
 		/* Left in its fixture, or put back: done already, neither a failure nor a
 		 * refusal. */
 		s->fail_kind = DB_FAILURE_ALREADY;
 		slot_fail(s, "this chip already holds the job's image %.16s... (installed earlier); "
-			  "remove it", d->job->image_id_hex);
+			  "remove it", job->image_id_hex);
 		return;
 	}
 	if (info->product_state != STM32H5_PS_OPEN) {
@@ -955,9 +902,9 @@ static void slot_cert_done(struct slot *s, int r)
 			  info->product_state);
 		return;
 	}
-	if (d->job && info->device_id != d->job->device_id) {
+	if (job && info->device_id != job->device_id) {
 		slot_fail(s, "chip reports device id 0x%03x, the job is for 0x%03x", info->device_id,
-			  d->job->device_id);
+			  job->device_id);
 		return;
 	}
 	slot_enter_state(s, SLOT_STATE_CERTIFICATE);
@@ -969,12 +916,12 @@ static void slot_cert_done(struct slot *s, int r)
 		slot_fail(s, "the certificate names another chip than the one in the slot");
 		return;
 	}
-	if (d->job && cert->device_id != d->job->device_id) {
+	if (job && cert->device_id != job->device_id) {
 		slot_fail(s, "the certificate is for device id 0x%03x, the job is for 0x%03x",
-			  cert->device_id, d->job->device_id);
+			  cert->device_id, job->device_id);
 		return;
 	}
-	r = osfi_cert_verify(cert, d->ca_pub);
+	r = osfi_cert_verify(cert, s->ca_pub);
 	if (r < 0) {
 		slot_fail(s, "the chip certificate is not signed by the chip CA provisioned in the "
 			  "token; the chip is not genuine or the token is for another vendor");
@@ -984,20 +931,21 @@ static void slot_cert_done(struct slot *s, int r)
 	s->sess = osfi_session_free(s->sess);
 
 	slot_enter_state(s, SLOT_STATE_LICENSE);
-	if (!d->job) {
+	if (!job) {
 		slot_fail(s, "no job is loaded");
 		return;
 	}
-	if (d->halt_reason[0]) {
-		slot_fail(s, "%s", d->halt_reason);
+	halt = s->cb->halted(s->user);
+	if (halt) {
+		slot_fail(s, "%s", halt);
 		return;
 	}
-	if (slot_job_uncounted(d->job)) {
+	if (slot_job_uncounted(job)) {
 		/* Uncounted: the same global licenses serve every chip, no ledger entry. */
-		struct license_set set = { .n = d->job->n_lic };
+		struct license_set set = { .n = job->n_lic };
 
-		for (size_t i = 0; i < d->job->n_lic; i++)
-			memcpy(set.record[i], d->job->lic[i].record, OSFI_LICENSE_LEN);
+		for (size_t i = 0; i < job->n_lic; i++)
+			memcpy(set.record[i], job->lic[i].record, OSFI_LICENSE_LEN);
 		slot_licenses_ready(s, &set);
 		explicit_bzero(&set, sizeof(set));
 		return;
@@ -1017,18 +965,18 @@ static void slot_id_done(struct slot *s, int r)
 		return;
 	}
 	s->pid = an3155_xfer_pid(&s->x);
-	if (s->d->job && s->pid != s->d->job->device_id && s->id_reads++ == 0) {
+	if (slot_job(s) && s->pid != slot_job(s)->device_id && s->id_reads++ == 0) {
 		/* The Get ID answer carries no checksum: a product id garbled on the line looks
 		 * like another device. Ask once more before refusing the chip. */
 		slot_log(s, LOG_PRIO_NOTICE, "the chip says product id 0x%03x, the job is for "
-			 "0x%03x; asking again", s->pid, s->d->job->device_id);
+			 "0x%03x; asking again", s->pid, slot_job(s)->device_id);
 		an3155_xfer_get_id(&s->x, &s->t);
 		slot_xfer_begin(s, slot_id_done);
 		return;
 	}
-	if (s->d->job && s->pid != s->d->job->device_id) {
+	if (slot_job(s) && s->pid != slot_job(s)->device_id) {
 		slot_fail(s, "the chip's product id is 0x%03x, the job is for 0x%03x", s->pid,
-			  s->d->job->device_id);
+			  slot_job(s)->device_id);
 		return;
 	}
 	r = osfi_session_new_cert(&s->sess);
@@ -1079,20 +1027,19 @@ static void slot_sync_done(struct slot *s, int r)
 			return;
 		}
 		/* The chips in progress never add up to more than the job's target. */
-		switch (sfid_job_reserve(s->d)) {
-		case 1:
+		switch (s->cb->reserve(s->user)) {
+		case SLOT_RESERVE_GRANTED:
 			s->reserved = true;
 			break;
-		case 0:
+		case SLOT_RESERVE_WAIT:
 			slot_log(s, LOG_PRIO_DEBUG, "a chip answers; the job's remaining chips are "
 				 "in progress in other slots, waiting");
 			slot_tick_start(s, s->cfg->poll_ms);
 			return;
-		default:
-			if (sfid_job_complete(s->d)) {
-				slot_next_chip(s);
-				return;
-			}
+		case SLOT_RESERVE_COMPLETE:
+			slot_next_chip(s);
+			return;
+		case SLOT_RESERVE_NO_JOB:
 			break;
 		}
 		slot_log(s, LOG_PRIO_INFO, "a chip answers");
@@ -1289,7 +1236,7 @@ static void slot_confirm_synced(struct slot *s, int r);
  * it, whatever became of FINALIZE's answer. */
 static void slot_confirm_info(struct slot *s, int r)
 {
-	const struct job *j = s->d->job;
+	const struct job *j = slot_job(s);
 	struct osfi_info info;
 
 	if (!slot_check_link(s, r))
@@ -1421,7 +1368,7 @@ void slot_license_dequeued(struct slot *s)
 
 void slot_licenses_ready(struct slot *s, const struct license_set *set)
 {
-	struct sfid *d = s->d;
+	const struct job *job = slot_job(s);
 	bool counted = false, all_reused = true;
 	char why[200];
 	int r;
@@ -1436,7 +1383,7 @@ void slot_licenses_ready(struct slot *s, const struct license_set *set)
 	s->license_reused = counted && all_reused;
 	slot_enter_state(s, SLOT_STATE_INSTALLING);
 
-	r = osfi_session_new_install(d->job->image, d->job->image_len, &s->sess, why, sizeof(why));
+	r = osfi_session_new_install(job->image, job->image_len, &s->sess, why, sizeof(why));
 	if (r < 0) {
 		slot_fail(s, "cannot start the install session: %s", why);
 		return;
@@ -1448,9 +1395,9 @@ void slot_licenses_ready(struct slot *s, const struct license_set *set)
 			return;
 		}
 	}
-	if (d->job->has_final_state)
-		osfi_session_expect_state(s->sess, d->job->final_state);
-	s->bytes_total = d->job->image_len > OSFI_HEADER_LEN ? d->job->image_len - OSFI_HEADER_LEN : 0;
+	if (job->has_final_state)
+		osfi_session_expect_state(s->sess, job->final_state);
+	s->bytes_total = job->image_len > OSFI_HEADER_LEN ? job->image_len - OSFI_HEADER_LEN : 0;
 	s->osfi_done = slot_install_done;
 	slot_osfi_pump(s);
 }
@@ -1603,16 +1550,22 @@ struct json_object *slot_port_json(const struct slot *s)
 	return o;
 }
 
-int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, struct slot **ret)
+int slot_new(const struct slot_params *p, struct slot **ret)
 {
+	const struct config_slot *cfg = p->cfg;
 	struct slot *s;
 
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->d = d;
+	s->base = p->base;
 	s->cfg = cfg;
-	s->index = index;
+	s->index = p->index;
+	s->retry_limit = p->retry_limit;
+	s->ca_pub = p->ca_pub;
+	s->recorder = p->recorder;
+	s->cb = p->cb;
+	s->user = p->user;
 	s->state = SLOT_STATE_IDLE;
 	s->fail_kind = -1;
 	an3155_timeouts_default(&s->t);
@@ -1622,9 +1575,9 @@ int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, stru
 	if (cfg->entry &&
 	    link_entry_parse(cfg->entry, s->entry, LINK_ENTRY_MAX_STEPS, &s->n_entry, NULL, 0) < 0)
 		s->n_entry = 0;
-	s->ev_tick = evtimer_new(d->base, tick_cb, s);
-	s->ev_xfer_timer = evtimer_new(d->base, xfer_timer_cb, s);
-	s->ev_retry = evtimer_new(d->base, retry_cb, s);
+	s->ev_tick = evtimer_new(s->base, tick_cb, s);
+	s->ev_xfer_timer = evtimer_new(s->base, xfer_timer_cb, s);
+	s->ev_retry = evtimer_new(s->base, retry_cb, s);
 	if (!s->ev_tick || !s->ev_xfer_timer || !s->ev_retry) {
 		slot_free(s);
 		return -ENOMEM;

@@ -7,14 +7,69 @@
 
 #include "slot-state.h"
 
-struct sfid;
+struct event_base;
 struct config_slot;
 struct json_object;
 struct slot;
+struct job;
 struct license_set;
+struct recorder;
 
-/* Creates slot index i of the daemon (idle, port closed). Returns 0 or -ENOMEM. */
-int slot_new(struct sfid *d, const struct config_slot *cfg, unsigned index, struct slot **ret);
+/* What the line answers when a slot found a chip and wants one of the job's chips. */
+enum slot_reserve {
+	SLOT_RESERVE_GRANTED,	/* one of the job's remaining chips is the slot's */
+	SLOT_RESERVE_WAIT,	/* chips in progress elsewhere take the rest of the target */
+	SLOT_RESERVE_COMPLETE,	/* the job reached its target */
+	SLOT_RESERVE_NO_JOB,	/* no job is loaded */
+};
+
+/* How a slot talks to what runs the line: every call upward goes through these, registered
+ * at creation. All run on the loop thread; user is slot_params.user. */
+struct slot_callbacks {
+	/* The job chips are installed for; NULL while none is loaded. */
+	const struct job *(*job)(void *user);
+	enum slot_reserve (*reserve)(void *user);
+	/* Gives back a reservation (the chip failed or was refused, or the slot let go). */
+	void (*release)(void *user);
+	/* The slot began work on a chip of the job (identification). */
+	void (*chip_begun)(void *user);
+	/* A chip's attempt ended: installed (kind < 0) or failed with an enum
+	 * db_failure_kind; uid_hex is "" when the chip never said who it is. */
+	void (*chip_ended)(void *user, int kind, const char *uid_hex);
+	/* Why the line is halted (one sentence), or NULL while it runs. */
+	const char *(*halted)(void *user);
+	/* True when no new chip is to be taken (halted, shutting down, job complete). */
+	bool (*holding)(void *user);
+	/* Failed attempts of a chip recorded over every job. */
+	unsigned (*chip_failures)(void *user, const char *uid_hex);
+	/* True when the chip is recorded installed by the loaded job. */
+	bool (*chip_installed)(void *user, const char *uid_hex);
+	/* A chip that reports the job's image installed: fills set with the licenses the
+	 * ledger still holds open for it, and says whether it stands as installed. */
+	bool (*adopt_licenses)(void *user, const char *uid_hex, struct license_set *set);
+	/* Queues the slot for its chip's licenses (slot_licenses_ready or
+	 * slot_license_failed answers), or takes it out of the queue. */
+	void (*license_request)(void *user, struct slot *s);
+	void (*license_cancel)(void *user, struct slot *s);
+	/* An event for watchers (data's reference is taken): "state", "progress", "result". */
+	void (*event)(void *user, const char *name, struct json_object *data);
+	/* The slot has nothing left in progress. */
+	void (*settled)(void *user);
+};
+
+struct slot_params {
+	struct event_base *base;
+	const struct config_slot *cfg;
+	unsigned index;
+	unsigned retry_limit;		/* failed attempts after which a chip is set aside */
+	const uint8_t *ca_pub;		/* the chip CA's key, OSFI_PUBKEY_LEN bytes */
+	struct recorder *recorder;	/* attempts and outcomes */
+	const struct slot_callbacks *cb;
+	void *user;
+};
+
+/* Creates a slot (idle, port closed); p's pointers outlive it. Returns 0 or -ENOMEM. */
+int slot_new(const struct slot_params *p, struct slot **ret);
 /* Frees a slot (closing its port); accepts NULL; returns NULL. */
 struct slot *slot_free(struct slot *s);
 
@@ -35,7 +90,7 @@ struct json_object *slot_status_json(const struct slot *s);
 /* A port object for `ports`. */
 struct json_object *slot_port_json(const struct slot *s);
 
-/* License queue callbacks (sfid.c issues licenses one at a time). */
+/* The license queue's side (licenses are issued one chip at a time). */
 /* The slot's certificate and UID for the HSM request; false if the slot no longer wants a
  * license (its chip went away). */
 bool slot_license_wanted(const struct slot *s);

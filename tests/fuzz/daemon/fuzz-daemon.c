@@ -93,14 +93,8 @@ static void fz_init(void)
 		fprintf(stderr, "fuzz-daemon: cannot set up: %s\n", err);
 		abort();
 	}
-	d->slots = calloc(d->cfg->n_slots, sizeof(*d->slots));
-	if (!d->slots)
+	if (line_slots_new(d) < 0)
 		abort();
-	for (size_t i = 0; i < d->cfg->n_slots; i++) {
-		if (slot_new(d, &d->cfg->slots[i], (unsigned)i, &d->slots[i]) < 0)
-			abort();
-		d->n_slots++;
-	}
 	/* The roles: nobody's groups match, the caller is an operator, a supervisor (root is a
 	 * supervisor whatever the groups). */
 	for (int i = 0; i < FUZZ_ROLES; i++) {
