@@ -69,6 +69,16 @@ static const char *const hsm_names[SFI_E_RANGE_SIZE] = {
 	[HSM_ERR_DEVICE - SFI_E_HSM_FIRST] = "token operation failed",
 };
 
+static const char *const dfuse_names[SFI_E_RANGE_SIZE] = {
+	[DFUSE_E_STALL - SFI_E_DFUSE_FIRST] = "the USB device refused the request (stall)",
+	[DFUSE_E_STATUS - SFI_E_DFUSE_FIRST] = "the USB device reported an error",
+	[DFUSE_E_STATE - SFI_E_DFUSE_FIRST] =
+		"the USB device is not in a DFU state that allows the request",
+	[DFUSE_E_TIMEOUT - SFI_E_DFUSE_FIRST] = "no answer from the USB device in time",
+	[DFUSE_E_PROTOCOL - SFI_E_DFUSE_FIRST] = "malformed answer from the USB device",
+	[DFUSE_E_GONE - SFI_E_DFUSE_FIRST] = "the USB device is gone",
+};
+
 static const struct {
 	int first;
 	const char *const *names;
@@ -77,6 +87,7 @@ static const struct {
 	{ SFI_E_AN3155_FIRST, an3155_names, "unknown AN3155 error" },
 	{ SFI_E_OSFI_FIRST, osfi_names, "unknown OSFI error" },
 	{ SFI_E_HSM_FIRST, hsm_names, "unknown HSM error" },
+	{ SFI_E_DFUSE_FIRST, dfuse_names, "unknown DfuSe error" },
 };
 
 const char *sfi_strerror(int r)

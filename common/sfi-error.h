@@ -5,7 +5,8 @@
  *	  1000 .. 1999	AN3155: the chip's bootloader conversation (protocol/an3155)
  *	  2000 .. 2999	OSFI: the install session and its formats (protocol/osfi)
  *	  3000 .. 3999	HSM: the PKCS#11 token (hsm/)
- *	  4000 ..	free for the next layer (one block of 1000 each)
+ *	  4000 .. 4999	DfuSe: the chip's USB DFU bootloader conversation (protocol/dfuse)
+ *	  5000 ..	free for the next layer (one block of 1000 each)
  *
  * The ranges do not overlap, so one int carries any of them through every layer unchanged
  * and sfi_strerror() names any of them. A layer adds codes only at the end of its own block.
@@ -22,6 +23,7 @@
 #define SFI_E_AN3155_FIRST 1000
 #define SFI_E_OSFI_FIRST 2000
 #define SFI_E_HSM_FIRST 3000
+#define SFI_E_DFUSE_FIRST 4000
 #define SFI_E_RANGE_SIZE 1000
 
 /* AN3155 (protocol/an3155). */
@@ -75,9 +77,21 @@ enum hsm_error {
 	_HSM_ERR_MAX,
 };
 
+/* DfuSe (protocol/dfuse). */
+enum dfuse_error {
+	DFUSE_E_STALL = SFI_E_DFUSE_FIRST, /* the device stalled a request (USB pipe error) */
+	DFUSE_E_STATUS,		/* the device reported dfuERROR: dfuse_xfer_dfu_status() says why */
+	DFUSE_E_STATE,		/* the device is in a state the operation cannot start from */
+	DFUSE_E_TIMEOUT,	/* a transfer timed out, or the device stayed busy too long */
+	DFUSE_E_PROTOCOL,	/* an answer of the wrong length or content */
+	DFUSE_E_GONE,		/* the device disappeared */
+	_DFUSE_E_MAX,
+};
+
 _Static_assert(_AN3155_E_MAX <= SFI_E_AN3155_FIRST + SFI_E_RANGE_SIZE, "AN3155 block full");
 _Static_assert(_OSFI_E_MAX <= SFI_E_OSFI_FIRST + SFI_E_RANGE_SIZE, "OSFI block full");
 _Static_assert(_HSM_ERR_MAX <= SFI_E_HSM_FIRST + SFI_E_RANGE_SIZE, "HSM block full");
+_Static_assert(_DFUSE_E_MAX <= SFI_E_DFUSE_FIRST + SFI_E_RANGE_SIZE, "DfuSe block full");
 
 /* The sentence for any value of the space, negative (as returned) or positive: a static
  * string, never NULL. 0 is "success"; an unassigned code of a block says which block. */

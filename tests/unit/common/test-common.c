@@ -30,9 +30,11 @@ static void test_blocks(void **state)
 	check_block(SFI_E_AN3155_FIRST, _AN3155_E_MAX, "unknown AN3155 error");
 	check_block(SFI_E_OSFI_FIRST, _OSFI_E_MAX, "unknown OSFI error");
 	check_block(SFI_E_HSM_FIRST, _HSM_ERR_MAX, "unknown HSM error");
+	check_block(SFI_E_DFUSE_FIRST, _DFUSE_E_MAX, "unknown DfuSe error");
 	/* The blocks follow each other and errno stays below the first. */
 	assert_int_equal(SFI_E_OSFI_FIRST, SFI_E_AN3155_FIRST + SFI_E_RANGE_SIZE);
 	assert_int_equal(SFI_E_HSM_FIRST, SFI_E_OSFI_FIRST + SFI_E_RANGE_SIZE);
+	assert_int_equal(SFI_E_DFUSE_FIRST, SFI_E_HSM_FIRST + SFI_E_RANGE_SIZE);
 	assert_true(EHWPOISON < SFI_E_AN3155_FIRST);
 	/* The collision this space removes: an HSM code is no errno. */
 	assert_int_not_equal(-HSM_ERR_NOMEM, -ENOENT);
