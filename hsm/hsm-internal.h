@@ -1,4 +1,4 @@
-/* Helpers of hsm.c exposed to the unit tests; not part of the API. */
+/* Helpers of hsm/ exposed to the unit tests; not part of the API. */
 #pragma once
 
 #include <stdbool.h>

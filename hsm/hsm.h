@@ -6,6 +6,9 @@
  * block of the error space); sfi_strerror() gives the operator's sentence, hsm_last_rv()
  * the CK_RV behind the last failure.
  *
+ * Provisioning (creating, wiping, refilling a token, rotating its audit key) is in
+ * hsm-provision.h, a library of its own that only sfi-hsm links.
+ *
  * Threads: a struct hsm is internally locked (one mutex per token, shared by every handle
  * of that token in the process), so worker threads may share one handle; hsm_close() only
  * once every call on that handle has returned. Calls block for as long as the token takes
@@ -75,25 +78,6 @@ int hsm_login_pin(struct hsm *h, char *pin, size_t len);
 
 int hsm_token_info(struct hsm *h, struct hsm_token_info *ret_info);
 
-/* --- provisioning (sfi-hsm) ------------------------------------------------------------ */
-
-struct hsm_provision {
-	uint8_t image_key[OSFI_KEY_LEN];   /* OEM image key K (or module key Km) */
-	uint8_t firmware_id[OSFI_ID_LEN];  /* image id, or module firmware id */
-	uint32_t max_count;		   /* licenses this token may issue */
-	uint8_t ca_pub[OSFI_PUBKEY_LEN];   /* chip CA, uncompressed point */
-	bool has_global_key;
-	uint8_t global_key[32];		   /* optional global key G */
-};
-
-/* True if any OSFI object (label osfi-*) is on the token. */
-int hsm_is_provisioned(struct hsm *h, bool *ret_provisioned);
-/* Deletes every OSFI object from the token. */
-int hsm_wipe(struct hsm *h);
-/* Creates the OSFI objects (keys generated inside the token; K, G imported). Refuses a
- * token that already holds OSFI objects. The caller wipes p afterwards. */
-int hsm_provision_token(struct hsm *h, const struct hsm_provision *p);
-
 /* --- reading ----------------------------------------------------------------------------- */
 
 /* Remaining licenses (the counter object). */
@@ -102,11 +86,6 @@ int hsm_counter_read(struct hsm *h, uint32_t *ret_count);
  * counter it tells what was spent (granted - counter), wherever it was spent.
  * -HSM_ERR_OBJECT_MISSING on a token provisioned before the granted total existed. */
 int hsm_granted_read(struct hsm *h, uint32_t *ret_granted);
-/* Adds licenses without new keys (sfi-hsm refill): the granted total and the counter both
- * go up by add (the granted total first). Creates the granted total on an older token,
- * counting from the counter. Returns the counter before and after and the new total. */
-int hsm_refill(struct hsm *h, uint32_t add, uint32_t *ret_before, uint32_t *ret_after,
-	       uint32_t *ret_granted);
 int hsm_firmware_id(struct hsm *h, uint8_t ret_id[OSFI_ID_LEN]);
 /* Uncompressed P-256 points of the license key, the audit key and the chip CA. */
 int hsm_license_pubkey(struct hsm *h, uint8_t ret_point[OSFI_PUBKEY_LEN]);
@@ -170,6 +149,4 @@ int hsm_audit_generation(struct hsm *h, unsigned *ret_gen);
 int hsm_audit_pubkey_gen(struct hsm *h, unsigned gen, uint8_t ret_point[OSFI_PUBKEY_LEN]);
 /* The same as PEM (malloc'ed). */
 int hsm_audit_pubkey_pem_gen(struct hsm *h, unsigned gen, char **ret_pem);
-/* Generates the next audit key generation inside the token and deletes the generations
- * older than the one it replaces (sfi-hsm rotate-audit-key). Returns the new generation. */
-int hsm_audit_rotate(struct hsm *h, unsigned *ret_gen);
+

@@ -17,6 +17,7 @@
 
 #include "chipside.h"
 #include "hsm.h"
+#include "hsm-provision.h"
 
 static double now(void)
 {

@@ -10,11 +10,11 @@ data=$(mktemp -d "${2:-/var/tmp}/sfid-bench-hsm-XXXXXX")
 trap 'rm -rf "$data"' EXIT
 module=/usr/lib/softhsm/libsofthsm2.so
 
-meson compile -C "$build" common/sficommon hsm/sfihsm tools/sfi-hsm/sfi-hsm \
+meson compile -C "$build" common/sficommon hsm/sfihsm hsm/sfihsm-provision tools/sfi-hsm/sfi-hsm \
 	tests/integration/hsm/hsm-chipside tests/integration/hsm/hsm-testkit >/dev/null
 cc -O2 -std=gnu11 -o "$data/bench-hsm" "$src/bench/hsm/bench-hsm.c" \
 	-I"$src/hsm" -I"$src/protocol" -I"$src/common" -I"$src/tests/integration/hsm" \
-	"$build/tests/integration/hsm/libhsm-chipside.a" "$build/hsm/libsfihsm.a" \
+	"$build/tests/integration/hsm/libhsm-chipside.a" "$build/hsm/libsfihsm-provision.a" "$build/hsm/libsfihsm.a" \
 	"$build/protocol/libsfiprotocol.a" "$build/common/libsficommon.a" \
 	$(pkg-config --cflags --libs libcrypto p11-kit-1) -ldl -lpthread
 

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "hsm.h"
+#include "hsm-provision.h"
 #include "osfi/osfi.h"
 
 enum exit_code {

@@ -18,6 +18,7 @@
 
 #include "chipside.h"
 #include "hsm.h"
+#include "hsm-provision.h"
 
 #define TOTAL 1000
 #define THREADS 4
