@@ -592,8 +592,8 @@ static int link_sync_round(struct link *l, unsigned try_ms, int64_t deadline,
 	return link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
 }
 
-/* Brings the bootloader back to waiting for a command after a failed exchange. The first
- * answer may be a stale one (a late ACK), so a second round must be answered too. */
+/* Brings the bootloader back to waiting for a command after a failed exchange: the
+ * policy's number of answered sync rounds (AN3155_RESYNC_ROUNDS). */
 static int link_resync(struct link *l)
 {
 	int64_t deadline = now_ms() + l->opt.resync_ms;
@@ -602,27 +602,12 @@ static int link_resync(struct link *l)
 
 	r = link_drain(l, QUIET_MS, deadline);
 	l->resyncing = true;
-	for (int round = 0; r == 0 && round < 2; round++)
+	for (int round = 0; r == 0 && round < AN3155_RESYNC_ROUNDS; round++)
 		r = link_sync_round(l, RESYNC_TRY_MS, deadline, &tries);
 	l->resyncing = false;
 	if (r == 0)
 		link_debug(l, "%s: resynchronised", l->name);
 	return r;
-}
-
-static bool op_idempotent(uint8_t op)
-{
-	switch (op) {
-	case AN3155_SYNC:
-	case AN3155_CMD_GET:
-	case AN3155_CMD_GET_VERSION:
-	case AN3155_CMD_GET_ID:
-	case AN3155_CMD_READ_MEMORY:
-	case AN3155_CMD_EXTENDED_ERASE:	/* erasing again is harmless */
-		return true;
-	default:
-		return false;
-	}
 }
 
 int link_run(struct link *l, struct an3155_xfer *x)
@@ -642,12 +627,7 @@ int link_run(struct link *l, struct an3155_xfer *x)
 		r = link_run_once(l, x);
 		if (r >= 0)
 			break;
-		if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED &&
-		    r != -AN3155_E_TOO_LONG && r != -AN3155_E_CHECKSUM)
-			break;
-		if (an3155_xfer_committed(x) && !op_idempotent(x->op))
-			break;
-		if (attempt >= l->opt.retries)
+		if (!an3155_retry_allowed(x, r, attempt, l->opt.retries))
 			break;
 		attempt++;
 		{

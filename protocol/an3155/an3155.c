@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "an3155.h"
+#include "osfi-wire.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -922,4 +923,35 @@ size_t an3155_xfer_answer_len(const struct an3155_xfer *x)
 uint16_t an3155_xfer_status(const struct an3155_xfer *x)
 {
 	return x->status;
+}
+
+/* ---- Retry policy ---- */
+
+bool an3155_repeat_safe(uint8_t op, uint16_t subop)
+{
+	switch (op) {
+	case AN3155_SYNC:
+	case AN3155_CMD_GET:
+	case AN3155_CMD_GET_VERSION:
+	case AN3155_CMD_GET_ID:
+	case AN3155_CMD_READ_MEMORY:
+	case AN3155_CMD_EXTENDED_ERASE:
+		return true;
+	case AN3155_CMD_SPECIAL:
+		return subop == OSFI_OP_GET_INFO || subop == OSFI_OP_GET_CERT;
+	case AN3155_CMD_EXTENDED_SPECIAL:
+		return subop == OSFI_OP_PUT_DATA;
+	default:
+		return false;
+	}
+}
+
+bool an3155_retry_allowed(const struct an3155_xfer *x, int r, unsigned tries, unsigned retries)
+{
+	if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED && r != -AN3155_E_TOO_LONG &&
+	    r != -AN3155_E_CHECKSUM)
+		return false;
+	if (x->op == AN3155_SYNC || tries >= retries)
+		return false;
+	return !x->committed || an3155_repeat_safe(x->op, x->subop);
 }

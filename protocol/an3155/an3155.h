@@ -231,3 +231,27 @@ bool an3155_xfer_was_synced(const struct an3155_xfer *x);
 /* Special: answer data length (bytes written to out) and status. */
 size_t an3155_xfer_answer_len(const struct an3155_xfer *x);
 uint16_t an3155_xfer_status(const struct an3155_xfer *x);
+
+/* ---- Retry policy: the one every driver follows ----
+ *
+ * A transfer that failed with a lost or garbled answer (timeout, bytes out of turn, too
+ * long, bad checksum) is run again from its start after a resynchronisation, at most
+ * `retries` times. A NACK is the chip's word and a vanished port is final: never retried.
+ * A request with side effects that reached the chip whole is sent again only when a second
+ * copy cannot change the outcome: Extended Erase (erasing again erases the same), the OSFI
+ * reads GET_INFO and GET_CERT, and PUT_DATA (the chip answers a repeated last chunk as
+ * before without applying it twice, docs/protocol.md §5.2). Write Memory, Go, PUT_LICENSE,
+ * PUT_HEADER, FINALIZE and ABORT are not. A sync is not retried here: its driver offers
+ * 0x7F until answered. */
+
+/* True when a command with this opcode (and, for 0x50/0x51, sub-opcode) may be sent again
+ * after its request reached the chip whole. */
+bool an3155_repeat_safe(uint8_t op, uint16_t subop);
+/* True when the failed transfer x (error r, `tries` retries made so far) is to be run again
+ * after a resynchronisation. */
+bool an3155_retry_allowed(const struct an3155_xfer *x, int r, unsigned tries, unsigned retries);
+
+/* A resynchronisation ends when this many sync rounds in a row were answered (ACK or NACK),
+ * each followed by a quiet line: the first answer may be a stale one, a late answer of the
+ * failed command, and only a second one proves the chip listens to us. */
+#define AN3155_RESYNC_ROUNDS 2

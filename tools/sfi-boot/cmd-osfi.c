@@ -1,5 +1,5 @@
 /* sfi-boot cert and install: the OSFI commands (docs/protocol.md §5), driving the host
- * session engine of protocol/osfi with the blocking link. */
+ * session engine of protocol/osfi over the link vtable (transport.h), run blocking. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -58,26 +58,6 @@ static int read_all(const char *path, size_t max, uint8_t **ret, size_t *ret_len
 /* Bound of docs/protocol.md §10.5: the chip answers 0x7F again within 15 s of FINALIZE. */
 #define OSFI_RESET_MS 15000
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* link_sync gives up after its own budget (--timeout-ms times the tries); a chip that is
- * still resetting gets the whole bound. */
-static int sync_after_reset(struct sfi_boot *b)
-{
-	int64_t end = mono_ms() + OSFI_RESET_MS;
-	int r;
-
-	do
-		r = link_sync(b->link);
-	while ((r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED) && mono_ms() < end);
-	return r;
-}
 static int osfi_drive(struct sfi_boot *b, struct osfi_session *s, const char *label)
 {
 	struct osfi_request req;
@@ -87,6 +67,7 @@ static int osfi_drive(struct sfi_boot *b, struct osfi_session *s, const char *la
 
 	while ((n = osfi_session_next(s, &req)) == OSFI_NEXT_REQUEST || n == OSFI_NEXT_RECONNECT) {
 		uint8_t ans[AN3155_SPECIAL_MAX_ANSWER];
+		struct transport_answer a = { 0 };
 		uint16_t status = 0;
 		size_t alen = 0;
 		int r;
@@ -94,20 +75,21 @@ static int osfi_drive(struct sfi_boot *b, struct osfi_session *s, const char *la
 		if (n == OSFI_NEXT_RECONNECT) {
 			/* The chip resets after FINALIZE: synchronise with its bootloader again,
 			 * for as long as a chip may take to come back (docs/protocol.md §10.5). */
-			r = sync_after_reset(b);
+			r = transport_reconnect_sync(b->tp, OSFI_RESET_MS);
 			if (r < 0) {
+				b->tp_failed = true;
 				sfi_boot_progress_end(b);
 				return sfi_boot_fail(b, r, "sync after FINALIZE");
 			}
 			osfi_session_reconnected(s);
 			continue;
 		}
-		if (req.command == AN3155_CMD_SPECIAL)
-			r = link_special(b->link, req.subop, req.p1, req.n1, ans, sizeof(ans), &alen,
-					 &status);
-		else
-			r = link_xspecial(b->link, req.subop, req.p1, req.n1, req.p2, req.n2, &status);
+		r = transport_osfi_sync(b->tp, &req, ans,
+					req.answer_max < sizeof(ans) ? req.answer_max : sizeof(ans), &a);
+		status = a.status;
+		alen = a.len;
 		if (r < 0) {
+			b->tp_failed = true;
 			osfi_session_link_error(s, r);
 			snprintf(what, sizeof(what), "%s: %s", label, osfi_subop_name(req.subop));
 			return sfi_boot_fail(b, r, what);

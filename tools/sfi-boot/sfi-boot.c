@@ -41,7 +41,13 @@ void sfi_boot_error(const char *fmt, ...)
 
 int sfi_boot_fail(struct sfi_boot *b, int r, const char *what)
 {
+	char text[300] = "";
 	const char *why = b->link ? link_last_error(b->link) : "";
+
+	if (b->tp && b->tp_failed) {
+		transport_describe(b->tp, text, sizeof(text));
+		why = text;
+	}
 
 	sfi_boot_progress_end(b);
 	if (!why || !*why)
@@ -136,11 +142,24 @@ static int sfi_boot_connect(struct sfi_boot *b)
 	char err[256] = "";
 	int r;
 
-	r = link_open(b->port_spec, &b->opt, &b->link, err, sizeof(err));
+	struct transport_options o;
+
+	/* One link: the transport's UART backend, which the OSFI commands drive as sfid does;
+	 * the other commands use its AN3155 link directly. */
+	transport_options_default(&o);
+	o.baud = b->opt.baud;
+	o.step_ms = b->opt.timeouts.ack_ms;
+	o.block_ms = b->opt.timeouts.block_ms;
+	o.answer_ms = b->opt.timeouts.special_ms;
+	o.retries = b->opt.retries;
+	o.debug = b->opt.debug;
+	o.user_data = b->opt.user_data;
+	r = transport_open(b->port_spec, &o, &b->tp, err, sizeof(err));
 	if (r < 0) {
 		sfi_boot_error("%s", *err ? err : an3155_strerror(r));
 		return SFI_BOOT_EXIT_LINK;
 	}
+	b->link = transport_uart_link(b->tp);
 	if (b->entry) {
 		r = link_enter_bootloader(b->link, b->entry);
 		if (r == -EINVAL) {
@@ -278,6 +297,7 @@ int main(int argc, char **argv)
 	if (r == SFI_BOOT_EXIT_OK)
 		r = cmd->run(&b, nargs, argv + optind + 1);
 	sfi_boot_progress_end(&b);
-	b.link = link_close(b.link);
+	b.link = NULL;
+	b.tp = transport_close(b.tp);
 	return r;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "link.h"
+#include "transport.h"
 
 /* Exit codes (also in --help). */
 enum sfi_boot_exit {
@@ -25,7 +26,9 @@ struct sfi_boot {
 	int verbose;
 	bool no_verify;
 	bool progress;			/* stderr is a terminal */
-	struct link *link;		/* set by sfi_boot_connect() */
+	struct transport *tp;		/* set by sfi_boot_connect() */
+	struct link *link;		/* its AN3155 link, for the commands beyond OSFI */
+	bool tp_failed;			/* the last failure was the transport's (OSFI) */
 };
 
 struct sfi_boot_command {
