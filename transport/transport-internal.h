@@ -12,6 +12,8 @@ struct transport {
 	transport_done_fn done;
 	void *done_data;
 	int result;			/* of the last operation */
+	unsigned depth;			/* calls into the backend under way */
+	bool closed;			/* closed during one of them: freed when it returns */
 };
 
 /* The port vanished while no operation ran: tells the options' lost callback. */

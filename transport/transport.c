@@ -73,7 +73,7 @@ void transport_complete(struct transport *t, int r)
 	t->done = NULL;
 	t->done_data = NULL;
 	t->result = r;
-	if (done)
+	if (done && !t->closed)
 		done(t, r, ud);
 }
 
@@ -140,16 +140,39 @@ int transport_open(const char *spec, const struct transport_options *o, struct t
 	return -ENODEV;
 }
 
+static void transport_free(struct transport *t)
+{
+	t->ops->close(t);
+	free(t->priv);
+	free(t->entry);
+	free(t);
+}
+
+/* Calls into the backend are bracketed: a callback that closes the link (the port vanished,
+ * the owner stops) must not free what the backend is still running on. */
+static void enter(struct transport *t)
+{
+	t->depth++;
+}
+
+static void leave(struct transport *t)
+{
+	if (--t->depth == 0 && t->closed)
+		transport_free(t);
+}
+
 struct transport *transport_close(struct transport *t)
 {
 	if (!t)
 		return NULL;
 	t->busy = false;
 	t->done = NULL;
-	t->ops->close(t);
-	free(t->priv);
-	free(t->entry);
-	free(t);
+	t->done_data = NULL;
+	if (t->depth > 0) {
+		t->closed = true;
+		return NULL;
+	}
+	transport_free(t);
 	return NULL;
 }
 
@@ -176,7 +199,11 @@ void transport_watch(const struct transport *t, struct transport_watch *ret)
 
 void transport_io_ready(struct transport *t, unsigned revents)
 {
+	if (t->closed)
+		return;
+	enter(t);
 	t->ops->io_ready(t, revents);
+	leave(t);
 }
 
 void transport_describe(const struct transport *t, char *buf, size_t size)
@@ -190,6 +217,8 @@ void transport_describe(const struct transport *t, char *buf, size_t size)
 /* Marks an operation running; undone when its starter fails. */
 static int op_begin(struct transport *t, transport_done_fn done, void *user_data)
 {
+	if (t->closed)
+		return -ENODEV;
 	if (t->busy)
 		return -EBUSY;
 	t->busy = true;
@@ -213,7 +242,12 @@ int transport_probe(struct transport *t, unsigned flags, enum transport_presence
 {
 	int r = op_begin(t, done, user_data);
 
-	return r < 0 ? r : op_started(t, t->ops->probe(t, flags, ret));
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->probe(t, flags, ret));
+	leave(t);
+	return r;
 }
 
 int transport_identify(struct transport *t, struct transport_identity *ret,
@@ -221,7 +255,12 @@ int transport_identify(struct transport *t, struct transport_identity *ret,
 {
 	int r = op_begin(t, done, user_data);
 
-	return r < 0 ? r : op_started(t, t->ops->identify(t, ret));
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->identify(t, ret));
+	leave(t);
+	return r;
 }
 
 int transport_osfi(struct transport *t, const struct osfi_request *req, uint8_t *answer,
@@ -230,7 +269,12 @@ int transport_osfi(struct transport *t, const struct osfi_request *req, uint8_t 
 {
 	int r = op_begin(t, done, user_data);
 
-	return r < 0 ? r : op_started(t, t->ops->osfi(t, req, answer, answer_max, ret));
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->osfi(t, req, answer, answer_max, ret));
+	leave(t);
+	return r;
 }
 
 int transport_reconnect(struct transport *t, unsigned within_ms, transport_done_fn done,
@@ -238,7 +282,12 @@ int transport_reconnect(struct transport *t, unsigned within_ms, transport_done_
 {
 	int r = op_begin(t, done, user_data);
 
-	return r < 0 ? r : op_started(t, t->ops->reconnect(t, within_ms));
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->reconnect(t, within_ms));
+	leave(t);
+	return r;
 }
 
 void transport_cancel(struct transport *t)
@@ -248,7 +297,9 @@ void transport_cancel(struct transport *t)
 	t->busy = false;
 	t->done = NULL;
 	t->done_data = NULL;
+	enter(t);
 	t->ops->cancel(t);
+	leave(t);
 }
 
 /* ---- blocking ---- */

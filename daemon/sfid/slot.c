@@ -1,8 +1,8 @@
 /* Slot state machine and its non-blocking AN3155/OSFI driver: see slot.h.
  *
- * I/O: one an3155 transfer at a time runs on the port's fd; the read event feeds it, a
- * write event sends what did not fit, a timer carries the engine's per-step timeout. The
- * OSFI session engine decides which Special/Extended Special request comes next. */
+ * I/O: one operation at a time of the slot's link (transport.h: probe, identify, one OSFI
+ * request, reconnect); the link says what to watch, one event and one timer carry it. The
+ * OSFI session engine decides which request comes next. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -17,6 +17,7 @@
 #include "db.h"
 #include "job.h"
 #include "link.h"
+#include "transport.h"
 #include "log.h"
 #include "recorder.h"
 #include "sfid-config.h"
@@ -25,8 +26,6 @@
 
 #define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
 #define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
-#define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
-#define RESYNC_MS 3000		/* time allowed to resynchronise before a retry */
 
 typedef void (*xfer_done_fn)(struct slot *s, int r);
 
@@ -43,30 +42,20 @@ struct slot {
 	bool running;		/* started by an operator */
 	bool pause_requested;
 
-	struct link *link;
+	struct transport *tp;	/* the link to the chip, NULL while the port is closed */
 	char port_name[128];
 	char port_error[256];
-	struct event *ev_read, *ev_write, *ev_xfer_timer, *ev_tick;
+	struct event *ev_io, *ev_io_timer, *ev_tick;
+	int io_fd;		/* what ev_io watches now */
+	short io_events;
+	bool entry_ok;		/* the configured entry sequence parses */
 
-	/* The transfer in progress. */
-	struct an3155_xfer x;
-	struct an3155_timeouts t;
-	bool xfer_active;
-	unsigned xfer_gen;
-	unsigned wait_id;
-	xfer_done_fn xfer_done;
-	/* Retries: the transfer as started, the failed one, and the resync in between. */
-	struct an3155_xfer x_initial, x_failed;
-	unsigned xfer_tries;
-	bool resyncing;
-	int64_t resync_deadline;
-	xfer_done_fn retry_done;
-	struct event *ev_retry;
-
-	/* Entry sequence, run before presence polls. */
-	struct link_entry_step entry[LINK_ENTRY_MAX_STEPS];
-	size_t n_entry, entry_pos;
-	void (*entry_done)(struct slot *s);
+	/* The link operation in progress and its results. */
+	xfer_done_fn op_done;
+	enum transport_presence presence;
+	struct transport_identity ident;
+	struct transport_answer ans;
+	uint16_t last_subop;	/* of the last OSFI request */
 
 	/* The chip. */
 	uint8_t uid[OSFI_UID_LEN];
@@ -78,7 +67,6 @@ struct slot {
 	struct osfi_session *sess;
 	uint8_t answer[AN3155_SPECIAL_MAX_ANSWER];
 	void (*osfi_done)(struct slot *s, int r);
-	int64_t reconnect_deadline;
 	/* After a failure at or after FINALIZE: the chip is asked what it holds before the
 	 * failure (this text) is recorded. */
 	char confirm_text[300];
@@ -141,7 +129,7 @@ enum slot_state slot_state(const struct slot *s)
 
 bool slot_busy(const struct slot *s)
 {
-	return slot_state_busy(s->state) || s->xfer_active;
+	return slot_state_busy(s->state) || (s->tp && transport_busy(s->tp));
 }
 
 /* ---- timers ---- */
@@ -158,271 +146,184 @@ static void slot_tick_stop(struct slot *s)
 	evtimer_del(s->ev_tick);
 }
 
-/* ---- the transfer driver ---- */
+/* ---- the link ----
+ *
+ * The slot runs one operation of its link (transport.h) at a time: the link says which
+ * descriptor, events and deadline to watch; one event and one timer carry them. Resync and
+ * retries are the link's. */
 
 static void slot_port_lost(struct slot *s);
-static void slot_xfer_pump(struct slot *s);
+static void io_cb(evutil_socket_t fd, short what, void *arg);
 
-/* Commands that may be sent again even after their request reached the chip. */
-static bool slot_op_idempotent(const struct an3155_xfer *x)
+/* Watches what the link asks for now. Called after every call into the link. */
+static void slot_io_arm(struct slot *s)
 {
-	switch (x->op) {
-	case AN3155_CMD_SPECIAL:
-		return x->subop == OSFI_OP_GET_INFO || x->subop == OSFI_OP_GET_CERT;
-	case AN3155_CMD_EXTENDED_SPECIAL:
-		/* The chip answers a repeated last chunk OK without applying it twice. */
-		return x->subop == OSFI_OP_PUT_DATA;
-	case AN3155_SYNC:
-	case AN3155_CMD_GET:
-	case AN3155_CMD_GET_VERSION:
-	case AN3155_CMD_GET_ID:
-	case AN3155_CMD_READ_MEMORY:
-		return true;
-	default:
-		return false;
-	}
-}
+	struct transport_watch w;
+	short events;
 
-/* Decides whether a failed transfer is tried again (after a resync), as the blocking link
- * driver does: only garbled or missing answers, never a NACK, and a request with side
- * effects only if it never fully reached the chip. */
-static bool slot_xfer_should_retry(struct slot *s, int r)
-{
-	if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED && r != -AN3155_E_TOO_LONG &&
-	    r != -AN3155_E_CHECKSUM)
-		return false;
-	if (s->x_initial.op == AN3155_SYNC || s->xfer_tries >= s->cfg->retries)
-		return false;
-	return !an3155_xfer_committed(&s->x) || slot_op_idempotent(&s->x_initial);
-}
-
-static void slot_xfer_begin(struct slot *s, xfer_done_fn done);
-
-static void slot_xfer_finish(struct slot *s)
-{
-	xfer_done_fn fn = s->xfer_done;
-	int r = an3155_xfer_result(&s->x);
-
-	evtimer_del(s->ev_xfer_timer);
-	event_del(s->ev_write);
-	s->xfer_active = false;
-	s->xfer_done = NULL;
-	s->xfer_gen++;
-	if (r < 0 && fn && !s->resyncing && slot_xfer_should_retry(s, r)) {
-		struct timeval quiet = { .tv_usec = 20 * 1000 };
-		char what[160];
-
-		s->xfer_tries++;
-		an3155_xfer_describe(&s->x, what, sizeof(what));
-		slot_log(s, LOG_PRIO_DEBUG, "%s; resync and retry %u of %u", what, s->xfer_tries,
-			 s->cfg->retries);
-		s->x_failed = s->x;
-		s->retry_done = fn;
-		/* Let whatever the chip still sends drain (it is dropped) before the resync. */
-		evtimer_add(s->ev_retry, &quiet);
+	if (!s->tp)
 		return;
+	transport_watch(s->tp, &w);
+	events = (short)(((w.events & TRANSPORT_IN) ? EV_READ : 0) |
+			 ((w.events & TRANSPORT_OUT) ? EV_WRITE : 0));
+	if (w.fd != s->io_fd || events != s->io_events) {
+		event_del(s->ev_io);
+		s->io_fd = w.fd;
+		s->io_events = events;
+		if (w.fd >= 0 && events) {
+			event_assign(s->ev_io, s->base, w.fd, events | EV_PERSIST, io_cb, s);
+			event_add(s->ev_io, NULL);
+		}
 	}
+	if (w.deadline_ms >= 0) {
+		int64_t left = w.deadline_ms - transport_now_ms(s->tp);
+		struct timeval tv = { 0 };
+
+		if (left > 0) {
+			tv.tv_sec = left / 1000;
+			tv.tv_usec = (left % 1000) * 1000;
+		}
+		evtimer_add(s->ev_io_timer, &tv);
+	} else {
+		evtimer_del(s->ev_io_timer);
+	}
+}
+
+static void io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot *s = arg;
+	unsigned revents = ((what & EV_READ) ? TRANSPORT_IN : 0) |
+			   ((what & EV_WRITE) ? TRANSPORT_OUT : 0);
+
+	if (!s->tp)
+		return;
+	transport_io_ready(s->tp, revents);
+	slot_io_arm(s);
+}
+
+static void io_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct slot *s = arg;
+
+	if (!s->tp)
+		return;
+	transport_io_ready(s->tp, 0);
+	slot_io_arm(s);
+}
+
+static void slot_op_cb(struct transport *t, int r, void *user_data)
+{
+	struct slot *s = user_data;
+	xfer_done_fn fn = s->op_done;
+
+	s->op_done = NULL;
 	if (fn)
 		fn(s, r);
 }
 
-static void slot_resync_done(struct slot *s, int r);
-
-/* One short 0x7F try of a resynchronisation. */
-static void slot_resync_try(struct slot *s)
+/* Hands a starter's result on: an operation that could not start ends at once. */
+static void slot_op_started(struct slot *s, xfer_done_fn done, int r)
 {
-	struct an3155_timeouts t = s->t;
-
-	t.ack_ms = RESYNC_TRY_MS;
-	an3155_xfer_sync(&s->x, &t);
-	s->xfer_active = true;
-	s->xfer_done = slot_resync_done;
-	s->wait_id = 0;
-	slot_xfer_pump(s);
-}
-
-static void slot_resync_done(struct slot *s, int r)
-{
-	xfer_done_fn fn = s->retry_done;
-	unsigned tries = s->xfer_tries;
-
-	if (r == -AN3155_E_TIMEOUT && sfid_mono_ms() < s->resync_deadline) {
-		/* A chip in the middle of a command takes each 0x7F as data: keep offering
-		 * them until its command ends and it answers. */
-		slot_resync_try(s);
-		return;
-	}
-	s->resyncing = false;
-	s->retry_done = NULL;
-	if (r == -AN3155_E_PORT_GONE) {
-		fn(s, r);
-		return;
-	}
 	if (r < 0) {
-		/* Report the original failure: it names the step that went wrong. */
-		s->x = s->x_failed;
-		fn(s, an3155_xfer_result(&s->x));
+		s->op_done = NULL;
+		done(s, r);
 		return;
 	}
-	s->x = s->x_initial;
-	slot_xfer_begin(s, fn);
-	s->xfer_tries = tries;
+	slot_io_arm(s);
 }
 
-static void retry_cb(evutil_socket_t fd, short what, void *arg)
+static void slot_probe(struct slot *s, unsigned flags, xfer_done_fn done)
 {
-	struct slot *s = arg;
-
-	if (!s->retry_done || !s->link)
-		return;
-	s->resyncing = true;
-	s->resync_deadline = sfid_mono_ms() + RESYNC_MS;
-	slot_resync_try(s);
+	s->op_done = done;
+	slot_op_started(s, done, transport_probe(s->tp, flags, &s->presence, slot_op_cb, s));
 }
 
-/* Runs the engine until it waits for bytes or ends. */
-static void slot_xfer_pump(struct slot *s)
+static void slot_identify(struct slot *s, xfer_done_fn done)
 {
-	while (s->xfer_active) {
-		struct an3155_io io;
-		ssize_t w;
+	s->op_done = done;
+	slot_op_started(s, done, transport_identify(s->tp, &s->ident, slot_op_cb, s));
+}
 
-		if (an3155_xfer_next(&s->x, &io) != AN3155_NEXT_IO) {
-			slot_xfer_finish(s);
-			return;
-		}
-		if (io.tx_len > 0) {
-			w = write(link_fd(s->link), io.tx, io.tx_len);
-			if (w > 0) {
-				if (log_enabled(LOG_PRIO_DEBUG)) {
-					char hex[3 * 16 + 1] = "";
+static void slot_reconnect(struct slot *s, unsigned within_ms, xfer_done_fn done)
+{
+	s->op_done = done;
+	slot_op_started(s, done, transport_reconnect(s->tp, within_ms, slot_op_cb, s));
+}
 
-					for (ssize_t i = 0; i < w && i < 16; i++)
-						snprintf(hex + 3 * i, 4, " %02x", io.tx[i]);
-					slot_log(s, LOG_PRIO_DEBUG, "->%s%s (%zd bytes)", hex,
-						 w > 16 ? " ..." : "", w);
-				}
-				an3155_xfer_wrote(&s->x, (size_t)w);
-				continue;
-			}
-			if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-				event_add(s->ev_write, NULL);
-				return;
-			}
-			an3155_xfer_port_gone(&s->x);
-			continue;
-		}
-		if (io.wait_id != s->wait_id) {
-			struct timeval tv = { .tv_sec = io.timeout_ms / 1000,
-					      .tv_usec = (io.timeout_ms % 1000) * 1000 };
+static void slot_request(struct slot *s, const struct osfi_request *req, xfer_done_fn done)
+{
+	s->last_subop = req->subop;
+	s->op_done = done;
+	s->ans = (struct transport_answer){ 0 };
+	slot_op_started(s, done, transport_osfi(s->tp, req, s->answer,
+						req->answer_max < sizeof(s->answer)
+							? req->answer_max : sizeof(s->answer),
+						&s->ans, slot_op_cb, s));
+}
 
-			s->wait_id = io.wait_id;
-			evtimer_add(s->ev_xfer_timer, &tv);
-		}
-		return;
+/* Drops the running operation without its callback. */
+static void slot_op_cancel(struct slot *s)
+{
+	s->op_done = NULL;
+	if (s->tp) {
+		transport_cancel(s->tp);
+		slot_io_arm(s);
 	}
 }
 
-static void slot_xfer_begin(struct slot *s, xfer_done_fn done)
+/* The link's debug lines, at debug level. */
+static void slot_link_debug(void *user_data, const char *line)
 {
-	s->x_initial = s->x;
-	s->xfer_tries = 0;
-	s->xfer_active = true;
-	s->xfer_done = done;
-	s->wait_id = 0;
-	slot_xfer_pump(s);
+	const struct slot *s = user_data;
+
+	if (log_enabled(LOG_PRIO_DEBUG))
+		slot_log(s, LOG_PRIO_DEBUG, "%s", line);
 }
 
-static void read_cb(evutil_socket_t fd, short what, void *arg)
+static void slot_link_lost(struct transport *t, void *user_data)
 {
-	struct slot *s = arg;
-	uint8_t buf[2048];
-	ssize_t n;
-
-	n = read(fd, buf, sizeof(buf));
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
-		return;
-	if (n <= 0) {
-		/* EOF or EIO: the adapter was unplugged. */
-		if (s->xfer_active) {
-			an3155_xfer_port_gone(&s->x);
-			slot_xfer_pump(s);
-		} else {
-			slot_port_lost(s);
-		}
-		return;
-	}
-	if (log_enabled(LOG_PRIO_DEBUG)) {
-		char hex[3 * 16 + 1] = "";
-
-		for (ssize_t i = 0; i < n && i < 16; i++)
-			snprintf(hex + 3 * i, 4, " %02x", buf[i]);
-		slot_log(s, LOG_PRIO_DEBUG, "<-%s%s (%zd bytes)", hex, n > 16 ? " ..." : "", n);
-	}
-	if (!s->xfer_active) {
-		slot_log(s, LOG_PRIO_DEBUG, "dropped %zd bytes received outside a command", n);
-		return;
-	}
-	for (size_t off = 0; off < (size_t)n && s->xfer_active;) {
-		unsigned gen = s->xfer_gen;
-		size_t k = an3155_xfer_feed(&s->x, buf + off, (size_t)n - off);
-
-		off += k;
-		slot_xfer_pump(s);
-		/* Bytes left over belong to the transfer that just ended, not to the next. */
-		if (gen != s->xfer_gen || k == 0)
-			break;
-	}
-}
-
-static void write_cb(evutil_socket_t fd, short what, void *arg)
-{
-	slot_xfer_pump(arg);
-}
-
-static void xfer_timer_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct slot *s = arg;
-
-	if (!s->xfer_active)
-		return;
-	an3155_xfer_timeout(&s->x);
-	slot_xfer_pump(s);
+	slot_port_lost(user_data);
 }
 
 /* ---- port ---- */
 
 static void slot_port_close(struct slot *s)
 {
-	evtimer_del(s->ev_retry);
-	s->retry_done = NULL;
-	s->resyncing = false;
-	if (s->xfer_active) {
-		/* The transfer's owner gets a port-gone result through its callback. */
-		an3155_xfer_port_gone(&s->x);
-		slot_xfer_pump(s);
+	xfer_done_fn fn = s->op_done;
+
+	s->op_done = NULL;
+	if (s->tp && transport_busy(s->tp)) {
+		/* The operation's owner gets a port-gone result. */
+		transport_cancel(s->tp);
+		if (fn)
+			fn(s, -TRANSPORT_E_GONE);
 	}
-	if (s->ev_read) {
-		event_free(s->ev_read);
-		s->ev_read = NULL;
-	}
-	if (s->ev_write) {
-		event_free(s->ev_write);
-		s->ev_write = NULL;
-	}
-	s->link = link_close(s->link);
+	if (s->ev_io)
+		event_del(s->ev_io);
+	if (s->ev_io_timer)
+		evtimer_del(s->ev_io_timer);
+	s->io_fd = -1;
+	s->io_events = 0;
+	s->tp = transport_close(s->tp);
 }
 
 static int slot_port_open(struct slot *s)
 {
-	struct link_options o;
+	struct transport_options o;
 	char err[256] = "";
 	int r;
 
-	link_options_default(&o);
+	transport_options_default(&o);
 	o.baud = s->cfg->baud;
-	o.timeouts = s->t;
-	r = link_open(s->cfg->port, &o, &s->link, err, sizeof(err));
+	o.entry = s->entry_ok ? s->cfg->entry : NULL;
+	o.step_ms = s->cfg->ack_ms;
+	o.block_ms = s->cfg->block_ms;
+	o.answer_ms = s->cfg->special_ms;
+	o.retries = s->cfg->retries;
+	o.lost = slot_link_lost;
+	o.debug = slot_link_debug;
+	o.user_data = s;
+	r = transport_open(s->cfg->port, &o, &s->tp, err, sizeof(err));
 	if (r < 0) {
 		if (strcmp(err, s->port_error) != 0)
 			slot_log(s, LOG_PRIO_WARNING, "cannot open port %s: %s; retrying every %u ms",
@@ -431,13 +332,10 @@ static int slot_port_open(struct slot *s)
 		return r;
 	}
 	s->port_error[0] = '\0';
-	snprintf(s->port_name, sizeof(s->port_name), "%s", link_port_name(s->link));
-	s->ev_read = event_new(s->base, link_fd(s->link), EV_READ | EV_PERSIST, read_cb, s);
-	s->ev_write = event_new(s->base, link_fd(s->link), EV_WRITE, write_cb, s);
-	if (!s->ev_read || !s->ev_write || event_add(s->ev_read, NULL) < 0) {
-		slot_port_close(s);
-		return -ENOMEM;
-	}
+	snprintf(s->port_name, sizeof(s->port_name), "%s", transport_port_name(s->tp));
+	s->io_fd = -1;
+	s->io_events = 0;
+	slot_io_arm(s);
 	slot_log(s, LOG_PRIO_INFO, "port %s open (%s, %u baud)", s->port_name, s->cfg->port,
 		 s->cfg->baud);
 	return 0;
@@ -684,7 +582,7 @@ static void slot_fail(struct slot *s, const char *fmt, ...)
 	else
 		slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
 	slot_enter_state(s, SLOT_STATE_FAILED);
-	if (s->link)
+	if (s->tp)
 		slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
 }
 
@@ -697,8 +595,7 @@ static void slot_port_lost(struct slot *s)
 		slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
 		slot_enter_state(s, SLOT_STATE_FAILED);
 	}
-	s->xfer_active = false;
-	s->xfer_gen++;
+	slot_op_cancel(s);
 	slot_port_close(s);
 	slot_enter_state(s, s->running ? SLOT_STATE_NO_PORT : SLOT_STATE_IDLE);
 }
@@ -706,7 +603,7 @@ static void slot_port_lost(struct slot *s)
 /* A transfer failure while working on a chip: port gone, or a step that failed. */
 static bool slot_check_link(struct slot *s, int r)
 {
-	if (r == -AN3155_E_PORT_GONE) {
+	if (r == -TRANSPORT_E_GONE) {
 		slot_port_lost(s);
 		return false;
 	}
@@ -729,31 +626,6 @@ static void slot_next_chip(struct slot *s)
 	slot_enter_state(s, SLOT_STATE_WAIT_CHIP);
 }
 
-/* ---- entry sequence (DTR/RTS) ---- */
-
-static void slot_entry_step(struct slot *s)
-{
-	while (s->entry_pos < s->n_entry) {
-		const struct link_entry_step *st = &s->entry[s->entry_pos++];
-
-		switch (st->kind) {
-		case LINK_ENTRY_DTR:
-			link_set_lines(s->link, (int)st->value, -1);
-			break;
-		case LINK_ENTRY_RTS:
-			link_set_lines(s->link, -1, (int)st->value);
-			break;
-		case LINK_ENTRY_WAIT:
-			slot_tick_start(s, st->value);
-			return;
-		case _LINK_ENTRY_MAX:
-			break;
-		}
-	}
-	s->entry_pos = 0;
-	s->entry_done(s);
-}
-
 /* ---- identification ---- */
 
 static void slot_osfi_pump(struct slot *s);
@@ -765,20 +637,26 @@ static void slot_describe_session(struct slot *s, char *text, size_t size)
 	if (osfi_session_result(s->sess) == -OSFI_E_LINK) {
 		char link[200];
 
-		an3155_xfer_describe(&s->x, link, sizeof(link));
-		snprintf(text, size, "%s: %s", osfi_subop_name(s->x.subop),
+		transport_describe(s->tp, link, sizeof(link));
+		snprintf(text, size, "%s: %s", osfi_subop_name(s->last_subop),
 			 link[0] ? link : an3155_strerror(osfi_session_link_errno(s->sess)));
 		return;
 	}
 	osfi_session_describe(s->sess, text, size);
 }
 
-static void slot_describe_xfer(struct slot *s, const char *what, int r)
+/* "Get ID failed: Get ID: timeout at the answer step": the link's sentence names the
+ * command first. */
+static void slot_describe_link(struct slot *s, int r)
 {
 	char text[200];
 
-	an3155_xfer_describe(&s->x, text, sizeof(text));
-	slot_fail(s, "%s failed: %s", what, text[0] ? text : an3155_strerror(r));
+	transport_describe(s->tp, text, sizeof(text));
+	if (!text[0]) {
+		slot_fail(s, "identification failed: %s", an3155_strerror(r));
+		return;
+	}
+	slot_fail(s, "%.*s failed: %s", (int)strcspn(text, ":"), text, text);
 }
 
 /* True when every license of the job is global: no ledger, no HSM. */
@@ -954,6 +832,7 @@ static void slot_cert_done(struct slot *s, int r)
 	slot_license_after_sync(s);
 }
 
+/* Identification: the bootloader's command list and product id. */
 static void slot_id_done(struct slot *s, int r)
 {
 	char why[200];
@@ -961,17 +840,24 @@ static void slot_id_done(struct slot *s, int r)
 	if (!slot_check_link(s, r))
 		return;
 	if (r < 0) {
-		slot_describe_xfer(s, "Get ID", r);
+		slot_describe_link(s, r);
 		return;
 	}
-	s->pid = an3155_xfer_pid(&s->x);
+	/* The command list is the chip's word on what it supports: OSFI needs Special and
+	 * Extended Special (docs/protocol.md section 5). */
+	if (!s->ident.osfi) {
+		slot_fail(s, "the bootloader (version %u.%u) does not list Get ID, Special (0x50) and "
+			  "Extended Special (0x51): it cannot install OSFI images; no license was "
+			  "spent", s->ident.version >> 4, s->ident.version & 0xf);
+		return;
+	}
+	s->pid = s->ident.pid;
 	if (slot_job(s) && s->pid != slot_job(s)->device_id && s->id_reads++ == 0) {
 		/* The Get ID answer carries no checksum: a product id garbled on the line looks
 		 * like another device. Ask once more before refusing the chip. */
 		slot_log(s, LOG_PRIO_NOTICE, "the chip says product id 0x%03x, the job is for "
 			 "0x%03x; asking again", s->pid, slot_job(s)->device_id);
-		an3155_xfer_get_id(&s->x, &s->t);
-		slot_xfer_begin(s, slot_id_done);
+		slot_identify(s, slot_id_done);
 		return;
 	}
 	if (slot_job(s) && s->pid != slot_job(s)->device_id) {
@@ -987,31 +873,6 @@ static void slot_id_done(struct slot *s, int r)
 	}
 	s->osfi_done = slot_cert_done;
 	slot_osfi_pump(s);
-}
-
-static void slot_get_done(struct slot *s, int r)
-{
-	const struct an3155_get_info *g;
-
-	if (!slot_check_link(s, r))
-		return;
-	if (r < 0) {
-		slot_describe_xfer(s, "Get", r);
-		return;
-	}
-	g = an3155_xfer_get_info(&s->x);
-	s->id_reads = 0;
-	/* The command list is the chip's word on what it supports: OSFI needs Special and
-	 * Extended Special (docs/protocol.md section 5). */
-	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL) ||
-	    !an3155_get_has(g, AN3155_CMD_EXTENDED_SPECIAL)) {
-		slot_fail(s, "the bootloader (version %u.%u) does not list Get ID, Special (0x50) and "
-			  "Extended Special (0x51): it cannot install OSFI images; no license was "
-			  "spent", g->version >> 4, g->version & 0xf);
-		return;
-	}
-	an3155_xfer_get_id(&s->x, &s->t);
-	slot_xfer_begin(s, slot_id_done);
 }
 
 /* ---- presence ---- */
@@ -1044,8 +905,8 @@ static void slot_sync_done(struct slot *s, int r)
 		}
 		slot_log(s, LOG_PRIO_INFO, "a chip answers");
 		slot_enter_state(s, SLOT_STATE_IDENTIFYING);
-		an3155_xfer_get(&s->x, &s->t);
-		slot_xfer_begin(s, slot_get_done);
+		s->id_reads = 0;
+		slot_identify(s, slot_id_done);
 		return;
 	case SLOT_STATE_WAIT_REMOVAL:
 		if (r < 0 && ++s->misses >= REMOVAL_MISSES) {
@@ -1055,7 +916,7 @@ static void slot_sync_done(struct slot *s, int r)
 		}
 		/* A synchronised bootloader NACKs a second 0x7F; an ACK means a bootloader that
 		 * just started: another chip was put in (or this one was reset). */
-		if (r == 0 && !an3155_xfer_was_synced(&s->x)) {
+		if (r == 0 && s->presence == TRANSPORT_FRESH) {
 			slot_log(s, LOG_PRIO_INFO, "chip replaced");
 			slot_next_chip(s);
 			return;
@@ -1080,21 +941,10 @@ static void slot_sync_done(struct slot *s, int r)
 	}
 }
 
-static void slot_poll_chip_now(struct slot *s)
-{
-	an3155_xfer_sync(&s->x, &s->t);
-	slot_xfer_begin(s, slot_sync_done);
-}
-
 static void slot_poll_chip(struct slot *s)
 {
-	if (s->n_entry > 0 && s->state == SLOT_STATE_WAIT_CHIP) {
-		s->entry_done = slot_poll_chip_now;
-		s->entry_pos = 0;
-		slot_entry_step(s);
-		return;
-	}
-	slot_poll_chip_now(s);
+	/* The entry sequence, when there is one, runs before the polls for a new chip. */
+	slot_probe(s, s->state == SLOT_STATE_WAIT_CHIP ? TRANSPORT_PROBE_ENTER : 0, slot_sync_done);
 }
 
 /* ---- OSFI sessions ---- */
@@ -1103,15 +953,14 @@ static void slot_osfi_answered(struct slot *s, int r)
 {
 	uint64_t done, total;
 
-	if (r == -AN3155_E_PORT_GONE) {
+	if (r == -TRANSPORT_E_GONE) {
 		slot_port_lost(s);
 		return;
 	}
 	if (r < 0)
 		osfi_session_link_error(s->sess, r);
 	else
-		osfi_session_answer(s->sess, an3155_xfer_status(&s->x), s->answer,
-				    an3155_xfer_answer_len(&s->x));
+		osfi_session_answer(s->sess, s->ans.status, s->answer, s->ans.len);
 	osfi_session_progress(s->sess, &done, &total);
 	if (s->state == SLOT_STATE_INSTALLING && done != s->bytes_done) {
 		s->bytes_done = done;
@@ -1123,16 +972,11 @@ static void slot_osfi_answered(struct slot *s, int r)
 
 static void slot_reconnect_done(struct slot *s, int r)
 {
-	if (r == -AN3155_E_PORT_GONE) {
+	if (r == -TRANSPORT_E_GONE) {
 		slot_port_lost(s);
 		return;
 	}
 	if (r < 0) {
-		if (sfid_mono_ms() < s->reconnect_deadline) {
-			an3155_xfer_sync(&s->x, &s->t);
-			slot_xfer_begin(s, slot_reconnect_done);
-			return;
-		}
 		osfi_session_link_error(s->sess, r);
 	} else {
 		osfi_session_reconnected(s->sess);
@@ -1178,25 +1022,11 @@ static void slot_osfi_pump(struct slot *s)
 	case OSFI_NEXT_REQUEST:
 		if (s->state >= SLOT_STATE_INSTALLING)
 			slot_follow_step(s);
-		if (req.command == AN3155_CMD_SPECIAL)
-			r = an3155_xfer_special(&s->x, &s->t, req.subop, req.p1, req.n1, s->answer,
-						req.answer_max < sizeof(s->answer) ? req.answer_max
-										 : sizeof(s->answer));
-		else
-			r = an3155_xfer_xspecial(&s->x, &s->t, req.subop, req.p1, req.n1, req.p2,
-						 req.n2);
-		if (r < 0) {
-			osfi_session_link_error(s->sess, r);
-			slot_osfi_pump(s);
-			return;
-		}
-		slot_xfer_begin(s, slot_osfi_answered);
+		slot_request(s, &req, slot_osfi_answered);
 		return;
 	case OSFI_NEXT_RECONNECT:
 		slot_follow_step(s);
-		s->reconnect_deadline = sfid_mono_ms() + s->cfg->special_ms;
-		an3155_xfer_sync(&s->x, &s->t);
-		slot_xfer_begin(s, slot_reconnect_done);
+		slot_reconnect(s, s->cfg->special_ms, slot_reconnect_done);
 		return;
 	case OSFI_NEXT_DONE:
 		s->osfi_done(s, 0);
@@ -1229,7 +1059,7 @@ static void slot_install_succeeded(struct slot *s)
 	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
 }
 
-static void slot_confirm_synced(struct slot *s, int r);
+static void slot_confirm_sync(struct slot *s);
 
 /* The chip's GET_INFO after a failure at or after FINALIZE: a chip that reports its last
  * session finalized with the job's image (and the product state the image sets) installed
@@ -1241,11 +1071,10 @@ static void slot_confirm_info(struct slot *s, int r)
 
 	if (!slot_check_link(s, r))
 		return;
-	if (r < 0 || an3155_xfer_status(&s->x) != OSFI_ST_OK ||
-	    osfi_info_decode(s->answer, an3155_xfer_answer_len(&s->x), &info) < 0) {
+	if (r < 0 || s->ans.status != OSFI_ST_OK ||
+	    osfi_info_decode(s->answer, s->ans.len, &info) < 0) {
 		if (++s->confirm_reads < 3 && sfid_mono_ms() < s->confirm_deadline) {
-			an3155_xfer_sync(&s->x, &s->t);
-			slot_xfer_begin(s, slot_confirm_synced);
+			slot_confirm_sync(s);
 			return;
 		}
 		slot_fail(s, "%s; the chip could not be asked what it holds", s->confirm_text);
@@ -1269,23 +1098,26 @@ static void slot_confirm_info(struct slot *s, int r)
 
 static void slot_confirm_synced(struct slot *s, int r)
 {
+	static const struct osfi_request get_info = {
+		.subop = OSFI_OP_GET_INFO,
+		.answer_max = OSFI_INFO_LEN,
+	};
+
 	if (!slot_check_link(s, r))
 		return;
 	if (r < 0) {
-		if (sfid_mono_ms() < s->confirm_deadline) {
-			an3155_xfer_sync(&s->x, &s->t);
-			slot_xfer_begin(s, slot_confirm_synced);
-			return;
-		}
 		slot_fail(s, "%s; the chip did not answer again", s->confirm_text);
 		return;
 	}
-	r = an3155_xfer_special(&s->x, &s->t, OSFI_OP_GET_INFO, NULL, 0, s->answer, OSFI_INFO_LEN);
-	if (r < 0) {
-		slot_fail(s, "%s", s->confirm_text);
-		return;
-	}
-	slot_xfer_begin(s, slot_confirm_info);
+	slot_request(s, &get_info, slot_confirm_info);
+}
+
+/* Offers 0x7F until the chip listens again, at most until the confirmation's deadline. */
+static void slot_confirm_sync(struct slot *s)
+{
+	int64_t left = s->confirm_deadline - sfid_mono_ms();
+
+	slot_reconnect(s, left > 0 ? (unsigned)left : 0, slot_confirm_synced);
 }
 
 /* FINALIZE was sent, then something failed (its answer lost or garbled, the reset after it
@@ -1298,8 +1130,7 @@ static void slot_confirm_start(struct slot *s, const char *text)
 	s->confirm_deadline = sfid_mono_ms() + s->cfg->special_ms;
 	slot_log(s, LOG_PRIO_WARNING, "%s; asking the chip what it holds", text);
 	s->sess = osfi_session_free(s->sess);
-	an3155_xfer_sync(&s->x, &s->t);
-	slot_xfer_begin(s, slot_confirm_synced);
+	slot_confirm_sync(s);
 }
 
 static void slot_install_done(struct slot *s, int r)
@@ -1343,7 +1174,7 @@ static void slot_install_done(struct slot *s, int r)
 
 bool slot_license_wanted(const struct slot *s)
 {
-	return s->state == SLOT_STATE_LICENSE && s->link;
+	return s->state == SLOT_STATE_LICENSE && s->tp;
 }
 
 const uint8_t *slot_license_cert(const struct slot *s)
@@ -1416,10 +1247,6 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct slot *s = arg;
 
-	if (s->entry_pos > 0 && s->entry_pos <= s->n_entry && s->entry_done) {
-		slot_entry_step(s);
-		return;
-	}
 	switch (s->state) {
 	case SLOT_STATE_NO_PORT:
 		if (slot_port_open(s) < 0) {
@@ -1430,7 +1257,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	case SLOT_STATE_WAIT_CHIP:
 	case SLOT_STATE_WAIT_REMOVAL:
-		if (!s->xfer_active)
+		if (!transport_busy(s->tp))
 			slot_poll_chip(s);
 		return;
 	case SLOT_STATE_IDLE:
@@ -1456,11 +1283,11 @@ int slot_start(struct slot *s)
 	if (s->running && s->state != SLOT_STATE_PAUSED)
 		return -EALREADY;
 	s->running = true;
-	if (s->state == SLOT_STATE_PAUSED && s->link) {
+	if (s->state == SLOT_STATE_PAUSED && s->tp) {
 		slot_enter_state(s, SLOT_STATE_WAIT_CHIP);
 		return 0;
 	}
-	if (!s->link && slot_port_open(s) < 0) {
+	if (!s->tp && slot_port_open(s) < 0) {
 		slot_enter_state(s, SLOT_STATE_NO_PORT);
 		return 0;
 	}
@@ -1470,9 +1297,6 @@ int slot_start(struct slot *s)
 
 void slot_stop(struct slot *s, const char *reason)
 {
-	evtimer_del(s->ev_retry);
-	s->retry_done = NULL;
-	s->resyncing = false;
 	s->running = false;
 	s->pause_requested = false;
 	if (slot_state_busy(s->state)) {
@@ -1483,18 +1307,10 @@ void slot_stop(struct slot *s, const char *reason)
 				 slot_state_to_string(s->state));
 		snprintf(s->fail_cause, sizeof(s->fail_cause), "%s", reason);
 		slot_log(s, LOG_PRIO_WARNING, "stopped at %s: %s", s->fail_step, reason);
-		s->xfer_active = false;
-		s->xfer_gen++;
-		evtimer_del(s->ev_xfer_timer);
-		if (s->ev_write)
-			event_del(s->ev_write);
+		slot_op_cancel(s);
 		slot_enter_state(s, SLOT_STATE_FAILED);
 	}
-	if (s->xfer_active) {
-		s->xfer_active = false;
-		s->xfer_gen++;
-		evtimer_del(s->ev_xfer_timer);
-	}
+	slot_op_cancel(s);
 	slot_port_close(s);
 	if (s->state != SLOT_STATE_IDLE)
 		slot_enter_state(s, SLOT_STATE_IDLE);
@@ -1507,11 +1323,7 @@ void slot_pause(struct slot *s)
 	s->pause_requested = true;
 	if (s->state == SLOT_STATE_WAIT_CHIP || s->state == SLOT_STATE_NO_PORT ||
 	    s->state == SLOT_STATE_WAIT_REMOVAL) {
-		if (s->xfer_active) {
-			s->xfer_active = false;
-			s->xfer_gen++;
-			evtimer_del(s->ev_xfer_timer);
-		}
+		slot_op_cancel(s);
 		slot_enter_state(s, SLOT_STATE_PAUSED);
 	}
 }
@@ -1541,8 +1353,8 @@ struct json_object *slot_port_json(const struct slot *s)
 
 	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
 	json_object_object_add(o, "spec", json_object_new_string(s->cfg->port));
-	json_object_object_add(o, "device", json_object_new_string(s->link ? s->port_name : ""));
-	json_object_object_add(o, "open", json_object_new_boolean(s->link != NULL));
+	json_object_object_add(o, "device", json_object_new_string(s->tp ? s->port_name : ""));
+	json_object_object_add(o, "open", json_object_new_boolean(s->tp != NULL));
 	json_object_object_add(o, "baud", json_object_new_int((int)s->cfg->baud));
 	json_object_object_add(o, "entry", json_object_new_string(s->cfg->entry ? s->cfg->entry : ""));
 	if (s->port_error[0])
@@ -1568,17 +1380,18 @@ int slot_new(const struct slot_params *p, struct slot **ret)
 	s->user = p->user;
 	s->state = SLOT_STATE_IDLE;
 	s->fail_kind = -1;
-	an3155_timeouts_default(&s->t);
-	s->t.ack_ms = cfg->ack_ms;
-	s->t.block_ms = cfg->block_ms;
-	s->t.special_ms = cfg->special_ms;
-	if (cfg->entry &&
-	    link_entry_parse(cfg->entry, s->entry, LINK_ENTRY_MAX_STEPS, &s->n_entry, NULL, 0) < 0)
-		s->n_entry = 0;
+	s->io_fd = -1;
+	if (cfg->entry) {
+		struct link_entry_step steps[LINK_ENTRY_MAX_STEPS];
+		size_t n;
+
+		s->entry_ok = link_entry_parse(cfg->entry, steps, LINK_ENTRY_MAX_STEPS, &n, NULL,
+					       0) == 0;
+	}
 	s->ev_tick = evtimer_new(s->base, tick_cb, s);
-	s->ev_xfer_timer = evtimer_new(s->base, xfer_timer_cb, s);
-	s->ev_retry = evtimer_new(s->base, retry_cb, s);
-	if (!s->ev_tick || !s->ev_xfer_timer || !s->ev_retry) {
+	s->ev_io = event_new(s->base, -1, 0, io_cb, s);
+	s->ev_io_timer = evtimer_new(s->base, io_timer_cb, s);
+	if (!s->ev_tick || !s->ev_io || !s->ev_io_timer) {
 		slot_free(s);
 		return -ENOMEM;
 	}
@@ -1590,17 +1403,17 @@ struct slot *slot_free(struct slot *s)
 {
 	if (!s)
 		return NULL;
-	s->xfer_active = false;
+	s->op_done = NULL;
 	slot_port_close(s);
 	s->sess = osfi_session_free(s->sess);
 	rec_attempt_unref(s->attempt);
 	explicit_bzero(&s->lic, sizeof(s->lic));
 	if (s->ev_tick)
 		event_free(s->ev_tick);
-	if (s->ev_xfer_timer)
-		event_free(s->ev_xfer_timer);
-	if (s->ev_retry)
-		event_free(s->ev_retry);
+	if (s->ev_io)
+		event_free(s->ev_io);
+	if (s->ev_io_timer)
+		event_free(s->ev_io_timer);
 	free(s);
 	return NULL;
 }
