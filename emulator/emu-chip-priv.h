@@ -56,6 +56,9 @@ struct emu_chip {
 	bool reset_requested;
 	enum emu_mode reset_mode;	/* where a reset leads (BOOT0 as wired) */
 	bool abandon;		/* garbage fault: drop the rest of this command */
+	/* Flash work done so far (write units programmed, sectors erased): the DFU side turns
+	 * it into time. */
+	uint64_t work_units, work_pages;
 
 	/* Bootloader. */
 	enum emu_bl_state st;

@@ -343,6 +343,7 @@ int emu_chip_program(struct emu_chip *c, uint32_t addr, const uint8_t *data, siz
 	memcpy(r->data + (addr - r->base), data, len);
 	for (size_t u = (addr - r->base) / unit; u < (addr - r->base + len) / unit; u++)
 		r->programmed[u / 8] |= (uint8_t)(1u << (u % 8));
+	c->work_units += len / unit;
 	return 0;
 }
 
@@ -363,6 +364,7 @@ int emu_chip_erase_range(struct emu_chip *c, uint32_t addr, size_t len)
 	if (!r || r == &c->otp || len == 0 || addr % unit != 0 || len % unit != 0)
 		return -EINVAL;
 	region_erase_units(r, addr - r->base, (uint32_t)len, unit);
+	c->work_pages += (len + c->prof->page_size - 1) / c->prof->page_size;
 	return 0;
 }
 
@@ -373,6 +375,7 @@ int emu_chip_erase_pages(struct emu_chip *c, uint32_t first, uint32_t count)
 	if (first >= c->flash.size / ps || count > c->flash.size / ps - first)
 		return -EINVAL;
 	region_erase_units(&c->flash, first * ps, count * ps, c->prof->write_unit);
+	c->work_pages += count;
 	return 0;
 }
 

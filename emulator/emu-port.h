@@ -55,4 +55,7 @@ int emu_umockdev_plug(struct emu_umockdev *u, unsigned index, int *ret_master_fd
 /* Device node path of adapter `index` as host code sees it ("/dev/ttyUSB3"). */
 const char *emu_umockdev_node(struct emu_umockdev *u, unsigned index);
 
+/* The harness's UMockdevTestbed (the USB DFU harness adds its devices to the same one). */
+void *emu_umockdev_testbed(struct emu_umockdev *u);
+
 void emu_umockdev_stop(struct emu_umockdev *u);

@@ -945,6 +945,11 @@ const char *emu_umockdev_node(struct emu_umockdev *u, unsigned index)
 	return u->adapters[index].node;
 }
 
+void *emu_umockdev_testbed(struct emu_umockdev *u)
+{
+	return u ? u->testbed : NULL;
+}
+
 void emu_umockdev_stop(struct emu_umockdev *u)
 {
 	unsigned i;

@@ -31,6 +31,9 @@
 #include "an3155-wire.h"
 #include "emu-internal.h"
 #include "emu-port.h"
+#ifdef HAVE_EMU_USB
+#include "emu-usb.h"
+#endif
 
 #define RXQ_CAP 65536u
 #define MAX_SLOTS 256u
@@ -46,6 +49,7 @@ enum ev_type {
 	EV_CLIENT,
 	EV_MASTER,
 	EV_TIMER,
+	EV_USB,
 };
 
 struct ev {
@@ -90,6 +94,8 @@ struct slot {
 	struct emu_port_settings settings;
 	bool settings_seen;
 	bool in_reset;		/* DTR asserted (--require-entry) */
+
+	bool usb_poke;		/* DFU: the host sent requests; guarded by chip_lock */
 };
 
 struct client {
@@ -132,7 +138,25 @@ static struct {
 
 	struct emu_umockdev *um;
 	bool quit;
+
+	/* Transports: the UART (terminals) and USB DFU (emu-usb.c). */
+	bool uart, dfu;
+	uint16_t dfu_transfer;
+	uint32_t reenumerate_ms;
+	struct emu_usb *usb;
+	struct emu_usb_fault *usb_faults;
+	size_t n_usb_faults;
+	/* The chip model is shared with the USB harness thread: held by the loop except while
+	 * it waits for events or for the harness. */
+	pthread_mutex_t chip_lock;
+	int usbfd;
+	struct ev ev_usb;
 } E = {
+	.uart = true,
+	.dfu_transfer = 2048,
+	.reenumerate_ms = 20,
+	.chip_lock = PTHREAD_MUTEX_INITIALIZER,
+	.usbfd = -1,
 	.per_slot = 1,
 	.ports_per_adapter = 1,
 	.ram_buffer = 64 * 1024,
@@ -147,6 +171,11 @@ static struct {
 #define UMOCKDEV_AVAILABLE true
 #else
 #define UMOCKDEV_AVAILABLE false
+#endif
+#ifdef HAVE_EMU_USB
+#define USB_AVAILABLE true
+#else
+#define USB_AVAILABLE false
 #endif
 
 static void log_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -187,6 +216,35 @@ static const char *mode_name(enum emu_mode m)
 	}
 	return "?";
 }
+
+/* --- USB DFU --- */
+
+#ifdef HAVE_EMU_USB
+/* Runs a harness call from the loop: the harness thread may need the chip lock meanwhile. */
+static int usb_sync(int (*fn)(struct emu_usb *, unsigned), unsigned idx)
+{
+	int r;
+
+	if (!E.usb)
+		return 0;
+	pthread_mutex_unlock(&E.chip_lock);
+	r = fn(E.usb, idx);
+	pthread_mutex_lock(&E.chip_lock);
+	return r;
+}
+
+static void usb_lock(void *user_data)
+{
+	(void)user_data;
+	pthread_mutex_lock(&E.chip_lock);
+}
+
+static void usb_unlock(void *user_data)
+{
+	(void)user_data;
+	pthread_mutex_unlock(&E.chip_lock);
+}
+#endif
 
 /* --- epoll plumbing --- */
 
@@ -319,6 +377,40 @@ static int slot_insert_chip(struct slot *s)
 		  mode_name(emu_chip_mode(s->chip)));
 	return 0;
 }
+
+#ifdef HAVE_EMU_USB
+/* Harness callbacks, called with chip_lock held. */
+static struct emu_chip *usb_chip(void *user_data, unsigned index)
+{
+	(void)user_data;
+	return index < E.count ? E.slots[index].chip : NULL;
+}
+
+static void usb_chip_reset(void *user_data, unsigned index)
+{
+	struct slot *s = &E.slots[index];
+
+	(void)user_data;
+	if (index >= E.count || !s->chip)
+		return;
+	log_debug("slot %u: chip %u resets (USB)", s->idx, emu_chip_index(s->chip));
+	emu_chip_reset(s->chip, slot_boot_mode(s));
+}
+
+static void usb_activity(void *user_data, unsigned index)
+{
+	uint64_t one = 1;
+
+	(void)user_data;
+	if (index >= E.count)
+		return;
+	E.slots[index].last_host_activity = now_ns();
+	if (!E.slots[index].usb_poke) {
+		E.slots[index].usb_poke = true;
+		(void)!write(E.usbfd, &one, sizeof(one));
+	}
+}
+#endif
 
 /* --- Terminals --- */
 
@@ -552,6 +644,10 @@ static void slot_swap_if_due(struct slot *s, uint64_t now)
 		emu_chip_index(s->chip));
 	slot_remove_chip(s);
 	(void)slot_insert_chip(s);
+#ifdef HAVE_EMU_USB
+	if (E.dfu)
+		usb_sync(emu_usb_chip_changed, s->idx);
+#endif
 }
 
 /* How many queued host bytes can wait for a later one: the chip only buffers them, so
@@ -823,17 +919,33 @@ static void control_status(struct client *c)
 		struct slot *s = &E.slots[i];
 		char uid[25] = "";
 
+		bool plugged = s->master >= 0;
+		char usb[64] = "";
+
+#ifdef HAVE_EMU_USB
+		if (E.dfu) {
+			unsigned devnum;
+
+			pthread_mutex_unlock(&E.chip_lock);
+			devnum = emu_usb_devnum(E.usb, i);
+			if (!E.uart)
+				plugged = emu_usb_cable(E.usb, i);
+			pthread_mutex_lock(&E.chip_lock);
+			snprintf(usb, sizeof(usb), " usb %s device %u", emu_usb_port_path(E.usb, i),
+				 devnum);
+		}
+#endif
 		if (!s->chip) {
-			client_send(c, "slot %u: empty queue %u/%u %s", i, s->next_in_queue,
-				    E.per_slot, s->master >= 0 ? "plugged" : "unplugged");
+			client_send(c, "slot %u: empty queue %u/%u %s%s", i, s->next_in_queue,
+				    E.per_slot, plugged ? "plugged" : "unplugged", usb);
 			continue;
 		}
 		for (int k = 0; k < 12; k++)
 			snprintf(uid + 2 * k, 3, "%02x", emu_chip_uid(s->chip)[k]);
-		client_send(c, "slot %u: chip %u uid %s state 0x%02x mode %s queue %u/%u %s", i,
+		client_send(c, "slot %u: chip %u uid %s state 0x%02x mode %s queue %u/%u %s%s", i,
 			    emu_chip_index(s->chip), uid, emu_chip_product_state(s->chip),
 			    mode_name(emu_chip_mode(s->chip)), s->next_in_queue, E.per_slot,
-			    s->master >= 0 ? "plugged" : "unplugged");
+			    plugged ? "plugged" : "unplugged", usb);
 	}
 }
 
@@ -863,6 +975,10 @@ static void control_line(struct client *c, char *line)
 			return;
 		}
 		slot_remove_chip(s);
+#ifdef HAVE_EMU_USB
+		if (E.dfu)
+			usb_sync(emu_usb_chip_changed, s->idx);
+#endif
 	} else if (strcmp(cmd, "insert") == 0) {
 		r = slot_insert_chip(s);
 		if (r == -EBUSY) {
@@ -876,18 +992,47 @@ static void control_line(struct client *c, char *line)
 				    strerror(-r));
 			return;
 		}
+#ifdef HAVE_EMU_USB
+		if (E.dfu)
+			usb_sync(emu_usb_chip_changed, s->idx);
+#endif
 	} else if (strcmp(cmd, "unplug") == 0) {
-		if (s->master < 0) {
+		if (E.uart && s->master < 0) {
 			client_send(c, "error: slot %u is already unplugged", s->idx);
 			return;
 		}
-		slot_unplug(s);
-	} else if (strcmp(cmd, "plug") == 0) {
-		r = slot_plug(s);
-		if (r < 0) {
-			client_send(c, "error: cannot plug slot %u: %s", s->idx, strerror(-r));
-			return;
+		if (E.uart)
+			slot_unplug(s);
+#ifdef HAVE_EMU_USB
+		if (E.dfu) {
+			r = usb_sync(emu_usb_unplug, s->idx);
+			if (r < 0 && !E.uart) {
+				client_send(c, "error: slot %u is already unplugged", s->idx);
+				return;
+			}
+			if (!E.uart && s->chip)
+				emu_chip_reset(s->chip, EMU_MODE_RESET);
 		}
+#endif
+	} else if (strcmp(cmd, "plug") == 0) {
+		if (E.uart) {
+			r = slot_plug(s);
+			if (r < 0) {
+				client_send(c, "error: cannot plug slot %u: %s", s->idx, strerror(-r));
+				return;
+			}
+		}
+#ifdef HAVE_EMU_USB
+		if (E.dfu) {
+			if (!E.uart && s->chip)
+				emu_chip_reset(s->chip, slot_boot_mode(s));
+			r = usb_sync(emu_usb_plug, s->idx);
+			if (r < 0 && !E.uart) {
+				client_send(c, "error: cannot plug slot %u: %s", s->idx, strerror(-r));
+				return;
+			}
+		}
+#endif
 	} else if (strcmp(cmd, "lines") == 0) {
 		struct emu_port_settings st = s->settings;
 
@@ -1042,6 +1187,10 @@ static void usage(FILE *f)
 		"  --state-dir DIR       keep chip state across runs (default: a temp dir)\n"
 		"  --fault SPEC          inject a fault (repeatable), see docs/emulator.md\n"
 		"  --umockdev            emulated USB-serial adapters instead of plain PTYs\n"
+		"  --transport T         uart (default), dfu (USB DfuSe devices under umockdev)\n"
+		"                        or both (the same chips on both)\n"
+		"  --dfu-transfer-size N wTransferSize of the DFU devices, 64..4096 (2048)\n"
+		"  --reenumerate-ms MS   time a resetting DFU device stays off the bus (20)\n"
 		"  --ports-per-adapter K with --umockdev: K slots per adapter, one USB interface\n"
 		"                        each (a multi-port adapter such as an FT4232H), 1..8\n"
 		"  --require-entry       chips boot the application; DTR/RTS select the bootloader\n"
@@ -1076,7 +1225,8 @@ bad:
 static int parse_args(int argc, char **argv)
 {
 	enum { O_COUNT = 256, O_DIR, O_PROFILE, O_BAUD, O_STATE, O_FAULT, O_UMOCKDEV, O_ENTRY,
-	       O_PER_SLOT, O_RAMBUF, O_CAKEY, O_GLOBALKEY, O_SWAP, O_PORTS, O_HELP };
+	       O_PER_SLOT, O_RAMBUF, O_CAKEY, O_GLOBALKEY, O_SWAP, O_PORTS, O_TRANSPORT, O_XFER,
+	       O_REENUM, O_HELP };
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, O_COUNT },
 		{ "dir", required_argument, NULL, O_DIR },
@@ -1092,6 +1242,9 @@ static int parse_args(int argc, char **argv)
 		{ "ca-key", required_argument, NULL, O_CAKEY },
 		{ "global-key", required_argument, NULL, O_GLOBALKEY },
 		{ "auto-swap", required_argument, NULL, O_SWAP },
+		{ "transport", required_argument, NULL, O_TRANSPORT },
+		{ "dfu-transfer-size", required_argument, NULL, O_XFER },
+		{ "reenumerate-ms", required_argument, NULL, O_REENUM },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 },
@@ -1131,7 +1284,26 @@ static int parse_args(int argc, char **argv)
 			break;
 		case O_FAULT: {
 			char err[200];
-			struct emu_fault *n = realloc(E.faults.v, (E.faults.n + 1) * sizeof(*n));
+			struct emu_fault *n;
+#ifdef HAVE_EMU_USB
+			struct emu_usb_fault *uf = realloc(E.usb_faults,
+							   (E.n_usb_faults + 1) * sizeof(*uf));
+			int ur;
+
+			if (!uf)
+				return -ENOMEM;
+			E.usb_faults = uf;
+			ur = emu_usb_fault_parse(optarg, &uf[E.n_usb_faults], err, sizeof(err));
+			if (ur < 0) {
+				fprintf(stderr, "h5emu: --fault '%s': %s.\n", optarg, err);
+				return -EINVAL;
+			}
+			if (ur == 0) {
+				E.n_usb_faults++;
+				break;
+			}
+#endif
+			n = realloc(E.faults.v, (E.faults.n + 1) * sizeof(*n));
 
 			if (!n)
 				return -ENOMEM;
@@ -1175,6 +1347,36 @@ static int parse_args(int argc, char **argv)
 				return -EINVAL;
 			E.auto_swap_ms = v;
 			break;
+		case O_TRANSPORT:
+			if (strcmp(optarg, "uart") == 0) {
+				E.uart = true;
+				E.dfu = false;
+			} else if (strcmp(optarg, "dfu") == 0) {
+				E.uart = false;
+				E.dfu = true;
+			} else if (strcmp(optarg, "both") == 0) {
+				E.uart = E.dfu = true;
+			} else {
+				fprintf(stderr, "h5emu: --transport: '%s' is not uart, dfu or both.\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case O_XFER:
+			if (parse_u64("--dfu-transfer-size", optarg, 64, 4096, &v) < 0)
+				return -EINVAL;
+			if (v % 64) {
+				fprintf(stderr, "h5emu: --dfu-transfer-size: %" PRIu64
+						" is not a multiple of 64.\n", v);
+				return -EINVAL;
+			}
+			E.dfu_transfer = (uint16_t)v;
+			break;
+		case O_REENUM:
+			if (parse_u64("--reenumerate-ms", optarg, 1, 15000, &v) < 0)
+				return -EINVAL;
+			E.reenumerate_ms = (uint32_t)v;
+			break;
 		case 'v':
 			E.verbose = true;
 			break;
@@ -1200,6 +1402,21 @@ static int parse_args(int argc, char **argv)
 	}
 	if (E.ports_per_adapter > 1 && !E.umockdev) {
 		fprintf(stderr, "h5emu: --ports-per-adapter needs --umockdev.\n");
+		return -EINVAL;
+	}
+	if (E.dfu && !USB_AVAILABLE) {
+		fprintf(stderr, "h5emu: --transport %s: this h5emu was built without USB DFU "
+				"support; install libumockdev-dev and glib, then rebuild.\n",
+			E.uart ? "both" : "dfu");
+		return -ENOTSUP;
+	}
+	if (E.dfu && E.count > 120) {
+		fprintf(stderr, "h5emu: --transport dfu supports at most 120 devices.\n");
+		return -EINVAL;
+	}
+	if (E.umockdev && !E.uart) {
+		fprintf(stderr, "h5emu: --umockdev emulates serial adapters: it needs --transport "
+				"uart or both.\n");
 		return -EINVAL;
 	}
 	if (E.umockdev && !UMOCKDEV_AVAILABLE) {
@@ -1273,7 +1490,7 @@ static int setup_slots(void)
 		(void)on_settings_changed;
 		return -ENOTSUP;
 #endif
-	} else {
+	} else if (E.uart) {
 		(void)masters;
 		(void)on_settings_changed;
 		for (unsigned i = 0; i < E.count; i++) {
@@ -1290,11 +1507,77 @@ static int setup_slots(void)
 			return r;
 		slot_run(&E.slots[i], now_ns());
 	}
+#ifdef HAVE_EMU_USB
+	if (E.dfu) {
+		struct emu_usb_config cfg = {
+			.count = E.count,
+			.profile = E.prof,
+			.dfu = {
+				.transfer_size = E.dfu_transfer,
+				.osfi = E.have_special,
+				.timing = emu_dfu_timing_datasheet(E.prof),
+			},
+			.faults = E.usb_faults,
+			.n_faults = E.n_usb_faults,
+			.reenumerate_ms = E.reenumerate_ms,
+			.verbose = E.verbose,
+		};
+		struct emu_usb_ops ops = {
+			.lock = usb_lock,
+			.unlock = usb_unlock,
+			.chip = usb_chip,
+			.chip_reset = usb_chip_reset,
+			.activity = usb_activity,
+		};
+		void *testbed = NULL;
+		char env[PATH_MAX];
+
+#ifdef HAVE_EMU_UMOCKDEV
+		if (E.um)
+			testbed = emu_umockdev_testbed(E.um);
+#endif
+		E.usbfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		E.ev_usb.type = EV_USB;
+		if (E.usbfd < 0 || ep_add(E.usbfd, EPOLLIN, &E.ev_usb) < 0)
+			return -errno;
+		pthread_mutex_unlock(&E.chip_lock);
+		r = emu_usb_start(&cfg, &ops, testbed, &E.usb);
+		pthread_mutex_lock(&E.chip_lock);
+		if (r < 0) {
+			log_msg("cannot start the USB DFU devices: %s", strerror(-r));
+			return r;
+		}
+		if (!E.um) {
+			snprintf(env, sizeof(env), "%s/umockdev.env", E.dir);
+			r = emu_usb_write_env(E.usb, env);
+			if (r < 0) {
+				log_msg("cannot write %s: %s", env, strerror(-r));
+				return r;
+			}
+		}
+	}
+#endif
 	return 0;
 }
 
 static void shutdown_all(void)
 {
+#ifdef HAVE_EMU_USB
+	if (E.usb) {
+		char env[PATH_MAX];
+
+		/* The harness first: it reaches the chips under the lock. */
+		pthread_mutex_unlock(&E.chip_lock);
+		emu_usb_stop(E.usb);
+		pthread_mutex_lock(&E.chip_lock);
+		E.usb = NULL;
+		if (!E.um && snprintf(env, sizeof(env), "%s/umockdev.env", E.dir) < (int)sizeof(env))
+			unlink(env);
+	}
+	free(E.usb_faults);
+	if (E.usbfd >= 0)
+		close(E.usbfd);
+#endif
 	if (E.slots) {
 		for (unsigned i = 0; i < E.count; i++) {
 			struct slot *s = &E.slots[i];
@@ -1348,7 +1631,11 @@ static void loop(void)
 	struct epoll_event evs[64];
 
 	while (!E.quit) {
-		int n = epoll_wait(E.epfd, evs, 64, -1);
+		int n;
+
+		pthread_mutex_unlock(&E.chip_lock);
+		n = epoll_wait(E.epfd, evs, 64, -1);
+		pthread_mutex_lock(&E.chip_lock);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -1396,6 +1683,15 @@ static void loop(void)
 				(void)!read(s->timer, &exp, sizeof(exp));
 				slot_run(s, now_ns());
 				break;
+			case EV_USB:
+				(void)!read(E.usbfd, &exp, sizeof(exp));
+				for (unsigned k = 0; k < E.count; k++) {
+					if (!E.slots[k].usb_poke)
+						continue;
+					E.slots[k].usb_poke = false;
+					slot_run(&E.slots[k], now_ns());
+				}
+				break;
 			}
 		}
 	}
@@ -1418,11 +1714,34 @@ int main(int argc, char **argv)
 	 * would add up to a few percent of error per round trip. */
 	prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
 
+	pthread_mutex_lock(&E.chip_lock);
 	r = parse_args(argc, argv);
 	if (r < 0) {
 		shutdown_all();
 		return 2;
 	}
+#ifdef HAVE_EMU_USB
+	/* USB plug and unplug reach running libusb clients as uevents, which umockdev sends only
+	 * from a process that sees the testbed's sysfs: run under its preload. */
+	if (E.dfu && !emu_usb_preloaded()) {
+		const char *old = getenv("LD_PRELOAD"), *asan = getenv("ASAN_OPTIONS");
+		char *pre = NULL, *as = NULL;
+
+		if (asprintf(&pre, "libumockdev-preload.so.0%s%s", old && *old ? ":" : "",
+			     old ? old : "") < 0 ||
+		    asprintf(&as, "%s%sverify_asan_link_order=0", asan ? asan : "",
+			     asan && *asan ? ":" : "") < 0) {
+			shutdown_all();
+			return 1;
+		}
+		setenv("LD_PRELOAD", pre, 1);
+		setenv("ASAN_OPTIONS", as, 1);
+		execv("/proc/self/exe", argv);
+		log_msg("cannot run again under libumockdev-preload: %s", strerror(errno));
+		shutdown_all();
+		return 1;
+	}
+#endif
 	if (mkdir(E.dir, 0755) < 0 && errno != EEXIST) {
 		log_msg("cannot create %s: %s", E.dir, strerror(errno));
 		shutdown_all();
