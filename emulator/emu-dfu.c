@@ -433,26 +433,20 @@ static bool osfi_extended(uint16_t subop)
 	return subop == OSFI_OP_PUT_LICENSE || subop == OSFI_OP_PUT_DATA;
 }
 
-/* A request frame that is not run: wrong block, too short, n1 beyond the data, unknown
- * sub-opcode, or data a sub-command of its kind does not carry. */
+/* A request frame that is not run (docs/protocol.md §11.2): wrong block, too short, n1
+ * beyond the data, a sub-opcode outside OSFI's range. Lengths wrong for the sub-command are
+ * not framing errors: the sub-command answers BAD_LENGTH. */
 static bool osfi_frame_ok(const struct emu_dfu *d, uint16_t block, const uint8_t *p, size_t len)
 {
 	uint16_t subop, n1;
 
-	if (block != 2 || len < 4)
+	if (block != 2 || len < 4 || !d->chip || !d->chip->special || !d->chip->special->special)
 		return false;
 	subop = (uint16_t)(p[0] | p[1] << 8);
 	n1 = (uint16_t)(p[2] | p[3] << 8);
-	if (n1 > len - 4 || n1 > AN3155_SPECIAL_MAX_DATA)
+	if (n1 > len - 4)
 		return false;
-	if (!d->chip || !d->chip->special || !d->chip->special->subop_known ||
-	    !d->chip->special->subop_known(subop))
-		return false;
-	if (!osfi_extended(subop) && len - 4 - n1 != 0)
-		return false;
-	if (len - 4 - n1 > AN3155_SPECIAL_MAX_ANSWER)
-		return false;
-	return true;
+	return subop >= OSFI_OP_GET_INFO && subop <= OSFI_OP_ABORT;
 }
 
 static uint8_t run_osfi(struct emu_dfu *d, uint64_t *busy)
@@ -466,13 +460,19 @@ static uint8_t run_osfi(struct emu_dfu *d, uint64_t *busy)
 	uint64_t units0 = c->work_units, pages0 = c->work_pages;
 	int r;
 
-	r = c->special->special(c, ext, subop, d->block + 4, n1, ext ? d->block + 4 + n1 : NULL,
-				ext ? n2 : 0, d->answer + 2, AN3155_SPECIAL_MAX_ANSWER, &out_len,
-				&status);
-	if (r < 0) {
-		status = OSFI_ST_INTERNAL;
-		out_len = 0;
+	if ((!ext && n2 > 0) || n1 > AN3155_SPECIAL_MAX_DATA || n2 > AN3155_SPECIAL_MAX_ANSWER) {
+		/* More than the sub-command's UART framing could carry. */
+		status = OSFI_ST_BAD_LENGTH;
+		r = 0;
+	} else {
+		r = c->special->special(c, ext, subop, d->block + 4, n1,
+					ext ? d->block + 4 + n1 : NULL, ext ? n2 : 0, d->answer + 2,
+					AN3155_SPECIAL_MAX_ANSWER, &out_len, &status);
 	}
+	if (r < 0)
+		status = OSFI_ST_INTERNAL;
+	if (r < 0 || status != OSFI_ST_OK)
+		out_len = 0;	/* a refusal answers its status alone */
 	put16(d->answer, status);
 	d->answer_len = 2 + out_len;
 	d->answer_valid = true;
