@@ -35,8 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,6 +126,10 @@ struct emu_usb {
 	GThread *thread;
 	GSource *timer_source;
 	int timer;
+	/* Clients' uevent sockets (see listeners_keep). */
+	GSource *inotify_source;
+	int inotify;
+	char listeners[PATH_MAX];
 	struct conn *conns;
 	uint8_t devnum_used[128];
 	unsigned next_devnum;
@@ -424,6 +432,123 @@ static gboolean on_timer(gint fd, GIOCondition cond, gpointer user_data)
 	(void)!read(fd, &exp, sizeof(exp));
 	usb_tick(user_data);
 	return G_SOURCE_CONTINUE;
+}
+
+/* --- uevent listeners ---
+ *
+ * libumockdev-preload gives each client's udev monitor a socket named $root/event<fd>, and
+ * umockdev sends uevents to whatever matches event[0-9]* when they are sent. Two clients
+ * whose monitors have the same fd number (sfid and a dfu-util started meanwhile) take the
+ * name from each other, and the first one stops hearing anything. So every listener socket
+ * is also hard-linked, as it appears, into a directory of ours; before a uevent, a live
+ * listener that lost its name gets a temporary one matching the glob, removed afterwards. */
+
+static void listeners_keep(struct emu_usb *u, const char *name)
+{
+	char path[PATH_MAX], keep[PATH_MAX + 32];
+	struct stat st;
+
+	if (strncmp(name, "event", 5) != 0 || name[5] < '0' || name[5] > '9')
+		return;
+	snprintf(path, sizeof(path), "%s/%s", u->root, name);
+	if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return;
+	snprintf(keep, sizeof(keep), "%s/%lu", u->listeners, (unsigned long)st.st_ino);
+	(void)link(path, keep);
+}
+
+static gboolean on_inotify(gint fd, GIOCondition cond, gpointer user_data)
+{
+	struct emu_usb *u = user_data;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n = read(fd, buf, sizeof(buf));
+
+	(void)cond;
+	for (ssize_t off = 0; off < n;) {
+		const struct inotify_event *ev = (const struct inotify_event *)(buf + off);
+
+		if (ev->len)
+			listeners_keep(u, ev->name);
+		off += (ssize_t)(sizeof(*ev) + ev->len);
+	}
+	return G_SOURCE_CONTINUE;
+}
+
+static bool socket_alive(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true;
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return r == 0;
+}
+
+/* Before a uevent: live listeners without a name get one (returned count of names made);
+ * dead ones are forgotten. */
+static void listeners_expose(struct emu_usb *u, bool expose)
+{
+	DIR *dir;
+	struct dirent *e;
+	char path[PATH_MAX + 300], name[PATH_MAX + 300];
+
+	if (!u->listeners[0])
+		return;
+	dir = opendir(u->root);
+	if (dir) {
+		/* Keep whatever appeared without an inotify event being read yet. */
+		while ((e = readdir(dir)))
+			listeners_keep(u, e->d_name);
+		closedir(dir);
+	}
+	dir = opendir(u->listeners);
+	if (!dir)
+		return;
+	while ((e = readdir(dir))) {
+		unsigned long ino;
+		char *end;
+		bool named = false;
+		DIR *root;
+		struct dirent *re;
+
+		if (e->d_name[0] == '.')
+			continue;
+		ino = strtoul(e->d_name, &end, 10);
+		snprintf(path, sizeof(path), "%s/%s", u->listeners, e->d_name);
+		snprintf(name, sizeof(name), "%s/event9%s", u->root, e->d_name);
+		if (!expose) {
+			(void)unlink(name);
+			continue;
+		}
+		if (!socket_alive(path)) {
+			(void)unlink(path);
+			continue;
+		}
+		root = opendir(u->root);
+		while (root && (re = readdir(root))) {
+			if (strncmp(re->d_name, "event", 5) == 0 && re->d_ino == ino &&
+			    strcmp(re->d_name, name + strlen(u->root) + 1) != 0)
+				named = true;
+		}
+		if (root)
+			closedir(root);
+		if (!named)
+			(void)link(path, name);
+	}
+	closedir(dir);
+}
+
+static void usb_uevent(struct emu_usb *u, const char *syspath, const char *action)
+{
+	listeners_expose(u, true);
+	umockdev_testbed_uevent(u->testbed, syspath, action);
+	listeners_expose(u, false);
 }
 
 /* --- URBs --- */
@@ -995,7 +1120,9 @@ static char *add_usb_device(struct emu_usb *u, const char *name, const uint8_t *
 		snprintf(product_prop, sizeof(product_prop), "%x/%x/%x", desc[8] | desc[9] << 8,
 			 desc[10] | desc[11] << 8, desc[12] | desc[13] << 8);
 		props[11] = product_prop;
+		listeners_expose(u, true);
 		syspath = umockdev_testbed_add_devicev(u->testbed, "usb", name, NULL, attrs, props);
+		listeners_expose(u, false);
 	}
 	return syspath;
 }
@@ -1097,7 +1224,7 @@ static void dev_unplug_now(struct usb_dev *dev, bool reset)
 	if (!c)
 		return;
 	dev->cur = NULL;
-	umockdev_testbed_uevent(u->testbed, dev->syspath, "remove");
+	usb_uevent(u, dev->syspath, "remove");
 	umockdev_testbed_remove_device(u->testbed, dev->syspath);
 	snprintf(path, sizeof(path), "%s%s", u->root, c->node);
 	(void)unlink(path);
@@ -1299,6 +1426,7 @@ int emu_usb_start(const struct emu_usb_config *cfg, const struct emu_usb_ops *op
 	u->count = cfg->count;
 	u->next_devnum = 3;
 	u->timer = -1;
+	u->inotify = -1;
 	if (testbed) {
 		u->testbed = g_object_ref(testbed);
 	} else {
@@ -1329,6 +1457,17 @@ int emu_usb_start(const struct emu_usb_config *cfg, const struct emu_usb_ops *op
 	}
 	u->context = g_main_context_new();
 	u->loop = g_main_loop_new(u->context, FALSE);
+	snprintf(u->listeners, sizeof(u->listeners), "%s/.h5emu-listeners", u->root);
+	if (mkdir(u->listeners, 0700) < 0 && errno != EEXIST)
+		u->listeners[0] = '\0';
+	u->inotify = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (u->inotify >= 0 && u->listeners[0] &&
+	    inotify_add_watch(u->inotify, u->root, IN_CREATE | IN_MOVED_TO) >= 0) {
+		u->inotify_source = g_unix_fd_source_new(u->inotify, G_IO_IN);
+		g_source_set_callback(u->inotify_source, (GSourceFunc)(void (*)(void))on_inotify, u,
+				      NULL);
+		g_source_attach(u->inotify_source, u->context);
+	}
 	u->timer_source = g_unix_fd_source_new(u->timer, G_IO_IN);
 	g_source_set_callback(u->timer_source, (GSourceFunc)(void (*)(void))on_timer, u, NULL);
 	g_source_attach(u->timer_source, u->context);
@@ -1384,6 +1523,12 @@ void emu_usb_stop(struct emu_usb *u)
 	}
 	if (u->timer >= 0)
 		close(u->timer);
+	if (u->inotify_source) {
+		g_source_destroy(u->inotify_source);
+		g_source_unref(u->inotify_source);
+	}
+	if (u->inotify >= 0)
+		close(u->inotify);
 	for (unsigned i = 0; i < u->count; i++)
 		emu_dfu_free(u->devs[i].dfu);
 	g_clear_pointer(&u->loop, g_main_loop_unref);
