@@ -10,9 +10,11 @@
 #include <time.h>
 
 #include "transport.h"
+#include "transport-dfu.h"
 #include "transport-internal.h"
 
 static const struct transport_ops *const backends[] = {
+	&transport_dfu_ops,
 	/* The UART backend takes every spec: it comes last. */
 	&transport_uart_ops,
 };

@@ -54,8 +54,8 @@ static const struct status_text status_texts[] = {
 		"the device could not erase the memory (write-protected sector?): check the "
 		"protection option bytes" },
 	[DFU_STATUS_ERR_CHECK_ERASED] = { "errCHECK_ERASED",
-		"the memory did not read back erased after the erase: retry, then replace the "
-		"chip" },
+		"the memory to program is not erased (or did not read back erased after an "
+		"erase): erase it first, retry, then replace the chip" },
 	[DFU_STATUS_ERR_PROG] = { "errPROG",
 		"programming the memory failed: retry, then replace the chip" },
 	[DFU_STATUS_ERR_VERIFY] = { "errVERIFY",
