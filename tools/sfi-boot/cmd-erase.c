@@ -63,8 +63,11 @@ static int erase_run(struct sfi_boot *b, int argc, char **argv)
 		return SFI_BOOT_EXIT_FILE;
 	}
 	erase_parse(argc, argv, &kind, pages);
-	r = link_erase(b->link, kind, kind == LINK_ERASE_PAGES ? pages : NULL,
-		       kind == LINK_ERASE_PAGES ? (size_t)argc : 0);
+	if (b->link)
+		r = link_erase(b->link, kind, kind == LINK_ERASE_PAGES ? pages : NULL,
+			       kind == LINK_ERASE_PAGES ? (size_t)argc : 0);
+	else
+		r = sfi_boot_dfu_erase(b, kind, pages, (size_t)argc);
 	free(pages);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "erase");

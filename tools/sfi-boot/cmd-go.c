@@ -18,7 +18,7 @@ static int go_run(struct sfi_boot *b, int argc, char **argv)
 	int r;
 
 	sfi_boot_parse_u32(argv[0], &addr);
-	r = link_go(b->link, addr);
+	r = b->link ? link_go(b->link, addr) : sfi_boot_dfu_go(b, addr);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "go");
 	return SFI_BOOT_EXIT_OK;

@@ -96,6 +96,46 @@ static void info_print_osfi(const struct osfi_info *i)
 	}
 }
 
+/* info over USB DFU: the descriptors, then GET_INFO on the OSFI alternate for the chip's
+ * UID and product state (the USB serial string is not the chip's identity). */
+static int info_run_dfu(struct sfi_boot *b)
+{
+	struct transport_identity id;
+	struct transport_answer a = { 0 };
+	struct osfi_request req = { .subop = OSFI_OP_GET_INFO, .answer_max = OSFI_INFO_LEN };
+	uint8_t ans[OSFI_INFO_LEN];
+	struct osfi_info oi;
+	bool osfi = false;
+	int r;
+
+	r = sfi_boot_dfu_describe(b, &osfi);
+	if (r != SFI_BOOT_EXIT_OK)
+		return r;
+	if (!osfi) {
+		printf("osfi:          no \"@OSFI v1\" alternate setting\n");
+		return SFI_BOOT_EXIT_OK;
+	}
+	r = transport_identify_sync(b->tp, &id);
+	if (r < 0)
+		return sfi_boot_dfu_fail(b, r, "identify");
+	printf("device id:     0x%03x (%s)\n", id.pid, part_name(id.pid));
+	r = transport_osfi_sync(b->tp, &req, ans, sizeof(ans), &a);
+	if (r < 0)
+		return sfi_boot_dfu_fail(b, r, "OSFI GET_INFO");
+	if (a.status != OSFI_ST_OK || osfi_info_decode(ans, a.len, &oi) < 0) {
+		sfi_boot_error("OSFI GET_INFO: the chip answered %s", osfi_status_name(a.status));
+		return SFI_BOOT_EXIT_REFUSED;
+	}
+	printf("uid:           ");
+	for (size_t i = 0; i < sizeof(oi.uid); i++)
+		printf("%02x", oi.uid[i]);
+	printf("\n");
+	printf("product state: %s (0x%02x)\n", product_state_name(oi.product_state),
+	       oi.product_state);
+	info_print_osfi(&oi);
+	return SFI_BOOT_EXIT_OK;
+}
+
 static int info_run(struct sfi_boot *b, int argc, char **argv)
 {
 	struct an3155_get_info g;
@@ -106,6 +146,8 @@ static int info_run(struct sfi_boot *b, int argc, char **argv)
 	bool ok, osfi = false;
 	int r;
 
+	if (!b->link)
+		return info_run_dfu(b);
 	r = link_get(b->link, &g);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "Get");

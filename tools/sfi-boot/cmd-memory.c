@@ -73,9 +73,9 @@ static int read_run(struct sfi_boot *b, int argc, char **argv)
 		sfi_boot_error("out of memory for %u bytes", len);
 		return SFI_BOOT_EXIT_FILE;
 	}
-	if (b->progress)
+	if (b->progress && b->link)
 		link_set_progress(b->link, sfi_boot_progress, (void *)"read");
-	r = link_read_memory(b->link, addr, buf, len);
+	r = sfi_boot_mem_read(b, addr, buf, len);
 	sfi_boot_progress_end(b);
 	if (r < 0) {
 		free(buf);
@@ -185,10 +185,11 @@ static int write_run(struct sfi_boot *b, int argc, char **argv)
 		return SFI_BOOT_EXIT_FILE;
 	}
 
-	link_set_write_unit(b->link, write_unit(addr));
-	if (b->progress)
+	if (b->link)
+		link_set_write_unit(b->link, write_unit(addr));
+	if (b->progress && b->link)
 		link_set_progress(b->link, sfi_boot_progress, (void *)"write");
-	r = link_write_memory(b->link, addr, data, len);
+	r = sfi_boot_mem_write(b, addr, data, len);
 	sfi_boot_progress_end(b);
 	if (r < 0) {
 		ret = sfi_boot_fail(b, r, "write");
@@ -203,9 +204,9 @@ static int write_run(struct sfi_boot *b, int argc, char **argv)
 		ret = SFI_BOOT_EXIT_FILE;
 		goto out;
 	}
-	if (b->progress)
+	if (b->progress && b->link)
 		link_set_progress(b->link, sfi_boot_progress, (void *)"verify");
-	r = link_read_memory(b->link, addr, back, len);
+	r = sfi_boot_mem_read(b, addr, back, len);
 	sfi_boot_progress_end(b);
 	if (r < 0) {
 		ret = sfi_boot_fail(b, r, "verify");
@@ -221,7 +222,8 @@ static int write_run(struct sfi_boot *b, int argc, char **argv)
 		}
 	}
 out:
-	link_set_progress(b->link, NULL, NULL);
+	if (b->link)
+		link_set_progress(b->link, NULL, NULL);
 	free(back);
 	free(data);
 	return ret;

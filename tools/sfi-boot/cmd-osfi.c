@@ -324,17 +324,18 @@ static int install_run(struct sfi_boot *b, int argc, char **argv)
 		osfi_session_expect_state(s, ps);
 	}
 
-	/* OSFI streams on Extended Special: say so plainly when the bootloader lacks it. */
+	/* OSFI needs Special and Extended Special on UART, the OSFI alternate on DFU: say so
+	 * plainly when the bootloader lacks them. */
 	{
-		struct an3155_get_info g;
+		struct transport_identity id;
 
-		r = link_get(b->link, &g);
+		r = transport_identify_sync(b->tp, &id);
 		if (r < 0) {
-			ret = sfi_boot_fail(b, r, "install: Get");
+			b->tp_failed = true;
+			ret = sfi_boot_fail(b, r, "install: identify");
 			goto out;
 		}
-		if (!an3155_get_has(&g, AN3155_CMD_SPECIAL) ||
-		    !an3155_get_has(&g, AN3155_CMD_EXTENDED_SPECIAL)) {
+		if (!id.osfi) {
 			sfi_boot_error("install: the bootloader does not offer Special (0x50) and "
 				       "Extended Special (0x51); it cannot run OSFI");
 			ret = SFI_BOOT_EXIT_REFUSED;

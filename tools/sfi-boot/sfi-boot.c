@@ -53,7 +53,7 @@ int sfi_boot_fail(struct sfi_boot *b, int r, const char *what)
 	if (!why || !*why)
 		why = an3155_strerror(r);
 	sfi_boot_error("%s: %s", what, why);
-	if (r == -AN3155_E_NACK)
+	if (r == -AN3155_E_NACK || r == -DFUSE_E_STALL || r == -DFUSE_E_STATUS)
 		return SFI_BOOT_EXIT_REFUSED;
 	return SFI_BOOT_EXIT_LINK;
 }
@@ -159,6 +159,15 @@ static int sfi_boot_connect(struct sfi_boot *b)
 		sfi_boot_error("%s", *err ? err : an3155_strerror(r));
 		return SFI_BOOT_EXIT_LINK;
 	}
+	if (sfi_boot_is_dfu_spec(b->port_spec)) {
+		enum transport_presence p;
+
+		/* USB DFU: the device on the bound port, its DFU state machine idle. */
+		r = transport_probe_sync(b->tp, 0, &p);
+		if (r < 0)
+			return sfi_boot_dfu_fail(b, r, "DFU device");
+		return SFI_BOOT_EXIT_OK;
+	}
 	b->link = transport_uart_link(b->tp);
 	if (b->entry) {
 		r = link_enter_bootloader(b->link, b->entry);
@@ -262,7 +271,11 @@ int main(int argc, char **argv)
 		sfi_boot_error("--port is required (e.g. --port serial:SFIA0003)");
 		return SFI_BOOT_EXIT_USAGE;
 	}
-	{
+	if (sfi_boot_is_dfu_spec(b.port_spec) && b.entry) {
+		sfi_boot_error("--entry drives a serial adapter's modem lines: not with a DFU port");
+		return SFI_BOOT_EXIT_USAGE;
+	}
+	if (!sfi_boot_is_dfu_spec(b.port_spec)) {
 		struct link_spec spec;
 		char err[256];
 

@@ -54,6 +54,19 @@ extern const struct sfi_boot_command sfi_boot_cmd_cert;
 extern const struct sfi_boot_command sfi_boot_cmd_install;
 extern const struct sfi_boot_command sfi_boot_cmd_list;
 
+/* USB DFU (cmd-dfu.c): with --port dfu:... b->link is NULL and these run on the DfuSe
+ * backend; the memory helpers pick the link's way. */
+bool sfi_boot_is_dfu_spec(const char *spec);
+int sfi_boot_mem_read(struct sfi_boot *b, uint32_t addr, uint8_t *buf, size_t len);
+int sfi_boot_mem_write(struct sfi_boot *b, uint32_t addr, const uint8_t *data, size_t len);
+int sfi_boot_dfu_erase(struct sfi_boot *b, enum link_erase_kind kind, const uint16_t *pages,
+		       size_t n);
+int sfi_boot_dfu_go(struct sfi_boot *b, uint32_t addr);
+/* Prints the USB and DFU descriptors; returns an enum sfi_boot_exit value. */
+int sfi_boot_dfu_describe(struct sfi_boot *b, bool *ret_osfi);
+/* sfi_boot_fail() with the transport's reason. */
+int sfi_boot_dfu_fail(struct sfi_boot *b, int r, const char *what);
+
 /* Prints "sfi-boot: <what>: <link's reason>" once and returns the exit code for error r. */
 int sfi_boot_fail(struct sfi_boot *b, int r, const char *what);
 /* Prints "sfi-boot: <message>" on stderr. */
