@@ -395,6 +395,14 @@ static int handler(void *user, const char *section, const char *name, const char
 				c->result_hook_timeout_ms = (unsigned)x;
 			return 1;
 		}
+	} else if (strcmp(section, "central") == 0) {
+		char why[512];
+		int r = central_config_set(&c->central, name, value, why, sizeof(why));
+
+		if (r < 0)
+			fail(st, st->line, "%s", why);
+		if (r != 0)
+			return 1;
 	} else if (strcmp(section, "limits") == 0) {
 		if (strcmp(name, "shutdown_timeout_ms") == 0) {
 			if (set_uint(st, section, name, value, 0, 600000, &x))
@@ -480,6 +488,14 @@ static void config_check(struct parse_state *st)
 	if (!c->db_path) {
 		fail(st, st->line, "key 'path' missing in [database]");
 		return;
+	}
+	{
+		char why[512];
+
+		if (central_config_check(&c->central, why, sizeof(why)) < 0) {
+			fail(st, st->line, "%s", why);
+			return;
+		}
 	}
 	if (!c->station && !(c->station = strdup("line"))) {
 		fail(st, st->line, "out of memory");
@@ -579,6 +595,7 @@ struct config *config_free(struct config *c)
 		free(c->slots[i].port);
 		free(c->slots[i].entry);
 	}
+	central_config_clear(&c->central);
 	free(c->path);
 	free(c->station);
 	free(c->hsm_module);

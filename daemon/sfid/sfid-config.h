@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "central-config.h"
+
 #define CONFIG_SLOTS_MAX 64
 #define CONFIG_NAME_MAX 32
 
@@ -56,6 +58,7 @@ struct config {
 	unsigned long long db_max_bytes; /* database size limit, 0 none */
 	char *result_hook;		/* [hooks] result: run with one JSON line per result */
 	unsigned result_hook_timeout_ms;
+	struct central_config central; /* [central]: conninfo NULL when nothing is shipped */
 };
 
 /* Reads and checks path. Returns 0 and a new config in *ret, or a negative errno with one

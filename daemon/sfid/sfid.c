@@ -32,6 +32,7 @@
 #include "job.h"
 #include "license.h"
 #include "recorder.h"
+#include "shipper.h"
 #include "an3155-wire.h"
 #include "log.h"
 #include "server.h"
@@ -452,6 +453,7 @@ static void cmd_status(struct sfid *d, struct client *c, const struct control_re
 		json_object_array_add(a, slot_status_json(d->slots[i]));
 	json_object_object_add(o, "slots", a);
 	json_object_object_add(o, "counter_changes", counter_changes_json(d, NULL));
+	json_object_object_add(o, "central", d->shipper ? shipper_status_json(d->shipper) : NULL);
 	server_reply_ok(c, req->id, o);
 }
 
@@ -1857,6 +1859,10 @@ int main(int argc, char **argv)
 		if (ev_wd)
 			evtimer_add(ev_wd, &tv);
 	}
+	if (d.cfg->central.conninfo &&
+	    shipper_new(&d.cfg->central, d.cfg->db_path, d.cfg->station, &d.shipper, err,
+			sizeof(err)) < 0)
+		log_error("central: the trail is not shipped: %s", err);
 	log_info("sfid %s: station %s, %zu slots, control socket %s", SFID_VERSION, d.cfg->station,
 		 d.n_slots, d.cfg->socket_path);
 	sd_notify(0, "READY=1");
@@ -1885,6 +1891,7 @@ out:
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_stop(d.slots[i], "sfid shut down during the install");
 	d.recorder = recorder_free(d.recorder);
+	d.shipper = shipper_free(d.shipper);
 	d.hooks = hooks_free(d.hooks);
 	d.server = server_free(d.server);
 	for (size_t i = 0; i < d.n_slots; i++)

@@ -40,6 +40,7 @@ struct sfid {
 	struct server *server;
 	struct workers *workers;	/* PKCS#11 calls and license issuance */
 	struct recorder *recorder;	/* database writes, in order, on their own thread */
+	struct shipper *shipper;	/* [central]: the trail to the central store, or NULL */
 	struct hsm *hsm;		/* tokens[0].h */
 	struct db *db;			/* the loop's connection: reads only */
 	struct db *ldb;			/* the license chain's connection (one chain at a time) */
