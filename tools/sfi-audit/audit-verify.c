@@ -968,7 +968,11 @@ static int verify_one(struct verifier *v, FILE *in, uint8_t prev[AUDIT_HASH_SIZE
 		bad_line(v, 0, "line 1", "the export is empty (no metadata line)");
 		goto out;
 	}
-	if (meta.format == 2 && !ended) {
+	if (meta.format == 2 && !ended && v->opts && v->opts->store_copy) {
+		/* A store's copy has no end: what follows the last checkpoint is named. */
+		if (last_seq > res->covered_seq)
+			res->uncovered_from = res->covered_seq + 1;
+	} else if (meta.format == 2 && !ended) {
 		bad_line(v, last_seq ? last_seq + 1 : meta.first_seq, "end line", "the export was cut: it ends after %s%" PRIu64 " without its "
 			 "end line", last_seq ? "record " : "the metadata", last_seq);
 		if (!last_seq)

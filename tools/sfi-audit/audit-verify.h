@@ -38,6 +38,10 @@ struct verify_options {
 	size_t n_keys;
 	const struct verify_expect *expect;
 	size_t n_expect;
+	/* The trail is a store's copy (the central server's), not an export: one stream with
+	 * its metadata and records and no end line. Nothing signed marks its end, so the
+	 * records after the last signed checkpoint are named in uncovered_from. */
+	bool store_copy;
 };
 
 /* What the trail proves about one token. */
@@ -64,6 +68,8 @@ struct verify_result {
 	size_t exports;           /* exports read */
 	size_t signed_ends;       /* their end lines signed by a key of the ring */
 	uint64_t covered_seq;     /* records up to here are covered by a valid signature */
+	uint64_t uncovered_from;  /* store_copy: records from here to last_seq follow the last
+				   * signed checkpoint (0: none) */
 	uint64_t spends, installed, not_installed, unconfirmed;
 	char station[128];        /* of the (last) export; "" if it names none */
 	char version[64];

@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 #include <openssl/pem.h>
 
+#include "audit-central.h"
 #include "audit-verify.h"
 #include "config.h"
 
@@ -34,7 +35,10 @@ static void usage(FILE *f)
 	fprintf(f, "Usage: sfi-audit verify EXPORT.jsonl... --pubkey AUDIT.pem [--pubkey OLD.pem]...\n"
 		   "                        [--expect-counter SERIAL=N]... [--expect-json INFO.json]\n"
 		   "                        [--quiet]\n"
+		   "       sfi-audit verify --pg CONNINFO --station NAME --pubkey AUDIT.pem...\n"
+		   "                        [--password-file FILE] [--expect-counter SERIAL=N]...\n"
 		   "       sfi-audit report EXPORT.jsonl [--json]\n"
+		   "       sfi-audit report --pg CONNINFO [--password-file FILE] [--json]\n"
 		   "       sfi-audit report EXPORT.jsonl --html [--pubkey AUDIT.pem]...\n"
 		   "                        [--expect-counter SERIAL=N]... [--expect-json INFO.json]\n"
 		   "       sfi-audit --version\n"
@@ -180,6 +184,10 @@ static void print_result(const struct verify_result *res, bool quiet)
 				printf("; the token read %" PRId64 " at export", t->export_counter);
 			putchar('\n');
 		}
+		if (res->uncovered_from)
+			printf("not yet covered by a signed checkpoint: records %" PRIu64 "..%" PRIu64
+			       " (they link and hash correctly; the station signs the next "
+			       "checkpoint soon)\n", res->uncovered_from, res->last_seq);
 		for (size_t i = 0; i < res->n_notes; i++)
 			printf("counter change not made by sfid: %s\n", res->notes[i]);
 		for (size_t i = 0; i < res->n_key_changes; i++)
@@ -258,9 +266,14 @@ static int cmd_verify(int argc, char **argv)
 		{ "expect-counter", required_argument, NULL, 'e' },
 		{ "expect-json", required_argument, NULL, 'J' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "pg", required_argument, NULL, 'P' },
+		{ "station", required_argument, NULL, 'S' },
+		{ "password-file", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	const char *pg = NULL, *station = NULL, *password_file = NULL;
+	char err[1024] = "";
 	struct verify_key keys[KEYS_MAX];
 	struct verify_expect expect[EXPECT_MAX];
 	struct verify_options vo = { .keys = keys, .expect = expect };
@@ -281,6 +294,15 @@ static int cmd_verify(int argc, char **argv)
 		case 'q':
 			quiet = true;
 			break;
+		case 'P':
+			pg = optarg;
+			break;
+		case 'S':
+			station = optarg;
+			break;
+		case 'W':
+			password_file = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			code = EXIT_VERIFIED;
@@ -289,6 +311,29 @@ static int cmd_verify(int argc, char **argv)
 			usage(stderr);
 			goto out;
 		}
+	}
+	if (pg) {
+		if (optind != argc || !station || vo.n_keys == 0) {
+			fprintf(stderr, "sfi-audit: verify --pg takes --station NAME and --pubkey, and "
+					"no export file\n");
+			usage(stderr);
+			goto out;
+		}
+		res = calloc(1, sizeof(*res));
+		if (!res)
+			goto out;
+		r = central_verify(pg, password_file, station, &vo, res, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "sfi-audit: %s\n", err);
+			goto out;
+		}
+		print_result(res, quiet);
+		code = exit_code(res->status);
+		goto out;
+	}
+	if (station || password_file) {
+		fprintf(stderr, "sfi-audit: --station and --password-file go with --pg\n");
+		goto out;
 	}
 	if (optind >= argc || vo.n_keys == 0 || argc - optind > EXPORTS_MAX) {
 		usage(stderr);
@@ -355,9 +400,12 @@ static int cmd_report(int argc, char **argv)
 		{ "pubkey", required_argument, NULL, 'k' },
 		{ "expect-counter", required_argument, NULL, 'e' },
 		{ "expect-json", required_argument, NULL, 'J' },
+		{ "pg", required_argument, NULL, 'P' },
+		{ "password-file", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'h' },
 		{}
 	};
+	const char *pg = NULL, *password_file = NULL;
 	enum report_format format = REPORT_TEXT;
 	struct verify_key keys[KEYS_MAX];
 	struct verify_expect expect[EXPECT_MAX];
@@ -376,6 +424,12 @@ static int cmd_report(int argc, char **argv)
 		case 'H':
 			format = REPORT_HTML;
 			break;
+		case 'P':
+			pg = optarg;
+			break;
+		case 'W':
+			password_file = optarg;
+			break;
 		case 'k':
 		case 'e':
 		case 'J':
@@ -390,6 +444,27 @@ static int cmd_report(int argc, char **argv)
 			usage(stderr);
 			goto out;
 		}
+	}
+	if (pg) {
+		unsigned flagged = 0;
+
+		if (optind != argc || format == REPORT_HTML || vo.n_keys || vo.n_expect) {
+			fprintf(stderr, "sfi-audit: report --pg takes no export file, and --json at "
+					"most (verify each station with verify --pg)\n");
+			goto out;
+		}
+		r = central_report(pg, password_file, stdout, format == REPORT_JSON, &flagged, err,
+				   sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "sfi-audit: %s\n", err);
+			goto out;
+		}
+		code = EXIT_VERIFIED;
+		goto out;
+	}
+	if (password_file) {
+		fprintf(stderr, "sfi-audit: --password-file goes with --pg\n");
+		goto out;
 	}
 	if (optind + 1 != argc || (format != REPORT_HTML && (vo.n_keys || vo.n_expect))) {
 		if (format != REPORT_HTML && (vo.n_keys || vo.n_expect))

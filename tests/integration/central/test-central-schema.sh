@@ -7,6 +7,7 @@
 set -euo pipefail
 crash=$1
 central=$2
+audit=$3
 here=$(cd "$(dirname "$0")" && pwd)
 roles_sql=$here/../../../central/roles.sql
 dir=$(mktemp -d "${TMPDIR:-/tmp}/sfid-central-schema-XXXXXX")
@@ -112,4 +113,25 @@ as aud -c "SELECT count(*) FROM sfid_central.token_counters" >/dev/null
 if as aud -c "DELETE FROM sfid_central.refusals" 2>/dev/null; then fail "auditor deleted"; fi
 if pg_psql -c "DELETE FROM sfid_central.records WHERE seq = 1" 2>"$dir/err"; then fail "delete allowed"; fi
 grep -q "append-only" "$dir/err" || fail "append-only: $(cat "$dir/err")"
+# sfi-audit verifies the centre's copy with the checks it makes on an export, and names a
+# record changed there (by someone who may switch the append-only trigger off).
+openssl pkey -in "$dir/key.pem" -pubout -out "$dir/pub.pem" 2>/dev/null
+PGPASSFILE=$dir/pgpass "$audit" verify --pg "$(pg_conninfo aud)" --station line-1 \
+	--pubkey "$dir/pub.pem" >"$dir/verify.out" || fail "verify --pg: $(cat "$dir/verify.out")"
+grep -q "^VERIFIED$" "$dir/verify.out" || fail "verify --pg: $(cat "$dir/verify.out")"
+grep -q "records 1..$n ($n records" "$dir/verify.out" || fail "verify --pg range: $(cat "$dir/verify.out")"
+if PGPASSFILE=$dir/pgpass "$audit" verify --pg "$(pg_conninfo aud)" --station nowhere \
+	--pubkey "$dir/pub.pem" >/dev/null 2>"$dir/err"; then fail "an unknown station verified"; fi
+grep -q 'knows no station "nowhere"' "$dir/err" || fail "unknown station: $(cat "$dir/err")"
+pg_psql -c "ALTER TABLE sfid_central.records DISABLE TRIGGER records_no_update" \
+	-c "UPDATE sfid_central.records SET line = replace(line, '\"bytes\":2048', '\"bytes\":2049') WHERE station = 'line-1' AND seq = (SELECT min(seq) FROM sfid_central.records WHERE station = 'line-1' AND line LIKE '%\"bytes\":2048%')"
+bad=$(pg_psql -At -c "SELECT min(seq) FROM sfid_central.records WHERE station = 'line-1' AND line LIKE '%\"bytes\":2049%'")
+[ -n "$bad" ] || fail "the test could not change a record"
+if PGPASSFILE=$dir/pgpass "$audit" verify --pg "$(pg_conninfo aud)" --station line-1 \
+	--pubkey "$dir/pub.pem" >"$dir/verify.out"; then fail "a changed central record verified"; fi
+grep -q "^BAD record $bad:" "$dir/verify.out" || fail "the changed record is not named: $(cat "$dir/verify.out")"
+PGPASSFILE=$dir/pgpass "$audit" report --pg "$(pg_conninfo aud)" >"$dir/report.out" ||
+	fail "report --pg: $(cat "$dir/report.out")"
+grep -q "^station line-1: " "$dir/report.out" && grep -q "^no chip UID was installed at more than one station" "$dir/report.out" ||
+	fail "report --pg: $(cat "$dir/report.out")"
 echo "central schema: migrations, roles, idempotent push, fork and tamper refused"
