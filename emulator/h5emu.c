@@ -143,6 +143,8 @@ static struct {
 	bool uart, dfu;
 	uint16_t dfu_transfer;
 	uint32_t reenumerate_ms;
+	bool flash_timing_set;
+	uint64_t prog_unit_ns, erase_sector_ns, erase_bank_ns;
 	struct emu_usb *usb;
 	struct emu_usb_fault *usb_faults;
 	size_t n_usb_faults;
@@ -1191,6 +1193,8 @@ static void usage(FILE *f)
 		"                        or both (the same chips on both)\n"
 		"  --dfu-transfer-size N wTransferSize of the DFU devices, 64..4096 (2048)\n"
 		"  --reenumerate-ms MS   time a resetting DFU device stays off the bus (20)\n"
+		"  --flash-timing P,S,B  DFU flash times: P us per 16-byte write unit, S ms per\n"
+		"                        sector erase, B ms per bank (mass) erase\n"
 		"  --ports-per-adapter K with --umockdev: K slots per adapter, one USB interface\n"
 		"                        each (a multi-port adapter such as an FT4232H), 1..8\n"
 		"  --require-entry       chips boot the application; DTR/RTS select the bootloader\n"
@@ -1226,7 +1230,7 @@ static int parse_args(int argc, char **argv)
 {
 	enum { O_COUNT = 256, O_DIR, O_PROFILE, O_BAUD, O_STATE, O_FAULT, O_UMOCKDEV, O_ENTRY,
 	       O_PER_SLOT, O_RAMBUF, O_CAKEY, O_GLOBALKEY, O_SWAP, O_PORTS, O_TRANSPORT, O_XFER,
-	       O_REENUM, O_HELP };
+	       O_REENUM, O_FLASHT, O_HELP };
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, O_COUNT },
 		{ "dir", required_argument, NULL, O_DIR },
@@ -1245,6 +1249,7 @@ static int parse_args(int argc, char **argv)
 		{ "transport", required_argument, NULL, O_TRANSPORT },
 		{ "dfu-transfer-size", required_argument, NULL, O_XFER },
 		{ "reenumerate-ms", required_argument, NULL, O_REENUM },
+		{ "flash-timing", required_argument, NULL, O_FLASHT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 },
@@ -1372,6 +1377,23 @@ static int parse_args(int argc, char **argv)
 			}
 			E.dfu_transfer = (uint16_t)v;
 			break;
+		case O_FLASHT: {
+			double p, sec, bank;
+			int used = 0;
+
+			if (sscanf(optarg, "%lf,%lf,%lf%n", &p, &sec, &bank, &used) != 3 ||
+			    optarg[used] || p < 0 || p > 10000 || sec < 0 || sec > 10000 ||
+			    bank < 0 || bank > 100000) {
+				fprintf(stderr, "h5emu: --flash-timing: '%s' is not P_US,SECTOR_MS,BANK_MS.\n",
+					optarg);
+				return -EINVAL;
+			}
+			E.flash_timing_set = true;
+			E.prog_unit_ns = (uint64_t)(p * 1000.0 + 0.5);
+			E.erase_sector_ns = (uint64_t)(sec * 1e6 + 0.5);
+			E.erase_bank_ns = (uint64_t)(bank * 1e6 + 0.5);
+			break;
+		}
 		case O_REENUM:
 			if (parse_u64("--reenumerate-ms", optarg, 1, 15000, &v) < 0)
 				return -EINVAL;
@@ -1531,6 +1553,12 @@ static int setup_slots(void)
 		};
 		void *testbed = NULL;
 		char env[PATH_MAX];
+
+		if (E.flash_timing_set) {
+			cfg.dfu.timing.prog_unit_ns = E.prog_unit_ns;
+			cfg.dfu.timing.erase_sector_ns = E.erase_sector_ns;
+			cfg.dfu.timing.erase_bank_ns = E.erase_bank_ns;
+		}
 
 #ifdef HAVE_EMU_UMOCKDEV
 		if (E.um)

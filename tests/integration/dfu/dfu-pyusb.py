@@ -3,7 +3,9 @@
 # (device, configuration, alternate settings, the DFU functional descriptor inside the
 # configuration), DfuSe's Get commands, and the OSFI alternate as docs/protocol.md §11 maps
 # it: GET_INFO's request, busy status, result and answer; a malformed frame stalled with
-# errSTALLEDPKT; a refused sub-command ending in errVENDOR with its status in the answer.
+# errSTALLEDPKT; a refused sub-command ending in errVENDOR with its status in the answer;
+# the timing model (bwPollTimeout of an erase and a write, the chip busy meanwhile, one
+# control transfer per frame).
 # Runs h5emu, then itself as the client inside the umockdev testbed.
 import os
 import re
@@ -80,6 +82,44 @@ def client(expect_uid):
         fail("not dfuIDLE at start: %r" % (getstatus(),))
     if upload(0, xfer) != bytes([0x00, 0x21, 0x41]):
         fail("Get commands")
+
+    # The timing model (h5emu --flash-timing 50,3,20): bwPollTimeout is the operation's
+    # time in whole ms, and the chip answers nothing before it is over.
+    addr = (0x08000000 + 5 * 8192).to_bytes(4, "little")
+    dnload(0, bytes([0x21]) + addr)
+    st, poll, state = getstatus()
+    if (st, poll, state) != (0, 0, 4) or getstatus() != (0, 0, 5):
+        fail("Set Address Pointer: %r" % ((st, poll, state),))
+    dnload(0, bytes([0x41]) + addr)
+    st, poll, state = getstatus()
+    if (st, poll, state) != (0, 3, 4):
+        fail("sector erase: status %d poll %d state %d, expected poll 3" % (st, poll, state))
+    time.sleep(poll / 1000.0)
+    if getstatus() != (0, 0, 5):
+        fail("erase result")
+    block = os.urandom(xfer)
+    dnload(2, block)
+    st, poll, state = getstatus()
+    # 2048 bytes = 128 quad-words of 50 us = 6.4 ms.
+    if (st, poll, state) != (0, 7, 4):
+        fail("write: status %d poll %d state %d, expected poll 7" % (st, poll, state))
+    t0 = time.monotonic()
+    if getstatus() != (0, 0, 5):
+        fail("write result")
+    busy = time.monotonic() - t0
+    if busy < 0.006:
+        fail("the chip answered %.1f ms into a 6.4 ms write" % (busy * 1000))
+    d.ctrl_transfer(0x21, 6, 0, 0, None)
+    if upload(2, xfer) != block:
+        fail("the block read back differs")
+    d.ctrl_transfer(0x21, 6, 0, 0, None)
+    # One control transfer per 1 ms frame at most.
+    t0 = time.monotonic()
+    for _ in range(20):
+        getstatus()
+    if time.monotonic() - t0 < 0.019:
+        fail("20 GETSTATUS in %.1f ms: faster than one per frame" %
+             ((time.monotonic() - t0) * 1000))
 
     osfi = [a for a, n in zip(alts, names) if n.startswith("@OSFI v1")]
     d.set_interface_altsetting(0, osfi[0].bAlternateSetting)
@@ -160,7 +200,8 @@ def main():
         print("python3-usb is not installed (scripts/deps); skipping")
         sys.exit(SKIP)
     tmp = tempfile.mkdtemp(prefix="dfu-pyusb.", dir=os.environ.get("TMPDIR", "/tmp"))
-    emu = subprocess.Popen([h5emu, "--count", "1", "--dir", tmp + "/emu", "--transport", "dfu"],
+    emu = subprocess.Popen([h5emu, "--count", "1", "--dir", tmp + "/emu", "--transport", "dfu",
+                            "--flash-timing", "50,3,20"],
                            stdout=subprocess.PIPE, stderr=open(tmp + "/emu.log", "w"))
     try:
         r, _, _ = select.select([emu.stdout], [], [], 20)
