@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 
 #include "audit-format.h"
+#include "sfi-hex.h"
 
 #define CANON_DEPTH_MAX 16
 
@@ -237,41 +238,19 @@ int audit_hash_record(const uint8_t prev[AUDIT_HASH_SIZE], const char *canon, si
 
 void audit_hex_encode(const uint8_t *data, size_t len, char *out)
 {
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[data[i] >> 4];
-		out[2 * i + 1] = digits[data[i] & 0x0f];
-	}
-	out[2 * len] = '\0';
-}
-
-static int hex_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
+	sfi_hex_encode(data, len, out);
 }
 
 bool audit_is_hex(const char *s, size_t len)
 {
-	if (!s || strlen(s) != len)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (hex_nibble(s[i]) < 0)
-			return false;
-	return true;
+	return sfi_hex_is_lower(s, len);
 }
 
 int audit_hex_decode(const char *hex, uint8_t *out, size_t len)
 {
-	if (!audit_is_hex(hex, 2 * len))
+	if (!sfi_hex_is_lower(hex, 2 * len))
 		return -EINVAL;
-	for (size_t i = 0; i < len; i++)
-		out[i] = (uint8_t)(hex_nibble(hex[2 * i]) << 4 | hex_nibble(hex[2 * i + 1]));
-	return 0;
+	return sfi_hex_decode(hex, out, len);
 }
 
 static int fail(char *errbuf, size_t errlen, const char *fmt, ...)

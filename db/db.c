@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "db-internal.h"
+#include "sfi-time.h"
 
 #define DEFAULT_CHECKPOINT_RECORDS 256
 #define DEFAULT_CHECKPOINT_SECONDS 300
@@ -30,10 +31,7 @@ static const uint8_t genesis_hash[DB_HASH_SIZE];
 
 int64_t db_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return sfi_realtime_ms();
 }
 
 int db_fail(struct db *db, int r, const char *fmt, ...)

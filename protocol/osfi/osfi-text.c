@@ -11,6 +11,8 @@
 #include "osfi.h"
 #include "osfi-util.h"
 #include "an3155-wire.h"
+#include "sfi-hex.h"
+#include "sfi-parse.h"
 
 static const char *const osfi_option_names[OSFI_OPT_MAX + 1] = {
 	[OSFI_OPT_OPTSR] = "OPTSR_PRG",	      [OSFI_OPT_OPTSR2] = "OPTSR2_PRG",
@@ -58,32 +60,7 @@ const char *osfi_product_state_name(uint8_t ps)
 
 int osfi_number_parse(const char *s, uint32_t *ret)
 {
-	unsigned long long v;
-	const char *p;
-	char *end;
-	int base = 10;
-
-	if (!s || !*s)
-		return -EINVAL;
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-	} else if (s[0] == '0' && s[1]) {
-		return -EINVAL; /* octal to strtoull, ten to a reader: neither is assumed */
-	}
-	/* Only digits of the base: strtoull alone would take spaces, a sign, and a second
-	 * "0x" after the first ("0x0x7" read as 7). */
-	if (!*s)
-		return -EINVAL;
-	for (p = s; *p; p++)
-		if (base == 16 ? !isxdigit((unsigned char)*p) : !isdigit((unsigned char)*p))
-			return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, base);
-	if (errno || *end || v > UINT32_MAX)
-		return -EINVAL;
-	*ret = (uint32_t)v;
-	return 0;
+	return sfi_parse_u32(s, ret);
 }
 
 int osfi_product_state_parse(const char *s, uint8_t *ret_ps)
@@ -374,20 +351,6 @@ out:
 	return r;
 }
 
-static int osfi_hex_decode(const char *s, uint8_t *out, size_t n)
-{
-	if (strlen(s) != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		char byte[3] = { s[2 * i], s[2 * i + 1], 0 };
-
-		if (!isxdigit((unsigned char)byte[0]) || !isxdigit((unsigned char)byte[1]))
-			return -EINVAL;
-		out[i] = (uint8_t)strtoul(byte, NULL, 16);
-	}
-	return 0;
-}
-
 #define OSFI_MODULES_MAX 256
 
 int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **ret_entries,
@@ -442,7 +405,7 @@ int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **
 			uint8_t expect[OSFI_ID_LEN];
 
 			e.hsm = true;
-			if (osfi_hex_decode(f[1] + 4, e.firmware_id, OSFI_ID_LEN) < 0) {
+			if (sfi_hex_decode(f[1] + 4, e.firmware_id, OSFI_ID_LEN) < 0) {
 				r = osfi_text_why(why, why_len, lineno,
 						  "`hsm:` must be followed by 64 hex digits");
 				goto fail;

@@ -212,9 +212,8 @@ int osfi_option_from_name(const char *name, uint16_t *ret_reg);
 const char *osfi_product_state_name(uint8_t ps);
 /* A product state from its name (case-insensitive) or its value (0x72). 0 or -ENOENT. */
 int osfi_product_state_parse(const char *s, uint8_t *ret_ps);
-/* Parses an unsigned 32-bit number strictly: decimal digits without a leading zero, or 0x and
- * hexadecimal digits; no sign, space or anything after. Returns 0 or -EINVAL. The tools
- * and the text formats read every number through it. */
+/* sfi_parse_u32() (common/sfi-parse.h), through which the text formats read every number:
+ * decimal digits without a leading zero, or 0x and hexadecimal digits; 0 or -EINVAL. */
 int osfi_number_parse(const char *s, uint32_t *ret);
 /* Encodes n records (8 bytes each). Returns the length or -ENOBUFS/-EINVAL. */
 int osfi_options_encode(const struct osfi_option *opts, size_t n, uint8_t *out, size_t outmax);

@@ -22,6 +22,8 @@
 #include "hsm.h"
 #include "hsm-provision.h"
 #include "osfi/osfi.h"
+#include "sfi-hex.h"
+#include "sfi-parse.h"
 
 enum exit_code {
 	EXIT_OK = 0,
@@ -361,12 +363,6 @@ static int open_token(const struct args *a, struct hsm **ret_h)
 	return 0;
 }
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", p[i]);
-}
-
 static int cmd_provision(const struct args *a)
 {
 	struct hsm_provision p = { 0 };
@@ -446,10 +442,10 @@ static int cmd_info(const struct args *a)
 		return r;
 	}
 	hsm_close(h);
-	hex(fw, sizeof(fw), fwh);
-	hex(lk, sizeof(lk), lkh);
-	hex(ak, sizeof(ak), akh);
-	hex(ca, sizeof(ca), cah);
+	sfi_hex_encode(fw, sizeof(fw), fwh);
+	sfi_hex_encode(lk, sizeof(lk), lkh);
+	sfi_hex_encode(ak, sizeof(ak), akh);
+	sfi_hex_encode(ca, sizeof(ca), cah);
 
 	if (has_granted)
 		snprintf(grh, sizeof(grh), "%" PRIu32 " (spent: %" PRIu32 ")", granted,
@@ -659,7 +655,7 @@ static int cmd_audit_pubkey(const struct args *a)
 
 static int parse_u32(const char *s, const char *opt, uint32_t *ret)
 {
-	if (osfi_number_parse(s, ret) < 0) {
+	if (sfi_parse_u32(s, ret) < 0) {
 		fprintf(stderr, "sfi-hsm: %s: not a number in 0..4294967295: %s\n", opt, s);
 		return -1;
 	}

@@ -13,52 +13,7 @@
 #include <unistd.h>
 
 #include "fw-load.h"
-
-int fw_read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
-{
-	struct stat st;
-	uint8_t *buf;
-	size_t got = 0;
-	int fd, r = 0;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		goto out;
-	}
-	if ((uint64_t)st.st_size > max) {
-		r = -EFBIG;
-		goto out;
-	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
-		r = -ENOMEM;
-		goto out;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			free(buf);
-			goto out;
-		}
-		got += (size_t)n;
-	}
-	*ret = buf;
-	*ret_len = got;
-out:
-	close(fd);
-	return r;
-}
+#include "sfi-file.h"
 
 static int fw_add(struct fw_image *fw, uint32_t addr, const uint8_t *data, size_t n,
 		  const char *source)
@@ -276,7 +231,7 @@ int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr,
 	int r;
 
 	fw->merge_from = fw->n;
-	r = fw_read_file(path, 64u << 20, &buf, &len);
+	r = sfi_file_read(path, 64u << 20, &buf, &len);
 	if (r < 0) {
 		snprintf(why, why_len, "%s: %s", path, strerror(-r));
 		return -1;

@@ -22,6 +22,4 @@ struct fw_image {
  * (naming the file and line or address) in why. */
 int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *why,
 	    size_t why_len);
-/* Reads a whole file (at most max bytes). Returns 0 or -errno. */
-int fw_read_file(const char *path, size_t max, uint8_t **ret, size_t *ret_len);
 void fw_image_clear(struct fw_image *fw);

@@ -17,6 +17,9 @@
 #include "config.h"
 #include "fw-load.h"
 #include "osfi.h"
+#include "sfi-file.h"
+#include "sfi-hex.h"
+#include "sfi-parse.h"
 
 /* Exit codes (documented in --help). */
 enum {
@@ -66,11 +69,6 @@ static int fail(int code, const char *fmt, ...)
 	return code;
 }
 
-static int parse_u32(const char *s, uint32_t *ret)
-{
-	return osfi_number_parse(s, ret);
-}
-
 /* Reads a raw key file of exactly n bytes into key. A key file other users may read or
  * write is refused, as sfid refuses such a PIN file: the key would be as good as published,
  * or could be replaced. */
@@ -85,7 +83,7 @@ static int read_key(const char *path, uint8_t *key, size_t n)
 		return fail(EXIT_INPUT, "key file %s: other users may read or write it (mode %04o); "
 			    "make it private (chmod o-rwx) and keep the key secret", path,
 			    (unsigned)(st.st_mode & 07777));
-	r = fw_read_file(path, 4096, &buf, &len);
+	r = sfi_file_read(path, 4096, &buf, &len);
 	if (r < 0)
 		return fail(EXIT_INPUT, "cannot read key file %s: %s", path, strerror(-r));
 	if (len != n) {
@@ -150,7 +148,7 @@ static int split_at(char *arg, uint32_t *ret_addr, bool *ret_has)
 	if (!at)
 		return 0;
 	*at = '\0';
-	if (parse_u32(at + 1, ret_addr) < 0)
+	if (sfi_parse_u32(at + 1, ret_addr) < 0)
 		return -EINVAL;
 	*ret_has = true;
 	return 0;
@@ -228,15 +226,15 @@ static int cmd_create(int argc, char **argv)
 			break;
 		}
 		case 'd':
-			if (parse_u32(optarg, &device) < 0 || device > 0xffff)
+			if (sfi_parse_u32(optarg, &device) < 0 || device > 0xffff)
 				return fail(EXIT_USAGE, "--device needs a device id such as 0x484");
 			break;
 		case 'v':
-			if (parse_u32(optarg, &version) < 0)
+			if (sfi_parse_u32(optarg, &version) < 0)
 				return fail(EXIT_USAGE, "--version needs a 32-bit number");
 			break;
 		case 'r':
-			if (parse_u32(optarg, &ram) < 0 || ram < 64)
+			if (sfi_parse_u32(optarg, &ram) < 0 || ram < 64)
 				return fail(EXIT_USAGE, "--ram-buffer needs a size of at least 64 bytes");
 			break;
 		case 'h':
@@ -257,7 +255,7 @@ static int cmd_create(int argc, char **argv)
 		uint8_t *text;
 		size_t len;
 
-		r = fw_read_file(options, 1 << 20, &text, &len);
+		r = sfi_file_read(options, 1 << 20, &text, &len);
 		if (r < 0)
 			return fail(EXIT_INPUT, "cannot read option file %s: %s", options, strerror(-r));
 		r = osfi_options_parse_csv((const char *)text, len, ob, OSFI_OPT_MAX, &n_ob, why,
@@ -325,7 +323,7 @@ static int cmd_create(int argc, char **argv)
 			ret = fail(EXIT_USAGE, "--secret %s: needs FILE@ADDR", secrets[i]);
 			goto out;
 		}
-		r = fw_read_file(secrets[i], 1 << 20, &secret_bufs[i], &len);
+		r = sfi_file_read(secrets[i], 1 << 20, &secret_bufs[i], &len);
 		if (r < 0 || len == 0) {
 			ret = fail(EXIT_INPUT, "secret %s: %s", secrets[i], r < 0 ? strerror(-r) : "empty file");
 			goto out;
@@ -353,7 +351,7 @@ static int cmd_create(int argc, char **argv)
 			goto out;
 		}
 		*colon1 = *colon2 = '\0';
-		if (split_at(modules[i], &addr, &has) < 0 || !has || parse_u32(colon1 + 1, &id) < 0 ||
+		if (split_at(modules[i], &addr, &has) < 0 || !has || sfi_parse_u32(colon1 + 1, &id) < 0 ||
 		    id == 0) {
 			ret = fail(EXIT_USAGE, "--module %s: needs FILE@ADDR:ID:KEYFILE with a non-zero id",
 				   modules[i]);
@@ -367,7 +365,7 @@ static int cmd_create(int argc, char **argv)
 		r = read_key(colon2 + 1, mkeys[i], OSFI_KEY_LEN);
 		if (r)
 			goto out;
-		r = fw_read_file(modules[i], 16u << 20, &module_bufs[i], &len);
+		r = sfi_file_read(modules[i], 16u << 20, &module_bufs[i], &len);
 		if (r < 0 || len == 0) {
 			ret = fail(EXIT_INPUT, "module %s: %s", modules[i], r < 0 ? strerror(-r) : "empty file");
 			goto out;
@@ -429,7 +427,7 @@ static int cmd_create(int argc, char **argv)
 		uint8_t *nb;
 		size_t len;
 
-		r = fw_read_file(noncefile, 64, &nb, &len);
+		r = sfi_file_read(noncefile, 64, &nb, &len);
 		if (r < 0 || len != OSFI_NONCE_LEN) {
 			if (r == 0)
 				free(nb);
@@ -492,7 +490,7 @@ static int load_image(const char *path, uint8_t **ret_buf, size_t *ret_len,
 	char why[256];
 	int r;
 
-	r = fw_read_file(path, (size_t)UINT32_MAX, ret_buf, ret_len);
+	r = sfi_file_read(path, (size_t)UINT32_MAX, ret_buf, ret_len);
 	if (r < 0)
 		return fail(EXIT_INPUT, "cannot read image %s: %s", path, strerror(-r));
 	r = osfi_image_parse(*ret_buf, *ret_len, ret_img, why, sizeof(why));
@@ -503,12 +501,6 @@ static int load_image(const char *path, uint8_t **ret_buf, size_t *ret_len,
 		return fail(EXIT_INPUT, "%s: %s", path, r == -ENOMEM ? "out of memory" : why);
 	}
 	return 0;
-}
-
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-	for (size_t i = 0; i < n; i++)
-		sprintf(out + 2 * i, "%02x", p[i]);
 }
 
 static int cmd_info(int argc, char **argv)
@@ -531,8 +523,8 @@ static int cmd_info(int argc, char **argv)
 	r = load_image(argv[optind], &buf, &len, &img);
 	if (r)
 		return r;
-	hex(img->id, 32, id);
-	hex(img->hdr.nonce, 12, nonce);
+	sfi_hex_encode(img->id, 32, id);
+	sfi_hex_encode(img->hdr.nonce, 12, nonce);
 	if (json) {
 		printf("{\"format\":%u,\"device\":%u,\"image_version\":%" PRIu32 ",\"total_length\":%" PRIu32
 		       ",\"image_id\":\"%s\",\"nonce\":\"%s\",\"largest_area\":%" PRIu32 ",\"areas\":[",
@@ -593,7 +585,7 @@ static int cmd_check(int argc, char **argv)
 				goto out;
 			}
 			*colon = '\0';
-			if (parse_u32(optarg, &mk[n_mk].module_id) < 0) {
+			if (sfi_parse_u32(optarg, &mk[n_mk].module_id) < 0) {
 				ret = fail(EXIT_USAGE, "--module-key: bad module id '%s'", optarg);
 				goto out;
 			}
@@ -675,7 +667,7 @@ static int cmd_license(int argc, char **argv)
 		case 'i': image = optarg; break;
 		case 'o': out = optarg; break;
 		case 'm':
-			if (parse_u32(optarg, &module) < 0 || module == 0)
+			if (sfi_parse_u32(optarg, &module) < 0 || module == 0)
 				return fail(EXIT_USAGE, "--module needs a non-zero module id");
 			break;
 		default:

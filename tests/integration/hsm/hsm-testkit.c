@@ -21,6 +21,7 @@
 
 #include "chipside.h"
 #include "osfi/osfi.h"
+#include "sfi-hex.h"
 
 static int die(const char *what)
 {
@@ -84,16 +85,6 @@ static int cmd_mkca(const char *keypath, const char *pubpath)
 	return 0;
 }
 
-static int parse_hex(const char *s, uint8_t *out, size_t len)
-{
-	if (strlen(s) != 2 * len)
-		return -1;
-	for (size_t i = 0; i < len; i++)
-		if (sscanf(s + 2 * i, "%2hhx", &out[i]) != 1)
-			return -1;
-	return 0;
-}
-
 static int cmd_mkchip(const char *cakey, const char *device, const char *uidhex,
 		      const char *certpath, const char *chipkey)
 {
@@ -103,7 +94,7 @@ static int cmd_mkchip(const char *cakey, const char *device, const char *uidhex,
 
 	if (!ca || !chip)
 		return die("keys");
-	if (parse_hex(uidhex, uid, sizeof(uid)) < 0)
+	if (sfi_hex_decode(uidhex, uid, sizeof(uid)) < 0)
 		return die("uid must be 24 hex digits");
 	if (chip_cert_make(ca, chip, (uint16_t)strtoul(device, NULL, 0), uid, cert) < 0)
 		return die("certificate");
