@@ -23,6 +23,7 @@ static const struct sfi_boot_command *const commands[] = {
 	&sfi_boot_cmd_go,
 	&sfi_boot_cmd_cert,
 	&sfi_boot_cmd_install,
+	&sfi_boot_cmd_program,
 	&sfi_boot_cmd_list,
 };
 

@@ -52,6 +52,7 @@ extern const struct sfi_boot_command sfi_boot_cmd_erase;
 extern const struct sfi_boot_command sfi_boot_cmd_go;
 extern const struct sfi_boot_command sfi_boot_cmd_cert;
 extern const struct sfi_boot_command sfi_boot_cmd_install;
+extern const struct sfi_boot_command sfi_boot_cmd_program;
 extern const struct sfi_boot_command sfi_boot_cmd_list;
 
 /* USB DFU (cmd-dfu.c): with --port dfu:... b->link is NULL and these run on the DfuSe
