@@ -1,6 +1,7 @@
 /* sfi-boot program: plain programming of firmware (ELF, Intel HEX, BIN@ADDR) with the
- * bootloader commands every STM32H5 ROM has: erase exactly the flash sectors the firmware
- * touches, write, read back and compare, and optionally start it. No OSFI, no license. */
+ * bootloader commands every STM32H5 ROM has (AN3155 over UART, DfuSe over USB): erase
+ * exactly the flash sectors the firmware touches, write, read back and compare, and
+ * optionally start it. No OSFI, no license. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -140,13 +141,16 @@ static int write_and_verify(struct sfi_boot *b, const struct fw_segment *s)
 	uint8_t *back;
 	int r;
 
-	link_set_write_unit(b->link, region_of(s->address, s->size) == REGION_SRAM ?
-				     4 : STM32H5_FLASH_WRITE_UNIT);
-	if (b->progress)
-		link_set_progress(b->link, sfi_boot_progress, (void *)"write");
-	r = link_write_memory(b->link, s->address, s->data, s->size);
+	if (b->link) {
+		link_set_write_unit(b->link, region_of(s->address, s->size) == REGION_SRAM ?
+					     4 : STM32H5_FLASH_WRITE_UNIT);
+		if (b->progress)
+			link_set_progress(b->link, sfi_boot_progress, (void *)"write");
+	}
+	r = sfi_boot_mem_write(b, s->address, s->data, s->size);
 	sfi_boot_progress_end(b);
-	link_set_progress(b->link, NULL, NULL);
+	if (b->link)
+		link_set_progress(b->link, NULL, NULL);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "write");
 	if (b->no_verify)
@@ -156,11 +160,12 @@ static int write_and_verify(struct sfi_boot *b, const struct fw_segment *s)
 		sfi_boot_error("out of memory for the read-back");
 		return SFI_BOOT_EXIT_FILE;
 	}
-	if (b->progress)
+	if (b->link && b->progress)
 		link_set_progress(b->link, sfi_boot_progress, (void *)"verify");
-	r = link_read_memory(b->link, s->address, back, s->size);
+	r = sfi_boot_mem_read(b, s->address, back, s->size);
 	sfi_boot_progress_end(b);
-	link_set_progress(b->link, NULL, NULL);
+	if (b->link)
+		link_set_progress(b->link, NULL, NULL);
 	if (r < 0) {
 		free(back);
 		return sfi_boot_fail(b, r, "verify");
@@ -256,7 +261,8 @@ static int program_run(struct sfi_boot *b, int argc, char **argv)
 	}
 	printf("firmware:      %zu segment%s, %zu bytes\n", fw.n, fw.n == 1 ? "" : "s", bytes);
 	if (n_pages) {
-		r = link_erase(b->link, LINK_ERASE_PAGES, pages, n_pages);
+		r = b->link ? link_erase(b->link, LINK_ERASE_PAGES, pages, n_pages) :
+			      sfi_boot_dfu_erase(b, LINK_ERASE_PAGES, pages, n_pages);
 		if (r < 0) {
 			ret = sfi_boot_fail(b, r, "erase");
 			goto out;
@@ -287,7 +293,7 @@ static int program_run(struct sfi_boot *b, int argc, char **argv)
 	if (a.go) {
 		uint32_t go = a.go_addr_set ? a.go_addr : fw.seg[0].address;
 
-		r = link_go(b->link, go);
+		r = b->link ? link_go(b->link, go) : sfi_boot_dfu_go(b, go);
 		if (r < 0) {
 			ret = sfi_boot_fail(b, r, "go");
 			goto out;

@@ -2,7 +2,7 @@
 # sfi-boot program against h5emu: ELF, Intel HEX and BIN@ADDR firmware; exactly the sectors
 # the firmware touches are erased (a sector beside them keeps its data, stale data in a
 # touched sector is gone); the firmware reads back identical; OTP written without an erase;
-# --go starts it; a firmware outside the chip's memory, overlapping segments, an unaligned
+# --go starts it; the same over USB DFU; a firmware outside the chip's memory, overlapping segments, an unaligned
 # start, a missing file each end with one clear line and exit 5 before the chip is touched.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -61,4 +61,13 @@ expect 1 "${P[@]}" program --go
 err_has "no firmware file"
 expect 1 "${P[@]}" program --fast "$tmp/fw.elf"
 err_has "unknown option --fast"
-echo "program: ELF, HEX, BIN@ADDR, OTP, --go; exactly the touched sectors erased; 6 refusals"
+
+# The same over USB DFU (DfuSe page erase, download, upload).
+start_emu --count 1 --transport dfu
+D=(--port dfu:usb:2-1.1 --timeout-ms 1000)
+expect 0 "${D[@]}" program "$tmp/fw.hex" "$tmp/bank2.bin@0x08100000"
+grep -q '^erased: *4 sectors of 8 KiB (0-2,128)$' "$tmp/out" || fail "program over DFU: $(cat "$tmp/out")"
+grep -q '^written: *25001 bytes, read back identical$' "$tmp/out" || fail "DFU: $(cat "$tmp/out")"
+expect 0 "${D[@]}" read 0x08000000 20001 "$tmp/back.bin"
+cmp -s "$tmp/fw.bin" "$tmp/back.bin" || fail "DFU: flash differs from the HEX's data"
+echo "program: ELF, HEX, BIN@ADDR, OTP, --go, UART and DFU; exactly the touched sectors erased; 6 refusals"
