@@ -12,6 +12,7 @@
 
 #include "an3155-wire.h"
 #include "fw-load.h"
+#include "sfi-file.h"
 #include "sfi-boot.h"
 
 #define PROGRAM_FILES_MAX 16
@@ -114,7 +115,7 @@ static int print_digest(const char *path)
 	size_t len = 0;
 	int r;
 
-	r = fw_read_file(path, 64u << 20, &data, &len);
+	r = sfi_file_read(path, 64u << 20, &data, &len);
 	if (r < 0)
 		return r;
 	if (!EVP_Digest(data, len, md, &md_len, EVP_sha256(), NULL)) {
