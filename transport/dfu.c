@@ -508,6 +508,27 @@ static void op_end(struct dfu *d, int r)
 	transport_complete(t, r);	/* last: the callback may close the link */
 }
 
+static const char *dfu_request_name(uint8_t req)
+{
+	static const char *const names[] = { "DETACH", "DNLOAD", "UPLOAD", "GETSTATUS",
+					     "CLRSTATUS", "GETSTATE", "ABORT" };
+
+	return req < sizeof(names) / sizeof(names[0]) ? names[req] : "request";
+}
+
+/* ", dfuDNBUSY errOK poll 7 ms" for a debug line; a static buffer. */
+static const char *status_text(const uint8_t *p)
+{
+	static char text[64];
+	struct dfuse_status s;
+
+	if (dfuse_decode_status(p, DFU_STATUS_LEN, &s) < 0)
+		return ", malformed status";
+	snprintf(text, sizeof(text), ", %s %s poll %" PRIu32 " ms", dfuse_state_name(s.state),
+		 dfuse_status_name(s.status), s.poll_ms);
+	return text;
+}
+
 /* Lets the engine say what it wants; returns true while it runs. */
 static bool engine_step(struct dfu *d)
 {
@@ -519,6 +540,9 @@ static bool engine_step(struct dfu *d)
 
 		switch (nx) {
 		case DFUSE_NEXT_CONTROL:
+			transport_debug(d->t, "dfu: %" PRId64 " > %s wValue %u wLength %u",
+					now(d), dfu_request_name(io.ctl.request), io.ctl.value,
+					io.ctl.length);
 			r = submit_control(d, XK_ENGINE, io.ctl.request_type, io.ctl.request,
 					   io.ctl.value, d->iface, io.ctl.data, io.ctl.length,
 					   io.ctl.timeout_ms);
@@ -533,6 +557,8 @@ static bool engine_step(struct dfu *d)
 				continue;
 			}
 			d->wait_until = now(d) + io.wait_ms;
+			transport_debug(d->t, "dfu: %" PRId64 " wait %u ms (bwPollTimeout)", now(d),
+					io.wait_ms);
 			return true;
 		case DFUSE_NEXT_DONE:
 		case DFUSE_NEXT_FAILED:
@@ -1127,6 +1153,9 @@ static void dfu_io_ready(struct transport *t, unsigned revents)
 			on_string(d, d->xfer_r, d->buf + LIBUSB_CONTROL_SETUP_SIZE, d->xfer_n);
 			return;
 		}
+		transport_debug(t, "dfu: %" PRId64 " < %d, %zu bytes%s", now(d), d->xfer_r,
+				d->xfer_n, d->x.io.ctl.request == DFU_REQ_GETSTATUS && d->xfer_n == 6 ?
+				status_text(d->buf + LIBUSB_CONTROL_SETUP_SIZE) : "");
 		dfuse_xfer_control_done(&d->x, d->xfer_r, d->buf + LIBUSB_CONTROL_SETUP_SIZE,
 					d->xfer_n);
 		if (!engine_step(d))

@@ -165,6 +165,28 @@ static int write_check(int argc, char **argv)
 	return SFI_BOOT_EXIT_OK;
 }
 
+/* --erase: erases the flash sectors [addr, addr + len) covers, page by page. Returns 0,
+ * -ERANGE (not all inside flash, said), or a link error. */
+static int erase_covered(struct sfi_boot *b, uint32_t addr, size_t len)
+{
+	uint16_t pages[STM32H5_FLASH_SIZE / STM32H5_FLASH_SECTOR];
+	uint32_t first, last;
+
+	if (addr < STM32H5_FLASH_BASE ||
+	    (uint64_t)addr + len > (uint64_t)STM32H5_FLASH_BASE + STM32H5_FLASH_SIZE) {
+		sfi_boot_error("--erase: 0x%08x..0x%08llx is not all inside the flash", addr,
+			       (unsigned long long)addr + len - 1);
+		return -ERANGE;
+	}
+	first = (addr - STM32H5_FLASH_BASE) / STM32H5_FLASH_SECTOR;
+	last = (uint32_t)((addr + len - 1 - STM32H5_FLASH_BASE) / STM32H5_FLASH_SECTOR);
+	for (uint32_t p = first; p <= last; p++)
+		pages[p - first] = (uint16_t)p;
+	if (b->link)
+		return link_erase(b->link, LINK_ERASE_PAGES, pages, last - first + 1);
+	return sfi_boot_dfu_erase(b, LINK_ERASE_PAGES, pages, last - first + 1);
+}
+
 static int write_run(struct sfi_boot *b, int argc, char **argv)
 {
 	uint8_t *data = NULL, *back = NULL;
@@ -185,6 +207,13 @@ static int write_run(struct sfi_boot *b, int argc, char **argv)
 		return SFI_BOOT_EXIT_FILE;
 	}
 
+	if (b->erase_first) {
+		r = erase_covered(b, addr, len);
+		if (r < 0) {
+			ret = r == -ERANGE ? SFI_BOOT_EXIT_USAGE : sfi_boot_fail(b, r, "erase");
+			goto out;
+		}
+	}
 	if (b->link)
 		link_set_write_unit(b->link, write_unit(addr));
 	if (b->progress && b->link)
@@ -232,7 +261,8 @@ out:
 const struct sfi_boot_command sfi_boot_cmd_write = {
 	.name = "write",
 	.args = "ADDR FILE",
-	.summary = "write FILE at ADDR, then read back and compare (unless --no-verify)",
+	.summary = "write FILE at ADDR (after erasing its sectors with --erase), then read "
+		   "back and compare (unless --no-verify)",
 	.min_args = 2,
 	.max_args = 2,
 	.check = write_check,

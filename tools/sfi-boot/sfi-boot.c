@@ -92,18 +92,22 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: sfi-boot --port SPEC [OPTIONS] COMMAND [ARGS]\n"
 		"       sfi-boot list [--json]\n"
-		"Talks to an STM32 in its system bootloader over UART (AN3155, 8E1).\n\n"
+		"Talks to an STM32 in its system bootloader over UART (AN3155, 8E1) or USB DFU\n"
+		"(AN3156, DfuSe).\n\n"
 		"Options:\n"
 		"  -p, --port SPEC       /dev/ttyUSB0, serial:ADAPTER_SERIAL, usb:USB_PORT (e.g. usb:1-3),\n"
 		"                        or tty:PATH (any terminal, set up without libserialport);\n"
 		"                        #N after serial: or usb: picks interface N of a multi-port\n"
-		"                        adapter (serial:FT4ABC#2); 'sfi-boot list' shows them\n"
+		"                        adapter (serial:FT4ABC#2); 'sfi-boot list' shows them;\n"
+		"                        USB DFU: dfu:usb:PATH (physical port, e.g. dfu:usb:1-3.2),\n"
+		"                        dfu:serial:USB_SERIAL, or dfu: (the only DFU device)\n"
 		"  -b, --baud N          line rate (default 115200)\n"
 		"  -e, --entry SEQ       bootloader entry, e.g. rts=1,dtr=1,wait=20,dtr=0,wait=50\n"
 		"                        (dtr=1 holds the chip in reset, rts=1 drives BOOT0 high)\n"
 		"  -t, --timeout-ms N    per-step timeout (default 1000; erase keeps its own)\n"
 		"  -r, --retries N       retries after a timeout or garbled answer (default 2)\n"
 		"      --no-verify       write: do not read back\n"
+		"      --erase           write: erase the flash sectors it covers first\n"
 		"  -v, --verbose         show every frame on stderr\n"
 		"  -h, --help            this text\n"
 		"  -V, --version         print the version\n\n"
@@ -194,6 +198,7 @@ int main(int argc, char **argv)
 		{ "timeout-ms", required_argument, NULL, 't' },
 		{ "retries", required_argument, NULL, 'r' },
 		{ "no-verify", no_argument, NULL, 'N' },
+		{ "erase", no_argument, NULL, 'E' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -230,6 +235,9 @@ int main(int argc, char **argv)
 			break;
 		case 'N':
 			b.no_verify = true;
+			break;
+		case 'E':
+			b.erase_first = true;
 			break;
 		case 'v':
 			b.verbose++;

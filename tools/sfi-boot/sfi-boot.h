@@ -25,6 +25,7 @@ struct sfi_boot {
 	struct link_options opt;
 	int verbose;
 	bool no_verify;
+	bool erase_first;		/* write: erase the flash sectors it covers first */
 	bool progress;			/* stderr is a terminal */
 	struct transport *tp;		/* set by sfi_boot_connect() */
 	struct link *link;		/* its AN3155 link, for the commands beyond OSFI */
