@@ -1,7 +1,8 @@
 #!/bin/bash
 # sfi-boot over USB DFU (--port dfu:...) against h5emu's chips presented as DfuSe devices:
 # info (descriptors, alternates, UID and product state from OSFI GET_INFO), read, write,
-# page and mass erase, a write on programmed flash refused with the DFU status's sentence;
+# page and mass erase, a write on programmed flash refused with the DFU status's sentence
+# and accepted with --erase;
 # sfi-boot and the real dfu-util agree on the same chip (written by one, read by the other);
 # cert, and install with a global license through FINALIZE, after which the chip comes back
 # at the same port path with a new device number; wrong ports named plainly.
@@ -75,6 +76,14 @@ cmp b.bin b-sb.bin || fail "sfi-boot reads other bytes than dfu-util wrote"
 sb 0 write 0x08000000 a.bin
 [ "$rc" -eq 3 ] || fail "write over programmed flash: exit $rc, expected 3: $(cat "$tmp/err")"
 grep -q 'not erased' "$tmp/err" || fail "write over programmed flash: $(cat "$tmp/err")"
+# With --erase the sectors it covers are erased first (and the write verified).
+head -c 20000 /dev/urandom >c.bin
+sb 1 --erase write 0x08000000 c.bin
+[ "$rc" -eq 0 ] || fail "write --erase: exit $rc: $(cat "$tmp/err")"
+sb 1 read 0x08000000 24576 c-back.bin
+cmp -n 20000 c.bin c-back.bin || fail "write --erase: other bytes read back"
+[ "$(head -c 24576 c-back.bin | tail -c 4576 | tr -d '\377' | wc -c)" -eq 0 ] ||
+	fail "write --erase: the rest of the third sector is not erased"
 
 # Page erase: sector 1 only; then mass erase.
 sb 0 erase 1
