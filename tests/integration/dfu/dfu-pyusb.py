@@ -5,7 +5,7 @@
 # it: GET_INFO's request, busy status, result and answer; a malformed frame stalled with
 # errSTALLEDPKT; a refused sub-command ending in errVENDOR with its status in the answer;
 # the timing model (bwPollTimeout of an erase and a write, the chip busy meanwhile, one
-# control transfer per frame).
+# control transfer per frame); the option bytes alternate and --auto-swap over USB.
 # Runs h5emu, then itself as the client inside the umockdev testbed.
 import os
 import re
@@ -168,8 +168,37 @@ def client(expect_uid):
     ans = upload(2, xfer)
     if len(ans) != 2 or ans == b"\0\0":
         fail("refusal's answer %s" % ans.hex())
+    # The option bytes alternate: OPTSR (register 1, LE32 at 0x40022000) moved to
+    # Provisioning; the chip has left Open, so after --auto-swap's idle time the next queued
+    # chip takes the slot: the device goes and another (another serial) comes.
+    d.set_interface_altsetting(0, 1)
+    d.ctrl_transfer(0x21, 1, 0, 0, bytes([0x21]) + (0x40022000).to_bytes(4, "little"))
+    getstatus()
+    getstatus()
+    d.ctrl_transfer(0x21, 6, 0, 0, None)
+    opt = upload(2, 48)
+    optsr = int.from_bytes(opt[:4], "little")
+    if len(opt) != 48 or (optsr >> 8) & 0xFF != 0xED:
+        fail("option bytes %s" % opt.hex())
+    d.ctrl_transfer(0x21, 6, 0, 0, None)
+    dnload(2, ((optsr & ~0xFF00) | 0x17 << 8).to_bytes(4, "little"))
+    st, _, state = getstatus()
+    if (st, getstatus()[2]) != (0, 5):
+        fail("OPTSR write refused")
+    serial, address = d.serial_number, d.address
     usb.util.dispose_resources(d)
-    print("pyusb: descriptors, Get commands, OSFI GET_INFO, stalls, refusal: ok")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 15:
+        nd = usb.core.find(idVendor=0x0483, idProduct=0xDF11)
+        if nd is not None and nd.address != address:
+            break
+        time.sleep(0.05)
+    else:
+        fail("no chip swapped in within 15 s")
+    if nd.serial_number == serial:
+        fail("the swapped-in chip has the same serial")
+    print("pyusb: descriptors, Get commands, timing, OSFI GET_INFO, stalls, refusal, "
+          "option bytes, auto-swap: ok")
 
 
 # --- harness side ---
@@ -201,7 +230,8 @@ def main():
         sys.exit(SKIP)
     tmp = tempfile.mkdtemp(prefix="dfu-pyusb.", dir=os.environ.get("TMPDIR", "/tmp"))
     emu = subprocess.Popen([h5emu, "--count", "1", "--dir", tmp + "/emu", "--transport", "dfu",
-                            "--flash-timing", "50,3,20"],
+                            "--flash-timing", "50,3,20", "--chips-per-slot", "2",
+                            "--auto-swap", "300"],
                            stdout=subprocess.PIPE, stderr=open(tmp + "/emu.log", "w"))
     try:
         r, _, _ = select.select([emu.stdout], [], [], 20)
