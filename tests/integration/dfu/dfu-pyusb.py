@@ -199,8 +199,61 @@ def client(expect_uid):
         fail("no chip swapped in within 15 s")
     if nd.serial_number == serial:
         fail("the swapped-in chip has the same serial")
+
+    # Protection refusals are dfuERROR + errVENDOR. WRP1R (register 7) cleared bit 0
+    # protects sectors 0-3 of bank 1: erasing sector 1 is refused, sector 8 is not.
+    d = nd
+    d.set_interface_altsetting(0, 1)
+
+    def option_write(reg, value):
+        d.ctrl_transfer(0x21, 1, 0, 0, bytes([0x21]) +
+                        (0x40022000 + 4 * (reg - 1)).to_bytes(4, "little"))
+        getstatus()
+        getstatus()
+        dnload(2, value.to_bytes(4, "little"))
+        getstatus()
+        return getstatus()
+
+    def erase(address):
+        d.set_interface_altsetting(0, 0)
+        dnload(0, bytes([0x41]) + address.to_bytes(4, "little"))
+        st, poll, state = getstatus()
+        time.sleep(poll / 1000.0)
+        return getstatus()
+
+    if option_write(7, 0xFFFFFFFE) != (0, 0, 5):
+        fail("WRP1R write refused")
+    if erase(0x08000000 + 8192) != (11, 0, 10):
+        fail("erase of a write-protected sector not refused with errVENDOR")
+    d.ctrl_transfer(0x21, 4, 0, 0, None)
+    if erase(0x08000000 + 8 * 8192) != (0, 0, 5):
+        fail("erase of an unprotected sector refused")
+    # Closed: every memory alternate refuses (the UPLOAD stalls, errVENDOR); OSFI answers.
+    d.ctrl_transfer(0x21, 6, 0, 0, None)
+    d.set_interface_altsetting(0, 1)
+    if option_write(1, (optsr & ~0xFF00) | 0x72 << 8) != (0, 0, 5):
+        fail("OPTSR to Closed refused")
+    d.set_interface_altsetting(0, 0)
+    try:
+        upload(2, xfer)
+        fail("a Closed chip's flash was read")
+    except usb.core.USBError as e:
+        if e.errno != 32:
+            fail("UPLOAD on a Closed chip: %r, not a stall" % e)
+    if getstatus() != (11, 0, 10):
+        fail("a refused UPLOAD does not read errVENDOR")
+    d.ctrl_transfer(0x21, 4, 0, 0, None)
+    d.set_interface_altsetting(0, 3)
+    dnload(2, bytes([0x00, 0x53, 0x00, 0x00]))
+    getstatus()
+    if getstatus()[2] != 5:
+        fail("GET_INFO on a Closed chip")
+    d.ctrl_transfer(0x21, 6, 0, 0, None)
+    if upload(2, xfer)[2] != 0x72:
+        fail("GET_INFO does not report Closed")
+    usb.util.dispose_resources(d)
     print("pyusb: descriptors, Get commands, timing, OSFI GET_INFO, stalls, refusal, "
-          "option bytes, auto-swap: ok")
+          "option bytes, auto-swap, protection: ok")
 
 
 # --- harness side ---
