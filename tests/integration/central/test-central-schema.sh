@@ -101,7 +101,18 @@ case $out in
 "2|0|0|record 3 of station line-2 does not hash to the hash it states"*) ;;
 *) fail "tampered line not refused: $out" ;;
 esac
-[ "$(as aud -c "SELECT count(*) FROM sfid_central.refusals")" -ge 3 ] || fail "refusals not kept"
+# Lines that are no export record: junk, a member added, another spelling.
+for junk in 'not json' \
+	"$(sed -n '3p' "$dir/b.lines" | sed 's/\(.*\),"type":/\1,"extra":1,"type":/')" \
+	"$(sed -n '3p' "$dir/b.lines" | sed 's/\(.*\),"seq":\([0-9]*\),/\1,"seq":\2 ,/')"; do
+	printf '%s\n' "$junk" > "$dir/junk.line"
+	out=$(push st2 line-2 "$dir/junk.line")
+	case $out in
+	"2|0|0|station line-2 sent a line that is not an audit record as an export carries it; refused") ;;
+	*) fail "junk line not refused: $out ($junk)" ;;
+	esac
+done
+[ "$(as aud -c "SELECT count(*) FROM sfid_central.refusals")" -ge 6 ] || fail "refusals not kept"
 [ "$(as aud -c "SELECT count(*) FROM sfid_central.records WHERE station = 'line-1'")" = "$n" ] ||
 	fail "the fork changed line-1's trail"
 
