@@ -981,6 +981,30 @@ static void conn_drop_client_urbs(struct conn *c, UMockdevIoctlClient *client)
 
 static void conn_free(struct conn *c);
 
+/* Frees the conns of devices that went away once their last client closed them (from an
+ * idle callback: not while one of their handler's signals is being emitted). */
+static gboolean reap_gone(gpointer user_data)
+{
+	struct emu_usb *u = user_data;
+	struct conn *c = u->conns, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		if (c->gone && c->clients == 0 && !c->urbs)
+			conn_free(c);
+	}
+	return G_SOURCE_REMOVE;
+}
+
+static void schedule_reap(struct emu_usb *u)
+{
+	GSource *s = g_idle_source_new();
+
+	g_source_set_callback(s, reap_gone, u, NULL);
+	g_source_attach(s, u->context);
+	g_source_unref(s);
+}
+
 static void on_client_closed(GObject *object, GParamSpec *pspec, gpointer user_data)
 {
 	struct conn *c = user_data;
@@ -993,6 +1017,8 @@ static void on_client_closed(GObject *object, GParamSpec *pspec, gpointer user_d
 	conn_drop_client_urbs(c, client);
 	if (c->clients > 0)
 		c->clients--;
+	if (c->gone && c->clients == 0)
+		schedule_reap(c->dev->u);
 	usb_tick(c->dev->u);
 }
 
