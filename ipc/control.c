@@ -195,11 +195,11 @@ static int get_u64(struct json_object *root, const char *key, uint64_t *ret)
 	return 0;
 }
 
-#define WHY(...) snprintf(why, why_size, __VA_ARGS__)
+#define WHY(...) snprintf(reason, reason_size, __VA_ARGS__)
 
 int control_request_parse(const char *line, size_t len, size_t max, uint64_t prev_id,
 			  struct control_request *ret_req, struct json_object **ret_root,
-			  enum control_error *ret_error, uint64_t *ret_id, char *why, size_t why_size)
+			  enum control_error *ret_error, uint64_t *ret_id, char *reason, size_t reason_size)
 {
 	struct json_object *root, *v, *args = NULL;
 	const struct control_command *c;
@@ -319,7 +319,7 @@ static bool arg_ok(const struct control_arg *a, struct json_object *v)
 	return false;
 }
 
-int control_request_check_args(const struct control_request *req, char *why, size_t why_size)
+int control_request_check_args(const struct control_request *req, char *reason, size_t reason_size)
 {
 	const struct control_arg *args;
 

@@ -109,16 +109,16 @@ struct control_request {
  * request on this connection (0 for none); ids must grow. On success returns 0, sets *ret_req
  * and *ret_root (a new reference the caller puts; ret_req->args points into it). On failure
  * returns a negative errno, sets *ret_error to the reply code and *ret_id to the request's id
- * when one could be read (else 0), and writes a one-sentence reason into why. */
+ * when one could be read (else 0), and writes one sentence into reason. */
 int control_request_parse(const char *line, size_t len, size_t max, uint64_t prev_id,
 			  struct control_request *ret_req, struct json_object **ret_root,
-			  enum control_error *ret_error, uint64_t *ret_id, char *why, size_t why_size);
+			  enum control_error *ret_error, uint64_t *ret_id, char *reason, size_t reason_size);
 
 /* Checks every argument of a parsed request against its command's table: an unknown
  * argument, or one of the wrong type or out of range, is refused, so that handlers may read
- * arguments by type. Returns 0, or -EINVAL with one sentence in why (the reply code is
+ * arguments by type. Returns 0, or -EINVAL with one sentence in reason (the reply code is
  * CONTROL_E_ARGUMENT). */
-int control_request_check_args(const struct control_request *req, char *why, size_t why_size);
+int control_request_check_args(const struct control_request *req, char *reason, size_t reason_size);
 
 /* Builds a request line (with its newline) in a new string. args may be NULL; its reference
  * is taken. Returns 0 or -ENOMEM. */

@@ -282,16 +282,16 @@ fail:
 
 /* ---- Parser ---- */
 
-static int osfi_why(char *why, size_t why_len, const char *fmt, ...)
+static int osfi_why(char *reason, size_t reason_size, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-static int osfi_why(char *why, size_t why_len, const char *fmt, ...)
+static int osfi_why(char *reason, size_t reason_size, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (why && why_len) {
+	if (reason && reason_size) {
 		va_start(ap, fmt);
-		vsnprintf(why, why_len, fmt, ap);
+		vsnprintf(reason, reason_size, fmt, ap);
 		va_end(ap);
 	}
 	return -EBADMSG;
@@ -309,8 +309,8 @@ static int osfi_span_cmp(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
-int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img, char *why,
-		     size_t why_len)
+int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img, char *reason,
+		     size_t reason_size)
 {
 	struct osfi_image *img;
 	struct osfi_span *spans = NULL;
@@ -320,7 +320,7 @@ int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img
 	if (!buf || !ret_img)
 		return -EINVAL;
 	if (len < OSFI_HEADER_LEN)
-		return osfi_why(why, why_len, "image is %zu bytes, shorter than its header", len);
+		return osfi_why(reason, reason_size, "image is %zu bytes, shorter than its header", len);
 
 	img = calloc(1, sizeof(*img));
 	if (!img)
@@ -330,12 +330,12 @@ int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img
 
 	r = osfi_header_decode(buf, OSFI_HEADER_LEN, &img->hdr);
 	if (r < 0) {
-		r = osfi_why(why, why_len, "image header is malformed (magic, version, lengths or "
+		r = osfi_why(reason, reason_size, "image header is malformed (magic, version, lengths or "
 					   "reserved bytes)");
 		goto fail;
 	}
 	if (img->hdr.total_len != len) {
-		r = osfi_why(why, why_len, "image header announces %u bytes but the image has %zu",
+		r = osfi_why(reason, reason_size, "image header announces %u bytes but the image has %zu",
 			     img->hdr.total_len, len);
 		goto fail;
 	}
@@ -353,28 +353,28 @@ int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img
 		struct osfi_image_area *a = &img->areas[i - 1];
 
 		if (len - off < OSFI_DESC_LEN) {
-			r = osfi_why(why, why_len, "area %u: descriptor runs past the end", i);
+			r = osfi_why(reason, reason_size, "area %u: descriptor runs past the end", i);
 			goto fail;
 		}
 		if (osfi_desc_decode(buf + off, OSFI_DESC_LEN, &a->desc) < 0) {
-			r = osfi_why(why, why_len, "area %u: descriptor is malformed", i);
+			r = osfi_why(reason, reason_size, "area %u: descriptor is malformed", i);
 			goto fail;
 		}
 		if (a->desc.index != i || a->desc.total != img->hdr.area_count) {
-			r = osfi_why(why, why_len, "area %u: descriptor says index %u of %u", i,
+			r = osfi_why(reason, reason_size, "area %u: descriptor says index %u of %u", i,
 				     a->desc.index, a->desc.total);
 			goto fail;
 		}
 		a->desc_off = off;
 		a->data_off = off + OSFI_DESC_LEN;
 		if (len - a->data_off < a->desc.size) {
-			r = osfi_why(why, why_len, "area %u: payload of %u bytes runs past the end",
+			r = osfi_why(reason, reason_size, "area %u: payload of %u bytes runs past the end",
 				     i, a->desc.size);
 			goto fail;
 		}
 		r = osfi_area_check_range(a->desc.type, a->desc.address, a->desc.size);
 		if (r < 0) {
-			r = osfi_why(why, why_len,
+			r = osfi_why(reason, reason_size,
 				     "area %u ('%c'): %u bytes at 0x%08x: %s", i, a->desc.type,
 				     a->desc.size, a->desc.address,
 				     r == -ERANGE ? "destination not allowed for this type" :
@@ -382,7 +382,7 @@ int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img
 			goto fail;
 		}
 		if (a->desc.type == OSFI_AREA_CONFIG && i != img->hdr.area_count) {
-			r = osfi_why(why, why_len, "area %u: configuration area is not the last", i);
+			r = osfi_why(reason, reason_size, "area %u: configuration area is not the last", i);
 			goto fail;
 		}
 		if (osfi_type_splits(a->desc.type)) {
@@ -396,14 +396,14 @@ int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img
 		off = a->data_off + a->desc.size;
 	}
 	if (off != len) {
-		r = osfi_why(why, why_len, "%zu bytes follow the last area", len - off);
+		r = osfi_why(reason, reason_size, "%zu bytes follow the last area", len - off);
 		goto fail;
 	}
 
 	qsort(spans, n_spans, sizeof(*spans), osfi_span_cmp);
 	for (size_t k = 1; k < n_spans; k++)
 		if (spans[k].start < spans[k - 1].end) {
-			r = osfi_why(why, why_len, "area %u overlaps area %u at 0x%08x",
+			r = osfi_why(reason, reason_size, "area %u overlaps area %u at 0x%08x",
 				     spans[k].index, spans[k - 1].index, spans[k].start);
 			goto fail;
 		}

@@ -52,7 +52,7 @@ static int osfi_session_alloc(struct osfi_session **ret_s)
 }
 
 int osfi_session_new_install(const uint8_t *image, size_t len, struct osfi_session **ret_s,
-			     char *why, size_t why_len)
+			     char *reason, size_t reason_size)
 {
 	struct osfi_session *s;
 	int r;
@@ -68,7 +68,7 @@ int osfi_session_new_install(const uint8_t *image, size_t len, struct osfi_sessi
 		osfi_session_free(s);
 		return -ENOMEM;
 	}
-	r = osfi_image_parse(image, len, &s->img, why, why_len);
+	r = osfi_image_parse(image, len, &s->img, reason, reason_size);
 	if (r < 0) {
 		osfi_session_free(s);
 		return r;

@@ -130,20 +130,20 @@ int osfi_options_decode(const uint8_t *buf, size_t len, struct osfi_option *ret_
 	return 0;
 }
 
-static int osfi_text_why(char *why, size_t why_len, unsigned line, const char *fmt, ...)
+static int osfi_text_why(char *reason, size_t reason_size, unsigned line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
-static int osfi_text_why(char *why, size_t why_len, unsigned line, const char *fmt, ...)
+static int osfi_text_why(char *reason, size_t reason_size, unsigned line, const char *fmt, ...)
 {
 	va_list ap;
 	int n = 0;
 
-	if (why && why_len) {
+	if (reason && reason_size) {
 		if (line)
-			n = snprintf(why, why_len, "line %u: ", line);
-		if (n >= 0 && (size_t)n < why_len) {
+			n = snprintf(reason, reason_size, "line %u: ", line);
+		if (n >= 0 && (size_t)n < reason_size) {
 			va_start(ap, fmt);
-			vsnprintf(why + n, why_len - (size_t)n, fmt, ap);
+			vsnprintf(reason + n, reason_size - (size_t)n, fmt, ap);
 			va_end(ap);
 		}
 	}
@@ -232,7 +232,7 @@ static const char *csv_product_state_hint(const char *s)
 }
 
 int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret_opts,
-			   size_t max, size_t *ret_n, char *why, size_t why_len)
+			   size_t max, size_t *ret_n, char *reason, size_t reason_size)
 {
 	uint32_t values[OSFI_OPT_MAX + 1] = { 0 };
 	unsigned set_line[OSFI_OPT_MAX + 1] = { 0 };
@@ -255,7 +255,7 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 
 		lineno++;
 		if (r < 0) {
-			r = osfi_text_why(why, why_len, lineno, "%s",
+			r = osfi_text_why(reason, reason_size, lineno, "%s",
 					  r == -E2BIG ? "line too long" : "NUL byte in text");
 			goto out;
 		}
@@ -263,28 +263,28 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 		if (nf == 0)
 			continue;
 		if (nf != 2 || !f[0][0] || !f[1][0]) {
-			r = osfi_text_why(why, why_len, lineno, "expected `REGISTER, VALUE`");
+			r = osfi_text_why(reason, reason_size, lineno, "expected `REGISTER, VALUE`");
 			goto out;
 		}
 		if (strcmp(f[0], "PRODUCT_STATE") == 0) {
 			const char *hint;
 
 			if (ps_line) {
-				r = osfi_text_why(why, why_len, lineno,
+				r = osfi_text_why(reason, reason_size, lineno,
 						  "PRODUCT_STATE already set on line %u", ps_line);
 				goto out;
 			}
 			if (csv_product_state(f[1], &ps) < 0) {
 				hint = csv_product_state_hint(f[1]);
 				if (hint)
-					r = osfi_text_why(why, why_len, lineno,
+					r = osfi_text_why(reason, reason_size, lineno,
 							  "product state '%.64s': write it `%s` "
 							  "(states are named exactly: Open, "
 							  "Provisioning, iROT-Provisioned, TZ-Closed, "
 							  "Closed, Locked)",
 							  f[1], hint);
 				else
-					r = osfi_text_why(why, why_len, lineno,
+					r = osfi_text_why(reason, reason_size, lineno,
 							  "unknown product state '%.64s' (Open, "
 							  "Provisioning, iROT-Provisioned, TZ-Closed, "
 							  "Closed, Locked)",
@@ -295,19 +295,19 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 			continue;
 		}
 		if (osfi_option_from_name(f[0], &reg) < 0 || strcmp(f[0], osfi_option_name(reg)) != 0) {
-			r = osfi_text_why(why, why_len, lineno,
+			r = osfi_text_why(reason, reason_size, lineno,
 					  "unknown register '%.64s' (OPTSR_PRG ... HDP2R_PRG or "
 					  "PRODUCT_STATE)",
 					  f[0]);
 			goto out;
 		}
 		if (set_line[reg]) {
-			r = osfi_text_why(why, why_len, lineno, "%s already set on line %u",
+			r = osfi_text_why(reason, reason_size, lineno, "%s already set on line %u",
 					  osfi_option_name(reg), set_line[reg]);
 			goto out;
 		}
 		if (osfi_number_parse(f[1], &values[reg]) < 0) {
-			r = osfi_text_why(why, why_len, lineno,
+			r = osfi_text_why(reason, reason_size, lineno,
 					  "value '%.64s' is not a 32-bit number", f[1]);
 			goto out;
 		}
@@ -315,7 +315,7 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 	}
 
 	if (!ps_line) {
-		r = osfi_text_why(why, why_len, 0,
+		r = osfi_text_why(reason, reason_size, 0,
 				  "no final product state: add a PRODUCT_STATE line (e.g. "
 				  "`PRODUCT_STATE, Closed`)");
 		goto out;
@@ -323,7 +323,7 @@ int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret
 	/* OPTSR_PRG's bits 15..8 are the product state: left 0 or equal, never another one. */
 	if (set_line[OSFI_OPT_OPTSR] && (values[OSFI_OPT_OPTSR] & 0xff00u) != 0 &&
 	    ((values[OSFI_OPT_OPTSR] >> 8) & 0xff) != ps) {
-		r = osfi_text_why(why, why_len, set_line[OSFI_OPT_OPTSR],
+		r = osfi_text_why(reason, reason_size, set_line[OSFI_OPT_OPTSR],
 				  "OPTSR_PRG bits 15..8 (0x%02x) disagree with PRODUCT_STATE on "
 				  "line %u (0x%02x): leave them 0",
 				  (values[OSFI_OPT_OPTSR] >> 8) & 0xff, ps_line, ps);
@@ -354,7 +354,7 @@ out:
 #define OSFI_MODULES_MAX 256
 
 int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **ret_entries,
-		       size_t *ret_n, char *why, size_t why_len)
+		       size_t *ret_n, char *reason, size_t reason_size)
 {
 	struct osfi_module_entry *v = NULL;
 	unsigned lineno = 0;
@@ -375,7 +375,7 @@ int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **
 
 		lineno++;
 		if (r < 0) {
-			r = osfi_text_why(why, why_len, lineno, "%s",
+			r = osfi_text_why(reason, reason_size, lineno, "%s",
 					  r == -E2BIG ? "line too long" : "NUL byte in text");
 			goto fail;
 		}
@@ -383,20 +383,20 @@ int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **
 		if (nf == 0)
 			continue;
 		if (nf != 3 || !f[0][0] || !f[1][0] || !f[2][0]) {
-			r = osfi_text_why(why, why_len, lineno,
+			r = osfi_text_why(reason, reason_size, lineno,
 					  "expected `module id, license, destination address`");
 			goto fail;
 		}
 		memset(&e, 0, sizeof(e));
 		e.line = lineno;
 		if (osfi_number_parse(f[0], &e.module_id) < 0 || e.module_id == 0) {
-			r = osfi_text_why(why, why_len, lineno,
+			r = osfi_text_why(reason, reason_size, lineno,
 					  "module id '%.64s' is not a non-zero number", f[0]);
 			goto fail;
 		}
 		for (size_t k = 0; k < n; k++)
 			if (v[k].module_id == e.module_id) {
-				r = osfi_text_why(why, why_len, lineno,
+				r = osfi_text_why(reason, reason_size, lineno,
 						  "module %u already listed on line %u", e.module_id,
 						  v[k].line);
 				goto fail;
@@ -406,38 +406,38 @@ int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **
 
 			e.hsm = true;
 			if (sfi_hex_decode(f[1] + 4, e.firmware_id, OSFI_ID_LEN) < 0) {
-				r = osfi_text_why(why, why_len, lineno,
+				r = osfi_text_why(reason, reason_size, lineno,
 						  "`hsm:` must be followed by 64 hex digits");
 				goto fail;
 			}
 			osfi_module_firmware_id(e.module_id, expect);
 			if (memcmp(expect, e.firmware_id, OSFI_ID_LEN) != 0) {
-				r = osfi_text_why(why, why_len, lineno,
+				r = osfi_text_why(reason, reason_size, lineno,
 						  "firmware id is not the one of module %u",
 						  e.module_id);
 				goto fail;
 			}
 		} else {
 			if (strlen(f[1]) >= sizeof(e.license)) {
-				r = osfi_text_why(why, why_len, lineno, "license path too long");
+				r = osfi_text_why(reason, reason_size, lineno, "license path too long");
 				goto fail;
 			}
 			strcpy(e.license, f[1]);
 		}
 		if (osfi_number_parse(f[2], &e.address) < 0) {
-			r = osfi_text_why(why, why_len, lineno,
+			r = osfi_text_why(reason, reason_size, lineno,
 					  "destination address '%.64s' is not a 32-bit number",
 					  f[2]);
 			goto fail;
 		}
 		if (osfi_area_check_range(OSFI_AREA_MODULE, e.address, 16) < 0) {
-			r = osfi_text_why(why, why_len, lineno,
+			r = osfi_text_why(reason, reason_size, lineno,
 					  "destination 0x%08x is not a 16-byte aligned flash address",
 					  e.address);
 			goto fail;
 		}
 		if (n == OSFI_MODULES_MAX) {
-			r = osfi_text_why(why, why_len, lineno, "more than %d modules",
+			r = osfi_text_why(reason, reason_size, lineno, "more than %d modules",
 					  OSFI_MODULES_MAX);
 			goto fail;
 		}

@@ -178,9 +178,9 @@ struct osfi_image {
 
 /* Parses and checks a whole image: header, total length, each descriptor in index order,
  * sizes and addresses per type, no overlaps, at most one C area and last. On error returns
- * -EBADMSG (or -ENOMEM) and, if why is given, a one-line reason naming the area. */
-int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img, char *why,
-		     size_t why_len);
+ * -EBADMSG (or -ENOMEM) and, if reason is given, one sentence naming the area. */
+int osfi_image_parse(const uint8_t *buf, size_t len, struct osfi_image **ret_img, char *reason,
+		     size_t reason_size);
 struct osfi_image *osfi_image_free(struct osfi_image *img);
 /* True when the image carries an M area for module_id. */
 bool osfi_image_has_module(const struct osfi_image *img, uint32_t module_id);
@@ -223,9 +223,9 @@ int osfi_options_decode(const uint8_t *buf, size_t len, struct osfi_option *ret_
 			size_t *ret_n);
 /* Parses an option CSV (`REGISTER, VALUE` lines, `#` comments; PRODUCT_STATE with a state
  * name or value is folded into OPTSR_PRG bits 15..8). Records come out in register order.
- * Returns 0, or -EINVAL with "line N: ..." in why. */
+ * Returns 0, or -EINVAL with "line N: ..." in reason. */
 int osfi_options_parse_csv(const char *text, size_t len, struct osfi_option *ret_opts,
-			   size_t max, size_t *ret_n, char *why, size_t why_len);
+			   size_t max, size_t *ret_n, char *reason, size_t reason_size);
 
 /* ---- Module license information file (docs/protocol.md §7) ---- */
 
@@ -239,9 +239,9 @@ struct osfi_module_entry {
 };
 
 /* Parses the file's text. Returns 0 and a malloc'd array (free()), or -EINVAL with
- * "line N: ..." in why, -ENOMEM. */
+ * "line N: ..." in reason, -ENOMEM. */
 int osfi_modules_parse(const char *text, size_t len, struct osfi_module_entry **ret_entries,
-		       size_t *ret_n, char *why, size_t why_len);
+		       size_t *ret_n, char *reason, size_t reason_size);
 
 /* ---- Sub-command payloads and statuses (docs/protocol.md §5, §6) ---- */
 
@@ -342,9 +342,9 @@ struct osfi_request {
 struct osfi_session;
 
 /* New install session over an image (borrowed; parsed here). Returns 0, -EBADMSG (with a
- * reason in why), -ENOMEM. */
+ * sentence in reason), -ENOMEM. */
 int osfi_session_new_install(const uint8_t *image, size_t len, struct osfi_session **ret_s,
-			     char *why, size_t why_len);
+			     char *reason, size_t reason_size);
 /* New certificate session: GET_INFO then GET_CERT. */
 int osfi_session_new_cert(struct osfi_session **ret_s);
 struct osfi_session *osfi_session_free(struct osfi_session *s);

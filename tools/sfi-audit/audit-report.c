@@ -562,7 +562,7 @@ static void html_report(FILE *out, const struct report *rp, const struct verify_
 }
 
 int audit_report_stream(FILE *in, FILE *out, enum report_format format,
-			const struct verify_result *verdict, char *errbuf, size_t errlen)
+			const struct verify_result *verdict, char *reason, size_t reason_size)
 {
 	struct export_reader rd = { .in = in };
 	struct report rp = { 0 };
@@ -592,7 +592,7 @@ int audit_report_stream(FILE *in, FILE *out, enum report_format format,
 	for (;;) {
 		struct audit_line l = { 0 };
 
-		r = export_reader_next(&rd, &l, errbuf, errlen);
+		r = export_reader_next(&rd, &l, reason, reason_size);
 		if (r <= 0)
 			break;
 		if (l.kind == AUDIT_LINE_META && !meta) {
@@ -611,10 +611,10 @@ int audit_report_stream(FILE *in, FILE *out, enum report_format format,
 	if (r == -EINVAL) {
 		char tmp[256];
 
-		snprintf(tmp, sizeof(tmp), "line %zu: %s", rd.line_no, errbuf);
-		snprintf(errbuf, errlen, "%s", tmp);
+		snprintf(tmp, sizeof(tmp), "line %zu: %s", rd.line_no, reason);
+		snprintf(reason, reason_size, "%s", tmp);
 	} else if (r == 0 && !meta) {
-		snprintf(errbuf, errlen, "not an sfid audit export (no metadata line)");
+		snprintf(reason, reason_size, "not an sfid audit export (no metadata line)");
 		r = -EINVAL;
 	}
 	if (r == 0) {

@@ -107,6 +107,6 @@ enum report_format {
 /* Writes a summary of an export (chips, failures by cause, licenses, per slot and job) as
  * text, JSON or HTML; the HTML page also shows verdict (the result of verifying the same
  * export; NULL: "not verified") and each token's counter arithmetic. Returns 0, -EINVAL on
- * a malformed export (message in errbuf), or -errno. */
+ * a malformed export (message in reason), or -errno. */
 int audit_report_stream(FILE *in, FILE *out, enum report_format format,
-			const struct verify_result *verdict, char *errbuf, size_t errlen);
+			const struct verify_result *verdict, char *reason, size_t reason_size);

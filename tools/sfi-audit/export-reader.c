@@ -50,8 +50,8 @@ static long read_line(struct export_reader *rd)
 	return (long)len;
 }
 
-int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, char *errbuf,
-		       size_t errlen)
+int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, char *reason,
+		       size_t reason_size)
 {
 	EVP_MD_CTX *copy;
 	unsigned int dn = 0;
@@ -74,7 +74,7 @@ int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, ch
 		if (n == -1)
 			return 0;
 		if (n == -EINVAL) {
-			snprintf(errbuf, errlen, "line longer than %d bytes", AUDIT_LINE_MAX);
+			snprintf(reason, reason_size, "line longer than %d bytes", AUDIT_LINE_MAX);
 			return -EINVAL;
 		}
 		if (n < 0)
@@ -84,7 +84,7 @@ int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, ch
 		if (n > 0)
 			break;
 	}
-	r = audit_line_parse(rd->buf, (size_t)n, ret_line, errbuf, errlen);
+	r = audit_line_parse(rd->buf, (size_t)n, ret_line, reason, reason_size);
 	return r < 0 ? r : 1;
 }
 

@@ -23,9 +23,9 @@ struct export_reader {
 
 /* Reads and parses the next non-empty line. Returns 1 with *ret_line filled (clear it with
  * audit_line_clear()), 0 at the end, -EINVAL on a malformed or overlong line (reason in
- * errbuf), or -errno on a read error. */
-int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, char *errbuf,
-		       size_t errlen);
+ * reason), or -errno on a read error. */
+int export_reader_next(struct export_reader *rd, struct audit_line *ret_line, char *reason,
+		       size_t reason_size);
 
 /* Releases the reader's buffer and hash (not the stream). */
 void export_reader_free(struct export_reader *rd);

@@ -22,6 +22,7 @@
 #include "hsm.h"
 #include "hsm-provision.h"
 #include "osfi/osfi.h"
+#include "sfi-error.h"
 #include "sfi-hex.h"
 #include "sfi-parse.h"
 
@@ -121,9 +122,9 @@ static int fail(struct hsm *h, int r, const char *what)
 
 	if (rv && (-r == HSM_ERR_DEVICE || -r == HSM_ERR_TOKEN_REMOVED || -r == HSM_ERR_MECHANISM))
 		fprintf(stderr, "sfi-hsm: %s: %s (%s returned 0x%lx)\n", what,
-			hsm_error_to_string(r), hsm_last_call(h), rv);
+			sfi_strerror(r), hsm_last_call(h), rv);
 	else
-		fprintf(stderr, "sfi-hsm: %s: %s\n", what, hsm_error_to_string(r));
+		fprintf(stderr, "sfi-hsm: %s: %s\n", what, sfi_strerror(r));
 	return exit_for(r);
 }
 
@@ -341,7 +342,7 @@ static int open_token(const struct args *a, struct hsm **ret_h)
 	r = hsm_open(a->module ? a->module : SFID_DEFAULT_PKCS11_MODULE, a->token, a->serial, &h);
 	if (r < 0) {
 		fprintf(stderr, "sfi-hsm: token %s on %s: %s\n", a->token ? a->token : a->serial,
-			a->module ? a->module : SFID_DEFAULT_PKCS11_MODULE, hsm_error_to_string(r));
+			a->module ? a->module : SFID_DEFAULT_PKCS11_MODULE, sfi_strerror(r));
 		return exit_for(r);
 	}
 	if (a->pin_file) {

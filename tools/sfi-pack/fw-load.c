@@ -73,7 +73,7 @@ static int hexval(int c)
 }
 
 static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *text, size_t len,
-		       char *why, size_t why_len)
+		       char *reason, size_t reason_size)
 {
 	uint32_t base = 0;
 	unsigned lineno = 0;
@@ -96,13 +96,13 @@ static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *tex
 		if (end == start)
 			continue;
 		if (eof) {
-			snprintf(why, why_len, "%s line %u: data after the end-of-file record",
+			snprintf(reason, reason_size, "%s line %u: data after the end-of-file record",
 				 path, lineno);
 			return -1;
 		}
 		if (text[start] != ':' || (end - start - 1) % 2 || end - start - 1 < 10 ||
 		    (end - start - 1) / 2 > sizeof(rec)) {
-			snprintf(why, why_len, "%s line %u: not an Intel HEX record", path, lineno);
+			snprintf(reason, reason_size, "%s line %u: not an Intel HEX record", path, lineno);
 			return -1;
 		}
 		n = (end - start - 1) / 2;
@@ -110,19 +110,19 @@ static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *tex
 			int hi = hexval(text[start + 1 + 2 * i]), lo = hexval(text[start + 2 + 2 * i]);
 
 			if (hi < 0 || lo < 0) {
-				snprintf(why, why_len, "%s line %u: bad hex digit", path, lineno);
+				snprintf(reason, reason_size, "%s line %u: bad hex digit", path, lineno);
 				return -1;
 			}
 			rec[i] = (uint8_t)(hi << 4 | lo);
 			sum += rec[i];
 		}
 		if (rec[0] + 5u != n) {
-			snprintf(why, why_len, "%s line %u: record length does not match", path,
+			snprintf(reason, reason_size, "%s line %u: record length does not match", path,
 				 lineno);
 			return -1;
 		}
 		if (sum != 0) {
-			snprintf(why, why_len, "%s line %u: checksum mismatch", path, lineno);
+			snprintf(reason, reason_size, "%s line %u: checksum mismatch", path, lineno);
 			return -1;
 		}
 		uint16_t off = (uint16_t)(rec[1] << 8 | rec[2]);
@@ -130,7 +130,7 @@ static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *tex
 		switch (rec[3]) {
 		case 0x00:
 			if ((uint64_t)base + off + rec[0] > UINT32_MAX) {
-				snprintf(why, why_len, "%s line %u: data beyond 4 GiB", path,
+				snprintf(reason, reason_size, "%s line %u: data beyond 4 GiB", path,
 					 lineno);
 				return -1;
 			}
@@ -138,7 +138,7 @@ static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *tex
 
 			snprintf(src, sizeof(src), "%s line %u", path, lineno);
 			if (fw_add(fw, base + off, rec + 4, rec[0], src) < 0) {
-				snprintf(why, why_len, "out of memory");
+				snprintf(reason, reason_size, "out of memory");
 				return -1;
 			}
 			break;
@@ -148,7 +148,7 @@ static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *tex
 		case 0x02:
 		case 0x04:
 			if (rec[0] != 2) {
-				snprintf(why, why_len, "%s line %u: address record needs 2 bytes",
+				snprintf(reason, reason_size, "%s line %u: address record needs 2 bytes",
 					 path, lineno);
 				return -1;
 			}
@@ -158,46 +158,46 @@ static int fw_load_hex(struct fw_image *fw, const char *path, const uint8_t *tex
 		case 0x05:
 			break; /* start address: not part of the image */
 		default:
-			snprintf(why, why_len, "%s line %u: unsupported record type %02x", path,
+			snprintf(reason, reason_size, "%s line %u: unsupported record type %02x", path,
 				 lineno, rec[3]);
 			return -1;
 		}
 	}
 	if (!eof) {
-		snprintf(why, why_len, "%s: no end-of-file record (truncated file?)", path);
+		snprintf(reason, reason_size, "%s: no end-of-file record (truncated file?)", path);
 		return -1;
 	}
 	return 0;
 }
 
 static int fw_load_elf(struct fw_image *fw, const char *path, const uint8_t *buf, size_t len,
-		       char *why, size_t why_len)
+		       char *reason, size_t reason_size)
 {
 	Elf *e;
 	size_t n_ph;
 	int r = -1;
 
 	if (elf_version(EV_CURRENT) == EV_NONE) {
-		snprintf(why, why_len, "libelf is unusable");
+		snprintf(reason, reason_size, "libelf is unusable");
 		return -1;
 	}
 	e = elf_memory((char *)buf, len);
 	if (!e || elf_kind(e) != ELF_K_ELF || elf_getphdrnum(e, &n_ph) != 0) {
-		snprintf(why, why_len, "%s: not a valid ELF file", path);
+		snprintf(reason, reason_size, "%s: not a valid ELF file", path);
 		goto out;
 	}
 	for (size_t i = 0; i < n_ph; i++) {
 		GElf_Phdr ph;
 
 		if (!gelf_getphdr(e, (int)i, &ph)) {
-			snprintf(why, why_len, "%s: program header %zu unreadable", path, i);
+			snprintf(reason, reason_size, "%s: program header %zu unreadable", path, i);
 			goto out;
 		}
 		if (ph.p_type != PT_LOAD || ph.p_filesz == 0)
 			continue;
 		if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset ||
 		    ph.p_paddr + ph.p_filesz > (uint64_t)UINT32_MAX + 1) {
-			snprintf(why, why_len, "%s: segment %zu lies outside the file or 4 GiB",
+			snprintf(reason, reason_size, "%s: segment %zu lies outside the file or 4 GiB",
 				 path, i);
 			goto out;
 		}
@@ -205,7 +205,7 @@ static int fw_load_elf(struct fw_image *fw, const char *path, const uint8_t *buf
 
 		snprintf(src, sizeof(src), "%s segment %zu", path, i);
 		if (fw_add(fw, (uint32_t)ph.p_paddr, buf + ph.p_offset, ph.p_filesz, src) < 0) {
-			snprintf(why, why_len, "out of memory");
+			snprintf(reason, reason_size, "out of memory");
 			goto out;
 		}
 	}
@@ -223,8 +223,8 @@ static bool ends_with(const char *s, const char *suffix)
 	return a >= b && strcasecmp(s + a - b, suffix) == 0;
 }
 
-int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *why,
-	    size_t why_len)
+int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *reason,
+	    size_t reason_size)
 {
 	uint8_t *buf;
 	size_t len, before = fw->n;
@@ -233,45 +233,45 @@ int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr,
 	fw->merge_from = fw->n;
 	r = sfi_file_read(path, 64u << 20, &buf, &len);
 	if (r < 0) {
-		snprintf(why, why_len, "%s: %s", path, strerror(-r));
+		snprintf(reason, reason_size, "%s: %s", path, strerror(-r));
 		return -1;
 	}
 	if (len == 0) {
-		snprintf(why, why_len, "%s: empty file", path);
+		snprintf(reason, reason_size, "%s: empty file", path);
 		free(buf);
 		return -1;
 	}
 	if (len >= 4 && memcmp(buf, "\177ELF", 4) == 0) {
 		if (has_addr) {
-			snprintf(why, why_len, "%s: an ELF file carries its addresses; drop @ADDR",
+			snprintf(reason, reason_size, "%s: an ELF file carries its addresses; drop @ADDR",
 				 path);
 			r = -1;
 		} else {
-			r = fw_load_elf(fw, path, buf, len, why, why_len);
+			r = fw_load_elf(fw, path, buf, len, reason, reason_size);
 		}
 	} else if (ends_with(path, ".hex") || ends_with(path, ".ihex") || buf[0] == ':') {
 		if (has_addr) {
-			snprintf(why, why_len, "%s: an Intel HEX file carries its addresses; drop "
+			snprintf(reason, reason_size, "%s: an Intel HEX file carries its addresses; drop "
 					       "@ADDR", path);
 			r = -1;
 		} else {
-			r = fw_load_hex(fw, path, buf, len, why, why_len);
+			r = fw_load_hex(fw, path, buf, len, reason, reason_size);
 		}
 	} else if (!has_addr) {
-		snprintf(why, why_len, "%s: a raw binary needs its address (FILE@0x08000000)",
+		snprintf(reason, reason_size, "%s: a raw binary needs its address (FILE@0x08000000)",
 			 path);
 		r = -1;
 	} else if ((uint64_t)addr + len > (uint64_t)UINT32_MAX + 1) {
-		snprintf(why, why_len, "%s: %zu bytes at 0x%08x pass 4 GiB", path, len, addr);
+		snprintf(reason, reason_size, "%s: %zu bytes at 0x%08x pass 4 GiB", path, len, addr);
 		r = -1;
 	} else {
 		r = fw_add(fw, addr, buf, len, path);
 		if (r < 0)
-			snprintf(why, why_len, "out of memory");
+			snprintf(reason, reason_size, "out of memory");
 	}
 	free(buf);
 	if (r == 0 && fw->n == before) {
-		snprintf(why, why_len, "%s: no data in the file", path);
+		snprintf(reason, reason_size, "%s: no data in the file", path);
 		r = -1;
 	}
 	return r < 0 ? -1 : 0;

@@ -19,7 +19,7 @@ struct fw_image {
 };
 
 /* Loads FILE (raw needs has_addr). Appends segments to *fw. Returns 0, or -1 with a message
- * (naming the file and line or address) in why. */
-int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *why,
-	    size_t why_len);
+ * (naming the file and line or address) in reason. */
+int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *reason,
+	    size_t reason_size);
 void fw_image_clear(struct fw_image *fw);

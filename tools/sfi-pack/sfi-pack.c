@@ -17,6 +17,7 @@
 #include "config.h"
 #include "fw-load.h"
 #include "osfi.h"
+#include "sfi-error.h"
 #include "sfi-file.h"
 #include "sfi-hex.h"
 #include "sfi-parse.h"
@@ -204,7 +205,7 @@ static int cmd_create(int argc, char **argv)
 	struct osfi_option ob[OSFI_OPT_MAX];
 	uint8_t *img = NULL;
 	size_t img_len, n_ob;
-	char why[512];
+	char reason[SFI_REASON_MAX];
 	int c, ret = EXIT_INPUT, r;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -258,11 +259,11 @@ static int cmd_create(int argc, char **argv)
 		r = sfi_file_read(options, 1 << 20, &text, &len);
 		if (r < 0)
 			return fail(EXIT_INPUT, "cannot read option file %s: %s", options, strerror(-r));
-		r = osfi_options_parse_csv((const char *)text, len, ob, OSFI_OPT_MAX, &n_ob, why,
-					   sizeof(why));
+		r = osfi_options_parse_csv((const char *)text, len, ob, OSFI_OPT_MAX, &n_ob, reason,
+					   sizeof(reason));
 		free(text);
 		if (r < 0)
-			return fail(EXIT_INPUT, "%s: %s", options, why);
+			return fail(EXIT_INPUT, "%s: %s", options, reason);
 		r = osfi_options_encode(ob, n_ob, cfg, sizeof(cfg));
 		if (r < 0)
 			return fail(EXIT_INPUT, "%s: cannot encode option bytes", options);
@@ -277,8 +278,8 @@ static int cmd_create(int argc, char **argv)
 			ret = fail(EXIT_USAGE, "--firmware %s: bad address after @", firmware[i]);
 			goto out;
 		}
-		if (fw_load(&fw, firmware[i], has, addr, why, sizeof(why)) < 0) {
-			ret = fail(EXIT_INPUT, "%s", why);
+		if (fw_load(&fw, firmware[i], has, addr, reason, sizeof(reason)) < 0) {
+			ret = fail(EXIT_INPUT, "%s", reason);
 			goto out;
 		}
 	}
@@ -487,18 +488,18 @@ out:
 static int load_image(const char *path, uint8_t **ret_buf, size_t *ret_len,
 		      struct osfi_image **ret_img)
 {
-	char why[256];
+	char reason[SFI_REASON_MAX];
 	int r;
 
 	r = sfi_file_read(path, (size_t)UINT32_MAX, ret_buf, ret_len);
 	if (r < 0)
 		return fail(EXIT_INPUT, "cannot read image %s: %s", path, strerror(-r));
-	r = osfi_image_parse(*ret_buf, *ret_len, ret_img, why, sizeof(why));
+	r = osfi_image_parse(*ret_buf, *ret_len, ret_img, reason, sizeof(reason));
 	if (r < 0) {
 		/* The caller frees what it is given: nothing, here. */
 		free(*ret_buf);
 		*ret_buf = NULL;
-		return fail(EXIT_INPUT, "%s: %s", path, r == -ENOMEM ? "out of memory" : why);
+		return fail(EXIT_INPUT, "%s: %s", path, r == -ENOMEM ? "out of memory" : reason);
 	}
 	return 0;
 }
