@@ -308,7 +308,12 @@ void transport_cancel(struct transport *t)
 
 int transport_wait(struct transport *t)
 {
-	while (t->busy) {
+	int r;
+
+	/* A callback may start the next operation (the wait goes on) or close the link (it
+	 * is freed when the wait ends). */
+	enter(t);
+	while (t->busy && !t->closed) {
 		struct transport_watch w;
 		struct pollfd p = { .fd = -1 };
 		int timeout = -1, pr;
@@ -320,16 +325,21 @@ int transport_wait(struct transport *t)
 
 			timeout = left < 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 		}
-		if (w.fd < 0 && timeout < 0)
+		if (w.fd < 0 && timeout < 0) {
+			leave(t);
 			return -EDEADLK;	/* a backend with nothing to wait for: a bug */
+		}
 		p.fd = w.fd;
 		p.events = (short)(((w.events & TRANSPORT_IN) ? POLLIN : 0) |
 				   ((w.events & TRANSPORT_OUT) ? POLLOUT : 0));
 		pr = poll(&p, w.fd >= 0 ? 1 : 0, timeout);
 		if (pr < 0 && errno == EINTR)
 			continue;
-		if (pr < 0)
-			return -errno;
+		if (pr < 0) {
+			r = -errno;
+			leave(t);
+			return r;
+		}
 		if (pr > 0) {
 			if (p.revents & POLLIN)
 				revents |= TRANSPORT_IN;
@@ -340,7 +350,9 @@ int transport_wait(struct transport *t)
 		}
 		transport_io_ready(t, revents);
 	}
-	return t->result;
+	r = t->closed ? -ECANCELED : t->result;
+	leave(t);
+	return r;
 }
 
 int transport_probe_sync(struct transport *t, unsigned flags, enum transport_presence *ret)

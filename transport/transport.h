@@ -13,7 +13,8 @@
  *                            the descriptor is ready (revents) or the deadline passed (0)
  *
  * sfid does this from libevent; transport_wait() does it with poll() for blocking callers
- * (sfi-boot), so both run the same backend code and the same retry policy.
+ * (sfi-boot), so both run the same backend code and the same retry policy. A callback may
+ * start the next operation or close the link (it is freed once the backend has returned).
  *
  * Operations (the backend decides how its wire does them):
  *   probe      is a chip's bootloader there? PRESENT (same bootloader session as the last

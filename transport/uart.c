@@ -99,12 +99,8 @@ static void op_end(struct uart *u, int r)
 		 (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED))
 		snprintf(u->error, sizeof(u->error), "no bootloader answers on %s (chip absent, not "
 			 "in its bootloader, or wrong entry sequence)", link_port_name(u->link));
-	else if (r < 0) {
-		char what[160];
-
-		an3155_xfer_describe(&u->x, what, sizeof(what));
-		snprintf(u->error, sizeof(u->error), "%s on %s", what, link_port_name(u->link));
-	}
+	else if (r < 0)
+		an3155_xfer_describe(&u->x, u->error, sizeof(u->error));
 	u->reconnecting = false;
 	transport_complete(u->t, r);
 }

@@ -46,7 +46,12 @@ int sfi_boot_fail(struct sfi_boot *b, int r, const char *what)
 	const char *why = b->link ? link_last_error(b->link) : "";
 
 	if (b->tp && b->tp_failed) {
+		/* The link's sentence names the request and step; the port is added here, as
+		 * the AN3155 commands' errors name it. */
 		transport_describe(b->tp, text, sizeof(text));
+		if (r != -TRANSPORT_E_GONE && !strstr(text, transport_port_name(b->tp)))
+			snprintf(text + strlen(text), sizeof(text) - strlen(text), " on %s",
+				 transport_port_name(b->tp));
 		why = text;
 	}
 
