@@ -83,6 +83,18 @@ start_emu() {
 # driver one chip per process (sfi-boot), the event loop PARALLEL chips per loop (sfid);
 # PARALLEL at a time. OUT gets "<point>|<result>|installed=<0|1>" lines, sorted.
 run() {
+	local mode=$1 par=$2 out=$3 all=("${@:4}") i
+	: >"$out.all"
+	# h5emu runs at most 256 chips: 200 points per emulator.
+	for ((i = 0; i < ${#all[@]}; i += 200)); do
+		run_batch "$mode" "$par" "$out" "${all[@]:i:200}"
+		cat "$out" >>"$out.all"
+	done
+	sort -t '|' -k1,1n "$out.all" >"$out"
+	[ "$(wc -l <"$out")" -eq ${#all[@]} ] || fail "$mode: $(wc -l <"$out") results for ${#all[@]} points"
+}
+
+run_batch() {
 	local mode=$1 par=$2 out=$3 k
 	shift 3
 	start_emu "$@"
