@@ -29,7 +29,7 @@ static int erase_parse(int argc, char **argv, enum link_erase_kind *ret_kind, ui
 	for (int i = 0; i < argc; i++) {
 		uint32_t p;
 
-		if (sfi_boot_parse_u32(argv[i], &p) < 0 || p >= 0xfff0) {
+		if (sfi_parse_u32(argv[i], &p) < 0 || p >= 0xfff0) {
 			sfi_boot_error("'%s' is not mass, bank1, bank2 or a page number", argv[i]);
 			return -EINVAL;
 		}

@@ -5,7 +5,7 @@ static int go_check(int argc, char **argv)
 {
 	uint32_t addr = 0;
 
-	if (sfi_boot_parse_u32(argv[0], &addr) < 0) {
+	if (sfi_parse_u32(argv[0], &addr) < 0) {
 		sfi_boot_error("address '%s' is not a 32-bit number", argv[0]);
 		return SFI_BOOT_EXIT_USAGE;
 	}
@@ -17,7 +17,7 @@ static int go_run(struct sfi_boot *b, int argc, char **argv)
 	uint32_t addr = 0;
 	int r;
 
-	sfi_boot_parse_u32(argv[0], &addr);
+	sfi_parse_u32(argv[0], &addr);
 	r = b->link ? link_go(b->link, addr) : sfi_boot_dfu_go(b, addr);
 	if (r < 0)
 		return sfi_boot_fail(b, r, "go");

@@ -13,7 +13,7 @@
 
 static int parse_addr(const char *what, const char *s, uint32_t *ret)
 {
-	if (sfi_boot_parse_u32(s, ret) < 0) {
+	if (sfi_parse_u32(s, ret) < 0) {
 		sfi_boot_error("%s '%s' is not a 32-bit number", what, s);
 		return -EINVAL;
 	}
@@ -66,8 +66,8 @@ static int read_run(struct sfi_boot *b, int argc, char **argv)
 	uint8_t *buf;
 	int r;
 
-	sfi_boot_parse_u32(argv[0], &addr);
-	sfi_boot_parse_u32(argv[1], &len);
+	sfi_parse_u32(argv[0], &addr);
+	sfi_parse_u32(argv[1], &len);
 	buf = malloc(len);
 	if (!buf) {
 		sfi_boot_error("out of memory for %u bytes", len);
@@ -99,50 +99,6 @@ const struct sfi_boot_command sfi_boot_cmd_read = {
 	.check = read_check,
 	.run = read_run,
 };
-
-/* Loads a whole file. Returns 0 or a negative errno (-EFBIG beyond FILE_MAX). */
-static int load_file(const char *path, uint8_t **ret_buf, size_t *ret_len)
-{
-	struct stat st;
-	uint8_t *buf;
-	size_t off = 0;
-	int fd, r;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX) {
-		close(fd);
-		return S_ISREG(st.st_mode) ? -EFBIG : -EINVAL;
-	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (off < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			free(buf);
-			close(fd);
-			return r;
-		}
-		off += (size_t)n;
-	}
-	close(fd);
-	*ret_buf = buf;
-	*ret_len = off;
-	return 0;
-}
 
 /* STM32 flash, OTP and option areas live in 0x08000000..0x0fffffff; the STM32H5 programs
  * them in 16-byte words, so writes there are aligned and padded to 16 bytes. */
@@ -194,8 +150,8 @@ static int write_run(struct sfi_boot *b, int argc, char **argv)
 	size_t len = 0;
 	int r, ret = SFI_BOOT_EXIT_OK;
 
-	sfi_boot_parse_u32(argv[0], &addr);
-	r = load_file(argv[1], &data, &len);
+	sfi_parse_u32(argv[0], &addr);
+	r = sfi_file_read(argv[1], FILE_MAX, &data, &len);
 	if (r < 0) {
 		sfi_boot_error("cannot read %s: %s", argv[1],
 			       r == -EINVAL ? "not a regular file" : strerror(-r));

@@ -13,45 +13,10 @@
 
 #include "osfi.h"
 #include "sfi-boot.h"
+#include "sfi-file.h"
 
 #define INSTALL_MAX_MODULES 32
 #define IMAGE_MAX_BYTES (64u << 20)
-
-static int read_all(const char *path, size_t max, uint8_t **ret, size_t *ret_len)
-{
-	struct stat st;
-	uint8_t *buf;
-	size_t got = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0)
-		return -errno;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > max) {
-		close(fd);
-		return -EINVAL;
-	}
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (got < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			free(buf);
-			close(fd);
-			return -EIO;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	*ret = buf;
-	*ret_len = got;
-	return 0;
-}
 
 /* Runs a session to its end over the link. Returns an enum sfi_boot_exit value. */
 
@@ -248,7 +213,7 @@ static int add_license_file(struct osfi_session *s, const char *path, uint32_t w
 	struct osfi_license l;
 	int r;
 
-	r = read_all(path, 4096, &buf, &len);
+	r = sfi_file_read(path, 4096, &buf, &len);
 	if (r < 0) {
 		sfi_boot_error("install: cannot read license %s: %s", path, strerror(-r));
 		return SFI_BOOT_EXIT_FILE;
@@ -288,7 +253,7 @@ static int install_run(struct sfi_boot *b, int argc, char **argv)
 	ret = install_parse(argc, argv, &a);
 	if (ret != SFI_BOOT_EXIT_OK)
 		return ret;
-	r = read_all(a.image, IMAGE_MAX_BYTES, &image, &len);
+	r = sfi_file_read(a.image, IMAGE_MAX_BYTES, &image, &len);
 	if (r < 0) {
 		sfi_boot_error("install: cannot read image %s: %s", a.image, strerror(-r));
 		return SFI_BOOT_EXIT_FILE;
@@ -306,7 +271,7 @@ static int install_run(struct sfi_boot *b, int argc, char **argv)
 		uint32_t id;
 
 		snprintf(idtext, sizeof(idtext), "%.*s", (int)(eq - a.modules[i]), a.modules[i]);
-		if (sfi_boot_parse_u32(idtext, &id) < 0 || id == 0 ||
+		if (sfi_parse_u32(idtext, &id) < 0 || id == 0 ||
 		    !osfi_image_has_module(osfi_session_image(s), id)) {
 			sfi_boot_error("install: --module-license %s: the image carries no module "
 				       "'%s'", a.modules[i], idtext);

@@ -54,7 +54,7 @@ static int program_parse(int argc, char **argv, struct program_args *a)
 		if (strncmp(argv[i], "--go=", 5) == 0) {
 			a->go = true;
 			a->go_addr_set = true;
-			if (sfi_boot_parse_u32(argv[i] + 5, &a->go_addr) < 0) {
+			if (sfi_parse_u32(argv[i] + 5, &a->go_addr) < 0) {
 				sfi_boot_error("program: --go=ADDR: '%s' is not an address", argv[i] + 5);
 				return -EINVAL;
 			}
@@ -72,7 +72,7 @@ static int program_parse(int argc, char **argv, struct program_args *a)
 		/* FILE@ADDR: a raw binary at ADDR (the last '@', so paths may hold one). */
 		const char *at = strrchr(argv[i], '@');
 		if (at && at[1]) {
-			if (sfi_boot_parse_u32(at + 1, &a->addr[a->n]) < 0) {
+			if (sfi_parse_u32(at + 1, &a->addr[a->n]) < 0) {
 				sfi_boot_error("program: %s: '%s' is not an address", argv[i], at + 1);
 				return -EINVAL;
 			}

@@ -64,11 +64,6 @@ int sfi_boot_fail(struct sfi_boot *b, int r, const char *what)
 	return SFI_BOOT_EXIT_LINK;
 }
 
-int sfi_boot_parse_u32(const char *s, uint32_t *ret)
-{
-	return osfi_number_parse(s, ret);
-}
-
 static bool progress_shown;
 
 void sfi_boot_progress(void *user_data, size_t done, size_t total)
@@ -138,7 +133,7 @@ static int parse_unsigned(const char *opt, const char *s, unsigned min, unsigned
 {
 	uint32_t v;
 
-	if (sfi_boot_parse_u32(s, &v) < 0 || v < min || v > max) {
+	if (sfi_parse_u32(s, &v) < 0 || v < min || v > max) {
 		sfi_boot_error("%s wants a number from %u to %u, not '%s'", opt, min, max, s);
 		return -EINVAL;
 	}

@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "link.h"
+#include "sfi-file.h"
+#include "sfi-parse.h"
 #include "transport.h"
 
 /* Exit codes (also in --help). */
@@ -73,8 +75,6 @@ int sfi_boot_dfu_fail(struct sfi_boot *b, int r, const char *what);
 int sfi_boot_fail(struct sfi_boot *b, int r, const char *what);
 /* Prints "sfi-boot: <message>" on stderr. */
 __attribute__((format(printf, 1, 2))) void sfi_boot_error(const char *fmt, ...);
-/* Parses a 32-bit number (decimal, 0x hex). Returns 0 or -EINVAL. */
-int sfi_boot_parse_u32(const char *s, uint32_t *ret);
 /* Progress callback for link_set_progress(); user_data is a const char * label. */
 void sfi_boot_progress(void *user_data, size_t done, size_t total);
 /* Ends a progress line. */
