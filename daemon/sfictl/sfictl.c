@@ -27,6 +27,7 @@
 #include "control.h"
 #include "link.h"
 #include "osfi.h"
+#include "sfi-time.h"
 
 enum {
 	EXIT_OK = 0,
@@ -398,14 +399,6 @@ static int64_t w_job, w_target, w_installed, w_failed, w_refused, w_halted, w_le
 	w_started_ms, w_job_ms, w_job_ms_at;
 static volatile sig_atomic_t w_resized = 1;
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void on_winch(int sig)
 {
 	(void)sig;
@@ -421,7 +414,7 @@ static struct watch_slot *wslot(const char *name)
 		return NULL;
 	memset(&wslots[n_wslots], 0, sizeof(wslots[0]));
 	snprintf(wslots[n_wslots].name, sizeof(wslots[0].name), "%s", name);
-	wslots[n_wslots].last_event_ms = mono_ms();
+	wslots[n_wslots].last_event_ms = sfi_monotonic_ms();
 	return &wslots[n_wslots++];
 }
 
@@ -449,7 +442,7 @@ static void watch_apply_totals(struct json_object *o)
 	w_complete = json_object_get_boolean(json_object_object_get(job, "complete"));
 	/* sfid's clock, and when it was read on ours, for elapsed time and rates. */
 	w_job_ms = jint(o, "time_ms");
-	w_job_ms_at = mono_ms();
+	w_job_ms_at = sfi_monotonic_ms();
 }
 
 static void watch_apply_status(struct json_object *o)
@@ -469,7 +462,7 @@ static void watch_apply_status(struct json_object *o)
 		snprintf(w->chip, sizeof(w->chip), "%s", jstr(s, "chip"));
 		w->done = (uint64_t)jint(s, "done");
 		w->total = (uint64_t)jint(s, "total");
-		w->last_event_ms = mono_ms();
+		w->last_event_ms = sfi_monotonic_ms();
 		/* The last chip's result, from before this watch opened. */
 		if (!w->last_kind && jstr(s, "last_result")[0]) {
 			snprintf(w->last, sizeof(w->last), "%s", jstr(s, "last_result"));
@@ -592,7 +585,7 @@ static void watch_redraw(void)
 {
 	struct winsize ws = { 0 };
 	size_t width = 80, height = 24, cols, rows, cell;
-	int64_t now = mono_ms(), elapsed = 0, sfid_now;
+	int64_t now = sfi_monotonic_ms(), elapsed = 0, sfid_now;
 	char el[24], eta[24], when[40];
 	double per_hour = 0;
 	struct wline l;
@@ -687,7 +680,7 @@ static void watch_event(const struct control_reply *rep, bool tty, bool *want_st
 	bool is_result = strcmp(rep->event, "result") == 0;
 
 	if (w)
-		w->last_event_ms = mono_ms();
+		w->last_event_ms = sfi_monotonic_ms();
 	if (is_result) {
 		if (strcmp(jstr(o, "result"), "ok") == 0)
 			results_ok++;
@@ -781,7 +774,7 @@ static int watch_reconnect(bool tty, int64_t deadline)
 	for (;;) {
 		if (tty)
 			watch_redraw();
-		if (deadline && mono_ms() >= deadline)
+		if (deadline && sfi_monotonic_ms() >= deadline)
 			return -ETIMEDOUT;
 		sleep(1);
 		if (quiet_connect() == 0 && watch_subscribe(&id) == EXIT_OK) {
@@ -821,9 +814,9 @@ static int cmd_watch(int count, int timeout_s)
 		printf("LINE HALTED: %s\n", w_halt);
 	}
 	if (timeout_s > 0)
-		deadline = mono_ms() + (int64_t)timeout_s * 1000;
+		deadline = sfi_monotonic_ms() + (int64_t)timeout_s * 1000;
 	for (;;) {
-		int64_t now = mono_ms();
+		int64_t now = sfi_monotonic_ms();
 		int wait = tty ? 500 : -1;
 
 		if (count > 0 && (int)(results_ok + results_failed) >= count)
@@ -873,7 +866,7 @@ static int cmd_watch(int count, int timeout_s)
 		watch_event(&rep, tty, &want_status);
 		json_object_put(root);
 		if (tty && (w_resized || strcmp(rep.event, "progress") != 0 ||
-			    mono_ms() - last_status >= 0))
+			    sfi_monotonic_ms() - last_status >= 0))
 			watch_redraw();
 	}
 	if (tty)
