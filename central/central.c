@@ -128,7 +128,7 @@ static int read_secret(const char *path, char *out, size_t size, char *err, size
 int central_connect(const struct central_conn_options *o, PGconn **ret_conn, char *err,
 		    size_t errlen)
 {
-	const char *keys[8], *values[8];
+	const char *keys[16], *values[16];
 	char password[PASSWORD_MAX] = "", timeout[16], *perr = NULL, *path = NULL;
 	PQconninfoOption *opts;
 	PGconn *c;
@@ -173,6 +173,12 @@ int central_connect(const struct central_conn_options *o, PGconn **ret_conn, cha
 	/* Ours first: what conninfo says overrides them; the password last. */
 	snprintf(timeout, sizeof(timeout), "%u", o->connect_timeout_s ? o->connect_timeout_s : 10);
 	keys[k] = "connect_timeout", values[k++] = timeout;
+	/* A connection cut without a reset (a cable, a firewall) is noticed within about a
+	 * minute, not the kernel's two hours. TCP only; conninfo may say otherwise. */
+	keys[k] = "keepalives_idle", values[k++] = "20";
+	keys[k] = "keepalives_interval", values[k++] = "10";
+	keys[k] = "keepalives_count", values[k++] = "3";
+	keys[k] = "tcp_user_timeout", values[k++] = "60000";
 	keys[k] = "fallback_application_name";
 	values[k++] = o->application_name ? o->application_name : "sfid";
 	keys[k] = "dbname", values[k++] = o->conninfo;

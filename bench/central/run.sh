@@ -27,12 +27,13 @@ calc() { awk "BEGIN { print $* }"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 meson compile -C "$BUILD" db/sfid-db db/sfid-db-format central/sfid-central \
-	daemon/sfid/sfidcore >/dev/null
+	daemon/sfid/sfidcore common/sficommon >/dev/null
 cc -O2 -std=gnu11 -D_GNU_SOURCE -o "$tmp/bench-central" "$src/bench/central/bench-central.c" \
 	"$src/daemon/sfid/shipper.c" "$src/tests/unit/db/test-signer.c" \
-	-I"$src/db" -I"$src/central" -I"$src/daemon/sfid" -I"$src/tests/unit/db" -I"$BUILD" \
+	-I"$src/db" -I"$src/central" -I"$src/daemon/sfid" -I"$src/tests/unit/db" -I"$src/common" \
+	-I"$BUILD" \
 	"$BUILD/daemon/sfid/libsfidcore.a" "$BUILD/central/libsfid-central.a" \
-	"$BUILD/db/libsfid-db.a" "$BUILD/db/libsfid-db-format.a" \
+	"$BUILD/db/libsfid-db.a" "$BUILD/db/libsfid-db-format.a" "$BUILD/common/libsficommon.a" \
 	$(pkg-config --cflags --libs sqlite3 json-c libcrypto libpq libsystemd) -pthread
 
 echo "reproduce: $0 --runs $RUNS $BUILD $RECORDS $SLOTS $KB"

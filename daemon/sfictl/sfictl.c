@@ -348,7 +348,7 @@ static void print_counter_changes(struct json_object *o)
 
 static void print_status(struct json_object *o)
 {
-	struct json_object *job, *slots, *v;
+	struct json_object *job, *slots, *v, *e;
 
 	printf("station %s, sfid %s\n", jstr(o, "station"), jstr(o, "version"));
 	if (json_object_object_get_ex(o, "halted", &v) && v)
@@ -363,6 +363,14 @@ static void print_status(struct json_object *o)
 			       "the next job\n", jint(job, "installed"), jint(job, "target"));
 	} else
 		printf("no job loaded\n");
+	if (json_object_object_get_ex(o, "central", &v) && v) {
+		printf("central store: %s, %" PRId64 " record(s) to ship (acknowledged %" PRId64
+		       " of %" PRId64 ")", jstr(v, "state"), jint(v, "backlog"),
+		       jint(v, "acknowledged_seq"), jint(v, "local_seq"));
+		if (json_object_object_get_ex(v, "error", &e) && e)
+			printf(": %s", json_object_get_string(e));
+		putchar('\n');
+	}
 	print_counter_changes(o);
 	if (!json_object_object_get_ex(o, "slots", &slots))
 		return;

@@ -250,17 +250,10 @@ static int ship_batch(struct shipper *s)
 	struct db_audit_batch b = { 0 };
 	struct db_audit_cursor before = s->cursor;
 	struct central_push_result res;
-	uint8_t head_hash[DB_HASH_SIZE];
 	const char **lines = NULL;
-	uint64_t head = 0;
 	char err[768];
 	int r;
 
-	if (db_audit_head(s->db, &head, head_hash) == 0) {
-		pthread_mutex_lock(&s->lock);
-		s->head = head;
-		pthread_mutex_unlock(&s->lock);
-	}
 	r = db_audit_cursor_next(&s->cursor, s->cfg->batch_records,
 				 (size_t)s->cfg->batch_kb * 1024, &b);
 	if (r < 0) {
@@ -323,6 +316,19 @@ static int ship_batch(struct shipper *s)
 	return 1;
 }
 
+/* The local head, for the backlog `sfictl status` shows, connected or not. */
+static void refresh_head(struct shipper *s)
+{
+	uint8_t hash[DB_HASH_SIZE];
+	uint64_t head;
+
+	if (db_audit_head(s->db, &head, hash) == 0) {
+		pthread_mutex_lock(&s->lock);
+		s->head = head;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 static void *shipper_main(void *arg)
 {
 	struct shipper *s = arg;
@@ -330,6 +336,7 @@ static void *shipper_main(void *arg)
 	int r;
 
 	while (!stopping(s)) {
+		refresh_head(s);
 		if (!s->pg && connect_central(s) < 0) {
 			pthread_mutex_lock(&s->lock);
 			if (s->failures++ == 0)

@@ -56,6 +56,7 @@ pg_start() {
 }
 
 pg_stop() {
+	[ -n "${PG_DATA:-}" ] || return 0
 	pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 || true
 }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Three stations, one central audit store (PostgreSQL 15 started here, Unix socket only):
+# Three stations, one central audit store (PostgreSQL 15 started here, Unix socket only; it is
+# down when the stations start, and they start all the same):
 #  1. three sfid stations (own token, h5emu and database each) run jobs at once and ship;
 #     each station's trail at the centre equals its local export record for record and
 #     verifies there with sfi-audit verify --pg;
@@ -84,6 +85,9 @@ for s in "${stations[@]}" auditor; do
 	printf '*:*:*:%s:%s\n' "$([ "$s" = auditor ] && echo auditor || echo "station_$s")" "$pw" >>"$root/pgpass"
 done
 
+# The server is down when the stations start: they start all the same.
+pg_stop
+
 # --- three stations; c's emulator has a's seed, so its chips have a's UIDs -----------------
 chips=4
 for s in "${stations[@]}"; do
@@ -109,6 +113,10 @@ for s in "${stations[@]}"; do
 	[ -f "$tmp/emu-state/seed" ] || fail "h5emu wrote no seed for station $s"
 done
 cmp -s "$root/a/emu-state/seed" "$root/c/emu-state/seed" || fail "station c's emulator has another seed"
+for s in "${stations[@]}"; do
+	wait_for 30 "station $s to find the server down" bash -c "[ \"\$($SFICTL --socket $root/$s/sfid.sock --json status | jq -r .central.state)\" = unreachable ]"
+done
+pg_start
 
 total=$((2 * chips))
 for s in "${stations[@]}"; do
@@ -135,6 +143,8 @@ for s in "${stations[@]}"; do
 	[ "$(jq -r .state <<<"$j")" = unreachable ] || fail "station $s: the shipper is not unreachable: $j"
 	[ "$(jq -r .backlog <<<"$j")" -gt 0 ] || fail "station $s: no backlog with the server down: $j"
 	jq -e '.error | test("central server")' <<<"$j" >/dev/null || fail "station $s: no reason: $j"
+	st_ctl "$s" status | grep -q "^central store: unreachable, [1-9][0-9]* record(s) to ship" ||
+		fail "station $s: sfictl status does not show the shipper: $(st_ctl "$s" status)"
 	ok=$(sqlite3 -readonly "$root/$s/sfid.db" "SELECT count(*) FROM attempts WHERE result = 'ok'")
 	[ "$ok" -eq "$total" ] || fail "station $s installed $ok chips with the server down, expected $total"
 done
