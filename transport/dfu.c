@@ -103,6 +103,8 @@ struct dfu {
 	struct dfuse_timeouts tmo;
 	struct dfuse_xfer x;
 	bool need_idle;		/* the last operation failed: idle first */
+	bool deferred;		/* the operation's result is known: complete from io_ready */
+	int deferred_r;
 	bool failed_usb;	/* the result is the engine's: describe with it */
 
 	enum transport_presence *ret_presence;
@@ -975,6 +977,10 @@ static void advance(struct dfu *d, int r)
 		break;
 	}
 	d->need_idle = false;
+	/* FRESH is news for the next probe only: once the host has talked to the device that
+	 * attached (a reconnect after FINALIZE, an identify), it is the same session, as a
+	 * UART bootloader that has been synchronised NACKs the next 0x7F. */
+	d->fresh = false;
 	op_end(d, 0);
 }
 
@@ -1001,20 +1007,18 @@ static bool dfu_handles(const char *spec)
 	return spec && strncmp(spec, "dfu:", 4) == 0;
 }
 
-static int dfu_open(struct transport *t, const char *spec, char *err, size_t err_size)
+/* Reads a dfu: port specification into d's binding (d may be NULL: only checks it). */
+static int spec_parse(const char *spec, struct dfu *d, char *err, size_t err_size)
 {
-	struct dfu *d = D(t);
-	const struct transport_options *o = transport_options(t);
+	struct dfu scratch;
 	const char *s = spec + 4;
-	const struct libusb_pollfd **fds;
-	int r;
 
-	d->t = t;
-	d->epfd = -1;
-	d->cur_alt = -1;
-	d->osfi_alt = -1;
-	d->wait_until = -1;
-	d->deadline = -1;
+	if (!d) {
+		d = &scratch;
+		memset(d->want_path, 0, sizeof(d->want_path));
+	}
+	if (strncmp(spec, "dfu:", 4) != 0)
+		goto bad;
 	if (strncmp(s, "usb:", 4) == 0)
 		s += 4;
 	if (strncmp(s, "serial:", 7) == 0) {
@@ -1029,6 +1033,35 @@ static int dfu_open(struct transport *t, const char *spec, char *err, size_t err
 			goto bad;
 		snprintf(d->want_path, sizeof(d->want_path), "%s", s);
 	}
+	return 0;
+bad:
+	snprintf(err, err_size,
+		 "%s: not a DFU port (dfu:usb:PATH such as dfu:usb:1-3.2, dfu:serial:SN, dfu:)",
+		 spec);
+	return -EINVAL;
+}
+
+int transport_dfu_spec_check(const char *spec, char *err, size_t err_size)
+{
+	return spec_parse(spec, NULL, err, err_size);
+}
+
+static int dfu_open(struct transport *t, const char *spec, char *err, size_t err_size)
+{
+	struct dfu *d = D(t);
+	const struct transport_options *o = transport_options(t);
+	const struct libusb_pollfd **fds;
+	int r;
+
+	d->t = t;
+	d->epfd = -1;
+	d->cur_alt = -1;
+	d->osfi_alt = -1;
+	d->wait_until = -1;
+	d->deadline = -1;
+	r = spec_parse(spec, d, err, err_size);
+	if (r < 0)
+		return r;
 
 	dfuse_timeouts_default(&d->tmo);
 	if (o->step_ms)
@@ -1070,11 +1103,6 @@ static int dfu_open(struct transport *t, const char *spec, char *err, size_t err
 	}
 	snprintf(d->port, sizeof(d->port), "%s", spec + 4);
 	return 0;
-bad:
-	snprintf(err, err_size,
-		 "%s: not a DFU port (dfu:usb:PATH such as dfu:usb:1-3.2, dfu:serial:SN, dfu:)",
-		 spec);
-	return -EINVAL;
 }
 
 static void dfu_close(struct transport *t)
@@ -1109,7 +1137,7 @@ static void dfu_watch(const struct transport *t, struct transport_watch *ret)
 		dl = d->deadline;
 	if (d->rescan_at >= 0 && (dl < 0 || d->rescan_at < dl))
 		dl = d->rescan_at;
-	if (d->news || d->xfer_done)
+	if (d->news || d->xfer_done || d->deferred)
 		dl = 0;
 	if (libusb_get_next_timeout(d->ctx, &tv) == 1) {
 		int64_t at = transport_now_ms(t) + tv.tv_sec * 1000 + (tv.tv_usec + 999) / 1000;
@@ -1143,6 +1171,13 @@ static void dfu_io_ready(struct transport *t, unsigned revents)
 			advance(d, dfuse_xfer_result(&d->x));
 			return;
 		}
+	}
+
+	if (d->deferred) {
+		d->deferred = false;
+		if (d->op != OP_NONE)
+			op_end(d, d->deferred_r);
+		return;
 	}
 
 	if (d->xfer_done) {
@@ -1198,6 +1233,14 @@ static int dfu_probe(struct transport *t, unsigned flags, enum transport_presenc
 	if (d->departed)
 		detach(d);
 	d->xfer_done = false;
+	if (d->h && !d->fresh && !d->need_idle) {
+		/* Presence is USB's: the device the host last talked to is still attached (no
+		 * departure). No transfer, so an idle slot keeps the bus and the chip quiet. */
+		*ret = TRANSPORT_PRESENT;
+		d->deferred = true;
+		d->deferred_r = 0;
+		return 0;
+	}
 	advance(d, 0);
 	return 0;
 }
@@ -1260,6 +1303,7 @@ static void dfu_cancel(struct transport *t)
 	d->wait_until = -1;
 	d->deadline = -1;
 	d->rescan_at = -1;
+	d->deferred = false;
 	d->need_idle = true;
 }
 

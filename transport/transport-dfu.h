@@ -43,6 +43,8 @@ struct transport_dfu_info {
 	int osfi_alt;			/* index into alts of "@OSFI v1", -1 if none */
 };
 
+/* Checks a dfu: port specification without opening it: 0, or -EINVAL with a sentence. */
+int transport_dfu_spec_check(const char *spec, char *err, size_t err_size);
 /* True when t is a DfuSe link. */
 bool transport_is_dfu(const struct transport *t);
 /* Attaches to the device if needed and describes it (descriptors and alt strings). */

@@ -14,6 +14,7 @@
 #include "sfid-config.h"
 #include "control.h"
 #include "link.h"
+#include "transport-dfu.h"
 
 struct parse_state {
 	struct config *c;
@@ -463,7 +464,9 @@ static void config_check(struct parse_state *st)
 			struct link_spec spec;
 			char why[256];
 
-			if (link_spec_parse(c->slots[i].port, &spec, why, sizeof(why)) < 0) {
+			if (strncmp(c->slots[i].port, "dfu:", 4) == 0 ?
+				    transport_dfu_spec_check(c->slots[i].port, why, sizeof(why)) < 0 :
+				    link_spec_parse(c->slots[i].port, &spec, why, sizeof(why)) < 0) {
 				fail(st, c->slots[i].line, "key 'port' in [slot %s]: %s",
 				     c->slots[i].name, why);
 				return;
