@@ -103,6 +103,7 @@ struct dfu {
 	struct dfuse_timeouts tmo;
 	struct dfuse_xfer x;
 	bool need_idle;		/* the last operation failed: idle first */
+	unsigned retries_left;	/* OSFI requests sent again after a timeout */
 	bool deferred;		/* the operation's result is known: complete from io_ready */
 	int deferred_r;
 	bool failed_usb;	/* the result is the engine's: describe with it */
@@ -661,8 +662,39 @@ static bool is_vtable_op(enum dfu_op op)
 	return op == OP_PROBE || op == OP_IDENTIFY || op == OP_OSFI || op == OP_RECONNECT;
 }
 
+static int osfi_frame(struct dfu *d);
+
+/* An OSFI request whose transfer timed out may be sent again when running it twice is
+ * harmless: GET_INFO and GET_CERT only read, and a PUT_DATA chunk sent again with the same
+ * offset and bytes is answered as before and not applied twice (docs/protocol.md §5.1).
+ * The retry first brings the interface back to dfuIDLE. */
+static bool osfi_retry(struct dfu *d, int r)
+{
+	uint16_t op = d->req.subop;
+
+	if (d->op != OP_OSFI || r != -DFUSE_E_TIMEOUT || d->retries_left == 0 || !d->h ||
+	    d->departed ||
+	    (op != OSFI_OP_GET_INFO && op != OSFI_OP_GET_CERT && op != OSFI_OP_PUT_DATA))
+		return false;
+	d->retries_left--;
+	transport_debug(d->t, "dfu: %s timed out, sending it again", osfi_subop_name(op));
+	reap(d);
+	d->need_idle = true;
+	if (op == OSFI_OP_PUT_DATA && d->split_off > 0) {
+		/* the frame that timed out is sent again */
+		size_t room = dfuse_osfi_max_chunk(d->cfg.transfer_size);
+		size_t last = (d->split_off - 1) % room + 1;
+
+		d->split_off -= last;
+	}
+	d->stage = 3;
+	return osfi_frame(d) == 0;
+}
+
 static void fail(struct dfu *d, int r)
 {
+	if (osfi_retry(d, r))
+		return;
 	if (d->why[0] == '\0') {
 		if (d->failed_usb)
 			dfuse_xfer_describe(&d->x, d->why, sizeof(d->why));
@@ -1269,6 +1301,7 @@ static int dfu_osfi(struct transport *t, const struct osfi_request *req, uint8_t
 	if (r < 0)
 		return r;
 	d->req = *req;
+	d->retries_left = transport_options(t)->retries;
 	d->answer = answer;
 	d->answer_max = answer_max;
 	d->ret_answer = ret;

@@ -5,7 +5,8 @@
 # and accepted with --erase;
 # sfi-boot and the real dfu-util agree on the same chip (written by one, read by the other);
 # cert, and install with a global license through FINALIZE, after which the chip comes back
-# at the same port path with a new device number; wrong ports named plainly.
+# at the same port path with a new device number; wrong ports named plainly; a PUT_DATA
+# whose transfer is lost is sent again.
 set -euo pipefail
 
 H5EMU=$(realpath "${1:?usage: test-sfi-boot-dfu.sh H5EMU SFI-BOOT SFI-PACK}")
@@ -132,4 +133,15 @@ grep -q 'several DFU devices' "$tmp/err" || fail "dfu: with two devices: $(cat "
 in_testbed "$BOOT" --port dfu:usb:x info
 [ "$rc" -eq 2 ] || fail "malformed port: exit $rc"
 grep -q 'not a DFU port' "$tmp/err" || fail "malformed port: $(cat "$tmp/err")"
+# A PUT_DATA DNLOAD that is never answered (h5emu fault): the transfer times out and the
+# chunk is sent again (harmless by OSFI's rule for a re-sent chunk); the install goes on.
+start_emu --count 2 --transport dfu --ca-key ca.pem --global-key global.bin --ram-buffer 65536 \
+	--fault dfu=dnload,chip=1,alt=3,nth=10,once,action=silent
+sb 1 erase mass
+[ "$rc" -eq 0 ] || fail "erase mass on chip 1: $(cat "$tmp/err")"
+sb 1 -v install --license fw.lic fw.sfi
+[ "$rc" -eq 0 ] || fail "install with a lost PUT_DATA: exit $rc: $(grep -v 'debug: dfu: [0-9]' "$tmp/err")"
+grep -q 'PUT_DATA timed out, sending it again' "$tmp/err" ||
+	fail "the lost PUT_DATA was not sent again: $(grep -v 'debug: dfu: [0-9]' "$tmp/err")"
+cmp -n 200000 fw.bin "$tmp/state/chip1/memory.bin" || fail "chip 1's flash is not the firmware"
 echo "ok"
