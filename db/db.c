@@ -836,3 +836,49 @@ struct db *db_close(struct db *db)
 	free(db);
 	return NULL;
 }
+
+const char *db_role_to_string(enum db_role role)
+{
+	static const char *const names[_DB_ROLE_MAX] = {
+		[DB_ROLE_READER] = "reader",
+		[DB_ROLE_LEDGER] = "ledger",
+		[DB_ROLE_RECORDER] = "recorder",
+		[DB_ROLE_FOLLOWER] = "follower",
+	};
+
+	return role >= 0 && role < _DB_ROLE_MAX ? names[role] : NULL;
+}
+
+int db_open_role(const char *path, enum db_role role, const struct db_options *opts,
+		 struct db **ret_db, char *errbuf, size_t errlen)
+{
+	struct db_options o = { 0 };
+	struct db *db;
+	int r;
+
+	if (!db_role_to_string(role)) {
+		if (errbuf && errlen)
+			snprintf(errbuf, errlen, "no such database connection role %d", (int)role);
+		return -EINVAL;
+	}
+	if (opts)
+		o = *opts;
+	if (role == DB_ROLE_READER || role == DB_ROLE_FOLLOWER)
+		o.signer = NULL; /* they append no record, so they sign no checkpoint */
+	if (role == DB_ROLE_FOLLOWER && !o.busy_timeout_ms)
+		o.busy_timeout_ms = 200;
+	r = db_open(path, &o, &db, errbuf, errlen);
+	if (r < 0)
+		return r;
+	if (role == DB_ROLE_READER) {
+		r = exec(db, "PRAGMA query_only = ON", "making the connection read-only");
+		if (r < 0) {
+			if (errbuf && errlen)
+				snprintf(errbuf, errlen, "%s", db->err);
+			db_close(db);
+			return r;
+		}
+	}
+	*ret_db = db;
+	return 0;
+}

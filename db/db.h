@@ -61,6 +61,31 @@ struct db_options {
 int db_open(const char *path, const struct db_options *opts, struct db **ret_db, char *errbuf,
 	    size_t errlen);
 
+/* The connections a process keeps to one database, one per thread and purpose (see
+ * docs/database.md, "Threads"). Each is an ordinary struct db; the role sets what it may do:
+ *   DB_ROLE_READER    the event loop's: queries only. Writes are refused (-EROFS), so it
+ *                     never takes the write lock a slot's record waits for.
+ *   DB_ROLE_LEDGER    the license chain's: reserve, issue, reuse, cancel, reconcile.
+ *   DB_ROLE_RECORDER  the recorder thread's: attempts, chips, license outcomes, jobs.
+ *   DB_ROLE_FOLLOWER  a follower of the trail (the central shipper): reads with the cursor
+ *                     (audit-cursor.h) and writes only its acknowledged position; it signs
+ *                     nothing and gives up on a busy lock after 200 ms (unless opts sets
+ *                     busy_timeout_ms) rather than hold a writer up. */
+enum db_role {
+	DB_ROLE_READER,
+	DB_ROLE_LEDGER,
+	DB_ROLE_RECORDER,
+	DB_ROLE_FOLLOWER,
+	_DB_ROLE_MAX,
+};
+
+/* Opens a connection for role: db_open() with the role's settings. opts may be NULL. */
+int db_open_role(const char *path, enum db_role role, const struct db_options *opts,
+		 struct db **ret_db, char *errbuf, size_t errlen);
+
+/* "reader", "ledger", "recorder", "follower"; NULL out of range. */
+const char *db_role_to_string(enum db_role role);
+
 /* Closes the connection; accepts NULL; returns NULL. */
 struct db *db_close(struct db *db);
 

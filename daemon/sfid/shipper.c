@@ -383,7 +383,6 @@ static void *shipper_main(void *arg)
 int shipper_new(const struct central_config *cfg, const char *db_path, const char *station,
 		struct shipper **ret, char *err, size_t errlen)
 {
-	struct db_options o = { .busy_timeout_ms = 200 };
 	pthread_condattr_t ca;
 	struct shipper *s;
 	uint64_t seq;
@@ -404,7 +403,7 @@ int shipper_new(const struct central_config *cfg, const char *db_path, const cha
 	pthread_cond_init(&s->wake, &ca);
 	pthread_condattr_destroy(&ca);
 
-	r = db_open(db_path, &o, &s->db, err, errlen);
+	r = db_open_role(db_path, DB_ROLE_FOLLOWER, NULL, &s->db, err, errlen);
 	if (r == 0) {
 		r = db_shipped_get(s->db, TARGET, &seq, s->acked_hash);
 		if (r < 0)

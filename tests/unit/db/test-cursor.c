@@ -1,6 +1,7 @@
 /* Unit tests of the store seam on real SQLite files: the cursor over committed audit records
  * (batches after seq N carry exactly the lines of an export, only committed records, a
- * replaced database is told apart) and the acknowledged position a follower keeps. */
+ * replaced database is told apart), the acknowledged position a follower keeps, and the
+ * connection roles. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -256,6 +257,50 @@ static void test_shipped_position(void **state)
 	assert_int_equal(db_audit_verify(f->db, &seq), 0);
 }
 
+/* The connection roles: the reader queries and cannot write, the follower keeps its
+ * position and signs nothing, the others write as db_open()'s do. */
+static void test_roles(void **state)
+{
+	struct fixture *f = *state;
+	struct db_options o = { .signer = &f->ts.signer };
+	struct db *reader, *follower, *ledger;
+	struct db_job j = {
+		.image_path = "/srv/x.sfi", .image_id = IMAGE_ID, .image_digest = DIGEST,
+		.target_count = 1, .loaded_user = "oem",
+	};
+	struct db_stats *st = NULL;
+	uint8_t h[DB_HASH_SIZE];
+	uint64_t head, seq;
+	int64_t job;
+	char err[256];
+
+	write_records(f->db, 2);
+	assert_int_equal(db_open_role(f->path, DB_ROLE_READER, &o, &reader, err, sizeof(err)), 0);
+	assert_int_equal(db_open_role(f->path, DB_ROLE_FOLLOWER, &o, &follower, err,
+				      sizeof(err)), 0);
+	assert_int_equal(db_open_role(f->path, DB_ROLE_LEDGER, &o, &ledger, err, sizeof(err)), 0);
+	assert_int_equal(db_open_role(f->path, _DB_ROLE_MAX, &o, &ledger, err, sizeof(err)),
+			 -EINVAL);
+	assert_string_equal(db_role_to_string(DB_ROLE_FOLLOWER), "follower");
+	assert_null(db_role_to_string(_DB_ROLE_MAX));
+
+	assert_int_equal(db_stats(reader, 0, &st), 0);
+	assert_int_equal(st->ok, 2);
+	db_stats_free(st);
+	assert_int_equal(db_audit_head(reader, &head, h), 0);
+	assert_int_equal(db_job_create(reader, &j, &job), -EROFS);
+	assert_int_equal(db_audit_head(reader, &seq, h), 0);
+	assert_int_equal(seq, head);
+
+	assert_int_equal(db_shipped_set(follower, "central", head, h), 0);
+	assert_int_equal(db_checkpoint(follower), -ENOKEY);
+	assert_int_equal(db_job_create(ledger, &j, &job), 0);
+	assert_int_equal(db_checkpoint(ledger), 0);
+	db_close(reader);
+	db_close(follower);
+	db_close(ledger);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -264,6 +309,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cursor_committed_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cursor_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shipped_position, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roles, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
