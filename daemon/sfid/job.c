@@ -14,9 +14,7 @@
 #include <openssl/sha.h>
 
 #include "an3155-wire.h"
-#include "control.h"
 #include "job.h"
-#include "sfid.h"
 #include "util.h"
 
 #define IMAGE_MAX (64u * 1024 * 1024)
@@ -132,7 +130,7 @@ static int load_global(const struct job *j, const char *path, int fd, uint32_t t
 	r = read_file_or_fd(path, fd, LICENSE_FILE_MAX, &buf, &len);
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read global license %s: %s", path, read_error(r));
-		return CONTROL_E_NOT_FOUND;
+		return -ENOENT;
 	}
 	r = osfi_license_decode(buf, len, &lic);
 	if (r < 0 || lic.kind != OSFI_LICENSE_KIND_GLOBAL || lic.target != target) {
@@ -141,11 +139,11 @@ static int load_global(const struct job *j, const char *path, int fd, uint32_t t
 		else
 			snprintf(msg, msg_size, "%s is not a global license for module %" PRIu32, path,
 				 target);
-		ret = CONTROL_E_ARGUMENT;
+		ret = -EINVAL;
 	} else if (memcmp(lic.id, want, OSFI_ID_LEN) != 0 || lic.device_id != j->device_id) {
 		snprintf(msg, msg_size, "global license %s was made for another %s", path,
 			 target == OSFI_TARGET_IMAGE ? "image" : "module or device");
-		ret = CONTROL_E_ARGUMENT;
+		ret = -EINVAL;
 	} else {
 		l->target = target;
 		l->global = true;
@@ -213,13 +211,13 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read module license file %s: %s", modules,
 			 read_error(r));
-		return CONTROL_E_NOT_FOUND;
+		return -ENOENT;
 	}
 	r = osfi_modules_parse((const char *)text, len, &ents, &n, why, sizeof(why));
 	free(text);
 	if (r < 0) {
 		snprintf(msg, msg_size, "%s: %s", modules, why);
-		return CONTROL_E_ARGUMENT;
+		return -EINVAL;
 	}
 	r = 0;
 	for (size_t i = 0; i < n && r == 0; i++) {
@@ -231,28 +229,28 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 		if (!module_address(img, e->module_id, &addr)) {
 			snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is not in image %s",
 				 modules, e->line, e->module_id, j->image_path);
-			r = CONTROL_E_ARGUMENT;
+			r = -EINVAL;
 			break;
 		}
 		if (addr != e->address) {
 			snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is at 0x%08" PRIx32
 				 " in the image, not at 0x%08" PRIx32, modules, e->line, e->module_id,
 				 addr, e->address);
-			r = CONTROL_E_ARGUMENT;
+			r = -EINVAL;
 			break;
 		}
 		for (size_t k = 1; k < j->n_lic; k++)
 			if (j->lic[k].target == e->module_id) {
 				snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is listed twice",
 					 modules, e->line, e->module_id);
-				r = CONTROL_E_ARGUMENT;
+				r = -EINVAL;
 			}
 		if (r != 0)
 			break;
 		if (j->n_lic >= JOB_LICENSES_MAX) {
 			snprintf(msg, msg_size, "%s: more than %d modules", modules,
 				 JOB_LICENSES_MAX - 1);
-			r = CONTROL_E_ARGUMENT;
+			r = -EINVAL;
 			break;
 		}
 		l = &j->lic[j->n_lic];
@@ -287,14 +285,14 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 		if (!listed) {
 			snprintf(msg, msg_size, "image %s carries module %" PRIu32 ", which %s does not "
 				 "list", j->image_path, a->module_id, modules);
-			r = CONTROL_E_ARGUMENT;
+			r = -EINVAL;
 		}
 	}
 	free(ents);
 	return r;
 }
 
-int job_load(const struct sfid *d, const char *path, const char *modules, const char *global,
+int job_load(const struct job_line_token *tok, const char *path, const char *modules, const char *global,
 	     const struct job_fds *fds, uint32_t target, const char *user, struct job **ret, char *msg, size_t msg_size)
 {
 	struct osfi_image *img = NULL;
@@ -305,29 +303,32 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 	int r;
 
 	j = calloc(1, sizeof(*j));
-	if (!j)
-		return CONTROL_E_FAILED;
+	if (!j) {
+		snprintf(msg, msg_size, "out of memory");
+		return -ENOMEM;
+	}
 	j->image_path = strdup(path);
 	j->target = target;
 	j->loaded_by = strdup(user);
 	j->loaded_ms = sfid_now_ms();
 	if (!j->image_path || !j->loaded_by) {
+		snprintf(msg, msg_size, "out of memory");
 		job_free(j);
-		return CONTROL_E_FAILED;
+		return -ENOMEM;
 	}
 	r = read_file_or_fd(path, fds ? fds->image : -1, IMAGE_MAX, &j->image, &j->image_len);
 	if (r < 0) {
 		snprintf(msg, msg_size, "cannot read image %s: %s", path, read_error(r));
 		job_free(j);
-		return CONTROL_E_NOT_FOUND;
+		return -ENOENT;
 	}
 	r = osfi_image_parse(j->image, j->image_len, &img, why, sizeof(why));
 	if (r < 0) {
 		snprintf(msg, msg_size, "%s is not a valid OSFI image: %s", path, why);
 		job_free(j);
-		return CONTROL_E_ARGUMENT;
+		return -EINVAL;
 	}
-	r = CONTROL_E_ARGUMENT;
+	r = -EINVAL;
 	j->device_id = img->hdr.device_id;
 	memcpy(j->image_id, img->id, OSFI_ID_LEN);
 	sfid_hex(j->image_id, OSFI_ID_LEN, j->image_id_hex);
@@ -348,17 +349,18 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 		j->global = true;
 		j->global_file = strdup(global);
 		if (!j->global_file) {
-			r = CONTROL_E_FAILED;
+			snprintf(msg, msg_size, "out of memory");
+			r = -ENOMEM;
 			goto bad;
 		}
 	} else {
-		if (d->hsm && memcmp(j->image_id, d->firmware_id, OSFI_ID_LEN) != 0) {
-			char tok[2 * OSFI_ID_LEN + 1];
+		if (tok && memcmp(j->image_id, tok->firmware_id, OSFI_ID_LEN) != 0) {
+			char fw[2 * OSFI_ID_LEN + 1];
 
-			sfid_hex(d->firmware_id, OSFI_ID_LEN, tok);
+			sfid_hex(tok->firmware_id, OSFI_ID_LEN, fw);
 			snprintf(msg, msg_size, "image %s (id %.16s...) is not the firmware the HSM "
 				 "token %s licenses (id %.16s...); load the matching image or token",
-				 path, j->image_id_hex, d->token_label, tok);
+				 path, j->image_id_hex, tok->label, fw);
 			goto bad;
 		}
 		j->lic[0].target = OSFI_TARGET_IMAGE;
@@ -373,13 +375,14 @@ int job_load(const struct sfid *d, const char *path, const char *modules, const 
 			goto bad;
 		j->module_file = strdup(modules);
 		if (!j->module_file) {
-			r = CONTROL_E_FAILED;
+			snprintf(msg, msg_size, "out of memory");
+			r = -ENOMEM;
 			goto bad;
 		}
 	} else if (has_modules) {
 		snprintf(msg, msg_size, "image %s carries modules: load it with their module license "
 			 "information file", path);
-		r = CONTROL_E_ARGUMENT;
+		r = -EINVAL;
 		goto bad;
 	}
 	osfi_image_free(img);

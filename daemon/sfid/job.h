@@ -7,7 +7,6 @@
 
 #include "osfi.h"
 
-struct sfid;
 struct json_object;
 
 /* The image's license and one per module. */
@@ -69,12 +68,6 @@ struct license_set {
 };
 
 
-/* Loads and checks a job: the image must parse, be for the STM32H5 and be the firmware the
- * token licenses (or come with a global license for it); a module license information file
- * must name every module of the image with its address, and each module license must be a
- * global license for it or name a token by the module's firmware id. Module tokens are not
- * looked up here (see license.h). Returns 0, or a control error code with one sentence in
- * msg. */
 /* Descriptors of the job's files, opened by the supervisor's sfictl and passed over the
  * control socket: sfid reads what the supervisor may read. -1: read the path. */
 struct job_fds {
@@ -84,8 +77,23 @@ struct job_fds {
 	int lic_fd[JOB_LICENSES_MAX];
 };
 
-int job_load(const struct sfid *d, const char *image, const char *modules, const char *global,
-	     const struct job_fds *fds, uint32_t target, const char *user, struct job **ret, char *msg, size_t msg_size);
+/* The line's token, whose firmware a job's image must be unless a global license comes
+ * with it. */
+struct job_line_token {
+	uint8_t firmware_id[OSFI_ID_LEN];
+	const char *label;
+};
+
+/* Loads and checks a job: the image must parse, be for the STM32H5 and be the firmware tok
+ * licenses (or come with a global license for it; tok NULL: no token to match); a module
+ * license information file must name every module of the image with its address, and each
+ * module license must be a global license for it or name a token by the module's firmware
+ * id. Module tokens are not looked up here (see tokens.h). Returns 0, or with one sentence
+ * in msg: -ENOENT a file cannot be read, -EINVAL the files do not make a job for this line,
+ * -ENOMEM. */
+int job_load(const struct job_line_token *tok, const char *image, const char *modules,
+	     const char *global, const struct job_fds *fds, uint32_t target, const char *user,
+	     struct job **ret, char *msg, size_t msg_size);
 struct job *job_free(struct job *j);
 /* The job as shown by `job show`, `status` and the job event. */
 struct json_object *job_json(const struct job *j);

@@ -11,7 +11,7 @@
 #include "hsm.h"
 #include "log.h"
 #include "recorder.h"
-#include "sfid.h"
+#include "sfid-config.h"
 #include "worker.h"
 
 enum rec_kind {
@@ -49,7 +49,9 @@ struct kept {
 #define KEPT_RETRY_MS 1000
 
 struct recorder {
-	struct sfid *d;
+	void (*on_full)(void *user, const char *why);
+	void *user;
+	char station[256];
 	struct db *db;
 	struct workers *thread;
 	struct kept *kept, **kept_tail;	/* recorder thread */
@@ -81,8 +83,8 @@ struct rec_op {
 	size_t n_names;
 	/* REC_EXPORT: the tokens whose counters the export names (handles live as long as
 	 * the daemon), read on the recorder thread. */
-	struct hsm *token_h[SFID_TOKENS_MAX];
-	char token_serial[SFID_TOKENS_MAX][64];
+	struct hsm *token_h[REC_TOKENS_MAX];
+	char token_serial[REC_TOKENS_MAX][64];
 	size_t n_tokens;
 	char station[256];
 	char **ret_buf;
@@ -269,7 +271,7 @@ static void kept_push(struct recorder *rec, struct kept *k)
 
 static int op_export(struct rec_op *op, struct db *db)
 {
-	struct db_export_token tokens[SFID_TOKENS_MAX];
+	struct db_export_token tokens[REC_TOKENS_MAX];
 	struct db_export_info info = { op->station, SFID_VERSION, tokens, op->n_tokens };
 	FILE *f;
 	int r;
@@ -406,7 +408,7 @@ static void retry_arm(struct recorder *rec)
 static void rec_done(void *data)
 {
 	struct rec_op *op = data;
-	struct sfid *d = op->rec->d;
+	struct recorder *rec = op->rec;
 
 	if (op->kind == REC_RETRY) {
 		op->rec->retry_queued = false;
@@ -418,14 +420,12 @@ static void rec_done(void *data)
 			  "and written as soon as the database takes it", op_what(op),
 			  op->db_err[0] ? op->db_err : strerror(-op->r), op->n_kept);
 		if (op->r == -ENOSPC)
-			sfid_halt(d, "the database is full (%s); free space, then start the line "
-				  "again", op->db_err);
+			rec->on_full(rec->user, op->db_err);
 	} else if (op->r < 0 && op->kind != REC_SYNC) {
 		log_error("database: cannot record %s: %s", op_what(op),
 			  op->db_err[0] ? op->db_err : strerror(-op->r));
 		if (op->r == -ENOSPC)
-			sfid_halt(d, "the database is full (%s); free space, then start the line "
-				  "again", op->db_err);
+			rec->on_full(rec->user, op->db_err);
 		if (op->err)
 			snprintf(op->err, op->err_len, "%s", op->db_err[0] ? op->db_err
 									: strerror(-op->r));
@@ -483,28 +483,30 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 		rec->retry_queued = true;
 }
 
-int recorder_new(struct sfid *d, const char *path, const struct db_options *opts,
-		 struct recorder **ret, char *err, size_t err_len)
+int recorder_new(const struct recorder_params *p, struct recorder **ret, char *err,
+		 size_t err_len)
 {
 	struct recorder *r = calloc(1, sizeof(*r));
 	int k;
 
 	if (!r)
 		return -ENOMEM;
-	r->d = d;
+	r->on_full = p->on_full;
+	r->user = p->user;
+	snprintf(r->station, sizeof(r->station), "%s", p->station);
 	r->kept_tail = &r->kept;
-	r->ev_retry = evtimer_new(d->base, retry_cb, r);
+	r->ev_retry = evtimer_new(p->base, retry_cb, r);
 	if (!r->ev_retry) {
 		free(r);
 		return -ENOMEM;
 	}
-	k = db_open(path, opts, &r->db, err, err_len);
+	k = db_open(p->path, p->opts, &r->db, err, err_len);
 	if (k < 0) {
 		event_free(r->ev_retry);
 		free(r);
 		return k;
 	}
-	k = workers_new(d->base, 1, &r->thread);
+	k = workers_new(p->base, 1, &r->thread);
 	if (k < 0) {
 		snprintf(err, err_len, "cannot start the database thread: %s", strerror(-k));
 		db_close(r->db);
@@ -738,7 +740,7 @@ void rec_job_start(struct recorder *r, int64_t job_id, uint32_t uid, const char 
 }
 
 int rec_export(struct recorder *r, const char *format, const struct db_range *range,
-	       char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
+	       const struct rec_token *tokens, size_t n_tokens, char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
 	       void *arg)
 {
 	struct rec_op *op = op_new(r, REC_EXPORT);
@@ -747,11 +749,10 @@ int rec_export(struct recorder *r, const char *format, const struct db_range *ra
 		return -ENOMEM;
 	op->csv = strcmp(format, "csv") == 0;
 	op->range = *range;
-	snprintf(op->station, sizeof(op->station), "%s", r->d->cfg->station);
-	for (size_t i = 0; i < r->d->n_tokens && i < SFID_TOKENS_MAX; i++) {
-		op->token_h[i] = r->d->tokens[i].h;
-		snprintf(op->token_serial[i], sizeof(op->token_serial[i]), "%s",
-			 r->d->tokens[i].serial);
+	snprintf(op->station, sizeof(op->station), "%s", r->station);
+	for (size_t i = 0; i < n_tokens && i < REC_TOKENS_MAX; i++) {
+		op->token_h[i] = tokens[i].h;
+		snprintf(op->token_serial[i], sizeof(op->token_serial[i]), "%s", tokens[i].serial);
 		op->n_tokens++;
 	}
 	op->ret_buf = ret_buf;

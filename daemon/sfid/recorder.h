@@ -13,7 +13,8 @@
 
 #include "db.h"
 
-struct sfid;
+struct event_base;
+struct hsm;
 struct recorder;
 
 /* One attempt's handle: its row id is known once the begin has run on the recorder thread
@@ -27,9 +28,20 @@ struct rec_attempt {
  * already logged it and, for a full database, halted the line). */
 typedef void (*rec_done_fn)(void *arg, int r);
 
-/* Opens the recorder's connection to path and starts its thread. */
-int recorder_new(struct sfid *d, const char *path, const struct db_options *opts,
-		 struct recorder **ret, char *err, size_t err_len);
+struct recorder_params {
+	struct event_base *base;	/* completions run on its loop */
+	const char *path;		/* the database */
+	const struct db_options *opts;
+	const char *station;		/* named in exports */
+	/* A write failed because the database is full (why: the database's sentence); the
+	 * write is kept and tried again. On the loop. */
+	void (*on_full)(void *user, const char *why);
+	void *user;
+};
+
+/* Opens the recorder's connection to p->path and starts its thread. */
+int recorder_new(const struct recorder_params *p, struct recorder **ret, char *err,
+		 size_t err_len);
 /* Runs everything queued, then stops. Accepts NULL; returns NULL. */
 struct recorder *recorder_free(struct recorder *r);
 /* Starts an attempt: returns the handle (NULL when out of memory; nothing is then recorded
@@ -58,8 +70,16 @@ void rec_job_end(struct recorder *r, int64_t job_id);
 void rec_job_start(struct recorder *r, int64_t job_id, uint32_t uid, const char *user,
 		   const char *const *slots, size_t n_slots);
 
-/* Writes a checkpoint, then an export ("csv" or "jsonl") of range into *ret_buf (malloc'd,
- * *ret_len bytes); done(arg, r) runs with err (a sentence) set when r < 0. */
+/* A token whose counter an export states (read on the recorder thread). */
+#define REC_TOKENS_MAX 16
+struct rec_token {
+	struct hsm *h;
+	const char *serial;
+};
+
+/* Writes a checkpoint, then an export ("csv" or "jsonl") of range, stating the counters of
+ * tokens, into *ret_buf (malloc'd, *ret_len bytes); done(arg, r) runs with err (a sentence)
+ * set when r < 0. */
 int rec_export(struct recorder *r, const char *format, const struct db_range *range,
-	       char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
+	       const struct rec_token *tokens, size_t n_tokens, char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
 	       void *arg);

@@ -30,7 +30,7 @@
 #include "hsm.h"
 #include "hook.h"
 #include "job.h"
-#include "license.h"
+#include "licensing.h"
 #include "recorder.h"
 #include "shipper.h"
 #include "an3155-wire.h"
@@ -38,6 +38,7 @@
 #include "server.h"
 #include "sfid.h"
 #include "slot.h"
+#include "tokens.h"
 #include "worker.h"
 
 /* Exit status when the HSM PIN is wrong, locked, at risk or missing: sfid.service names it
@@ -219,9 +220,124 @@ void sfid_slot_settled(struct sfid *d)
 	for (size_t i = 0; i < d->n_slots; i++)
 		if (slot_busy(d->slots[i]))
 			return;
-	if (d->license_busy)
+	if (licensing_busy(d->licensing))
 		return;
 	event_base_loopexit(d->base, NULL);
+}
+
+/* The line token a job's image must match, or NULL when sfid runs without one. */
+static const struct job_line_token *line_token(const struct sfid *d, struct job_line_token *t)
+{
+	const struct token *line = tokens_at(d->tokens, 0);
+
+	if (!line)
+		return NULL;
+	memcpy(t->firmware_id, line->firmware_id, OSFI_ID_LEN);
+	t->label = line->label;
+	return t;
+}
+
+/* ---- what the recorder tells the line ---- */
+
+static void line_db_full(void *user, const char *why)
+{
+	sfid_halt(user, "the database is full (%s); free space, then start the line again", why);
+}
+
+static int line_recorder_new(struct sfid *d, const struct db_options *o, char *err,
+			     size_t err_size)
+{
+	struct recorder_params p = {
+		.base = d->base,
+		.path = d->cfg->db_path,
+		.opts = o,
+		.station = d->cfg->station,
+		.on_full = line_db_full,
+		.user = d,
+	};
+
+	return recorder_new(&p, &d->recorder, err, err_size);
+}
+
+/* ---- what licensing tells the line ---- */
+
+static const struct job *line_lic_job(void *user)
+{
+	struct sfid *d = user;
+
+	return d->job;
+}
+
+static const char *line_lic_halted(void *user)
+{
+	struct sfid *d = user;
+
+	return d->halt_reason[0] ? d->halt_reason : NULL;
+}
+
+static void line_lic_halt(void *user, const char *why)
+{
+	sfid_halt(user, "%s", why);
+}
+
+static void line_lic_dequeued(void *user, void *who)
+{
+	slot_license_dequeued(who);
+}
+
+static bool line_lic_wanted(void *user, void *who, const char *uid_hex)
+{
+	return slot_license_wanted(who) && strcmp(slot_chip_hex(who), uid_hex) == 0;
+}
+
+static void line_lic_ready(void *user, void *who, const struct license_set *set)
+{
+	slot_licenses_ready(who, set);
+}
+
+static void line_lic_failed(void *user, void *who, const char *cause)
+{
+	slot_license_failed(who, cause);
+}
+
+static const char *line_lic_name(void *user, void *who)
+{
+	return slot_name(who);
+}
+
+static void line_lic_idle(void *user)
+{
+	sfid_slot_settled(user);
+}
+
+static const struct licensing_callbacks line_licensing_callbacks = {
+	.job = line_lic_job,
+	.halted = line_lic_halted,
+	.halt = line_lic_halt,
+	.dequeued = line_lic_dequeued,
+	.wanted = line_lic_wanted,
+	.ready = line_lic_ready,
+	.failed = line_lic_failed,
+	.name = line_lic_name,
+	.idle = line_lic_idle,
+};
+
+/* Licensing, with the ledger connection (taken, even on failure). */
+static int line_licensing_new(struct sfid *d, struct db *ledger)
+{
+	struct licensing_params p = {
+		.workers = d->workers,
+		.tokens = d->tokens,
+		.recorder = d->recorder,
+		.ledger = ledger,
+		.cb = &line_licensing_callbacks,
+		.user = d,
+	};
+	int r = licensing_new(&p, &d->licensing);
+
+	if (r < 0)
+		db_close(ledger);
+	return r;
 }
 
 /* ---- what the slots ask of the line ---- */
@@ -318,12 +434,17 @@ static bool line_slot_adopt_licenses(void *user, const char *uid_hex, struct lic
 
 static void line_slot_license_request(void *user, struct slot *s)
 {
-	license_request(user, s);
+	struct sfid *d = user;
+
+	licensing_request(d->licensing, s, slot_chip_hex(s), slot_license_cert(s),
+			  slot_attempt_id(s));
 }
 
 static void line_slot_license_cancel(void *user, struct slot *s)
 {
-	license_cancel(user, s);
+	struct sfid *d = user;
+
+	licensing_cancel(d->licensing, s);
 }
 
 static void line_slot_event(void *user, const char *name, struct json_object *data)
@@ -360,6 +481,8 @@ static const struct slot_callbacks line_slot_callbacks = {
 /* Creates the configured slots, wired to the line. */
 static int line_slots_new(struct sfid *d)
 {
+	static const uint8_t no_ca[OSFI_PUBKEY_LEN];
+
 	d->slots = calloc(d->cfg->n_slots, sizeof(*d->slots));
 	if (!d->slots)
 		return -ENOMEM;
@@ -369,7 +492,7 @@ static int line_slots_new(struct sfid *d)
 			.cfg = &d->cfg->slots[i],
 			.index = (unsigned)i,
 			.retry_limit = d->cfg->retry_limit,
-			.ca_pub = d->ca_pub,
+			.ca_pub = tokens_ca_pub(d->tokens) ? tokens_ca_pub(d->tokens) : no_ca,
 			.recorder = d->recorder,
 			.cb = &line_slot_callbacks,
 			.user = d,
@@ -392,7 +515,7 @@ static bool any_chip_in_progress(struct sfid *d)
 	for (size_t i = 0; i < d->n_slots; i++)
 		if (slot_state_busy(slot_state(d->slots[i])))
 			return true;
-	return d->license_busy;
+	return licensing_busy(d->licensing);
 }
 
 /* The counter changes sfid did not make (spends outside sfid, refills), newest first, as
@@ -436,8 +559,8 @@ static void cmd_status(struct sfid *d, struct client *c, const struct control_re
 	json_object_object_add(o, "halted", d->halt_reason[0] ? json_object_new_string(d->halt_reason)
 							       : NULL);
 	json_object_object_add(o, "stopping", json_object_new_boolean(d->stopping));
-	json_object_object_add(o, "licenses_left", d->licenses_left >= 0 ?
-			       json_object_new_int64(d->licenses_left) : NULL);
+	json_object_object_add(o, "licenses_left", licensing_left(d->licensing) >= 0 ?
+			       json_object_new_int64(licensing_left(d->licensing)) : NULL);
 	json_object_object_add(o, "time_ms", json_object_new_int64(sfid_now_ms()));
 	{
 		struct json_object *l = json_object_new_object();
@@ -543,13 +666,15 @@ static void slots_apply(struct sfid *d, struct client *c, const struct control_r
 
 /* A `start` that waits for the halted line to be checked again. */
 struct pending_start {
+	struct sfid *d;
 	uint64_t client;
 	struct control_request req;
 };
 
-static void start_rechecked(struct sfid *d, bool ok, const char *why, void *arg)
+static void start_rechecked(void *arg, bool ok, const char *why)
 {
 	struct pending_start *ps = arg;
+	struct sfid *d = ps->d;
 	struct client *c = d->server ? server_client_find(d->server, ps->client) : NULL;
 	struct slot *picked[CONFIG_SLOTS_MAX];
 	int n;
@@ -614,10 +739,11 @@ static void cmd_slots(struct sfid *d, struct client *c, const struct control_req
 				server_reply_error(c, req->id, CONTROL_E_FAILED, "out of memory");
 				return;
 			}
+			ps->d = d;
 			ps->client = server_client_serial(c);
 			ps->req = *req;
 			ps->req.args = json_object_get(req->args);
-			r = line_recheck(d, start_rechecked, ps);
+			r = licensing_recheck(d->licensing, start_rechecked, ps);
 			if (r < 0) {
 				server_reply_error(c, req->id, r == -EBUSY ? CONTROL_E_BUSY :
 						   CONTROL_E_STATE, "the line is halted (%s) and cannot "
@@ -795,11 +921,11 @@ static void job_record(struct pending_job *pj)
 					"shutting down");
 }
 
-static void job_scan_work(void *data)
+static void job_scan_work(struct db *ledger, void *data)
 {
 	struct pending_job *pj = data;
 
-	token_scan_run(pj->d, &pj->scan);
+	token_scan_run(pj->d->tokens, ledger, &pj->scan);
 }
 
 static void job_scan_done(void *data)
@@ -808,8 +934,7 @@ static void job_scan_done(void *data)
 	struct sfid *d = pj->d;
 	char msg[512];
 
-	d->license_busy = false;
-	if (!token_scan_adopt(d, &pj->scan, pj->j, msg, sizeof(msg))) {
+	if (!token_scan_adopt(d->tokens, &pj->scan, pj->j, msg, sizeof(msg))) {
 		pending_job_reply_error(pj, CONTROL_E_NOT_FOUND, msg);
 		return;
 	}
@@ -879,6 +1004,7 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
 	const char *global = arg_string(req, "global_license");
 	int64_t count = arg_int(req, "count", 0);
+	struct job_line_token tok;
 	struct pending_job *pj;
 	struct job *j = NULL;
 	struct job_fds fds;
@@ -902,12 +1028,13 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "request was not passed with it (SCM_RIGHTS)");
 		return;
 	}
-	r = job_load(d, image, modules, global, &fds, (uint32_t)count, server_client_user(c), &j,
-		     msg, sizeof(msg));
+	r = job_load(line_token(d, &tok), image, modules, global, &fds, (uint32_t)count,
+		     server_client_user(c), &j, msg, sizeof(msg));
 	job_fds_close(&fds);
 	if (r != 0) {
 		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);
-		server_reply_error(c, req->id, (enum control_error)r, "%s", msg);
+		server_reply_error(c, req->id, r == -EINVAL ? CONTROL_E_ARGUMENT :
+				   r == -ENOENT ? CONTROL_E_NOT_FOUND : CONTROL_E_FAILED, "%s", msg);
 		return;
 	}
 	pj = calloc(1, sizeof(*pj));
@@ -922,18 +1049,15 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 	pj->uid = (uint32_t)server_client_uid(c);
 	pj->j = j;
 	d->job_loading = true;
-	if (job_tokens_resolved(d, j)) {
+	if (tokens_resolve_job(d->tokens, j)) {
 		job_record(pj);
 		return;
 	}
 	/* Module tokens are looked for on a worker (PKCS#11 logins take time); the ledger
 	 * connection is theirs meanwhile, for the reconciliation of each token found. */
-	token_scan_prepare(d, j, &pj->scan);
-	d->license_busy = true;
-	if (workers_submit(d->workers, job_scan_work, job_scan_done, pj) < 0) {
-		d->license_busy = false;
+	token_scan_prepare(d->tokens, j, &pj->scan);
+	if (licensing_exclusive(d->licensing, job_scan_work, job_scan_done, pj) < 0)
 		pending_job_reply_error(pj, CONTROL_E_STATE, "sfid is shutting down");
-	}
 }
 
 static struct json_object *attempt_json(const struct db_attempt_row *e)
@@ -1134,6 +1258,8 @@ static void cmd_export(struct sfid *d, struct client *c, const struct control_re
 	const char *format = arg_string(req, "format");
 	struct db_range range = { .job_id = arg_int(req, "job", 0),
 				  .from_ms = arg_int(req, "since_ms", 0) };
+	struct rec_token tokens[REC_TOKENS_MAX];
+	size_t n_tokens = 0;
 	struct pending_export *pe;
 
 	if (!format || (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0)) {
@@ -1153,8 +1279,13 @@ static void cmd_export(struct sfid *d, struct client *c, const struct control_re
 	snprintf(pe->user, sizeof(pe->user), "%s", server_client_user(c));
 	/* On the recorder's thread: it comes after every record queued so far, and signing the
 	 * checkpoint (a smartcard takes seconds) does not stall the slots. */
-	if (rec_export(d->recorder, format, &range, &pe->buf, &pe->len, pe->err, sizeof(pe->err),
-		       export_done, pe) < 0) {
+	for (size_t i = 0; i < tokens_count(d->tokens) && i < REC_TOKENS_MAX; i++) {
+		tokens[i].h = tokens_at(d->tokens, i)->h;
+		tokens[i].serial = tokens_at(d->tokens, i)->serial;
+		n_tokens++;
+	}
+	if (rec_export(d->recorder, format, &range, tokens, n_tokens, &pe->buf, &pe->len, pe->err,
+		       sizeof(pe->err), export_done, pe) < 0) {
 		server_reply_error(c, req->id, CONTROL_E_STATE, "sfid is shutting down");
 		free(pe);
 	}
@@ -1174,10 +1305,12 @@ static void hsm_query_work(void *data)
 {
 	struct hsm_query *q = data;
 
-	q->r = hsm_token_info(q->d->hsm, &q->info);
+	struct hsm *h = tokens_line(q->d->tokens);
+
+	q->r = hsm_token_info(h, &q->info);
 	if (q->r == 0)
-		q->r = hsm_counter_read(q->d->hsm, &q->count);
-	q->granted = q->r == 0 ? token_granted(q->d->hsm) : -1;
+		q->r = hsm_counter_read(h, &q->count);
+	q->granted = q->r == 0 ? token_granted(h) : -1;
 }
 
 static void hsm_query_done(void *data)
@@ -1191,14 +1324,14 @@ static void hsm_query_done(void *data)
 		server_reply_error(c, q->id, CONTROL_E_FAILED, "HSM: %s", hsm_error_to_string(q->r));
 	} else if (c) {
 		o = json_object_new_object();
-		sfid_hex(q->d->firmware_id, OSFI_ID_LEN, fw);
+		sfid_hex(tokens_at(q->d->tokens, 0)->firmware_id, OSFI_ID_LEN, fw);
 		json_object_object_add(o, "label", json_object_new_string(q->info.label));
 		json_object_object_add(o, "serial", json_object_new_string(q->info.serial));
 		json_object_object_add(o, "manufacturer", json_object_new_string(q->info.manufacturer));
 		json_object_object_add(o, "model", json_object_new_string(q->info.model));
 		/* One name for one thing: "licenses_left", as in status and sfi-hsm info. */
 		json_object_object_add(o, "licenses_left", json_object_new_int64(q->count));
-		q->d->licenses_left = q->count;
+		licensing_set_left(q->d->licensing, q->count);
 		json_object_object_add(o, "firmware_id", json_object_new_string(fw));
 		json_object_object_add(o, "granted", q->granted >= 0 ?
 				       json_object_new_int64(q->granted) : NULL);
@@ -1213,7 +1346,7 @@ static void cmd_hsm(struct sfid *d, struct client *c, const struct control_reque
 {
 	struct hsm_query *q;
 
-	if (!d->hsm) {
+	if (!tokens_line(d->tokens)) {
 		server_reply_error(c, req->id, CONTROL_E_STATE, "no HSM token is open");
 		return;
 	}
@@ -1325,7 +1458,7 @@ static int audit_sign(void *userdata, const uint8_t digest[DB_HASH_SIZE],
 		      uint8_t ret_sig[DB_SIG_SIZE])
 {
 	struct sfid *d = userdata;
-	int r = hsm_audit_sign(d->hsm, digest, ret_sig);
+	int r = hsm_audit_sign(tokens_line(d->tokens), digest, ret_sig);
 
 	return r < 0 ? -EIO : 0;
 }
@@ -1337,7 +1470,7 @@ static int audit_sign_old(void *userdata, const uint8_t digest[DB_HASH_SIZE],
 			  uint8_t ret_sig[DB_SIG_SIZE])
 {
 	struct sfid *d = userdata;
-	int r = hsm_audit_sign_gen(d->hsm, (int)audit_old_gen, digest, ret_sig);
+	int r = hsm_audit_sign_gen(tokens_line(d->tokens), (int)audit_old_gen, digest, ret_sig);
 
 	return r < 0 ? -EIO : 0;
 }
@@ -1349,7 +1482,7 @@ static int audit_key_id_gen(struct sfid *d, unsigned gen, uint8_t ret_id[DB_HASH
 {
 	char *pem = NULL;
 
-	if (hsm_audit_pubkey_pem_gen(d->hsm, gen, &pem) < 0)
+	if (hsm_audit_pubkey_pem_gen(tokens_line(d->tokens), gen, &pem) < 0)
 		return -ENOKEY;
 	return audit_key_id_of_pem(pem, ret_id);
 }
@@ -1359,7 +1492,7 @@ static int audit_key_id(struct sfid *d, uint8_t ret_id[DB_HASH_SIZE])
 {
 	char *pem = NULL;
 
-	if (hsm_audit_pubkey_pem(d->hsm, &pem) < 0)
+	if (hsm_audit_pubkey_pem(tokens_line(d->tokens), &pem) < 0)
 		return -ENOKEY;
 	return audit_key_id_of_pem(pem, ret_id);
 }
@@ -1386,23 +1519,6 @@ static int audit_key_id_of_pem(char *pem, uint8_t ret_id[DB_HASH_SIZE])
 	return r;
 }
 
-/* True when the configured token warns that a wrong PIN could lock it. */
-static bool token_pin_at_risk(const struct config *cfg)
-{
-	bool serial = strncmp(cfg->hsm_token, "serial:", 7) == 0, risk = false;
-	struct hsm_token_info *list = NULL;
-	size_t n = 0;
-
-	if (hsm_token_list(cfg->hsm_module, &list, &n) < 0)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(serial ? list[i].serial : list[i].label,
-			   serial ? cfg->hsm_token + 7 : cfg->hsm_token) == 0)
-			risk |= list[i].pin_at_risk;
-	free(list);
-	return risk;
-}
-
 /* A PIN problem: restarting would only try the same PIN again (systemd must not). */
 static bool pin_error(int r)
 {
@@ -1412,72 +1528,40 @@ static bool pin_error(int r)
 static int open_hsm(struct sfid *d)
 {
 	const struct config *cfg = d->cfg;
-	struct hsm_token_info info;
-	bool serial = strncmp(cfg->hsm_token, "serial:", 7) == 0;
-	int r;
+	struct tokens_params p = {
+		.module = cfg->hsm_module,
+		.pin_file = cfg->hsm_pin_file,
+		.pin_credential = cfg->hsm_pin_credential,
+	};
+	int r = tokens_new(&p, &d->tokens);
 
-	r = hsm_open(cfg->hsm_module, serial ? NULL : cfg->hsm_token,
-		     serial ? cfg->hsm_token + 7 : NULL, &d->hsm);
 	if (r < 0) {
-		log_error("cannot open HSM token '%s' with module %s: %s", cfg->hsm_token,
-			  cfg->hsm_module, hsm_error_to_string(r));
+		log_error("out of memory");
 		return r;
 	}
-	if (token_pin_at_risk(cfg)) {
-		log_error("HSM token '%s' reports few PIN tries left (PIN count low, final try or "
-			  "locked): sfid does not log in with a PIN that may be wrong; check the PIN "
-			  "in %s, log in once by hand (e.g. pkcs11-tool --login) to reset the count, "
-			  "then start sfid", cfg->hsm_token,
-			  cfg->hsm_pin_file ? cfg->hsm_pin_file : cfg->hsm_pin_credential);
-		return -HSM_ERR_PIN_LOCKED;
-	}
-	r = token_login(d, d->hsm);
-	if (r < 0) {
-		log_error("cannot log in to HSM token '%s' (PIN from %s): %s", cfg->hsm_token,
-			  cfg->hsm_pin_file ? cfg->hsm_pin_file : cfg->hsm_pin_credential,
-			  hsm_error_to_string(r));
-		return r;
-	}
-	r = hsm_token_info(d->hsm, &info);
-	if (r == 0)
-		r = hsm_firmware_id(d->hsm, d->firmware_id);
-	if (r == 0)
-		r = hsm_ca_pubkey(d->hsm, d->ca_pub);
-	if (r < 0) {
-		log_error("HSM token '%s' is not usable: %s", cfg->hsm_token, hsm_error_to_string(r));
-		return r;
-	}
-	snprintf(d->token_serial, sizeof(d->token_serial), "%s", info.serial);
-	snprintf(d->token_label, sizeof(d->token_label), "%s", info.label);
-	d->tokens[0] = (struct token){ .h = d->hsm };
-	snprintf(d->tokens[0].serial, sizeof(d->tokens[0].serial), "%s", info.serial);
-	snprintf(d->tokens[0].label, sizeof(d->tokens[0].label), "%s", info.label);
-	memcpy(d->tokens[0].firmware_id, d->firmware_id, OSFI_ID_LEN);
-	sfid_hex(d->firmware_id, OSFI_ID_LEN, d->tokens[0].firmware_id_hex);
-	d->n_tokens = 1;
-	return 0;
+	return tokens_open_line(d->tokens, cfg->hsm_token);
 }
 
 /* A new audit key generation on the token (sfi-hsm rotate-audit-key): the key that signed
  * the trail so far signs the change into it, so the OEM's verifier walks across with both
  * keys in its ring. */
-static void audit_key_link(struct sfid *d, const struct db_signer *signer)
+static void audit_key_link(struct sfid *d, struct db *ldb, const struct db_signer *signer)
 {
 	struct db_signer old = { .sign = audit_sign_old, .userdata = d };
 	uint8_t last[DB_HASH_SIZE], id[DB_HASH_SIZE];
 	unsigned gen;
 
-	if (db_audit_last_key(d->ldb, last) < 0 || memcmp(last, signer->key_id, DB_HASH_SIZE) == 0)
+	if (db_audit_last_key(ldb, last) < 0 || memcmp(last, signer->key_id, DB_HASH_SIZE) == 0)
 		return;
-	if (hsm_audit_generation(d->hsm, &gen) < 0)
+	if (hsm_audit_generation(tokens_line(d->tokens), &gen) < 0)
 		return;
 	for (unsigned g = gen; g-- > 0;) {
 		if (audit_key_id_gen(d, g, id) < 0 || memcmp(id, last, DB_HASH_SIZE) != 0)
 			continue;
 		audit_old_gen = g;
 		memcpy(old.key_id, last, DB_HASH_SIZE);
-		if (db_audit_key_change(d->ldb, &old) < 0)
-			log_error("cannot record the audit key change: %s", db_last_error(d->ldb));
+		if (db_audit_key_change(ldb, &old) < 0)
+			log_error("cannot record the audit key change: %s", db_last_error(ldb));
 		else
 			log_notice("audit key changed (generation %u -> %u): the change is signed "
 				   "into the trail with the previous key", g, gen);
@@ -1493,7 +1577,9 @@ static void audit_key_link(struct sfid *d, const struct db_signer *signer)
 static int open_db(struct sfid *d, struct db_signer *signer)
 {
 	struct db_options o = { .signer = NULL, .max_size_bytes = d->cfg->db_max_bytes };
+	const struct token *line = tokens_at(d->tokens, 0);
 	struct db_diff *diffs = NULL;
+	struct db *ldb = NULL;
 	char err[512] = "";
 	uint32_t count;
 	size_t n = 0;
@@ -1505,29 +1591,38 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		o.signer = signer;
 	else
 		log_warning("the HSM token has no usable audit key: checkpoints will not be signed");
-	r = db_open(d->cfg->db_path, &o, &d->ldb, err, sizeof(err));
+	r = db_open(d->cfg->db_path, &o, &ldb, err, sizeof(err));
 	if (r == 0)
 		r = db_open(d->cfg->db_path, &o, &d->db, err, sizeof(err));
 	if (r < 0) {
 		log_error("cannot open database %s: %s", d->cfg->db_path, err);
+		db_close(ldb);
 		return r;
 	}
 	if (o.signer)
-		audit_key_link(d, signer);
-	r = recorder_new(d, d->cfg->db_path, &o, &d->recorder, err, sizeof(err));
+		audit_key_link(d, ldb, signer);
+	r = line_recorder_new(d, &o, err, sizeof(err));
 	if (r < 0) {
 		log_error("cannot open database %s: %s", d->cfg->db_path, err);
+		db_close(ldb);
 		return r;
 	}
+	/* From here on licensing owns the ledger's connection. */
+	r = line_licensing_new(d, ldb);
+	if (r < 0) {
+		log_error("out of memory");
+		return r;
+	}
+	ldb = licensing_ledger(d->licensing);
 	/* A crash may have left a reservation open: the token's counter settles it. */
-	r = hsm_counter_read(d->hsm, &count);
+	r = hsm_counter_read(line->h, &count);
 	if (r < 0) {
 		log_error("cannot read the HSM license counter: %s", hsm_error_to_string(r));
 		return -EIO;
 	}
-	r = db_reconcile_granted(d->ldb, d->token_serial, count, token_granted(d->hsm), &diffs, &n);
+	r = db_reconcile_granted(ldb, line->serial, count, token_granted(line->h), &diffs, &n);
 	if (r < 0) {
-		log_error("cannot reconcile the license ledger: %s", db_last_error(d->ldb));
+		log_error("cannot reconcile the license ledger: %s", db_last_error(ldb));
 		return r;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -1542,10 +1637,10 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 
 		/* Attempts a killed sfid left running are closed now, never left open; their
 		 * licenses stay the chips' (installed when a chip shows it holds the image). */
-		r = db_attempts_interrupted(d->ldb, "interrupted: sfid stopped during this attempt "
+		r = db_attempts_interrupted(ldb, "interrupted: sfid stopped during this attempt "
 					    "and closed it when it started again", &n_att, &n_lic);
 		if (r < 0) {
-			log_error("cannot close the attempts left open: %s", db_last_error(d->ldb));
+			log_error("cannot close the attempts left open: %s", db_last_error(ldb));
 			return r;
 		}
 		if (n_att)
@@ -1553,9 +1648,9 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 				    "interrupted; %u license%s issued to them kept for their chips",
 				    n_att, n_att == 1 ? "" : "s", n_lic, n_lic == 1 ? "" : "s");
 	}
-	d->licenses_left = count;
-	log_info("HSM token %s (serial %s): %" PRIu32 " licenses left; ledger %s", d->token_label,
-		 d->token_serial, count, n ? "differences logged above" : "agrees");
+	licensing_set_left(d->licensing, count);
+	log_info("HSM token %s (serial %s): %" PRIu32 " licenses left; ledger %s", line->label,
+		 line->serial, count, n ? "differences logged above" : "agrees");
 	return 0;
 }
 
@@ -1563,6 +1658,7 @@ static int open_db(struct sfid *d, struct db_signer *signer)
  * the same; otherwise it is ended and a supervisor loads a job. Runs before the loop. */
 static void restore_job(struct sfid *d)
 {
+	struct job_line_token tok;
 	struct db_job_row row;
 	struct job *j = NULL;
 	char msg[512];
@@ -1586,7 +1682,7 @@ static void restore_job(struct sfid *d)
 			job_copy_path(d, row.id, "lic", path, sizeof(path));
 			fds.global = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		}
-		r = job_load(d, row.image_path, row.module_file[0] ? row.module_file : NULL,
+		r = job_load(line_token(d, &tok), row.image_path, row.module_file[0] ? row.module_file : NULL,
 			     row.global_license_file[0] ? row.global_license_file : NULL, &fds,
 			     row.target_count, row.loaded_user, &j, msg, sizeof(msg));
 		if (fds.image >= 0)
@@ -1597,28 +1693,29 @@ static void restore_job(struct sfid *d)
 	if (r == 0 && strcmp(j->digest_hex, row.image_digest) != 0) {
 		snprintf(msg, sizeof(msg), "image %.400s changed since the job was loaded",
 			 row.image_path);
-		r = CONTROL_E_ARGUMENT;
+		r = -EINVAL;
 	}
-	if (r == 0 && !job_tokens_resolved(d, j)) {
+	if (r == 0 && !tokens_resolve_job(d->tokens, j)) {
 		struct token_scan *sc = calloc(1, sizeof(*sc));
 
 		if (sc) {
-			token_scan_prepare(d, j, sc);
-			token_scan_run(d, sc);
-			if (!token_scan_adopt(d, sc, j, msg, sizeof(msg)))
-				r = CONTROL_E_NOT_FOUND;
+			token_scan_prepare(d->tokens, j, sc);
+			token_scan_run(d->tokens, licensing_ledger(d->licensing), sc);
+			if (!token_scan_adopt(d->tokens, sc, j, msg, sizeof(msg)))
+				r = -ENOENT;
 			free(sc);
 		} else {
 			snprintf(msg, sizeof(msg), "out of memory");
-			r = CONTROL_E_FAILED;
+			r = -ENOMEM;
 		}
 	}
 	if (r != 0) {
 		log_warning("job %" PRId64 " was loaded when sfid stopped but cannot be loaded again: "
 			    "%s; it is ended, a supervisor loads a job", row.id, msg);
 		job_free(j);
-		if (db_job_end(d->ldb, row.id) < 0 && db_last_error(d->ldb)[0])
-			log_debug("job end: %s", db_last_error(d->ldb));
+		if (db_job_end(licensing_ledger(d->licensing), row.id) < 0 &&
+		    db_last_error(licensing_ledger(d->licensing))[0])
+			log_debug("job end: %s", db_last_error(licensing_ledger(d->licensing)));
 		return;
 	}
 	j->id = row.id;
@@ -1746,7 +1843,7 @@ int main(int argc, char **argv)
 	struct db_signer signer = { 0 };
 	struct event *ev_term = NULL, *ev_int = NULL, *ev_wd = NULL, *ev_status = NULL;
 	struct event *ev_lag = NULL;
-	struct sfid d = { .licenses_left = -1 };
+	struct sfid d = { 0 };
 	const char *config_path = NULL;
 	bool check = false;
 	char err[1024];
@@ -1805,6 +1902,11 @@ int main(int argc, char **argv)
 		log_error("out of memory");
 		goto out;
 	}
+	r = workers_new(d.base, d.cfg->hsm_workers, &d.workers);
+	if (r < 0) {
+		log_error("cannot start worker threads: %s", strerror(-r));
+		goto out;
+	}
 	r = open_hsm(&d);
 	if (r < 0) {
 		if (pin_error(r))
@@ -1814,11 +1916,6 @@ int main(int argc, char **argv)
 	if (open_db(&d, &signer) < 0)
 		goto out;
 	restore_job(&d);
-	r = workers_new(d.base, d.cfg->hsm_workers, &d.workers);
-	if (r < 0) {
-		log_error("cannot start worker threads: %s", strerror(-r));
-		goto out;
-	}
 	if (line_slots_new(&d) < 0)
 		goto out;
 	so = (struct server_options){
@@ -1911,10 +2008,8 @@ out:
 		event_free(ev_shutdown_timer);
 	job_free(d.job);
 	d.db = db_close(d.db);
-	d.ldb = db_close(d.ldb);
-	for (size_t i = 1; i < d.n_tokens; i++)
-		hsm_close(d.tokens[i].h);
-	d.hsm = hsm_close(d.hsm);
+	d.licensing = licensing_free(d.licensing);
+	d.tokens = tokens_free(d.tokens);
 	if (d.base)
 		event_base_free(d.base);
 	config_free(d.cfg);

@@ -16,23 +16,12 @@ struct event_base;
 struct json_object;
 struct server;
 struct workers;
-struct hsm;
 struct db;
+struct tokens;
+struct licensing;
 struct slot;
 struct recorder;
 struct hooks;
-
-#define SFID_TOKENS_MAX 16
-
-/* An HSM token licenses are issued from: the configured one (tokens[0]) and the tokens
- * provisioned for modules, found by their firmware id. */
-struct token {
-	struct hsm *h;
-	char serial[64];
-	char label[64];
-	uint8_t firmware_id[OSFI_ID_LEN];
-	char firmware_id_hex[2 * OSFI_ID_LEN + 1];
-};
 
 struct sfid {
 	struct event_base *base;
@@ -41,39 +30,22 @@ struct sfid {
 	struct workers *workers;	/* PKCS#11 calls and license issuance */
 	struct recorder *recorder;	/* database writes, in order, on their own thread */
 	struct shipper *shipper;	/* [central]: the trail to the central store, or NULL */
-	struct hsm *hsm;		/* tokens[0].h */
+	struct tokens *tokens;		/* the HSM tokens, the line token first */
+	struct licensing *licensing;	/* license chains, their queue, the ledger connection */
 	struct db *db;			/* the loop's connection: reads only */
-	struct db *ldb;			/* the license chain's connection (one chain at a time) */
-	char token_serial[64];
-	char token_label[64];
-	uint8_t ca_pub[OSFI_PUBKEY_LEN];
-	uint8_t firmware_id[OSFI_ID_LEN];
-	struct token tokens[SFID_TOKENS_MAX];
-	size_t n_tokens;
-	/* Serials of tokens whose login failed: never tried again by this process. */
-	char refused_tokens[SFID_TOKENS_MAX][64];
-	size_t n_refused_tokens;
 
 	struct slot **slots;
 	size_t n_slots;
 	struct job *job;
 	bool job_loading;	/* a job load waits for a worker */
 
-	/* Licenses are issued one chip at a time (the ledger allows one open reservation per
-	 * token): slots wait in this queue. */
-	struct slot *license_queue[CONFIG_SLOTS_MAX];
-	size_t n_license_queue;
-	bool license_busy;
 	/* Set when programming must stop for every slot (database full, token gone, counter
 	 * exhausted); the sentence is shown to operators. `start` checks again and clears it. */
 	char halt_reason[256];
-	bool rechecking;
 
 	bool stopping;
 	int64_t started_ms;
 	struct hooks *hooks;		/* [hooks] result, or NULL */
-	/* The line token's counter as last read or left by an issue; -1 unknown. */
-	int64_t licenses_left;
 
 	/* How late the loop runs a 50 ms probe timer: a slow call on the loop thread shows
 	 * here (status reports it). */
@@ -106,7 +78,5 @@ void sfid_job_count_refusal(struct sfid *d, const char *uid_hex);
 void sfid_result_hook(struct sfid *d, struct json_object *data);
 /* Sends an event to watchers; data's reference is taken. */
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data);
-/* Asks for the next license in the queue to be issued (if none is in progress). */
-void sfid_license_kick(struct sfid *d);
 /* Called when a slot has nothing left in progress (shutdown bookkeeping). */
 void sfid_slot_settled(struct sfid *d);

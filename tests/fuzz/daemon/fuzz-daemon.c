@@ -48,6 +48,7 @@ static void fz_done(void)
 		slot_free(d->slots[i]);
 	free(d->slots);
 	job_free(d->job);
+	d->licensing = licensing_free(d->licensing);
 	d->db = db_close(d->db);
 	event_base_free(d->base);
 	config_free(d->cfg);
@@ -88,8 +89,8 @@ static void fz_init(void)
 	d->started_ms = sfid_mono_ms();
 	d->base = event_base_new();
 	if (!d->base || db_open(d->cfg->db_path, &o, &d->db, err, sizeof(err)) < 0 ||
-	    recorder_new(d, d->cfg->db_path, &o, &d->recorder, err, sizeof(err)) < 0 ||
-	    workers_new(d->base, 1, &d->workers) < 0) {
+	    line_recorder_new(d, &o, err, sizeof(err)) < 0 ||
+	    workers_new(d->base, 1, &d->workers) < 0 || line_licensing_new(d, NULL) < 0) {
 		fprintf(stderr, "fuzz-daemon: cannot set up: %s\n", err);
 		abort();
 	}
@@ -205,7 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* Once sfid has read everything and finished what it started (worker and
 		 * recorder tasks), the connection is closed; sfid then closes its side. */
 		if (off == size && !shut && ioctl(fd, SIOCOUTQ, &outq) == 0 && outq == 0 &&
-		    !d->job_loading && !d->license_busy && workers_busy(d->workers) == 0) {
+		    !d->job_loading && !licensing_busy(d->licensing) && workers_busy(d->workers) == 0) {
 			if (!sync_asked) {
 				sync_asked = true;
 				if (recorder_sync(d->recorder, sync_done, &synced) < 0)
