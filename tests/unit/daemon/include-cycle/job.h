@@ -1,0 +1,3 @@
+/* A module that includes the one above it. */
+#pragma once
+#include "slot.h"

@@ -1,0 +1,3 @@
+/* Includes job.h, which includes slot.h: a cycle. */
+#pragma once
+#include "job.h"
