@@ -15,6 +15,7 @@
 
 #include "an3155-wire.h"
 #include "job.h"
+#include "sfi-error.h"
 #include "util.h"
 
 #define IMAGE_MAX (64u * 1024 * 1024)
@@ -115,7 +116,7 @@ static const char *read_error(int r)
 
 /* Reads a global license file for target (0: the image) into l. */
 static int load_global(const struct job *j, const char *path, int fd, uint32_t target,
-		       struct job_license *l, char *msg, size_t msg_size)
+		       struct job_license *l, char *reason, size_t reason_size)
 {
 	struct osfi_license lic;
 	uint8_t want[OSFI_ID_LEN];
@@ -129,19 +130,19 @@ static int load_global(const struct job *j, const char *path, int fd, uint32_t t
 		osfi_module_firmware_id(target, want);
 	r = read_file_or_fd(path, fd, LICENSE_FILE_MAX, &buf, &len);
 	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read global license %s: %s", path, read_error(r));
+		sfi_reason(reason, reason_size, "cannot read global license %s: %s", path, read_error(r));
 		return -ENOENT;
 	}
 	r = osfi_license_decode(buf, len, &lic);
 	if (r < 0 || lic.kind != OSFI_LICENSE_KIND_GLOBAL || lic.target != target) {
 		if (target == OSFI_TARGET_IMAGE)
-			snprintf(msg, msg_size, "%s is not a global license for an image", path);
+			sfi_reason(reason, reason_size, "%s is not a global license for an image", path);
 		else
-			snprintf(msg, msg_size, "%s is not a global license for module %" PRIu32, path,
+			sfi_reason(reason, reason_size, "%s is not a global license for module %" PRIu32, path,
 				 target);
 		ret = -EINVAL;
 	} else if (memcmp(lic.id, want, OSFI_ID_LEN) != 0 || lic.device_id != j->device_id) {
-		snprintf(msg, msg_size, "global license %s was made for another %s", path,
+		sfi_reason(reason, reason_size, "global license %s was made for another %s", path,
 			 target == OSFI_TARGET_IMAGE ? "image" : "module or device");
 		ret = -EINVAL;
 	} else {
@@ -199,7 +200,7 @@ static int module_license_fd(const struct job_fds *fds, const char *name)
 
 static int load_modules(struct job *j, const struct osfi_image *img, const struct job_fds *fds,
 			const char *modules,
-			char *msg, size_t msg_size)
+			char *reason, size_t reason_size)
 {
 	struct osfi_module_entry *ents = NULL;
 	uint8_t *text = NULL;
@@ -209,14 +210,14 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 
 	r = read_file_or_fd(modules, fds ? fds->modules : -1, MODULES_FILE_MAX, &text, &len);
 	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read module license file %s: %s", modules,
+		sfi_reason(reason, reason_size, "cannot read module license file %s: %s", modules,
 			 read_error(r));
 		return -ENOENT;
 	}
 	r = osfi_modules_parse((const char *)text, len, &ents, &n, why, sizeof(why));
 	free(text);
 	if (r < 0) {
-		snprintf(msg, msg_size, "%s: %s", modules, why);
+		sfi_reason(reason, reason_size, "%s: %s", modules, why);
 		return -EINVAL;
 	}
 	r = 0;
@@ -227,13 +228,13 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 		uint32_t addr = 0;
 
 		if (!module_address(img, e->module_id, &addr)) {
-			snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is not in image %s",
+			sfi_reason(reason, reason_size, "%s line %u: module %" PRIu32 " is not in image %s",
 				 modules, e->line, e->module_id, j->image_path);
 			r = -EINVAL;
 			break;
 		}
 		if (addr != e->address) {
-			snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is at 0x%08" PRIx32
+			sfi_reason(reason, reason_size, "%s line %u: module %" PRIu32 " is at 0x%08" PRIx32
 				 " in the image, not at 0x%08" PRIx32, modules, e->line, e->module_id,
 				 addr, e->address);
 			r = -EINVAL;
@@ -241,14 +242,14 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 		}
 		for (size_t k = 1; k < j->n_lic; k++)
 			if (j->lic[k].target == e->module_id) {
-				snprintf(msg, msg_size, "%s line %u: module %" PRIu32 " is listed twice",
+				sfi_reason(reason, reason_size, "%s line %u: module %" PRIu32 " is listed twice",
 					 modules, e->line, e->module_id);
 				r = -EINVAL;
 			}
 		if (r != 0)
 			break;
 		if (j->n_lic >= JOB_LICENSES_MAX) {
-			snprintf(msg, msg_size, "%s: more than %d modules", modules,
+			sfi_reason(reason, reason_size, "%s: more than %d modules", modules,
 				 JOB_LICENSES_MAX - 1);
 			r = -EINVAL;
 			break;
@@ -266,7 +267,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 
 			module_license_path(modules, e->license, path, sizeof(path));
 			r = load_global(j, path, module_license_fd(fds, e->license), e->module_id, l,
-					msg, msg_size);
+					reason, reason_size);
 			if (r != 0)
 				break;
 		}
@@ -283,7 +284,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 		for (size_t k = 1; k < j->n_lic; k++)
 			listed |= j->lic[k].target == a->module_id;
 		if (!listed) {
-			snprintf(msg, msg_size, "image %s carries module %" PRIu32 ", which %s does not "
+			sfi_reason(reason, reason_size, "image %s carries module %" PRIu32 ", which %s does not "
 				 "list", j->image_path, a->module_id, modules);
 			r = -EINVAL;
 		}
@@ -293,7 +294,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 }
 
 int job_load(const struct job_line_token *tok, const char *path, const char *modules, const char *global,
-	     const struct job_fds *fds, uint32_t target, const char *user, struct job **ret, char *msg, size_t msg_size)
+	     const struct job_fds *fds, uint32_t target, const char *user, struct job **ret, char *reason, size_t reason_size)
 {
 	struct osfi_image *img = NULL;
 	struct job *j;
@@ -304,7 +305,7 @@ int job_load(const struct job_line_token *tok, const char *path, const char *mod
 
 	j = calloc(1, sizeof(*j));
 	if (!j) {
-		snprintf(msg, msg_size, "out of memory");
+		sfi_reason(reason, reason_size, "out of memory");
 		return -ENOMEM;
 	}
 	j->image_path = strdup(path);
@@ -312,19 +313,19 @@ int job_load(const struct job_line_token *tok, const char *path, const char *mod
 	j->loaded_by = strdup(user);
 	j->loaded_ms = sfid_now_ms();
 	if (!j->image_path || !j->loaded_by) {
-		snprintf(msg, msg_size, "out of memory");
+		sfi_reason(reason, reason_size, "out of memory");
 		job_free(j);
 		return -ENOMEM;
 	}
 	r = read_file_or_fd(path, fds ? fds->image : -1, IMAGE_MAX, &j->image, &j->image_len);
 	if (r < 0) {
-		snprintf(msg, msg_size, "cannot read image %s: %s", path, read_error(r));
+		sfi_reason(reason, reason_size, "cannot read image %s: %s", path, read_error(r));
 		job_free(j);
 		return -ENOENT;
 	}
 	r = osfi_image_parse(j->image, j->image_len, &img, why, sizeof(why));
 	if (r < 0) {
-		snprintf(msg, msg_size, "%s is not a valid OSFI image: %s", path, why);
+		sfi_reason(reason, reason_size, "%s is not a valid OSFI image: %s", path, why);
 		job_free(j);
 		return -EINVAL;
 	}
@@ -337,19 +338,19 @@ int job_load(const struct job_line_token *tok, const char *path, const char *mod
 	for (size_t i = 0; i < img->n_areas; i++)
 		has_modules |= img->areas[i].desc.type == OSFI_AREA_MODULE;
 	if (j->device_id != STM32_PID_H56X_H57X) {
-		snprintf(msg, msg_size, "image %s is for device id 0x%03x; this line installs "
+		sfi_reason(reason, reason_size, "image %s is for device id 0x%03x; this line installs "
 			 "STM32H56x/H57x (0x%03x)", path, j->device_id, STM32_PID_H56X_H57X);
 		goto bad;
 	}
 	if (global) {
 		r = load_global(j, global, fds ? fds->global : -1, OSFI_TARGET_IMAGE, &j->lic[0],
-				msg, msg_size);
+				reason, reason_size);
 		if (r != 0)
 			goto bad;
 		j->global = true;
 		j->global_file = strdup(global);
 		if (!j->global_file) {
-			snprintf(msg, msg_size, "out of memory");
+			sfi_reason(reason, reason_size, "out of memory");
 			r = -ENOMEM;
 			goto bad;
 		}
@@ -358,7 +359,7 @@ int job_load(const struct job_line_token *tok, const char *path, const char *mod
 			char fw[2 * OSFI_ID_LEN + 1];
 
 			sfid_hex(tok->firmware_id, OSFI_ID_LEN, fw);
-			snprintf(msg, msg_size, "image %s (id %.16s...) is not the firmware the HSM "
+			sfi_reason(reason, reason_size, "image %s (id %.16s...) is not the firmware the HSM "
 				 "token %s licenses (id %.16s...); load the matching image or token",
 				 path, j->image_id_hex, tok->label, fw);
 			goto bad;
@@ -370,17 +371,17 @@ int job_load(const struct job_line_token *tok, const char *path, const char *mod
 	}
 	j->n_lic = 1;
 	if (modules) {
-		r = load_modules(j, img, fds, modules, msg, msg_size);
+		r = load_modules(j, img, fds, modules, reason, reason_size);
 		if (r != 0)
 			goto bad;
 		j->module_file = strdup(modules);
 		if (!j->module_file) {
-			snprintf(msg, msg_size, "out of memory");
+			sfi_reason(reason, reason_size, "out of memory");
 			r = -ENOMEM;
 			goto bad;
 		}
 	} else if (has_modules) {
-		snprintf(msg, msg_size, "image %s carries modules: load it with their module license "
+		sfi_reason(reason, reason_size, "image %s carries modules: load it with their module license "
 			 "information file", path);
 		r = -EINVAL;
 		goto bad;

@@ -89,11 +89,11 @@ struct job_line_token {
  * license information file must name every module of the image with its address, and each
  * module license must be a global license for it or name a token by the module's firmware
  * id. Module tokens are not looked up here (see tokens.h). Returns 0, or with one sentence
- * in msg: -ENOENT a file cannot be read, -EINVAL the files do not make a job for this line,
+ * in reason: -ENOENT a file cannot be read, -EINVAL the files do not make a job for this line,
  * -ENOMEM. */
 int job_load(const struct job_line_token *tok, const char *image, const char *modules,
 	     const char *global, const struct job_fds *fds, uint32_t target, const char *user,
-	     struct job **ret, char *msg, size_t msg_size);
+	     struct job **ret, char *reason, size_t reason_size);
 struct job *job_free(struct job *j);
 /* The job as shown by `job show`, `status` and the job event. */
 struct json_object *job_json(const struct job *j);

@@ -10,6 +10,7 @@
 #include "job.h"
 #include "log.h"
 #include "tokens.h"
+#include "sfi-error.h"
 #include "util.h"
 
 struct tokens {
@@ -274,8 +275,8 @@ bool tokens_resolve_job(const struct tokens *t, struct job *j)
 	return all;
 }
 
-bool token_scan_adopt(struct tokens *t, struct token_scan *sc, struct job *j, char *msg,
-		      size_t msg_size)
+bool token_scan_adopt(struct tokens *t, struct token_scan *sc, struct job *j, char *reason,
+		      size_t reason_size)
 {
 	for (size_t i = 0; i < sc->n_found; i++) {
 		if (t->n < TOKENS_MAX)
@@ -293,7 +294,7 @@ bool token_scan_adopt(struct tokens *t, struct token_scan *sc, struct job *j, ch
 		return true;
 	for (size_t i = 0; i < j->n_lic; i++)
 		if (!j->lic[i].global && j->lic[i].token < 0) {
-			snprintf(msg, msg_size, "%s line %u: no token provisioned for module %" PRIu32
+			sfi_reason(reason, reason_size, "%s line %u: no token provisioned for module %" PRIu32
 				 " (firmware id %.16s...) is present, or it does not accept the "
 				 "configured PIN; insert it and load the job again",
 				 j->module_file ? j->module_file : "", j->lic[i].line, j->lic[i].target,

@@ -74,6 +74,6 @@ struct token_scan {
 void token_scan_prepare(const struct tokens *t, const struct job *j, struct token_scan *sc);
 void token_scan_run(const struct tokens *t, struct db *ledger, struct token_scan *sc);
 /* Adopts the found tokens and resolves the job's counted licenses to them. Returns false
- * (and a sentence in msg) if a module token is still missing. */
-bool token_scan_adopt(struct tokens *t, struct token_scan *sc, struct job *j, char *msg,
-		      size_t msg_size);
+ * (and a sentence in reason) if a module token is still missing. */
+bool token_scan_adopt(struct tokens *t, struct token_scan *sc, struct job *j, char *reason,
+		      size_t reason_size);

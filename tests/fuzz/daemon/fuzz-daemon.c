@@ -115,7 +115,7 @@ static void fz_init(void)
 		};
 
 		snprintf(fz.sock[i], sizeof(fz.sock[i]), "%s/sock%d", fz.dir, i);
-		if (server_new(d->base, &so, dispatch, d, &fz.servers[i], err, sizeof(err)) < 0) {
+		if (server_new(d->base, &so, commands_dispatch, d, &fz.servers[i], err, sizeof(err)) < 0) {
 			fprintf(stderr, "fuzz-daemon: %s\n", err);
 			abort();
 		}

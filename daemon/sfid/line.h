@@ -1,6 +1,9 @@
-/* The daemon's shared context: configuration, event loop, HSM, database, job, slots. One
+/* The line, the daemon's hub: the job, the slots, the halt, the job's counters and the
+ * watchers, with the modules main() wires to it (tokens, licensing, recorder, server). One
  * instance, owned by main(); everything here runs on the event loop thread except what is
- * handed to workers. */
+ * handed to workers. Only main (sfid.c) and the command handlers (commands.c) include this
+ * header: the modules below reach the line through the callbacks registered when they are
+ * created (scripts/check-includes checks it). */
 #pragma once
 
 #include <stdbool.h>
@@ -22,6 +25,11 @@ struct licensing;
 struct slot;
 struct recorder;
 struct hooks;
+struct db_options;
+struct job_line_token;
+
+/* Period of the loop-lag probe (see struct sfid). */
+#define LAG_PROBE_MS 50
 
 struct sfid {
 	struct event_base *base;
@@ -80,3 +88,22 @@ void sfid_result_hook(struct sfid *d, struct json_object *data);
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data);
 /* Called when a slot has nothing left in progress (shutdown bookkeeping). */
 void sfid_slot_settled(struct sfid *d);
+
+/* ---- wiring (main) ---- */
+
+/* The recorder on the database, its full database halting the line. */
+int line_recorder_new(struct sfid *d, const struct db_options *o, char *err, size_t err_size);
+/* Licensing with the ledger connection (taken, even on failure). */
+int line_licensing_new(struct sfid *d, struct db *ledger);
+/* The configured slots, wired to the line. */
+int line_slots_new(struct sfid *d);
+
+/* ---- the job ---- */
+
+/* The line token a job's image must match, or NULL when sfid runs without one. */
+const struct job_line_token *line_token(const struct sfid *d, struct job_line_token *t);
+/* Where sfid keeps its copy of a job's file ("sfi", "lic"): next to the database. */
+void line_job_copy_path(const struct sfid *d, int64_t id, const char *what, char *out,
+			size_t size);
+/* Makes j the loaded job (it is recorded): the previous one ends, watchers are told. */
+void line_job_install(struct sfid *d, struct job *j);

@@ -1,0 +1,562 @@
+/* The line: the job, the slots, the halt, the job's counters and the watchers (see
+ * line.h). The modules below it (slot, licensing, recorder) reach it only through the
+ * callbacks registered here when they are created. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <json-c/json.h>
+
+#include "db.h"
+#include "hook.h"
+#include "job.h"
+#include "licensing.h"
+#include "line.h"
+#include "log.h"
+#include "recorder.h"
+#include "server.h"
+#include "sfid-config.h"
+#include "slot.h"
+#include "tokens.h"
+
+void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data)
+{
+	if (!d->server) {
+		json_object_put(data);
+		return;
+	}
+	server_broadcast(d->server, event, data);
+}
+
+void sfid_result_hook(struct sfid *d, struct json_object *data)
+{
+	struct json_object *o;
+
+	if (!d->hooks)
+		return;
+	/* The result event with what an MES needs beside it: schema, station, job, UTC time. */
+	o = json_object_new_object();
+	json_object_object_add(o, "schema", json_object_new_int(1));
+	json_object_object_add(o, "station", json_object_new_string(d->cfg->station));
+	json_object_object_add(o, "job", d->job ? json_object_new_int64(d->job->id) : NULL);
+	json_object_object_add(o, "time_ms", json_object_new_int64(sfid_now_ms()));
+	json_object_object_foreach(data, k, v)
+		json_object_object_add(o, k, json_object_get(v));
+	hooks_result(d->hooks, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							      JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+}
+
+void sfid_halt(struct sfid *d, const char *fmt, ...)
+{
+	struct json_object *o;
+	va_list ap;
+
+	if (d->halt_reason[0])
+		return;
+	va_start(ap, fmt);
+	vsnprintf(d->halt_reason, sizeof(d->halt_reason), fmt, ap);
+	va_end(ap);
+	log_error("line halted: %s", d->halt_reason);
+	o = json_object_new_object();
+	json_object_object_add(o, "reason", json_object_new_string(d->halt_reason));
+	sfid_broadcast(d, "halt", o);
+	for (size_t i = 0; i < d->n_slots; i++)
+		slot_pause(d->slots[i]);
+}
+
+unsigned sfid_chip_failures(struct sfid *d, const char *uid_hex)
+{
+	unsigned n = 0;
+
+	if (d->db && db_chip_failures(d->db, uid_hex, &n) < 0)
+		log_warning("cannot count the failures of chip %s: %s", uid_hex,
+			    db_last_error(d->db));
+	return n;
+}
+
+bool sfid_job_complete(const struct sfid *d)
+{
+	return d->job && d->job->target && d->job->installed >= d->job->target;
+}
+
+int sfid_job_reserve(struct sfid *d)
+{
+	struct job *j = d->job;
+
+	if (!j || sfid_job_complete(d))
+		return -1;
+	if (j->target && j->installed + j->reserved >= j->target)
+		return 0;
+	j->reserved++;
+	return 1;
+}
+
+void sfid_job_release(struct sfid *d)
+{
+	if (d->job && d->job->reserved)
+		d->job->reserved--;
+}
+
+/* The job's totals, as status, watch and the job-complete event show them. */
+static struct json_object *job_totals_json(const struct job *j)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "job", json_object_new_int64(j->id));
+	json_object_object_add(o, "target", json_object_new_int64(j->target));
+	json_object_object_add(o, "installed", json_object_new_int64(j->installed));
+	json_object_object_add(o, "failed", json_object_new_int64(j->failed));
+	json_object_object_add(o, "refused", json_object_new_int64(j->refused));
+	json_object_object_add(o, "halted", json_object_new_int64(j->halted));
+	return o;
+}
+
+void sfid_job_installed(struct sfid *d)
+{
+	struct job *j = d->job;
+
+	if (!sfid_job_complete(d) || j->complete_told)
+		return;
+	j->complete_told = true;
+	log_notice("job %" PRId64 " complete: %" PRIu32 " of %" PRIu32 " installed (%" PRIu32
+		   " failed, %" PRIu32 " refused untouched); the slots hold, a supervisor loads the "
+		   "next job", j->id, j->installed, j->target, j->failed, j->refused);
+	sfid_broadcast(d, "job-complete", job_totals_json(j));
+	/* Slots waiting for a chip hold now; those showing a result hold once it is removed. */
+	for (size_t i = 0; i < d->n_slots; i++)
+		if (slot_state(d->slots[i]) == SLOT_STATE_WAIT_CHIP)
+			slot_pause(d->slots[i]);
+}
+
+bool sfid_chip_installed_by_job(struct sfid *d, const char *uid_hex)
+{
+	struct db_history_filter f = { .job_id = d->job ? d->job->id : 0, .chip_uid = uid_hex,
+				       .limit = 100 };
+	struct db_attempt_row *rows = NULL;
+	bool found = false;
+	size_t n = 0;
+
+	if (!d->job || !d->db || !uid_hex[0])
+		return false;
+	if (db_history(d->db, &f, &rows, &n) < 0) {
+		log_warning("cannot read the attempts of chip %s: %s", uid_hex, db_last_error(d->db));
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		found |= rows[i].result == DB_ATTEMPT_OK;
+	free(rows);
+	return found;
+}
+
+void sfid_job_count_refusal(struct sfid *d, const char *uid_hex)
+{
+	struct job *j = d->job;
+	struct db_history_filter f = { .job_id = j->id, .chip_uid = uid_hex, .limit = 100 };
+	struct db_attempt_row *rows = NULL;
+	size_t n = 0;
+	bool seen = false;
+
+	if (uid_hex[0]) {
+		for (size_t i = 0; i < j->n_refused_uids && !seen; i++)
+			seen = strcmp(j->refused_uids[i], uid_hex) == 0;
+		/* Refused before sfid restarted: the database remembers. */
+		if (!seen && d->db && db_history(d->db, &f, &rows, &n) == 0)
+			for (size_t i = 0; i < n; i++)
+				seen |= rows[i].result == DB_ATTEMPT_FAILED &&
+					rows[i].error_code == DB_FAILURE_UNTOUCHED;
+		free(rows);
+		if (!seen && j->n_refused_uids == j->cap_refused_uids) {
+			size_t cap = j->cap_refused_uids ? 2 * j->cap_refused_uids : 32;
+			void *p = realloc(j->refused_uids, cap * sizeof(*j->refused_uids));
+
+			if (p) {
+				j->refused_uids = p;
+				j->cap_refused_uids = cap;
+			}
+		}
+		if (!seen && j->n_refused_uids < j->cap_refused_uids)
+			snprintf(j->refused_uids[j->n_refused_uids++], sizeof(j->refused_uids[0]),
+				 "%s", uid_hex);
+	}
+	if (!seen)
+		j->refused++;
+}
+
+void sfid_slot_settled(struct sfid *d)
+{
+	if (!d->stopping)
+		return;
+	for (size_t i = 0; i < d->n_slots; i++)
+		if (slot_busy(d->slots[i]))
+			return;
+	if (licensing_busy(d->licensing))
+		return;
+	event_base_loopexit(d->base, NULL);
+}
+
+/* The line token a job's image must match, or NULL when sfid runs without one. */
+const struct job_line_token *line_token(const struct sfid *d, struct job_line_token *t)
+{
+	const struct token *line = tokens_at(d->tokens, 0);
+
+	if (!line)
+		return NULL;
+	memcpy(t->firmware_id, line->firmware_id, OSFI_ID_LEN);
+	t->label = line->label;
+	return t;
+}
+
+/* ---- what the recorder tells the line ---- */
+
+static void line_db_full(void *user, const char *why)
+{
+	sfid_halt(user, "the database is full (%s); free space, then start the line again", why);
+}
+
+int line_recorder_new(struct sfid *d, const struct db_options *o, char *err,
+			     size_t err_size)
+{
+	struct recorder_params p = {
+		.base = d->base,
+		.path = d->cfg->db_path,
+		.opts = o,
+		.station = d->cfg->station,
+		.on_full = line_db_full,
+		.user = d,
+	};
+
+	return recorder_new(&p, &d->recorder, err, err_size);
+}
+
+/* ---- what licensing tells the line ---- */
+
+static const struct job *line_lic_job(void *user)
+{
+	struct sfid *d = user;
+
+	return d->job;
+}
+
+static const char *line_lic_halted(void *user)
+{
+	struct sfid *d = user;
+
+	return d->halt_reason[0] ? d->halt_reason : NULL;
+}
+
+static void line_lic_halt(void *user, const char *why)
+{
+	sfid_halt(user, "%s", why);
+}
+
+static void line_lic_dequeued(void *user, void *who)
+{
+	slot_license_dequeued(who);
+}
+
+static bool line_lic_wanted(void *user, void *who, const char *uid_hex)
+{
+	return slot_license_wanted(who) && strcmp(slot_chip_hex(who), uid_hex) == 0;
+}
+
+static void line_lic_ready(void *user, void *who, const struct license_set *set)
+{
+	slot_licenses_ready(who, set);
+}
+
+static void line_lic_failed(void *user, void *who, const char *cause)
+{
+	slot_license_failed(who, cause);
+}
+
+static const char *line_lic_name(void *user, void *who)
+{
+	return slot_name(who);
+}
+
+static void line_lic_idle(void *user)
+{
+	sfid_slot_settled(user);
+}
+
+static const struct licensing_callbacks line_licensing_callbacks = {
+	.job = line_lic_job,
+	.halted = line_lic_halted,
+	.halt = line_lic_halt,
+	.dequeued = line_lic_dequeued,
+	.wanted = line_lic_wanted,
+	.ready = line_lic_ready,
+	.failed = line_lic_failed,
+	.name = line_lic_name,
+	.idle = line_lic_idle,
+};
+
+/* Licensing, with the ledger connection (taken, even on failure). */
+int line_licensing_new(struct sfid *d, struct db *ledger)
+{
+	struct licensing_params p = {
+		.workers = d->workers,
+		.tokens = d->tokens,
+		.recorder = d->recorder,
+		.ledger = ledger,
+		.cb = &line_licensing_callbacks,
+		.user = d,
+	};
+	int r = licensing_new(&p, &d->licensing);
+
+	if (r < 0)
+		db_close(ledger);
+	return r;
+}
+
+/* ---- what the slots ask of the line ---- */
+
+static const struct job *line_slot_job(void *user)
+{
+	struct sfid *d = user;
+
+	return d->job;
+}
+
+static enum slot_reserve line_slot_reserve(void *user)
+{
+	struct sfid *d = user;
+
+	switch (sfid_job_reserve(d)) {
+	case 1:
+		return SLOT_RESERVE_GRANTED;
+	case 0:
+		return SLOT_RESERVE_WAIT;
+	default:
+		return sfid_job_complete(d) ? SLOT_RESERVE_COMPLETE : SLOT_RESERVE_NO_JOB;
+	}
+}
+
+static void line_slot_release(void *user)
+{
+	sfid_job_release(user);
+}
+
+static void line_slot_chip_begun(void *user)
+{
+	struct sfid *d = user;
+
+	if (d->job && !d->job->started_ms)
+		d->job->started_ms = sfid_now_ms();
+}
+
+static void line_slot_chip_ended(void *user, int kind, const char *uid_hex)
+{
+	struct sfid *d = user;
+
+	if (!d->job)
+		return;
+	switch (kind) {
+	case DB_FAILURE_TOUCHED:
+		d->job->failed++;
+		break;
+	case DB_FAILURE_UNTOUCHED:
+		sfid_job_count_refusal(d, uid_hex);
+		break;
+	case DB_FAILURE_HALTED:
+		d->job->halted++;
+		break;
+	default:
+		if (kind < 0) {
+			d->job->installed++;
+			sfid_job_installed(d);
+		}
+		break;
+	}
+}
+
+static const char *line_slot_halted(void *user)
+{
+	struct sfid *d = user;
+
+	return d->halt_reason[0] ? d->halt_reason : NULL;
+}
+
+static bool line_slot_holding(void *user)
+{
+	struct sfid *d = user;
+
+	return d->halt_reason[0] || d->stopping || sfid_job_complete(d);
+}
+
+static unsigned line_slot_chip_failures(void *user, const char *uid_hex)
+{
+	return sfid_chip_failures(user, uid_hex);
+}
+
+static bool line_slot_chip_installed(void *user, const char *uid_hex)
+{
+	return sfid_chip_installed_by_job(user, uid_hex);
+}
+
+static bool line_slot_adopt_licenses(void *user, const char *uid_hex, struct license_set *set)
+{
+	struct sfid *d = user;
+
+	return d->job && license_adopt(d->db, d->job, uid_hex, set);
+}
+
+static void line_slot_license_request(void *user, struct slot *s)
+{
+	struct sfid *d = user;
+
+	licensing_request(d->licensing, s, slot_chip_hex(s), slot_license_cert(s),
+			  slot_attempt_id(s));
+}
+
+static void line_slot_license_cancel(void *user, struct slot *s)
+{
+	struct sfid *d = user;
+
+	licensing_cancel(d->licensing, s);
+}
+
+static void line_slot_event(void *user, const char *name, struct json_object *data)
+{
+	struct sfid *d = user;
+
+	if (strcmp(name, "result") == 0)
+		sfid_result_hook(d, data);
+	sfid_broadcast(d, name, data);
+}
+
+static void line_slot_settled(void *user)
+{
+	sfid_slot_settled(user);
+}
+
+static const struct slot_callbacks line_slot_callbacks = {
+	.job = line_slot_job,
+	.reserve = line_slot_reserve,
+	.release = line_slot_release,
+	.chip_begun = line_slot_chip_begun,
+	.chip_ended = line_slot_chip_ended,
+	.halted = line_slot_halted,
+	.holding = line_slot_holding,
+	.chip_failures = line_slot_chip_failures,
+	.chip_installed = line_slot_chip_installed,
+	.adopt_licenses = line_slot_adopt_licenses,
+	.license_request = line_slot_license_request,
+	.license_cancel = line_slot_license_cancel,
+	.event = line_slot_event,
+	.settled = line_slot_settled,
+};
+
+/* Creates the configured slots, wired to the line. */
+int line_slots_new(struct sfid *d)
+{
+	static const uint8_t no_ca[OSFI_PUBKEY_LEN];
+
+	d->slots = calloc(d->cfg->n_slots, sizeof(*d->slots));
+	if (!d->slots)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->cfg->n_slots; i++) {
+		struct slot_params p = {
+			.base = d->base,
+			.cfg = &d->cfg->slots[i],
+			.index = (unsigned)i,
+			.retry_limit = d->cfg->retry_limit,
+			.ca_pub = tokens_ca_pub(d->tokens) ? tokens_ca_pub(d->tokens) : no_ca,
+			.recorder = d->recorder,
+			.cb = &line_slot_callbacks,
+			.user = d,
+		};
+		int r = slot_new(&p, &d->slots[i]);
+
+		if (r < 0)
+			return r;
+		d->n_slots++;
+	}
+	return 0;
+}
+
+/* Where sfid keeps its copy of a job's file: next to the database (sfid's own state). */
+void line_job_copy_path(const struct sfid *d, int64_t id, const char *what, char *out,
+			  size_t size)
+{
+	const char *slash = strrchr(d->cfg->db_path, '/');
+	int dir = slash ? (int)(slash - d->cfg->db_path) : 1;
+
+	snprintf(out, size, "%.*s/job-%" PRId64 ".%s", dir, slash ? d->cfg->db_path : ".", id,
+		 what);
+}
+
+static int write_copy(const char *path, const void *buf, size_t len)
+{
+	char tmp[PATH_MAX + 8];
+	int f, r = 0;
+
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	f = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (f < 0)
+		return -errno;
+	for (size_t off = 0; off < len && r == 0;) {
+		ssize_t n = write(f, (const char *)buf + off, len - off);
+
+		if (n < 0 && errno != EINTR)
+			r = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (r == 0 && fsync(f) < 0)
+		r = -errno;
+	close(f);
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* The job's image (and global license) kept by sfid, so that the job is restored after a
+ * restart even when the supervisor's file is where sfid cannot read (it was passed as a
+ * descriptor). The previous job's copies go. */
+static void job_keep_copies(struct sfid *d, const struct job *old, const struct job *j)
+{
+	char path[PATH_MAX];
+	int r;
+
+	if (old) {
+		line_job_copy_path(d, old->id, "sfi", path, sizeof(path));
+		unlink(path);
+		line_job_copy_path(d, old->id, "lic", path, sizeof(path));
+		unlink(path);
+	}
+	line_job_copy_path(d, j->id, "sfi", path, sizeof(path));
+	r = write_copy(path, j->image, j->image_len);
+	if (r == 0 && j->global) {
+		line_job_copy_path(d, j->id, "lic", path, sizeof(path));
+		r = write_copy(path, j->lic[0].record, OSFI_LICENSE_LEN);
+	}
+	if (r < 0)
+		log_warning("cannot keep a copy of job %" PRId64 "'s files as %s: %s; the job is "
+			    "restored after a restart only if sfid can read them where they are",
+			    j->id, path, strerror(-r));
+}
+
+void line_job_install(struct sfid *d, struct job *j)
+{
+	job_keep_copies(d, d->job, j);
+	if (d->job)
+		rec_job_end(d->recorder, d->job->id);
+	job_free(d->job);
+	d->job = j;
+	log_info("job %" PRId64 " loaded by %s: %s (%zu bytes, image id %.16s..., %zu license%s "
+		 "per chip, target %" PRIu32 ")", j->id, j->loaded_by, j->image_path, j->image_len,
+		 j->image_id_hex, j->n_lic, j->n_lic == 1 ? "" : "s", j->target);
+	sfid_broadcast(d, "job", job_json(j));
+}
