@@ -222,8 +222,8 @@ static void line_db_full(void *user, const char *why)
 	sfid_halt(user, "the database is full (%s); free space, then start the line again", why);
 }
 
-int line_recorder_new(struct sfid *d, const struct db_options *o, char *err,
-			     size_t err_size)
+int line_recorder_new(struct sfid *d, const struct db_options *o, char *reason,
+		      size_t reason_size)
 {
 	struct recorder_params p = {
 		.base = d->base,
@@ -234,7 +234,7 @@ int line_recorder_new(struct sfid *d, const struct db_options *o, char *err,
 		.user = d,
 	};
 
-	return recorder_new(&p, &d->recorder, err, err_size);
+	return recorder_new(&p, &d->recorder, reason, reason_size);
 }
 
 /* ---- what licensing tells the line ---- */

@@ -92,7 +92,8 @@ void sfid_slot_settled(struct sfid *d);
 /* ---- wiring (main) ---- */
 
 /* The recorder on the database, its full database halting the line. */
-int line_recorder_new(struct sfid *d, const struct db_options *o, char *err, size_t err_size);
+int line_recorder_new(struct sfid *d, const struct db_options *o, char *reason,
+		      size_t reason_size);
 /* Licensing with the ledger connection (taken, even on failure). */
 int line_licensing_new(struct sfid *d, struct db *ledger);
 /* The configured slots, wired to the line. */

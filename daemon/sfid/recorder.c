@@ -10,6 +10,7 @@
 #include "config.h" /* SFID_VERSION */
 #include "hsm.h"
 #include "log.h"
+#include "sfi-error.h"
 #include "recorder.h"
 #include "sfid-config.h"
 #include "worker.h"
@@ -89,8 +90,8 @@ struct rec_op {
 	char station[256];
 	char **ret_buf;
 	size_t *ret_len;
-	char *err;
-	size_t err_len;
+	char *reason;
+	size_t reason_size;
 	rec_done_fn done;
 	void *arg;
 	int r;
@@ -426,8 +427,8 @@ static void rec_done(void *data)
 			  op->db_err[0] ? op->db_err : strerror(-op->r));
 		if (op->r == -ENOSPC)
 			rec->on_full(rec->user, op->db_err);
-		if (op->err)
-			snprintf(op->err, op->err_len, "%s", op->db_err[0] ? op->db_err
+		if (op->reason)
+			sfi_reason(op->reason, op->reason_size, "%s", op->db_err[0] ? op->db_err
 									: strerror(-op->r));
 	}
 	if (op->kind == REC_LICENSE_NOT_INSTALLED && op->r == 0)
@@ -483,8 +484,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
 		rec->retry_queued = true;
 }
 
-int recorder_new(const struct recorder_params *p, struct recorder **ret, char *err,
-		 size_t err_len)
+int recorder_new(const struct recorder_params *p, struct recorder **ret, char *reason,
+		 size_t reason_size)
 {
 	struct recorder *r = calloc(1, sizeof(*r));
 	int k;
@@ -500,7 +501,7 @@ int recorder_new(const struct recorder_params *p, struct recorder **ret, char *e
 		free(r);
 		return -ENOMEM;
 	}
-	k = db_open(p->path, p->opts, &r->db, err, err_len);
+	k = db_open(p->path, p->opts, &r->db, reason, reason_size);
 	if (k < 0) {
 		event_free(r->ev_retry);
 		free(r);
@@ -508,7 +509,7 @@ int recorder_new(const struct recorder_params *p, struct recorder **ret, char *e
 	}
 	k = workers_new(p->base, 1, &r->thread);
 	if (k < 0) {
-		snprintf(err, err_len, "cannot start the database thread: %s", strerror(-k));
+		sfi_reason(reason, reason_size, "cannot start the database thread: %s", strerror(-k));
 		db_close(r->db);
 		event_free(r->ev_retry);
 		free(r);
@@ -740,7 +741,7 @@ void rec_job_start(struct recorder *r, int64_t job_id, uint32_t uid, const char 
 }
 
 int rec_export(struct recorder *r, const char *format, const struct db_range *range,
-	       const struct rec_token *tokens, size_t n_tokens, char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
+	       const struct rec_token *tokens, size_t n_tokens, char **ret_buf, size_t *ret_len, char *reason, size_t reason_size, rec_done_fn done,
 	       void *arg)
 {
 	struct rec_op *op = op_new(r, REC_EXPORT);
@@ -757,8 +758,8 @@ int rec_export(struct recorder *r, const char *format, const struct db_range *ra
 	}
 	op->ret_buf = ret_buf;
 	op->ret_len = ret_len;
-	op->err = err;
-	op->err_len = err_len;
+	op->reason = reason;
+	op->reason_size = reason_size;
 	op->done = done;
 	op->arg = arg;
 	return op_submit(op);

@@ -40,8 +40,8 @@ struct recorder_params {
 };
 
 /* Opens the recorder's connection to p->path and starts its thread. */
-int recorder_new(const struct recorder_params *p, struct recorder **ret, char *err,
-		 size_t err_len);
+int recorder_new(const struct recorder_params *p, struct recorder **ret, char *reason,
+		 size_t reason_size);
 /* Runs everything queued, then stops. Accepts NULL; returns NULL. */
 struct recorder *recorder_free(struct recorder *r);
 /* Starts an attempt: returns the handle (NULL when out of memory; nothing is then recorded
@@ -78,8 +78,8 @@ struct rec_token {
 };
 
 /* Writes a checkpoint, then an export ("csv" or "jsonl") of range, stating the counters of
- * tokens, into *ret_buf (malloc'd, *ret_len bytes); done(arg, r) runs with err (a sentence)
+ * tokens, into *ret_buf (malloc'd, *ret_len bytes); done(arg, r) runs with reason (a sentence)
  * set when r < 0. */
 int rec_export(struct recorder *r, const char *format, const struct db_range *range,
-	       const struct rec_token *tokens, size_t n_tokens, char **ret_buf, size_t *ret_len, char *err, size_t err_len, rec_done_fn done,
+	       const struct rec_token *tokens, size_t n_tokens, char **ret_buf, size_t *ret_len, char *reason, size_t reason_size, rec_done_fn done,
 	       void *arg);

@@ -20,6 +20,7 @@
 #include <json-c/json.h>
 
 #include "log.h"
+#include "sfi-error.h"
 #include "server.h"
 
 /* A watcher that does not read its events is dropped beyond this much queued output. */
@@ -458,15 +459,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	client_deadline_update(c);
 }
 
-static int server_bind(struct server *s, const struct server_options *o, char *err,
-		       size_t err_size)
+static int server_bind(struct server *s, const struct server_options *o, char *reason,
+		       size_t reason_size)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	mode_t old;
 	int fd, r;
 
 	if (strlen(o->path) >= sizeof(sa.sun_path)) {
-		snprintf(err, err_size, "control socket path %s is too long", o->path);
+		sfi_reason(reason, reason_size, "control socket path %s is too long", o->path);
 		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, o->path);
@@ -477,7 +478,7 @@ static int server_bind(struct server *s, const struct server_options *o, char *e
 	 * answers connect, and then we must not steal its socket. */
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 		close(fd);
-		snprintf(err, err_size, "another sfid already listens on %s; stop it first", o->path);
+		sfi_reason(reason, reason_size, "another sfid already listens on %s; stop it first", o->path);
 		return -EADDRINUSE;
 	}
 	close(fd);
@@ -492,7 +493,7 @@ static int server_bind(struct server *s, const struct server_options *o, char *e
 	umask(old);
 	if (r < 0 || listen(fd, 16) < 0) {
 		r = -errno;
-		snprintf(err, err_size, "cannot listen on %s: %s", o->path, strerror(-r));
+		sfi_reason(reason, reason_size, "cannot listen on %s: %s", o->path, strerror(-r));
 		close(fd);
 		return r;
 	}
@@ -504,7 +505,7 @@ static int server_bind(struct server *s, const struct server_options *o, char *e
 }
 
 int server_new(struct event_base *base, const struct server_options *o, server_dispatch_fn fn,
-	       void *user_data, struct server **ret, char *err, size_t err_size)
+	       void *user_data, struct server **ret, char *reason, size_t reason_size)
 {
 	struct server *s;
 	int fd;
@@ -523,7 +524,7 @@ int server_new(struct event_base *base, const struct server_options *o, server_d
 		fd = o->listen_fd;
 		evutil_make_socket_nonblocking(fd);
 	} else {
-		fd = server_bind(s, o, err, err_size);
+		fd = server_bind(s, o, reason, reason_size);
 		if (fd < 0) {
 			server_free(s);
 			return fd;
@@ -533,7 +534,7 @@ int server_new(struct event_base *base, const struct server_options *o, server_d
 					 LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (!s->listener) {
 		close(fd);
-		snprintf(err, err_size, "cannot watch the control socket");
+		sfi_reason(reason, reason_size, "cannot watch the control socket");
 		server_free(s);
 		return -ENOMEM;
 	}

@@ -40,9 +40,9 @@ typedef void (*server_dispatch_fn)(void *user_data, struct client *c,
 				   const struct control_request *req);
 
 /* Creates the socket (mode 0666: roles come from SO_PEERCRED) and starts accepting. Returns 0 or
- * a negative errno with a sentence in err. */
+ * a negative errno with a sentence in reason. */
 int server_new(struct event_base *base, const struct server_options *o, server_dispatch_fn fn,
-	       void *user_data, struct server **ret, char *err, size_t err_size);
+	       void *user_data, struct server **ret, char *reason, size_t reason_size);
 /* Closes every client and the socket (removing the file it created). Accepts NULL. */
 struct server *server_free(struct server *s);
 

@@ -565,23 +565,23 @@ static int config_parse(struct parse_state *st, struct config **ret)
 	return 0;
 }
 
-int config_parse_string(const char *path, const char *text, struct config **ret, char *err,
-			size_t err_size)
+int config_parse_string(const char *path, const char *text, struct config **ret, char *reason,
+			size_t reason_size)
 {
-	struct parse_state st = { .path = path, .text = text, .err = err, .err_size = err_size };
+	struct parse_state st = { .path = path, .text = text, .err = reason, .err_size = reason_size };
 
 	return config_parse(&st, ret);
 }
 
-int config_load(const char *path, struct config **ret, char *err, size_t err_size)
+int config_load(const char *path, struct config **ret, char *reason, size_t reason_size)
 {
-	struct parse_state st = { .path = path, .err = err, .err_size = err_size };
+	struct parse_state st = { .path = path, .err = reason, .err_size = reason_size };
 	int r;
 
 	st.f = fopen(path, "re");
 	if (!st.f) {
 		r = -errno;
-		snprintf(err, err_size, "%s: cannot open the configuration file: %s", path,
+		sfi_reason(reason, reason_size, "%s: cannot open the configuration file: %s", path,
 			 strerror(-r));
 		return r;
 	}

@@ -62,11 +62,11 @@ struct config {
 };
 
 /* Reads and checks path. Returns 0 and a new config in *ret, or a negative errno with one
- * sentence "FILE:LINE: ..." in err. */
-int config_load(const char *path, struct config **ret, char *err, size_t err_size);
+ * sentence "FILE:LINE: ..." in reason. */
+int config_load(const char *path, struct config **ret, char *reason, size_t reason_size);
 /* Parses config text (tests; path only names it in messages). */
-int config_parse_string(const char *path, const char *text, struct config **ret, char *err,
-			size_t err_size);
+int config_parse_string(const char *path, const char *text, struct config **ret, char *reason,
+			size_t reason_size);
 /* Frees a config; accepts NULL; returns NULL. */
 struct config *config_free(struct config *c);
 /* For sfid --check: writes one warning line per slot whose port cannot be opened now
