@@ -1,13 +1,11 @@
 /* Jobs: see job.h. */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -16,6 +14,7 @@
 #include "an3155-wire.h"
 #include "job.h"
 #include "sfi-error.h"
+#include "sfi-file.h"
 #include "util.h"
 
 #define IMAGE_MAX (64u * 1024 * 1024)
@@ -37,84 +36,20 @@ struct job *job_free(struct job *j)
 	return NULL;
 }
 
-/* Reads a whole regular file of at most max bytes. This runs on the loop: the file is
- * opened without waiting (a named pipe or a device would block the open or the reads) and
- * anything but a regular file is refused (-EINVAL) before a byte is read. */
-static int read_fd(int fd, size_t max, uint8_t **ret, size_t *ret_len);
-
 /* A file named by path, or by a descriptor the caller passed (given >= 0: read from its
- * start, left open). */
+ * start, left open). This runs on the loop: common/'s reader opens a path without waiting
+ * (a named pipe or a device would block the open or the reads) and refuses anything but a
+ * regular file (-EINVAL) before a byte is read. */
 static int read_file_or_fd(const char *path, int given, size_t max, uint8_t **ret,
 			   size_t *ret_len)
 {
-	int fd, r;
-
-	if (given >= 0) {
-		fd = fcntl(given, F_DUPFD_CLOEXEC, 3);
-		if (fd < 0)
-			return -errno;
-		if (lseek(fd, 0, SEEK_SET) < 0 && errno != ESPIPE) {
-			r = -errno;
-			close(fd);
-			return r;
-		}
-		return read_fd(fd, max, ret, ret_len);
-	}
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-	if (fd < 0)
+	if (given < 0)
+		return sfi_file_read(path, max, ret, ret_len);
+	if (lseek(given, 0, SEEK_SET) < 0 && errno != ESPIPE)
 		return -errno;
-	return read_fd(fd, max, ret, ret_len);
+	return sfi_fd_read(given, max, ret, ret_len);
 }
 
-/* Reads the regular file open on fd, and closes fd. */
-static int read_fd(int fd, size_t max, uint8_t **ret, size_t *ret_len)
-{
-	uint8_t *buf;
-	struct stat st;
-	size_t off = 0;
-	int r;
-
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		return -EINVAL;
-	}
-	if ((uint64_t)st.st_size > max) {
-		close(fd);
-		return -EFBIG;
-	}
-	buf = malloc((size_t)st.st_size + 1);
-	if (!buf) {
-		close(fd);
-		return -ENOMEM;
-	}
-	while (off < (size_t)st.st_size) {
-		ssize_t n = read(fd, buf + off, (size_t)st.st_size - off);
-
-		if (n <= 0) {
-			r = n < 0 ? -errno : -EIO;
-			free(buf);
-			close(fd);
-			return r;
-		}
-		off += (size_t)n;
-	}
-	close(fd);
-	buf[off] = 0;
-	*ret = buf;
-	*ret_len = off;
-	return 0;
-}
-
-static const char *read_error(int r)
-{
-	if (r == -EINVAL)
-		return "not a regular file";
-	if (r == -EFBIG)
-		return "file too large";
-	return strerror(-r);
-}
-
-/* Reads a global license file for target (0: the image) into l. */
 static int load_global(const struct job *j, const char *path, int fd, uint32_t target,
 		       struct job_license *l, char *reason, size_t reason_size)
 {
@@ -130,7 +65,7 @@ static int load_global(const struct job *j, const char *path, int fd, uint32_t t
 		osfi_module_firmware_id(target, want);
 	r = read_file_or_fd(path, fd, LICENSE_FILE_MAX, &buf, &len);
 	if (r < 0) {
-		sfi_reason(reason, reason_size, "cannot read global license %s: %s", path, read_error(r));
+		sfi_reason(reason, reason_size, "cannot read global license %s: %s", path, sfi_file_strerror(r));
 		return -ENOENT;
 	}
 	r = osfi_license_decode(buf, len, &lic);
@@ -211,7 +146,7 @@ static int load_modules(struct job *j, const struct osfi_image *img, const struc
 	r = read_file_or_fd(modules, fds ? fds->modules : -1, MODULES_FILE_MAX, &text, &len);
 	if (r < 0) {
 		sfi_reason(reason, reason_size, "cannot read module license file %s: %s", modules,
-			 read_error(r));
+			 sfi_file_strerror(r));
 		return -ENOENT;
 	}
 	r = osfi_modules_parse((const char *)text, len, &ents, &n, why, sizeof(why));
@@ -319,7 +254,7 @@ int job_load(const struct job_line_token *tok, const char *path, const char *mod
 	}
 	r = read_file_or_fd(path, fds ? fds->image : -1, IMAGE_MAX, &j->image, &j->image_len);
 	if (r < 0) {
-		sfi_reason(reason, reason_size, "cannot read image %s: %s", path, read_error(r));
+		sfi_reason(reason, reason_size, "cannot read image %s: %s", path, sfi_file_strerror(r));
 		job_free(j);
 		return -ENOENT;
 	}
