@@ -6,7 +6,8 @@
 # sfi-boot and the real dfu-util agree on the same chip (written by one, read by the other);
 # cert, and install with a global license through FINALIZE, after which the chip comes back
 # at the same port path with a new device number; wrong ports named plainly; a PUT_DATA
-# whose transfer is lost is sent again.
+# whose transfer is lost is sent again; a dfuERROR block and a stall refused with a sentence,
+# a slow GETSTATUS waited for.
 set -euo pipefail
 
 H5EMU=$(realpath "${1:?usage: test-sfi-boot-dfu.sh H5EMU SFI-BOOT SFI-PACK}")
@@ -144,4 +145,27 @@ sb 1 -v install --license fw.lic fw.sfi
 grep -q 'PUT_DATA timed out, sending it again' "$tmp/err" ||
 	fail "the lost PUT_DATA was not sent again: $(grep -v 'debug: dfu: [0-9]' "$tmp/err")"
 cmp -n 200000 fw.bin "$tmp/state/chip1/memory.bin" || fail "chip 1's flash is not the firmware"
+
+# Device faults on new chips (chip 0 and 1 are Closed now): a data block ending in dfuERROR
+# errPROG, then a stalled DNLOAD, each refused (exit 3) with a sentence and the device left
+# usable; a GETSTATUS answered 400 ms late on chip 1 only slows its write down.
+stop_emu
+rm -rf "$tmp/state"
+start_emu --count 2 --transport dfu \
+	--fault dfu=dnload,chip=0,alt=0,block=3,once,action=dfu-error:6 \
+	--fault dfu=dnload,chip=0,alt=0,block=5,once,action=stall \
+	--fault dfu=getstatus,chip=1,nth=12,once,action=delay:400
+sb 0 erase mass
+[ "$rc" -eq 0 ] || fail "erase mass on chip 0: $(cat "$tmp/err")"
+sb 0 write 0x08000000 a.bin
+[ "$rc" -eq 3 ] || fail "write into a dfuERROR block: exit $rc, expected 3: $(cat "$tmp/err")"
+grep -q 'errPROG' "$tmp/err" && grep -q '0x08000800' "$tmp/err" ||
+	fail "write into a dfuERROR block: $(cat "$tmp/err")"
+sb 0 --erase write 0x08000000 a.bin
+[ "$rc" -eq 3 ] || fail "write into a stall: exit $rc, expected 3: $(cat "$tmp/err")"
+grep -q 'stall' "$tmp/err" || fail "write into a stall: $(cat "$tmp/err")"
+sb 0 --erase write 0x08000000 a.bin
+[ "$rc" -eq 0 ] || fail "write after the faults: exit $rc: $(cat "$tmp/err")"
+sb 1 --erase write 0x08000000 a.bin
+[ "$rc" -eq 0 ] || fail "write with a slow GETSTATUS: exit $rc: $(cat "$tmp/err")"
 echo "ok"
