@@ -26,7 +26,7 @@ line_start_emu 4 2 --auto-swap 200 --transport both
 			"$i" "$EMU_SERIAL_PREFIX" "$i"
 	done
 	for i in 2 3; do
-		printf '[slot S%d]\nport = dfu:usb:2-1.%d\npoll_ms = 100\nreopen_ms = 200\n' \
+		printf '[slot S%d]\nport = dfu:usb:2-1.%d\npoll_ms = 100\nreopen_ms = 200\nack_timeout_ms = 3000\n' \
 			"$i" $((i + 1))
 	done
 } >"$tmp/sfid.conf"

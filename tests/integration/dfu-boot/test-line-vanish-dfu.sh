@@ -22,7 +22,7 @@ line_start_emu 1 1 --transport both --fault dfu=dnload,chip=0,alt=3,nth=15,once,
 	printf '[control]\nsocket = %s\noperator_group = users\nsupervisor_group = root\n' \
 		"$tmp/sfid.sock"
 	printf '[limits]\nshutdown_timeout_ms = 5000\n'
-	printf '[slot D0]\nport = dfu:usb:2-1.1\npoll_ms = 100\nreopen_ms = 200\n'
+	printf '[slot D0]\nport = dfu:usb:2-1.1\npoll_ms = 100\nreopen_ms = 200\nack_timeout_ms = 3000\n'
 } >"$tmp/sfid.conf"
 line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" --count 1 >/dev/null

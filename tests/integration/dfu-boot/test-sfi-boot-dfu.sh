@@ -32,10 +32,12 @@ start_emu --count 2 --transport dfu --ca-key ca.pem --global-key global.bin --ra
 grep -q '^h5emu: ready, 2 chips$' "$tmp/ready" || fail "no ready line: $(cat "$tmp/ready")"
 
 # sb SLOT ARGS...: sfi-boot on chip SLOT's port; output in $tmp/out, $tmp/err, code in $rc.
+# Control transfers may take 3 s (not 1): a loaded or sanitized machine delays h5emu's USB
+# harness, and the faults below are explicit.
 sb() {
 	local slot=$1
 	shift
-	in_testbed "$BOOT" --port "dfu:usb:2-1.$((slot + 1))" "$@"
+	in_testbed "$BOOT" --port "dfu:usb:2-1.$((slot + 1))" --timeout-ms 3000 "$@"
 }
 devnum() { sed -n 's/^port: .*(device \([0-9]*\))$/\1/p' "$tmp/out"; }
 
