@@ -5,7 +5,8 @@
 #     each station's trail at the centre equals its local export record for record and
 #     verifies there with sfi-audit verify --pg;
 #  2. the server is killed while they run and started again after a pause: no line stops,
-#     the backlog drains, nothing is lost or duplicated; sfid is SIGKILLed after a push and
+#     the backlog drains, nothing is lost or duplicated; the stations' connections are reset
+#     (terminated at the server) and they reconnect; sfid is SIGKILLed after a push and
 #     before its acknowledgement: after the restart nothing is duplicated either;
 #  3. a station whose database was replaced (a fork) is refused at the centre with a
 #     sentence, its central trail unchanged; a chip UID installed at two stations is flagged
@@ -192,6 +193,14 @@ for s in "${stations[@]}"; do
 	check_station "$s"
 done
 [ "$(aud -c "SELECT count(*) FROM sfid_central.refusals")" = 0 ] || fail "refusals: $(aud -c "SELECT reason FROM sfid_central.refusals")"
+
+# --- connections reset under the shippers: they reconnect, nothing doubles --------------------
+pg_psql -At -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename LIKE 'station\_%'" >"$root/terminated"
+[ "$(cat "$root/terminated")" -ge 1 ] || fail "no station connection to reset"
+export SOFTHSM2_CONF=$root/c/softhsm2.conf
+st_ctl c job load "$root/c/pki/demo.sfi" --count 1 >/dev/null
+wait_for 60 "station c to ship again after the reset" shipped_all c
+check_station c
 
 # --- sfid killed after a push, before its acknowledgement ------------------------------------
 at a
