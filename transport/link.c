@@ -18,6 +18,7 @@
 
 #include "link.h"
 #include "link-internal.h"
+#include "sfi-time.h"
 
 #define QUIET_MS 20		/* silence that ends draining after a resync or an entry */
 #define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
@@ -90,17 +91,9 @@ void link_options_default(struct link_options *o)
 	an3155_timeouts_default(&o->timeouts);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int remaining_ms(int64_t deadline)
 {
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - sfi_monotonic_ms();
 
 	if (left < 0)
 		return 0;
@@ -477,7 +470,7 @@ static int link_drain(struct link *l, int quiet_ms, int64_t deadline)
 	uint8_t junk[256];
 
 	for (;;) {
-		int64_t until = now_ms() + quiet_ms;
+		int64_t until = sfi_monotonic_ms() + quiet_ms;
 		int r;
 
 		if (until > deadline)
@@ -488,7 +481,7 @@ static int link_drain(struct link *l, int quiet_ms, int64_t deadline)
 		if (r < 0)
 			return r;
 		link_dump(l, "<- (discarded)", junk, (size_t)r);
-		if (now_ms() >= deadline)
+		if (sfi_monotonic_ms() >= deadline)
 			return 0;
 	}
 }
@@ -531,7 +524,7 @@ static int link_run_once(struct link *l, struct an3155_xfer *x)
 
 		if (io.tx_len > 0) {
 			link_dump(l, "->", io.tx, io.tx_len);
-			r = link_write_all(l, io.tx, io.tx_len, now_ms() + io.timeout_ms);
+			r = link_write_all(l, io.tx, io.tx_len, sfi_monotonic_ms() + io.timeout_ms);
 			if (xfer_take_io_error(x, r))
 				continue;
 			if (r < 0)
@@ -545,7 +538,7 @@ static int link_run_once(struct link *l, struct an3155_xfer *x)
 
 		if (io.wait_id != armed) {
 			armed = io.wait_id;
-			deadline = now_ms() + io.timeout_ms + wire_ms;
+			deadline = sfi_monotonic_ms() + io.timeout_ms + wire_ms;
 			wire_ms = 0;
 		}
 		r = link_read_some(l, buf, io.rx_want < sizeof(buf) ? io.rx_want : sizeof(buf),
@@ -574,7 +567,7 @@ static int link_sync_round(struct link *l, unsigned try_ms, int64_t deadline,
 
 	t.ack_ms = try_ms;
 	do {
-		if (tries > 0 && now_ms() >= deadline)
+		if (tries > 0 && sfi_monotonic_ms() >= deadline)
 			return -AN3155_E_TIMEOUT;
 		tries++;
 		an3155_xfer_sync(&x, &t);
@@ -589,14 +582,14 @@ static int link_sync_round(struct link *l, unsigned try_ms, int64_t deadline,
 	/* One 0x7F answered at once leaves nothing in flight. */
 	if (tries == 1 && !l->resyncing)
 		return 0;
-	return link_drain(l, QUIET_MS, now_ms() + l->opt.resync_ms);
+	return link_drain(l, QUIET_MS, sfi_monotonic_ms() + l->opt.resync_ms);
 }
 
 /* Brings the bootloader back to waiting for a command after a failed exchange: the
  * policy's number of answered sync rounds (AN3155_RESYNC_ROUNDS). */
 static int link_resync(struct link *l)
 {
-	int64_t deadline = now_ms() + l->opt.resync_ms;
+	int64_t deadline = sfi_monotonic_ms() + l->opt.resync_ms;
 	unsigned tries;
 	int r;
 
@@ -721,7 +714,7 @@ int link_enter_bootloader(struct link *l, const char *seq)
 		case LINK_ENTRY_WAIT:
 			/* Wait on the port itself: whatever a resetting chip sends is dropped
 			 * and an unplugged adapter is noticed. */
-			r = link_drain(l, (int)steps[i].value, now_ms() + steps[i].value);
+			r = link_drain(l, (int)steps[i].value, sfi_monotonic_ms() + steps[i].value);
 			if (r == -AN3155_E_PORT_GONE)
 				link_set_gone(l);
 			break;
@@ -743,7 +736,7 @@ int link_sync(struct link *l)
 	/* Short tries within the whole budget: a 0x7F sent before the bootloader (or the
 	 * adapter) was ready is lost, and waiting a full step timeout for it would cost every
 	 * chip of a line that much. A try lasts three byte times plus scheduling slack. */
-	int64_t deadline = now_ms() + (int64_t)l->opt.timeouts.ack_ms * (l->opt.retries + 1);
+	int64_t deadline = sfi_monotonic_ms() + (int64_t)l->opt.timeouts.ack_ms * (l->opt.retries + 1);
 	unsigned try_ms = SYNC_TRY_MS + 3 * 11000 / l->opt.baud, tries = 0;
 	int r;
 

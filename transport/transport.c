@@ -12,6 +12,7 @@
 #include "transport.h"
 #include "transport-dfu.h"
 #include "transport-internal.h"
+#include "sfi-time.h"
 
 static const struct transport_ops *const backends[] = {
 	&transport_dfu_ops,
@@ -40,17 +41,9 @@ const struct transport_options *transport_options(const struct transport *t)
 	return &t->opt;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t transport_now_ms(const struct transport *t)
 {
-	return t->opt.now_ms ? t->opt.now_ms(t->opt.user_data) : mono_ms();
+	return t->opt.now_ms ? t->opt.now_ms(t->opt.user_data) : sfi_monotonic_ms();
 }
 
 void transport_debug(const struct transport *t, const char *fmt, ...)
