@@ -16,6 +16,7 @@
 #include "central.h"
 #include "db.h"
 #include "log.h"
+#include "sfi-time.h"
 #include "shipper.h"
 
 #define TARGET "central"
@@ -73,22 +74,6 @@ struct shipper {
 	uint64_t durable;      /* the acknowledged seq written to the database */
 	int64_t durable_ms;    /* when, monotonic */
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void set_state(struct shipper *s, enum ship_state st, const char *error)
 {
@@ -151,11 +136,11 @@ static void write_ack(struct shipper *s, bool force)
 	pthread_mutex_lock(&s->lock);
 	acked = s->acked;
 	pthread_mutex_unlock(&s->lock);
-	if (acked == s->durable || (!force && mono_ms() - s->durable_ms < ACK_WRITE_MS))
+	if (acked == s->durable || (!force && sfi_monotonic_ms() - s->durable_ms < ACK_WRITE_MS))
 		return;
 	if (db_shipped_set(s->db, TARGET, acked, s->acked_hash) == 0) {
 		s->durable = acked;
-		s->durable_ms = mono_ms();
+		s->durable_ms = sfi_monotonic_ms();
 	} else {
 		log_debug("central: the acknowledged position waits: %s", db_last_error(s->db));
 	}
@@ -308,7 +293,7 @@ static int ship_batch(struct shipper *s)
 	s->duplicates += res.duplicates;
 	s->batches++;
 	s->failures = 0;
-	s->last_ack_ms = wall_ms();
+	s->last_ack_ms = sfi_realtime_ms();
 	s->error[0] = '\0';
 	pthread_mutex_unlock(&s->lock);
 	db_audit_batch_clear(&b);
@@ -414,7 +399,7 @@ int shipper_new(const struct central_config *cfg, const char *db_path, const cha
 		return r;
 	}
 	s->acked = s->durable = seq;
-	s->durable_ms = mono_ms();
+	s->durable_ms = sfi_monotonic_ms();
 	db_audit_cursor_init(&s->cursor, s->db, seq, seq ? s->acked_hash : NULL);
 	s->state = SHIP_CONNECTING;
 	r = -pthread_create(&s->thread, NULL, shipper_main, s);
