@@ -765,7 +765,10 @@ static int erase_next(struct dfu *d)
 			 a->name);
 		return -EINVAL;
 	}
-	dfuse_xfer_erase_page(&d->x, &d->tmo, start);
+	if (d->erase_at == d->mem_addr)
+		dfuse_xfer_erase_page(&d->x, &d->tmo, start);
+	else
+		dfuse_xfer_erase_page_next(&d->x, &d->tmo, start);
 	if ((uint64_t)start + g->sector_size >= (uint64_t)UINT32_MAX + 1)
 		d->erase_at = 0;	/* ends the loop: below mem_addr */
 	else

@@ -224,7 +224,7 @@ static void start_stage(struct dfuse_xfer *x)
 	x->busy_ms = 0;
 	switch ((enum stage_kind)cur_stage(x)) {
 	case K_IDLE:
-		if (x->op == DFUSE_OP_OSFI && !x->idle_first) {
+		if ((x->op == DFUSE_OP_OSFI || x->op == DFUSE_OP_ERASE_PAGE) && !x->idle_first) {
 			next_stage(x);
 			return;
 		}
@@ -681,6 +681,15 @@ void dfuse_xfer_set_address(struct dfuse_xfer *x, const struct dfuse_timeouts *t
 }
 
 void dfuse_xfer_erase_page(struct dfuse_xfer *x, const struct dfuse_timeouts *t, uint32_t addr)
+{
+	reset(x, t, DFUSE_OP_ERASE_PAGE);
+	x->addr = addr;
+	x->idle_first = true;
+	begin(x);
+}
+
+void dfuse_xfer_erase_page_next(struct dfuse_xfer *x, const struct dfuse_timeouts *t,
+				uint32_t addr)
 {
 	reset(x, t, DFUSE_OP_ERASE_PAGE);
 	x->addr = addr;

@@ -250,6 +250,10 @@ int dfuse_xfer_commands(struct dfuse_xfer *x, const struct dfuse_timeouts *t,
 void dfuse_xfer_set_address(struct dfuse_xfer *x, const struct dfuse_timeouts *t, uint32_t addr);
 /* Idle, then Erase of the page holding addr. */
 void dfuse_xfer_erase_page(struct dfuse_xfer *x, const struct dfuse_timeouts *t, uint32_t addr);
+/* Erase of the page holding addr right after an erase that succeeded (the device is in
+ * dfuDNLOAD-IDLE, which takes the next command): no GETSTATUS first. */
+void dfuse_xfer_erase_page_next(struct dfuse_xfer *x, const struct dfuse_timeouts *t,
+				uint32_t addr);
 /* Idle, then mass erase. */
 void dfuse_xfer_mass_erase(struct dfuse_xfer *x, const struct dfuse_timeouts *t);
 /* Idle, Set Address Pointer, ABORT, UPLOAD blocks 2.. (wTransferSize each, the last one

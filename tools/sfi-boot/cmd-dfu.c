@@ -110,13 +110,27 @@ int sfi_boot_dfu_erase(struct sfi_boot *b, enum link_erase_kind kind, const uint
 		return transport_dfu_erase(b->tp, 0, base + STM32H5_FLASH_BANK_SIZE,
 					   STM32H5_FLASH_BANK_SIZE);
 	case LINK_ERASE_PAGES:
-		for (size_t i = 0; i < n && r == 0; i++)
-			r = transport_dfu_erase(b->tp, 0, base + pages[i] * STM32H5_FLASH_SECTOR, 1);
+		/* Runs of consecutive pages go as one erase operation each. */
+		for (size_t i = 0; i < n && r == 0;) {
+			size_t k = i + 1;
+
+			while (k < n && pages[k] == pages[k - 1] + 1)
+				k++;
+			r = transport_dfu_erase(b->tp, 0, base + pages[i] * STM32H5_FLASH_SECTOR,
+						(k - i) * STM32H5_FLASH_SECTOR);
+			i = k;
+		}
 		return r;
 	case _LINK_ERASE_MAX:
 		break;
 	}
 	return -EINVAL;
+}
+
+int sfi_boot_dfu_erase_range(struct sfi_boot *b, uint32_t addr, size_t len)
+{
+	b->tp_failed = true;
+	return transport_dfu_erase(b->tp, 0, addr, len);
 }
 
 int sfi_boot_dfu_go(struct sfi_boot *b, uint32_t addr)

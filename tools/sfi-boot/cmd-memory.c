@@ -140,7 +140,7 @@ static int erase_covered(struct sfi_boot *b, uint32_t addr, size_t len)
 		pages[p - first] = (uint16_t)p;
 	if (b->link)
 		return link_erase(b->link, LINK_ERASE_PAGES, pages, last - first + 1);
-	return sfi_boot_dfu_erase(b, LINK_ERASE_PAGES, pages, last - first + 1);
+	return sfi_boot_dfu_erase_range(b, addr, len);
 }
 
 static int write_run(struct sfi_boot *b, int argc, char **argv)

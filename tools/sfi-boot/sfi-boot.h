@@ -65,6 +65,8 @@ int sfi_boot_mem_read(struct sfi_boot *b, uint32_t addr, uint8_t *buf, size_t le
 int sfi_boot_mem_write(struct sfi_boot *b, uint32_t addr, const uint8_t *data, size_t len);
 int sfi_boot_dfu_erase(struct sfi_boot *b, enum link_erase_kind kind, const uint16_t *pages,
 		       size_t n);
+/* Erases the flash sectors [addr, addr + len) touches, in one operation. */
+int sfi_boot_dfu_erase_range(struct sfi_boot *b, uint32_t addr, size_t len);
 int sfi_boot_dfu_go(struct sfi_boot *b, uint32_t addr);
 /* Prints the USB and DFU descriptors; returns an enum sfi_boot_exit value. */
 int sfi_boot_dfu_describe(struct sfi_boot *b, bool *ret_osfi);

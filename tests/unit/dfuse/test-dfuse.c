@@ -486,6 +486,7 @@ static void test_erase(void **state)
 {
 	struct dfuse_xfer x;
 	char why[256];
+	unsigned before;
 
 	dev_init(&dv);
 	memset(dv.mem, 0, sizeof(dv.mem));
@@ -495,6 +496,14 @@ static void test_erase(void **state)
 	assert_int_equal(dv.mem[SECTOR], 0xff);
 	assert_int_equal(dv.mem[2 * SECTOR - 1], 0xff);
 	assert_int_equal(dv.mem[2 * SECTOR], 0);
+
+	/* The next page right after: DNLOAD from dfuDNLOAD-IDLE, no GETSTATUS first. */
+	before = dv.n_getstatus;
+	dfuse_xfer_erase_page_next(&x, NULL, MEM_BASE + 2 * SECTOR);
+	assert_int_equal(run(&x, &dv), 0);
+	assert_int_equal(dv.n_getstatus - before, 2);
+	assert_int_equal(dv.mem[2 * SECTOR], 0xff);
+	assert_int_equal(dv.mem[3 * SECTOR], 0);
 
 	dfuse_xfer_mass_erase(&x, NULL);
 	assert_int_equal(run(&x, &dv), 0);
