@@ -1,0 +1,221 @@
+/* Job loading and checking (daemon/sfid/job.c) on real files in a temp dir: a good image by
+ * path and by descriptor, the line token's firmware id, and each refusal with its -errno and
+ * its sentence (a missing file, a named pipe that must not block, not an image, a foreign
+ * device, another firmware, modules without their file, a global license for another
+ * image). The reason buffer is written only on failure. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <json-c/json.h>
+
+#include "job.h"
+#include "osfi.h"
+#include "sfi-error.h"
+
+#define DEVICE 0x484
+
+static char dir[512];
+static uint8_t key[16] = { 7 }, mkey[16] = { 8 }, fw[3000];
+
+static void path_of(const char *name, char *out, size_t size)
+{
+	snprintf(out, size, "%s/%s", dir, name);
+}
+
+static void write_bytes(const char *name, const void *p, size_t n)
+{
+	char path[600];
+	FILE *f;
+
+	path_of(name, path, sizeof(path));
+	f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(p, 1, n, f), n);
+	fclose(f);
+}
+
+/* An image for device, with module 5 when with_module. */
+static void make_image(const char *name, uint16_t device, bool with_module, uint8_t id[OSFI_ID_LEN])
+{
+	static const uint8_t opts[8] = { 1, 0, 0, 0, 0, 0x72, 0, 0 };
+	struct osfi_area_spec a[] = {
+		{ .type = 'F', .address = 0x08000000, .data = fw, .size = sizeof(fw) },
+		{ .type = 'M', .address = 0x08100000, .module_id = 5, .data = fw, .size = 32,
+		  .key = mkey },
+		{ .type = 'C', .data = opts, .size = 8 },
+	};
+	struct osfi_area_spec b[] = { a[0], a[2] };
+	struct osfi_image_spec spec = { .device_id = device, .key = key, .max_area = 2048,
+					.areas = with_module ? a : b, .n_areas = with_module ? 3 : 2 };
+	uint8_t *img = NULL;
+	size_t len = 0;
+
+	assert_int_equal(osfi_image_build(&spec, &img, &len), 0);
+	if (id)
+		osfi_image_id(img, id);
+	write_bytes(name, img, len);
+	free(img);
+}
+
+static int setup(void **state)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	snprintf(dir, sizeof(dir), "%s/sfid-job-XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	for (size_t i = 0; i < sizeof(fw); i++)
+		fw[i] = (uint8_t)(i * 7);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+/* Loads expecting a failure r, with a sentence containing want. */
+static void refused(const struct job_line_token *tok, const char *image, const char *modules,
+		    const char *global, int r, const char *want)
+{
+	char reason[SFI_REASON_MAX] = "";
+	struct job *j = NULL;
+
+	assert_int_equal(job_load(tok, image, modules, global, NULL, 0, "op", &j, reason,
+				  sizeof(reason)), r);
+	assert_null(j);
+	if (!strstr(reason, want))
+		fail_msg("reason \"%s\" does not say \"%s\"", reason, want);
+}
+
+static void test_good(void **state)
+{
+	char path[600], reason[SFI_REASON_MAX];
+	struct job_line_token tok = { .label = "line" };
+	struct json_object *o;
+	uint8_t id[OSFI_ID_LEN];
+	struct job *j = NULL;
+	char hex[2 * OSFI_ID_LEN + 1];
+
+	make_image("good.sfi", DEVICE, false, id);
+	path_of("good.sfi", path, sizeof(path));
+	memcpy(tok.firmware_id, id, OSFI_ID_LEN);
+	memset(reason, 'X', sizeof(reason));
+	assert_int_equal(job_load(&tok, path, NULL, NULL, NULL, 5, "op", &j, reason,
+				  sizeof(reason)), 0);
+	assert_non_null(j);
+	assert_int_equal(reason[0], 'X'); /* untouched on success */
+	assert_int_equal(j->device_id, DEVICE);
+	assert_memory_equal(j->image_id, id, OSFI_ID_LEN);
+	for (size_t i = 0; i < OSFI_ID_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", id[i]);
+	assert_string_equal(j->image_id_hex, hex);
+	assert_int_equal(j->n_lic, 1);
+	assert_false(j->lic[0].global);
+	assert_int_equal(j->lic[0].token, 0);
+	assert_int_equal(j->target, 5);
+	assert_string_equal(j->loaded_by, "op");
+	assert_int_equal(strlen(j->digest_hex), 64);
+	o = job_json(j);
+	assert_non_null(o);
+	json_object_put(o);
+	j = job_free(j);
+	assert_null(j);
+
+	/* No line token to match (sfid without one): the same image loads. */
+	assert_int_equal(job_load(NULL, path, NULL, NULL, NULL, 0, "op", &j, reason,
+				  sizeof(reason)), 0);
+	job_free(j);
+}
+
+static void test_by_descriptor(void **state)
+{
+	char path[600], reason[SFI_REASON_MAX] = "";
+	struct job_fds fds = { .image = -1, .modules = -1, .global = -1 };
+	struct job *j = NULL;
+
+	make_image("fd.sfi", DEVICE, false, NULL);
+	path_of("fd.sfi", path, sizeof(path));
+	fds.image = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fds.image >= 0);
+	/* Read from its start whatever its offset, and left open for the caller. */
+	assert_int_equal(lseek(fds.image, 100, SEEK_SET), 100);
+	assert_int_equal(job_load(NULL, "/not/read/by/path.sfi", NULL, NULL, &fds, 0, "op", &j,
+				  reason, sizeof(reason)), 0);
+	assert_string_equal(j->image_path, "/not/read/by/path.sfi");
+	assert_true(fcntl(fds.image, F_GETFD) >= 0);
+	close(fds.image);
+	job_free(j);
+}
+
+static void test_refusals(void **state)
+{
+	struct job_line_token other = { .label = "other-token" };
+	char path[600], fifo[600], mod[600], glob[600];
+	uint8_t junk[64] = { 1, 2, 3 };
+
+	path_of("missing.sfi", path, sizeof(path));
+	refused(NULL, path, NULL, NULL, -ENOENT, "cannot read image");
+
+	/* A named pipe is refused at once instead of blocking the loop. */
+	path_of("fifo.sfi", fifo, sizeof(fifo));
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	refused(NULL, fifo, NULL, NULL, -ENOENT, "not a regular file");
+
+	write_bytes("junk.sfi", junk, sizeof(junk));
+	path_of("junk.sfi", path, sizeof(path));
+	refused(NULL, path, NULL, NULL, -EINVAL, "is not a valid OSFI image");
+
+	make_image("h7.sfi", 0x450, false, NULL);
+	path_of("h7.sfi", path, sizeof(path));
+	refused(NULL, path, NULL, NULL, -EINVAL, "device id 0x450");
+
+	make_image("good.sfi", DEVICE, false, NULL);
+	path_of("good.sfi", path, sizeof(path));
+	memset(other.firmware_id, 0x55, OSFI_ID_LEN);
+	refused(&other, path, NULL, NULL, -EINVAL, "is not the firmware the HSM token other-token");
+
+	make_image("mod.sfi", DEVICE, true, NULL);
+	path_of("mod.sfi", path, sizeof(path));
+	refused(NULL, path, NULL, NULL, -EINVAL, "carries modules");
+	path_of("missing.txt", mod, sizeof(mod));
+	refused(NULL, path, mod, NULL, -ENOENT, "cannot read module license file");
+
+	/* A global license of the right size made for another image. */
+	{
+		struct osfi_license l = { .kind = OSFI_LICENSE_KIND_GLOBAL, .device_id = DEVICE };
+		uint8_t g[32] = { 3 }, rec[OSFI_LICENSE_LEN];
+
+		memset(l.id, 0x66, OSFI_ID_LEN);
+		assert_int_equal(osfi_license_seal_global(&l, g, key), 0);
+		osfi_license_encode(&l, rec);
+		write_bytes("other.lic", rec, sizeof(rec));
+		path_of("good.sfi", path, sizeof(path));
+		path_of("other.lic", glob, sizeof(glob));
+		refused(NULL, path, NULL, glob, -EINVAL, "was made for another image");
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_good),
+		cmocka_unit_test(test_by_descriptor),
+		cmocka_unit_test(test_refusals),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
