@@ -452,7 +452,7 @@ int licensing_exclusive(struct licensing *l, void (*work)(struct db *ledger, voi
 struct recheck {
 	struct licensing *l;
 	struct hsm *hsm[TOKENS_MAX];
-	char serial[TOKENS_MAX][64];
+	sfi_serial serial[TOKENS_MAX];
 	uint8_t fwid[TOKENS_MAX][OSFI_ID_LEN];
 	bool counted[TOKENS_MAX];
 	size_t n;

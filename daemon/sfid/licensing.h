@@ -13,6 +13,7 @@
 
 #include "job.h"
 #include "osfi.h"
+#include "sfi-serial.h"
 
 struct db;
 struct hsm;
@@ -103,7 +104,7 @@ struct license_chain {
 	uint8_t image_id[OSFI_ID_LEN];
 	struct job_license need[JOB_LICENSES_MAX];
 	struct hsm *hsm[JOB_LICENSES_MAX];	/* of each counted license */
-	char serial[JOB_LICENSES_MAX][64];
+	sfi_serial serial[JOB_LICENSES_MAX];
 	size_t n;
 
 	/* The outcome: set, or failed with a cause (and halt set when the line must stop). */

@@ -11,6 +11,7 @@
 #include "hsm.h"
 #include "log.h"
 #include "sfi-error.h"
+#include "sfi-serial.h"
 #include "recorder.h"
 #include "sfid-config.h"
 #include "worker.h"
@@ -85,7 +86,7 @@ struct rec_op {
 	/* REC_EXPORT: the tokens whose counters the export names (handles live as long as
 	 * the daemon), read on the recorder thread. */
 	struct hsm *token_h[REC_TOKENS_MAX];
-	char token_serial[REC_TOKENS_MAX][64];
+	sfi_serial token_serial[REC_TOKENS_MAX];
 	size_t n_tokens;
 	char station[256];
 	char **ret_buf;

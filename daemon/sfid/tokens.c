@@ -19,7 +19,7 @@ struct tokens {
 	size_t n;
 	uint8_t ca_pub[OSFI_PUBKEY_LEN];
 	/* Serials of tokens whose login failed: never tried again by this process. */
-	char refused[TOKENS_MAX][64];
+	sfi_serial refused[TOKENS_MAX];
 	size_t n_refused;
 };
 
@@ -146,7 +146,7 @@ int64_t token_granted(struct hsm *h)
 	return hsm_granted_read(h, &granted) == 0 ? (int64_t)granted : -1;
 }
 
-static bool serial_listed(char (*list)[64], size_t n, const char *serial)
+static bool serial_listed(const sfi_serial *list, size_t n, const char *serial)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(list[i], serial) == 0)

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "osfi.h"
+#include "sfi-serial.h"
 
 struct hsm;
 struct db;
@@ -18,7 +19,7 @@ struct job;
 
 struct token {
 	struct hsm *h;
-	char serial[64];
+	sfi_serial serial;
 	char label[64];
 	uint8_t firmware_id[OSFI_ID_LEN];
 	char firmware_id_hex[2 * OSFI_ID_LEN + 1];
@@ -64,11 +65,11 @@ bool tokens_resolve_job(const struct tokens *t, struct job *j);
 struct token_scan {
 	uint8_t want[TOKENS_MAX][OSFI_ID_LEN];
 	size_t n_want;
-	char skip[2 * TOKENS_MAX][64];
+	sfi_serial skip[2 * TOKENS_MAX];
 	size_t n_skip;
 	struct token found[TOKENS_MAX];
 	size_t n_found;
-	char refused[TOKENS_MAX][64];
+	sfi_serial refused[TOKENS_MAX];
 	size_t n_refused;
 };
 void token_scan_prepare(const struct tokens *t, const struct job *j, struct token_scan *sc);
