@@ -5,7 +5,8 @@
 # and accepted with --erase;
 # sfi-boot and the real dfu-util agree on the same chip (written by one, read by the other);
 # cert, and install with a global license through FINALIZE, after which the chip comes back
-# at the same port path with a new device number; wrong ports named plainly; a PUT_DATA
+# at the same port path with a new device number; a port bound by USB serial; wrong ports
+# named plainly; a PUT_DATA
 # whose transfer is lost is sent again; a dfuERROR block and a stall refused with a sentence,
 # a slow GETSTATUS waited for.
 set -euo pipefail
@@ -58,6 +59,13 @@ uid0=$(sed -n 's/^uid: *//p' "$tmp/out")
 serial0=$(sed -n 's/^usb serial: *\([^ ]*\) .*/\1/p' "$tmp/out")
 [ "$uid0" != "$serial0" ] || fail "info printed the USB serial as the UID"
 cp "$tmp/out" info0.txt
+# Bound by the USB serial string instead of the port: the same chip (its UID says so).
+in_testbed "$BOOT" --port "dfu:serial:$serial0" info
+[ "$rc" -eq 0 ] || fail "info by serial: exit $rc: $(cat "$tmp/err")"
+grep -q "^uid: *$uid0$" "$tmp/out" || fail "info by serial: another chip: $(cat "$tmp/out")"
+in_testbed "$BOOT" --port dfu:serial:NOSUCHSERIAL info
+[ "$rc" -eq 2 ] && grep -q 'no DFU device (0483:df11) at serial NOSUCHSERIAL' "$tmp/err" ||
+	fail "unknown serial: exit $rc: $(cat "$tmp/err")"
 sb 1 info
 uid1=$(sed -n 's/^uid: *//p' "$tmp/out")
 [ -n "$uid1" ] && [ "$uid1" != "$uid0" ] || fail "chips 0 and 1 report UIDs '$uid0' '$uid1'"
