@@ -336,8 +336,12 @@ static int slot_port_open(struct slot *s)
 	s->io_fd = -1;
 	s->io_events = 0;
 	slot_io_arm(s);
-	slot_log(s, LOG_PRIO_INFO, "port %s open (%s, %u baud)", s->port_name, s->cfg->port,
-		 s->cfg->baud);
+	if (strcmp(transport_backend(s->tp)->name, "uart") == 0)
+		slot_log(s, LOG_PRIO_INFO, "port %s open (%s, %u baud)", s->port_name,
+			 s->cfg->port, s->cfg->baud);
+	else
+		slot_log(s, LOG_PRIO_INFO, "port %s open (%s, USB DFU)", s->port_name,
+			 s->cfg->port);
 	return 0;
 }
 
