@@ -81,17 +81,9 @@ static void chain_hsm_failed(struct license_chain *w, size_t i, int64_t license_
 	case HSM_ERR_NOT_LOGGED_IN: {
 		/* The counter may have moved: the token says, once it can be read. */
 		uint32_t count;
-		struct db_diff *diffs = NULL;
-		size_t nd = 0;
 
 		if (hsm_counter_read(w->hsm[i], &count) == 0 &&
-		    db_reconcile_granted(db, tok, count, token_granted(w->hsm[i]), &diffs, &nd) == 0) {
-			for (size_t k = 0; k < nd; k++)
-				log_warning("ledger: %s: license %" PRId64 " chip %s: ledger expects "
-					    "counter %" PRIu64 ", token has %" PRIu64,
-					    db_diff_kind_to_string(diffs[k].kind), diffs[k].license_id,
-					    diffs[k].chip_uid, diffs[k].expected, diffs[k].actual);
-			free(diffs);
+		    token_reconcile(db, w->hsm[i], tok, count) == 0) {
 			chain_fail(w, true, "HSM token %s failed while issuing a license for %s (%s); "
 				   "check the token, then start the line again", tok, what,
 				   hsm_error_to_string(r));
@@ -172,23 +164,13 @@ static void chain_one(struct license_chain *w, size_t i)
 	/* A counter that is not where the ledger left it was changed outside sfid (a spend
 	 * with sfi-hsm license, a refill): the trail states it before the next spend. */
 	{
-		struct db_diff *diffs = NULL;
 		uint64_t known;
-		size_t nd = 0;
 
-		if (db_token_counter(db, w->serial[i], &known) == 0 && known != count) {
-			if (db_reconcile_granted(db, w->serial[i], count, token_granted(w->hsm[i]),
-						 &diffs, &nd) < 0) {
-				chain_fail(w, true, "cannot record a change of token %s's counter: %s",
-					   w->serial[i], db_last_error(db));
-				return;
-			}
-			for (size_t k = 0; k < nd; k++)
-				log_warning("token %s: %s: counter %" PRIu64 " where the ledger "
-					    "expected %" PRIu64 " (recorded in the audit trail)",
-					    w->serial[i], db_diff_kind_to_string(diffs[k].kind),
-					    diffs[k].actual, diffs[k].expected);
-			free(diffs);
+		if (db_token_counter(db, w->serial[i], &known) == 0 && known != count &&
+		    token_reconcile(db, w->hsm[i], w->serial[i], count) < 0) {
+			chain_fail(w, true, "cannot record a change of token %s's counter: %s",
+				   w->serial[i], db_last_error(db));
+			return;
 		}
 	}
 	if (count == 0) {
@@ -468,9 +450,7 @@ static void recheck_work(struct db *ledger, void *data)
 
 	rc->ok = true;
 	for (size_t i = 0; i < rc->n && rc->ok; i++) {
-		struct db_diff *diffs = NULL;
 		uint32_t count;
-		size_t nd = 0;
 		uint8_t fwid[OSFI_ID_LEN];
 		int r = hsm_counter_read(rc->hsm[i], &count);
 
@@ -504,18 +484,12 @@ static void recheck_work(struct db *ledger, void *data)
 			rc->ok = false;
 			break;
 		}
-		if (db_reconcile_granted(ledger, rc->serial[i], count, token_granted(rc->hsm[i]),
-					 &diffs, &nd) < 0) {
+		if (token_reconcile(ledger, rc->hsm[i], rc->serial[i], count) < 0) {
 			snprintf(rc->why, sizeof(rc->why), "the license ledger cannot be reconciled: "
 				 "%s", db_last_error(ledger));
 			rc->ok = false;
 			break;
 		}
-		for (size_t k = 0; k < nd; k++)
-			log_warning("ledger reconciliation: %s: license %" PRId64 " chip %s: token %s",
-				    db_diff_kind_to_string(diffs[k].kind), diffs[k].license_id,
-				    diffs[k].chip_uid[0] ? diffs[k].chip_uid : "-", rc->serial[i]);
-		free(diffs);
 	}
 }
 

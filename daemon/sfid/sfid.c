@@ -174,7 +174,6 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 {
 	struct db_options o = { .signer = NULL, .max_size_bytes = d->cfg->db_max_bytes };
 	const struct token *line = tokens_at(d->tokens, 0);
-	struct db_diff *diffs = NULL;
 	struct db *ldb = NULL;
 	char err[512] = "";
 	uint32_t count;
@@ -216,18 +215,11 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		log_error("cannot read the HSM license counter: %s", hsm_error_to_string(r));
 		return -EIO;
 	}
-	r = db_reconcile_granted(ldb, line->serial, count, token_granted(line->h), &diffs, &n);
+	r = token_reconcile(ldb, line->h, line->serial, count);
 	if (r < 0) {
 		log_error("cannot reconcile the license ledger: %s", db_last_error(ldb));
 		return r;
 	}
-	for (size_t i = 0; i < n; i++)
-		log_warning("ledger reconciliation: %s: license %" PRId64 " chip %s: ledger expects "
-			    "counter %" PRIu64 ", token %s has %" PRIu64,
-			    db_diff_kind_to_string(diffs[i].kind), diffs[i].license_id,
-			    diffs[i].chip_uid[0] ? diffs[i].chip_uid : "-", diffs[i].expected,
-			    diffs[i].token_serial, diffs[i].actual);
-	free(diffs);
 	{
 		unsigned n_att = 0, n_lic = 0;
 

@@ -146,6 +146,26 @@ int64_t token_granted(struct hsm *h)
 	return hsm_granted_read(h, &granted) == 0 ? (int64_t)granted : -1;
 }
 
+int token_reconcile(struct db *ledger, struct hsm *h, const char *serial, uint32_t count)
+{
+	struct db_diff *diffs = NULL;
+	size_t n = 0;
+	int r;
+
+	r = db_reconcile_granted(ledger, serial, count, token_granted(h), &diffs, &n);
+	if (r < 0)
+		return r;
+	for (size_t k = 0; k < n; k++)
+		log_warning("ledger reconciliation: token %s: %s: license %" PRId64 " chip %s: "
+			    "ledger expects counter %" PRIu64 ", token has %" PRIu64
+			    " (recorded in the audit trail)", serial,
+			    db_diff_kind_to_string(diffs[k].kind), diffs[k].license_id,
+			    diffs[k].chip_uid[0] ? diffs[k].chip_uid : "-", diffs[k].expected,
+			    diffs[k].actual);
+	free(diffs);
+	return r;
+}
+
 static bool serial_listed(const sfi_serial *list, size_t n, const char *serial)
 {
 	for (size_t i = 0; i < n; i++)
@@ -235,21 +255,12 @@ void token_scan_run(const struct tokens *tk, struct db *ledger, struct token_sca
 		/* A crash may have left one of its reservations open: its counter settles it. */
 		{
 			uint32_t count;
-			struct db_diff *diffs = NULL;
-			size_t nd = 0;
 
 			if (hsm_counter_read(h, &count) == 0 && ledger &&
-			    db_reconcile_granted(ledger, t->serial, count, token_granted(h), &diffs,
-						 &nd) == 0) {
-				for (size_t k = 0; k < nd; k++)
-					log_warning("ledger reconciliation: %s: license %" PRId64
-						    " of token %s", db_diff_kind_to_string(diffs[k].kind),
-						    diffs[k].license_id, t->serial);
+			    token_reconcile(ledger, h, t->serial, count) == 0)
 				log_info("module token '%s' (serial %s): %" PRIu32 " licenses left; "
 					 "firmware id %.16s...", t->label, t->serial, count,
 					 t->firmware_id_hex);
-				free(diffs);
-			}
 		}
 	}
 	free(list);

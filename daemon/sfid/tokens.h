@@ -54,6 +54,11 @@ int tokens_login(const struct tokens *t, struct hsm *h);
 /* The token's granted total (licenses ever granted), -1 if it does not state one. Blocks
  * on the token: workers and startup only. */
 int64_t token_granted(struct hsm *h);
+/* Reconciles the ledger with the counter read from token h (serial) and logs each
+ * difference it records, one line each, the same wherever it runs: startup, the module
+ * token search, the license chain, the recheck. Returns db_reconcile_granted()'s result.
+ * Blocks on the token: workers and startup only. */
+int token_reconcile(struct db *ledger, struct hsm *h, const char *serial, uint32_t count);
 
 /* Resolves the job's counted licenses to open tokens; false if one is missing. */
 bool tokens_resolve_job(const struct tokens *t, struct job *j);
