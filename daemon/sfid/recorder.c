@@ -502,7 +502,7 @@ int recorder_new(const struct recorder_params *p, struct recorder **ret, char *r
 		free(r);
 		return -ENOMEM;
 	}
-	k = db_open(p->path, p->opts, &r->db, reason, reason_size);
+	k = db_open_role(p->path, DB_ROLE_RECORDER, p->opts, &r->db, reason, reason_size);
 	if (k < 0) {
 		event_free(r->ev_retry);
 		free(r);

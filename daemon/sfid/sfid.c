@@ -186,9 +186,9 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		o.signer = signer;
 	else
 		log_warning("the HSM token has no usable audit key: checkpoints will not be signed");
-	r = db_open(d->cfg->db_path, &o, &ldb, err, sizeof(err));
+	r = db_open_role(d->cfg->db_path, DB_ROLE_LEDGER, &o, &ldb, err, sizeof(err));
 	if (r == 0)
-		r = db_open(d->cfg->db_path, &o, &d->db, err, sizeof(err));
+		r = db_open_role(d->cfg->db_path, DB_ROLE_READER, &o, &d->db, err, sizeof(err));
 	if (r < 0) {
 		log_error("cannot open database %s: %s", d->cfg->db_path, err);
 		db_close(ldb);
