@@ -43,6 +43,7 @@ struct slot {
 	bool pause_requested;
 
 	struct transport *tp;	/* the link to the chip, NULL while the port is closed */
+	const struct transport_ops *link_ops;	/* NULL: by the port specification */
 	char port_name[128];
 	char port_error[256];
 	struct event *ev_io, *ev_io_timer, *ev_tick;
@@ -323,7 +324,8 @@ static int slot_port_open(struct slot *s)
 	o.lost = slot_link_lost;
 	o.debug = slot_link_debug;
 	o.user_data = s;
-	r = transport_open(s->cfg->port, &o, &s->tp, err, sizeof(err));
+	r = s->link_ops ? transport_open_with(s->link_ops, s->cfg->port, &o, &s->tp, err, sizeof(err))
+			: transport_open(s->cfg->port, &o, &s->tp, err, sizeof(err));
 	if (r < 0) {
 		if (strcmp(err, s->port_error) != 0)
 			slot_log(s, LOG_PRIO_WARNING, "cannot open port %s: %s; retrying every %u ms",
@@ -1144,7 +1146,7 @@ static void slot_install_done(struct slot *s, int r)
 
 	if (r < 0) {
 		if (osfi_session_result(s->sess) == -OSFI_E_LINK &&
-		    osfi_session_link_errno(s->sess) == -AN3155_E_PORT_GONE) {
+		    osfi_session_link_errno(s->sess) == -TRANSPORT_E_GONE) {
 			slot_port_lost(s);
 			return;
 		}
@@ -1382,6 +1384,7 @@ int slot_new(const struct slot_params *p, struct slot **ret)
 	s->recorder = p->recorder;
 	s->cb = p->cb;
 	s->user = p->user;
+	s->link_ops = p->link_ops;
 	s->state = SLOT_STATE_IDLE;
 	s->fail_kind = -1;
 	s->io_fd = -1;

@@ -14,6 +14,7 @@ struct slot;
 struct job;
 struct license_set;
 struct recorder;
+struct transport_ops;
 
 /* What the line answers when a slot found a chip and wants one of the job's chips. */
 enum slot_reserve {
@@ -66,6 +67,8 @@ struct slot_params {
 	struct recorder *recorder;	/* attempts and outcomes */
 	const struct slot_callbacks *cb;
 	void *user;
+	/* The link backend; NULL: the one the port specification names (transport.h). */
+	const struct transport_ops *link_ops;
 };
 
 /* Creates a slot (idle, port closed); p's pointers outlive it. Returns 0 or -ENOMEM. */
