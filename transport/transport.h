@@ -26,7 +26,8 @@
  *              and answer data. The backend maps it to its wire (UART: Special 0x50 or
  *              Extended Special 0x51 by sub-opcode; DfuSe: docs/protocol.md).
  *   reconnect  after the chip reset itself (FINALIZE): wait for its bootloader to come back,
- *              for at most within_ms.
+ *              for at most within_ms (UART: one 0x7F at a time, each given the step
+ *              timeout, as sfid did before the vtable).
  *   cancel     drops the running operation now, without calling its callback.
  * Retries of garbled or lost answers, and what may be retried, are the backend's: a caller
  * sees one result per operation.

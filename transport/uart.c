@@ -14,7 +14,6 @@
 #define QUIET_MS 20		/* silence that ends draining before and after a sync round */
 #define RESYNC_TRY_MS 20	/* wait for an answer to one 0x7F while resynchronising */
 #define RESYNC_MS 3000		/* time allowed to resynchronise before a retry */
-#define SYNC_TRY_MS 25		/* wait for an answer to one 0x7F when reconnecting */
 
 struct uart;
 typedef void (*uart_fn)(struct uart *u, int r);
@@ -60,7 +59,6 @@ struct uart {
 	uint8_t *answer;
 	size_t answer_max;
 	int64_t op_deadline;
-	unsigned try_ms;
 	bool reconnecting;
 	char error[256];
 };
@@ -413,12 +411,6 @@ static int uart_osfi(struct transport *t, const struct osfi_request *req, uint8_
 /* ---- reconnect after the chip's reset ---- */
 
 static void reconnect_try(struct uart *u);
-static void reconnect_round(struct uart *u);
-
-static void reconnect_settled(struct uart *u)
-{
-	op_end(u, 0);
-}
 
 static void reconnect_try_done(struct uart *u, int r)
 {
@@ -426,56 +418,33 @@ static void reconnect_try_done(struct uart *u, int r)
 		reconnect_try(u);
 		return;
 	}
-	if (r < 0) {
-		op_end(u, r);
-		return;
-	}
-	transport_debug(u->t, "%s: %s after %u tr%s", link_port_name(u->link),
-			an3155_xfer_was_synced(&u->x) ? "NACK (already synced)" : "ACK", u->sync_tries,
-			u->sync_tries == 1 ? "y" : "ies");
-	if (u->sync_tries == 1) {
-		/* One 0x7F answered at once leaves nothing in flight. */
-		op_end(u, 0);
-		return;
-	}
-	/* After several tries the answer may belong to an earlier 0x7F and a later one may
-	 * still be pending in the chip: drain, then one more round settles it. */
-	u->resync_deadline = u->op_deadline;
-	u->rounds++;
-	quiet(u, u->rounds < 2 ? reconnect_round : reconnect_settled);
+	if (r == 0)
+		transport_debug(u->t, "%s: %s after %u tr%s", link_port_name(u->link),
+				an3155_xfer_was_synced(&u->x) ? "NACK (already synced)" : "ACK",
+				u->sync_tries, u->sync_tries == 1 ? "y" : "ies");
+	op_end(u, r);
 }
 
+/* One 0x7F at a time, each given the whole step timeout: only one is ever in flight, so
+ * the answer is to it and the chip waits for a command right after, with no quiet time in
+ * which the host says nothing (a fixture that swaps a finalized chip when the host falls
+ * silent must not see one). */
 static void reconnect_try(struct uart *u)
 {
-	struct an3155_timeouts t = u->tmo;
-
-	t.ack_ms = u->try_ms;
 	u->sync_tries++;
-	an3155_xfer_sync(&u->x, &t);
+	an3155_xfer_sync(&u->x, &u->tmo);
 	xfer_run(u, reconnect_try_done);
-}
-
-static void reconnect_round(struct uart *u)
-{
-	u->sync_tries = 0;
-	reconnect_try(u);
 }
 
 static int uart_reconnect(struct transport *t, unsigned within_ms)
 {
 	struct uart *u = U(t);
 
-	/* Short tries: a 0x7F sent while the chip still resets is lost, and waiting a whole
-	 * step timeout for it would cost every chip that much. A try lasts three byte times
-	 * plus scheduling slack. */
-	u->try_ms = SYNC_TRY_MS + 3 * 11000 / u->baud;
-	if (u->try_ms > u->tmo.ack_ms)
-		u->try_ms = u->tmo.ack_ms;
 	u->op_deadline = now(u) + within_ms;
-	u->rounds = 0;
+	u->sync_tries = 0;
 	u->reconnecting = true;
 	tcflush(u->fd, TCIFLUSH);
-	reconnect_round(u);
+	reconnect_try(u);
 	return 0;
 }
 
