@@ -1,10 +1,10 @@
 /* Fuzzes sfid's command handling end to end. The input (after its first byte) is a byte
  * stream sent, as a client would send it, to sfid's control server on a real Unix socket:
  * the server splits it into lines, parses, authorizes and checks each request, and sfid's
- * own handlers (sfid.c is compiled into this target) answer it, with a real database, its
- * recorder thread, a worker thread and two slots whose ports do not exist. Every line sfid
- * sends back must parse as a reply or an event. The first byte picks the caller's role and
- * whether a job is loaded (then `start` really starts the slots). */
+ * own handlers (commands.c and sfid.c are compiled into this target) answer it, with a real
+ * database, its recorder thread, a worker thread and two slots whose ports do not exist.
+ * Every line sfid sends back must parse as a reply or an event. The first byte picks the
+ * caller's role and whether a job is loaded (then `start` really starts the slots). */
 #include <grp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
