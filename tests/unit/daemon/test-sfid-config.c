@@ -77,6 +77,42 @@ static void test_errors(void **state)
 	expect_error(BASE "[slot bad name!]\nport = /x\n", "test.conf:10: section [slot bad name!]");
 }
 
+/* [central]: defaults, and a password is never taken from the conninfo. */
+static void test_central(void **state)
+{
+	struct config *c = NULL;
+	char err[512] = "";
+
+	assert_int_equal(config_parse_string("test.conf", BASE "[slot A]\nport = /x\n",
+					     &c, err, sizeof(err)), 0);
+	assert_null(c->central.conninfo);
+	c = config_free(c);
+	assert_int_equal(config_parse_string("test.conf", BASE "[slot A]\nport = /x\n[central]\n"
+					     "conninfo = host=h dbname=d sslmode=verify-full\n"
+					     "password_file = /etc/sfid/central.pw\nbatch_records = 50\n",
+					     &c, err, sizeof(err)), 0);
+	assert_string_equal(c->central.conninfo, "host=h dbname=d sslmode=verify-full");
+	assert_string_equal(c->central.password_file, "/etc/sfid/central.pw");
+	assert_int_equal(c->central.batch_records, 50);
+	assert_int_equal(c->central.batch_kb, 1024);
+	assert_int_equal(c->central.interval_ms, 1000);
+	assert_int_equal(c->central.retry_max_ms, 30000);
+	config_free(c);
+
+	expect_error(BASE "[slot A]\nport = /x\n[central]\nconninfo = host=h password=secret\n",
+		     "holds a password");
+	expect_error(BASE "[slot A]\nport = /x\n[central]\nconninfo = host=h\n"
+		     "password_file = /a\npassword_credential = b\n", "not both");
+	expect_error(BASE "[slot A]\nport = /x\n[central]\npassword_file = rel.pw\n",
+		     "test.conf:13: key 'password_file' in [central]: 'rel.pw' is not an absolute path");
+	expect_error(BASE "[slot A]\nport = /x\n[central]\nconninfo = h\nbatch_records = 0\n",
+		     "test.conf:14: key 'batch_records' in [central]: '0' is not a number from 1");
+	expect_error(BASE "[slot A]\nport = /x\n[central]\npassword_credential = c\n",
+		     "[central] has a password but no 'conninfo'");
+	expect_error(BASE "[slot A]\nport = /x\n[central]\nconninfo = h\nspeed = 9\n",
+		     "test.conf:14: unknown key 'speed' in [central]");
+}
+
 /* A long line is refused, not split by inih's line limit into a line of its own: here the
  * tail of a comment would set the token. Its length is reported with the line. */
 static void test_long_lines(void **state)
@@ -137,6 +173,7 @@ int main(void)
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_long_lines),
+		cmocka_unit_test(test_central),
 		cmocka_unit_test(test_duplicate_keys),
 		cmocka_unit_test(test_missing_file),
 	};
