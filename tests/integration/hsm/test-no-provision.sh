@@ -4,7 +4,12 @@
 # defines is in the sfid executable. The same check on sfi-hsm, which links that library,
 # must find every one of its exported functions, so the check is known to see them.
 # Env: NM, PROVISION_LIB (libsfihsm-provision.a), SFID, SFI_HSM.
+# With --expect-linked, SFID names an executable that does link provisioning code (sfi-hsm):
+# the test then passes only if the check reports it, which shows the check fails when it must.
 set -euo pipefail
+
+expect_linked=false
+[ "${1:-}" = --expect-linked ] && expect_linked=true
 
 fail() { echo "FAIL: $*"; exit 1; }
 
@@ -30,5 +35,10 @@ missing=$(comm -23 <(echo "$lib_global") <(names "$SFI_HSM"))
 [ -z "$missing" ] || fail "sfi-hsm lacks provisioning functions the check looks for: $missing"
 
 linked=$(comm -12 <(echo "$lib_all") <(names "$SFID"))
+if $expect_linked; then
+	[ -n "$linked" ] || fail "the check found no provisioning code in $SFID, which links it"
+	echo "the check reports $SFID: $(echo "$linked" | tr '\n' ' ')"
+	exit 0
+fi
 [ -z "$linked" ] || fail "sfid contains provisioning code: $(echo "$linked" | tr '\n' ' ')"
 echo "sfid: none of the $(echo "$lib_all" | wc -l) provisioning functions"
