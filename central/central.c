@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "central.h"
+#include "sfi-error.h"
+#include "sfi-file.h"
 
 #define PASSWORD_MAX 1024
 
@@ -94,34 +96,17 @@ int central_fail(PGconn *c, const PGresult *res, const char *what, char *err, si
 /* The first line of a secret file: a regular file others may neither read nor write. */
 static int read_secret(const char *path, char *out, size_t size, char *err, size_t errlen)
 {
-	struct stat st;
-	size_t n = 0;
-	int fd;
+	size_t n;
+	int r = sfi_secret_read_line(path, out, size, &n);
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		return fail(err, errlen, -errno, "cannot open the central password file %s: %s",
-			    path, strerror(errno));
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IROTH | S_IWOTH))) {
-		close(fd);
-		return fail(err, errlen, -EPERM, "the central password file %s is not a regular "
+	if (r == -EPERM)
+		return fail(err, errlen, r, "the central password file %s is not a regular "
 			    "file, or others may read or write it (chmod 600)", path);
-	}
-	while (n < size - 1) {
-		ssize_t k = read(fd, out + n, size - 1 - n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	out[n] = '\0';
-	n = strcspn(out, "\r\n");
-	explicit_bzero(out + n, size - n);
-	if (n == 0)
-		return fail(err, errlen, -EINVAL, "the central password file %s is empty", path);
+	if (r == -EINVAL)
+		return fail(err, errlen, r, "the central password file %s is empty", path);
+	if (r < 0)
+		return fail(err, errlen, r, "cannot read the central password file %s: %s", path,
+			    sfi_strerror(r));
 	return 0;
 }
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,4 +67,51 @@ const char *sfi_file_strerror(int r)
 	if (r == -EFBIG)
 		return "file too large";
 	return sfi_strerror(r);
+}
+
+int sfi_secret_read_line(const char *path, char *out, size_t size, size_t *ret_len)
+{
+	struct stat st;
+	size_t n = 0;
+	int fd, r = 0;
+
+	if (size == 0)
+		return -EINVAL;
+	memset(out, 0, size);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		r = -errno;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IROTH | S_IWOTH))) {
+		r = -EPERM;
+		goto out;
+	}
+	while (n < size - 1) {
+		ssize_t k = read(fd, out + n, size - 1 - n);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+	}
+	out[n] = '\0';
+	n = strcspn(out, "\r\n");
+	explicit_bzero(out + n, size - n);
+	if (n == 0)
+		r = -EINVAL;
+out:
+	close(fd);
+	if (r < 0)
+		explicit_bzero(out, size);
+	else
+		*ret_len = n;
+	return r;
 }

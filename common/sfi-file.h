@@ -16,3 +16,11 @@ int sfi_fd_read(int fd, size_t max, uint8_t **ret, size_t *ret_len);
 /* The operator's words for an sfi_file_read() error: "not a regular file",
  * "file too large", else sfi_strerror(). */
 const char *sfi_file_strerror(int r);
+
+/* The first line of a secret file (a PIN, a password) into out: NUL-terminated, without its
+ * line end, at most size - 1 bytes read; every byte of out after the line is wiped. The
+ * file must be a regular file that others can neither read nor write (a secret there is as
+ * good as published, or anyone could plant one); it is opened without waiting. Returns 0
+ * with the line's length in *ret_len; -EPERM (not a regular file, or open to others),
+ * -EINVAL (the first line is empty), -errno (open, fstat, read); out is all zero then. */
+int sfi_secret_read_line(const char *path, char *out, size_t size, size_t *ret_len);

@@ -16,6 +16,7 @@
 #include "hsm.h"
 #include "hsm-internal.h"
 #include "hsm-priv.h"
+#include "sfi-file.h"
 
 #define HSM_SLOT_RETRIES 8
 #define HSM_PIN_MAX 256
@@ -483,39 +484,7 @@ int hsm_login_pin(struct hsm *h, char *pin, size_t len)
  * (anyone could make sfid try PINs until the card locks). */
 int hsm_pin_read_file(const char *path, char *pin, size_t size, size_t *ret_len)
 {
-	struct stat st;
-	size_t n = 0;
-	int fd;
-
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
-		return -HSM_ERR_PIN_SOURCE;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & (S_IROTH | S_IWOTH))) {
-		close(fd);
-		return -HSM_ERR_PIN_SOURCE;
-	}
-	while (n < size - 1) {
-		ssize_t k = read(fd, pin + n, size - 1 - n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0) {
-			close(fd);
-			explicit_bzero(pin, size);
-			return -HSM_ERR_PIN_SOURCE;
-		}
-		if (k == 0)
-			break;
-		n += (size_t)k;
-	}
-	close(fd);
-	pin[n] = '\0';
-	n = strcspn(pin, "\r\n");
-	explicit_bzero(pin + n, size - n);
-	if (n == 0)
-		return -HSM_ERR_PIN_SOURCE;
-	*ret_len = n;
-	return 0;
+	return sfi_secret_read_line(path, pin, size, ret_len) < 0 ? -HSM_ERR_PIN_SOURCE : 0;
 }
 
 int hsm_login_pin_file(struct hsm *h, const char *path)

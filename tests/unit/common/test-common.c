@@ -146,6 +146,45 @@ static void test_file_read(void **state)
 	rmdir(dir);
 }
 
+static void test_secret_read_line(void **state)
+{
+	char dir[256], path[300], fifo[300], out[16];
+	size_t len = 99;
+
+	scratch(dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/pin", dir);
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+
+	write_file(path, "1234\r\nsecond line", strlen("1234\r\nsecond line"));
+	assert_int_equal(chmod(path, 0600), 0);
+	memset(out, 'x', sizeof(out));
+	assert_int_equal(sfi_secret_read_line(path, out, sizeof(out), &len), 0);
+	assert_int_equal(len, 4);
+	assert_string_equal(out, "1234");
+	for (size_t i = len; i < sizeof(out); i++)
+		assert_int_equal(out[i], 0); /* what followed the line is wiped */
+
+	/* Readable or writable by others: refused, and nothing of it kept. */
+	assert_int_equal(chmod(path, 0604), 0);
+	assert_int_equal(sfi_secret_read_line(path, out, sizeof(out), &len), -EPERM);
+	assert_int_equal(out[0], 0);
+	assert_int_equal(chmod(path, 0602), 0);
+	assert_int_equal(sfi_secret_read_line(path, out, sizeof(out), &len), -EPERM);
+
+	write_file(path, "\nafter an empty line", strlen("\nafter an empty line"));
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(sfi_secret_read_line(path, out, sizeof(out), &len), -EINVAL);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(sfi_secret_read_line(fifo, out, sizeof(out), &len), -EPERM);
+	assert_int_equal(sfi_secret_read_line("/nonexistent/pin", out, sizeof(out), &len),
+			 -ENOENT);
+	assert_int_equal(sfi_secret_read_line(path, out, 0, &len), -EINVAL);
+
+	unlink(fifo);
+	unlink(path);
+	rmdir(dir);
+}
+
 static void test_parse_u32(void **state)
 {
 	uint32_t v = 7;
@@ -233,6 +272,7 @@ int main(void)
 		cmocka_unit_test(test_sentences),
 		cmocka_unit_test(test_reason),
 		cmocka_unit_test(test_file_read),
+		cmocka_unit_test(test_secret_read_line),
 		cmocka_unit_test(test_parse_u32),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_clocks),
