@@ -322,7 +322,8 @@ static int slot_port_open(struct slot *s)
 	o.answer_ms = s->cfg->special_ms;
 	o.retries = s->cfg->retries;
 	o.lost = slot_link_lost;
-	o.debug = slot_link_debug;
+	/* Frames are formatted only for a debug log: a link without the callback skips it. */
+	o.debug = log_enabled(LOG_PRIO_DEBUG) ? slot_link_debug : NULL;
 	o.user_data = s;
 	r = s->link_ops ? transport_open_with(s->link_ops, s->cfg->port, &o, &s->tp, err, sizeof(err))
 			: transport_open(s->cfg->port, &o, &s->tp, err, sizeof(err));
