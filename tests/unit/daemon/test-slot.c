@@ -6,8 +6,11 @@
  * install's OSFI requests and progress, the reset and reconnect after FINALIZE and the
  * verifying GET_INFO, and every failure after licensing (a refused status at each request,
  * the link lost mid-install, the reconnect timing out, another chip answering after
- * FINALIZE). No recorder runs: the slot's word reaches the test through its callbacks and
- * the recorder functions stubbed below. */
+ * FINALIZE); and the line's word before an install: a chip already holding the image (its
+ * open license adopted, or nothing to do), a chip set aside after too many failures, a
+ * halted line, a global-license job, another product, no chip free in the job, a pause
+ * asked mid-install. No recorder runs: the slot's word reaches the test through its
+ * callbacks and the recorder functions stubbed below. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,7 +51,8 @@ static struct {
 	bool finalized;		/* its last session was finalized (FINALIZE went through) */
 	bool swap_at_reset;	/* another chip answers after FINALIZE's reset */
 	int reconnect_error;	/* every reconnect fails with this */
-	unsigned reconnects;
+	uint8_t final_ps;	/* the product state FINALIZE sets; 0: the image's */
+	unsigned reconnects, identifies;
 	unsigned n_op[7];	/* OSFI requests by sub-opcode (0x5300 + i) */
 	uint64_t data_bytes;	/* PUT_DATA bytes received, in stream order */
 	uint32_t next_off;	/* the PUT_DATA offset expected next */
@@ -235,7 +239,7 @@ static int fake_osfi_answer(struct fake *f)
 			chip.finalized = false;
 		} else {
 			chip.finalized = true;
-			chip.product_state = FINAL_PS;
+			chip.product_state = chip.final_ps ? chip.final_ps : FINAL_PS;
 		}
 		break;
 	default:
@@ -279,6 +283,7 @@ static void fake_io_ready(struct transport *t, unsigned revents)
 			chip.fresh = false;
 		}
 	} else if (f->ident) {
+		chip.identifies++;
 		if (!chip.present || chip.get_error) {
 			r = chip.present ? chip.get_error : -TRANSPORT_E_TIMEOUT;
 			snprintf(f->text, sizeof(f->text), "Get: %s at the command step",
@@ -383,6 +388,11 @@ static struct {
 	unsigned ended;
 	unsigned settled;
 	const struct job *job;		/* the loaded job, NULL for none */
+	bool reserve_wait;		/* the job's remaining chips are in progress elsewhere */
+	const char *halt;		/* why the line is halted, NULL while it runs */
+	unsigned failures;		/* the chip's failed attempts on the line */
+	bool installed;			/* the ledger has the chip installed by the job */
+	bool adopt;			/* the ledger holds the chip's license open */
 	unsigned reserved, released, begun;
 	struct slot *license_asked;	/* the slot in the license queue */
 	unsigned license_requests, license_cancels;
@@ -399,6 +409,8 @@ static enum slot_reserve cb_reserve(void *user)
 {
 	if (!line.job)
 		return SLOT_RESERVE_NO_JOB;
+	if (line.reserve_wait)
+		return SLOT_RESERVE_WAIT;
 	line.reserved++;
 	return SLOT_RESERVE_GRANTED;
 }
@@ -421,7 +433,7 @@ static void cb_chip_ended(void *user, int kind, const char *uid_hex)
 
 static const char *cb_halted(void *user)
 {
-	return NULL;
+	return line.halt;
 }
 
 static bool cb_holding(void *user)
@@ -431,17 +443,21 @@ static bool cb_holding(void *user)
 
 static unsigned cb_chip_failures(void *user, const char *uid_hex)
 {
-	return 0;
+	return line.failures;
 }
 
 static bool cb_chip_installed(void *user, const char *uid_hex)
 {
-	return false;
+	return line.installed;
 }
+
+static void fill_license(struct license_set *set, bool reused);
 
 static bool cb_adopt(void *user, const char *uid_hex, struct license_set *set)
 {
-	return false;
+	if (line.adopt)
+		fill_license(set, true);
+	return line.adopt;
 }
 
 static void cb_license_request(void *user, struct slot *s)
@@ -820,15 +836,23 @@ static void to_license_wait(struct rig *rig)
 	assert_int_equal(line.reserved, line.license_requests);
 }
 
-/* The line's answer: the chip's license, issued now (ledger row LICENSE_ROW). */
+/* The chip's license: issued now (ledger row LICENSE_ROW), or issued before and reused. */
+static void fill_license(struct license_set *set, bool reused)
+{
+	*set = (struct license_set){ .n = 1 };
+	set->id[0] = LICENSE_ROW;
+	set->reused[0] = reused;
+	set->counted[0] = !reused;
+	set->counter_after[0] = 1;
+	memcpy(set->record[0], kit.license, OSFI_LICENSE_LEN);
+}
+
+/* The line's answer: the chip's license, issued now. */
 static void give_license(struct rig *rig)
 {
-	struct license_set set = { .n = 1 };
+	struct license_set set;
 
-	set.id[0] = LICENSE_ROW;
-	set.counted[0] = true;
-	set.counter_after[0] = 1;
-	memcpy(set.record[0], kit.license, OSFI_LICENSE_LEN);
+	fill_license(&set, false);
 	line.license_asked = NULL;
 	slot_licenses_ready(rig->s, &set);
 }
@@ -1309,6 +1333,165 @@ static void test_stop_mid_install(void **state)
 	assert_false(slot_busy(rig->s));
 }
 
+/* A chip already carrying the job's image, finalized (FINALIZE's outcome was never
+ * recorded): the license the ledger holds open for it is taken as installed; nothing is
+ * sent to the chip. */
+static void test_adopt_installed_chip(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.finalized = true;
+	chip.product_state = FINAL_PS;
+	line.adopt = true;
+	line.job = &job;
+	chip.present = true;
+	assert_int_equal(slot_start(rig->s), 0);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_true(saw("done"));
+	assert_false(saw("license"));
+	assert_false(saw("installing"));
+	assert_int_equal(N_OP(OSFI_OP_PUT_LICENSE) + N_OP(OSFI_OP_PUT_DATA) +
+				 N_OP(OSFI_OP_FINALIZE), 0);
+	assert_int_equal(line.license_requests, 0);
+	assert_int_equal(rec.last_result, DB_RESULT_OK);
+	assert_int_equal(rec.lic_installed, 1);
+	assert_string_equal(rec.chip_state, "programmed");
+	assert_int_equal(line.ended_kind, -1);
+}
+
+/* The same chip with no license held open for it (installed earlier and recorded):
+ * neither a failure nor a refusal, and no license. */
+static void test_already_installed(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.finalized = true;
+	chip.product_state = FINAL_PS;
+	line.job = &job;
+	chip.present = true;
+	assert_int_equal(slot_start(rig->s), 0);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_non_null(strstr(line.last_error, "already holds the job's image"));
+	assert_int_equal(rec.last_end_code, DB_FAILURE_ALREADY);
+	assert_int_equal(line.ended_kind, DB_FAILURE_ALREADY);
+	assert_string_equal(line.last_result, "already-installed");
+	assert_int_equal(line.license_requests, 0);
+	assert_int_equal(rec.lic_installed + rec.lic_not_installed, 0);
+	assert_int_equal(rec.chip_updates, 0);
+}
+
+/* A chip that failed too often is set aside before a license; a halted line refuses the
+ * chip at the license step, recorded as halted. */
+static void test_set_aside_and_halted(void **state)
+{
+	struct rig *rig = *state;
+
+	line.failures = 3;
+	line.job = &job;
+	chip.present = true;
+	assert_int_equal(slot_start(rig->s), 0);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_non_null(strstr(line.last_error, "already failed 3 times"));
+	assert_int_equal(rec.last_end_code, DB_FAILURE_UNTOUCHED);
+	assert_false(saw("license"));
+
+	line.failures = 0;
+	line.halt = "the line is halted: the audit database is full";
+	chip.fresh = true;
+	RUN_UNTIL(rig, rec.ends == 2);
+	assert_int_equal(slot_state(rig->s), SLOT_STATE_WAIT_REMOVAL);
+	assert_true(saw("license"));
+	assert_non_null(strstr(rec.last_text, "license: the line is halted"));
+	assert_int_equal(rec.last_end_code, DB_FAILURE_HALTED);
+	assert_string_equal(line.last_result, "halted");
+	assert_int_equal(line.license_requests, 0);
+	assert_int_equal(N_OP(OSFI_OP_PUT_LICENSE), 0);
+}
+
+/* A job under a global license: no ledger and no queue, the install starts at once. */
+static void test_global_license_job(void **state)
+{
+	struct rig *rig = *state;
+	static struct job global;
+
+	global = job;
+	global.lic[0].global = true;
+	line.job = &global;
+	chip.present = true;
+	assert_int_equal(slot_start(rig->s), 0);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_true(saw("license"));
+	assert_true(saw("done"));
+	assert_int_equal(line.license_requests, 0);
+	assert_int_equal(chip.licenses_ok, 1);
+	assert_int_equal(chip.data_bytes, stream_len());
+	assert_int_equal(rec.last_result, DB_RESULT_OK);
+	/* No ledger row to settle. */
+	assert_int_equal(rec.lic_installed + rec.lic_not_installed, 0);
+}
+
+/* After FINALIZE the chip is in another product state than the image sets: asked again, it
+ * still is; failed at verification. */
+static void test_wrong_final_state(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.final_ps = 0x5c;
+	to_license_wait(rig);
+	give_license(rig);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_failed_touched("the chip reports no finished install");
+	assert_non_null(strstr(rec.last_text, "product state"));
+	assert_int_equal(strncmp(rec.last_text, "verifying:", 10), 0);
+	assert_int_equal(chip.reconnects, 2);
+}
+
+/* The product id the job is not for: asked twice (Get ID has no checksum), then refused. */
+static void test_other_product(void **state)
+{
+	struct rig *rig = *state;
+	static struct job other;
+
+	other = job;
+	other.device_id = 0x485;
+	line.job = &other;
+	chip.present = true;
+	assert_int_equal(slot_start(rig->s), 0);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_int_equal(chip.identifies, 2);
+	assert_non_null(strstr(line.last_error, "product id is 0x484, the job is for 0x485"));
+	assert_int_equal(rec.last_end_code, DB_FAILURE_UNTOUCHED);
+	assert_int_equal(N_OP(OSFI_OP_GET_INFO), 0);
+}
+
+/* While the job's remaining chips are in progress elsewhere the slot takes no chip; a pause
+ * asked mid-install lets the chip finish, and the slot pauses once it is removed. */
+static void test_reserve_wait_and_pause(void **state)
+{
+	struct rig *rig = *state;
+	unsigned n;
+
+	line.reserve_wait = true;
+	line.job = &job;
+	chip.present = true;
+	assert_int_equal(slot_start(rig->s), 0);
+	n = chip.probes;
+	RUN_UNTIL(rig, chip.probes >= n + 3);
+	assert_int_equal(slot_state(rig->s), SLOT_STATE_WAIT_CHIP);
+	assert_int_equal(chip.identifies, 0);
+	line.reserve_wait = false;
+	to_license_wait(rig);
+	give_license(rig);
+	RUN_UNTIL(rig, N_OP(OSFI_OP_PUT_DATA) >= 1);
+	slot_pause(rig->s);
+	assert_int_equal(slot_state(rig->s), SLOT_STATE_INSTALLING);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_int_equal(rec.last_result, DB_RESULT_OK);
+	chip.present = false;
+	run_until(rig, SLOT_STATE_PAUSED);
+	assert_false(slot_busy(rig->s));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1328,6 +1511,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconnect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_chip_after_finalize, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_mid_install, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_adopt_installed_chip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_already_installed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_set_aside_and_halted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_global_license_job, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wrong_final_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_product, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserve_wait_and_pause, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
