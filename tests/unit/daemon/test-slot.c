@@ -5,12 +5,12 @@
  * the certificate checked against a CA made here, the license wait and its answers, the
  * install's OSFI requests and progress, the reset and reconnect after FINALIZE and the
  * verifying GET_INFO, and every failure after licensing (a refused status at each request,
- * the link lost mid-install, the reconnect timing out, another chip answering after
- * FINALIZE); and the line's word before an install: a chip already holding the image (its
- * open license adopted, or nothing to do), a chip set aside after too many failures, a
- * halted line, a global-license job, another product, no chip free in the job, a pause
- * asked mid-install. No recorder runs: the slot's word reaches the test through its
- * callbacks and the recorder functions stubbed below. */
+ * the link lost mid-install, an answer lost, the reconnect timing out or losing the
+ * adapter, another chip answering after FINALIZE); and the line's word before an install:
+ * a chip already holding the image (its open license adopted, or nothing to do), a chip set
+ * aside after too many failures, a halted line, a global-license job, another product, no
+ * chip free in the job, a pause asked mid-install. No recorder runs: the slot's word
+ * reaches the test through its callbacks and the recorder functions stubbed below. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -298,6 +298,8 @@ static void fake_io_ready(struct transport *t, unsigned revents)
 		chip.reconnects++;
 		if (chip.reconnect_error) {
 			r = chip.reconnect_error;
+			if (r == -TRANSPORT_E_GONE)
+				chip.port = false;
 			snprintf(f->text, sizeof(f->text), "Sync: no answer from the chip in time");
 		}
 	}
@@ -1492,6 +1494,61 @@ static void test_reserve_wait_and_pause(void **state)
 	assert_false(slot_busy(rig->s));
 }
 
+/* FINALIZE's answer lost and another chip put in during the reset: asked what it holds, the
+ * chip that answers is not the one installed; failed, its license kept reusable. */
+static void test_other_chip_after_lost_finalize(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.swap_at_reset = true;
+	chip.fault.subop = OSFI_OP_FINALIZE;
+	chip.fault.nth = 1;
+	chip.fault.link = -TRANSPORT_E_TIMEOUT;
+	to_license_wait(rig);
+	give_license(rig);
+	RUN_UNTIL(rig, rec.ends == 1);
+	assert_failed_touched("another chip answered: the chip was removed before it was verified");
+	assert_int_equal(strncmp(rec.last_text, "finalizing:", 11), 0);
+	assert_int_equal(chip.reconnects, 1);
+	slot_stop(rig->s, "test over");
+}
+
+/* The adapter vanishes during the reconnect after FINALIZE: failed at verification, the
+ * slot waits for its port. */
+static void test_port_gone_in_reconnect(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.reconnect_error = -TRANSPORT_E_GONE;
+	to_license_wait(rig);
+	give_license(rig);
+	run_until(rig, SLOT_STATE_NO_PORT);
+	assert_failed_touched("the chip or its adapter vanished");
+	assert_int_equal(strncmp(rec.last_text, "verifying:", 10), 0);
+	assert_int_equal(chip.reconnects, 1);
+	assert_int_equal(N_OP(OSFI_OP_GET_INFO), 2);
+}
+
+/* The verifying GET_INFO's answer is lost once: the slot asks again and records the
+ * install. */
+static void test_verify_answer_lost_once(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.fault.subop = OSFI_OP_GET_INFO;
+	chip.fault.nth = 3;
+	chip.fault.link = -TRANSPORT_E_TIMEOUT;
+	to_license_wait(rig);
+	give_license(rig);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_true(saw("done"));
+	assert_false(saw("failed"));
+	assert_int_equal(N_OP(OSFI_OP_GET_INFO), 4);
+	assert_int_equal(chip.reconnects, 2);
+	assert_int_equal(rec.last_result, DB_RESULT_OK);
+	assert_int_equal(rec.lic_installed, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1511,6 +1568,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reconnect_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_chip_after_finalize, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_mid_install, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_other_chip_after_lost_finalize, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_port_gone_in_reconnect, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_verify_answer_lost_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adopt_installed_chip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_already_installed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_aside_and_halted, setup, teardown),
