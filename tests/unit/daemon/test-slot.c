@@ -4,9 +4,10 @@
  * adapter vanishing and coming back; then, with a job loaded, the rest of a chip's workflow:
  * the certificate checked against a CA made here, the license wait and its answers, the
  * install's OSFI requests and progress, the reset and reconnect after FINALIZE and the
- * verifying GET_INFO, and every failure after licensing (a refused status at each request,
- * the link lost mid-install, an answer lost, the reconnect timing out or losing the
- * adapter, another chip answering after FINALIZE); and the line's word before an install:
+ * verifying GET_INFO, ABORT of a session left over, and every failure after licensing (a
+ * refused status at each request, a short answer, the link lost mid-install, an answer
+ * lost, the reconnect timing out or losing the adapter, another chip answering after
+ * FINALIZE); and the line's word before an install:
  * a chip already holding the image (its open license adopted, or nothing to do), a chip set
  * aside after too many failures, a halted line, a global-license job, another product, no
  * chip free in the job, a pause asked mid-install. No recorder runs: the slot's word
@@ -52,6 +53,7 @@ static struct {
 	bool swap_at_reset;	/* another chip answers after FINALIZE's reset */
 	int reconnect_error;	/* every reconnect fails with this */
 	uint8_t final_ps;	/* the product state FINALIZE sets; 0: the image's */
+	uint8_t session;	/* the OSFI session it is in (one left over: until ABORT) */
 	unsigned reconnects, identifies;
 	unsigned n_op[7];	/* OSFI requests by sub-opcode (0x5300 + i) */
 	uint64_t data_bytes;	/* PUT_DATA bytes received, in stream order */
@@ -65,6 +67,7 @@ static struct {
 		bool persist;
 		uint16_t status;
 		int link;
+		bool short_answer;	/* an OK answer cut to 10 bytes */
 	} fault;
 } chip;
 
@@ -194,6 +197,7 @@ static int fake_osfi_answer(struct fake *f)
 		if (f->buf_max < OSFI_INFO_LEN)
 			break;
 		chip_uid(info.uid);
+		info.session_state = chip.session;
 		if (chip.finalized) {
 			info.session_state = OSFI_SESSION_FINALIZED;
 			memcpy(info.installed_id, kit.image_id, OSFI_ID_LEN);
@@ -230,6 +234,9 @@ static int fake_osfi_answer(struct fake *f)
 		chip.data_bytes += req->n2;
 		break;
 	}
+	case OSFI_OP_ABORT:
+		chip.session = OSFI_SESSION_IDLE;
+		break;
 	case OSFI_OP_FINALIZE:
 		/* The chip installs and resets: the bootloader that answers next is fresh, in
 		 * the image's product state (or another chip put in meanwhile). */
@@ -255,6 +262,8 @@ static int fake_osfi_answer(struct fake *f)
 			 osfi_subop_name(req->subop));
 		return chip.fault.link;
 	}
+	if (chip.fault.subop == req->subop && chip.fault.short_answer && n == chip.fault.nth)
+		len = len < 10 ? len : 10;
 	*f->answer = (struct transport_answer){ .status = status, .len = len };
 	return 0;
 }
@@ -1549,6 +1558,39 @@ static void test_verify_answer_lost_once(void **state)
 	assert_int_equal(rec.lic_installed, 1);
 }
 
+/* A chip left in a session (an earlier install interrupted): ABORT, then the install. */
+static void test_abort_leftover_session(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.session = OSFI_SESSION_STREAMING;
+	to_license_wait(rig);
+	give_license(rig);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_true(saw("done"));
+	assert_int_equal(N_OP(OSFI_OP_ABORT), 1);
+	assert_int_equal(N_OP(OSFI_OP_GET_INFO), 4);
+	assert_int_equal(chip.data_bytes, stream_len());
+	assert_int_equal(rec.last_result, DB_RESULT_OK);
+}
+
+/* A GET_INFO answer of the wrong length at the install's start: failed there, nothing
+ * written. */
+static void test_short_answer(void **state)
+{
+	struct rig *rig = *state;
+
+	chip.fault.subop = OSFI_OP_GET_INFO;
+	chip.fault.nth = 2;
+	chip.fault.short_answer = true;
+	to_license_wait(rig);
+	give_license(rig);
+	run_until(rig, SLOT_STATE_WAIT_REMOVAL);
+	assert_failed_touched("GET_INFO");
+	assert_int_equal(strncmp(rec.last_text, "installing:", 11), 0);
+	assert_int_equal(N_OP(OSFI_OP_PUT_LICENSE), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1571,6 +1613,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_other_chip_after_lost_finalize, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_port_gone_in_reconnect, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_leftover_session, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_short_answer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_verify_answer_lost_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_adopt_installed_chip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_already_installed, setup, teardown),
