@@ -1090,6 +1090,12 @@ static void slot_confirm_info(struct slot *s, int r)
 	if (s->have_uid && memcmp(info.uid, s->uid, OSFI_UID_LEN) != 0) {
 		slot_fail(s, "%s; another chip answered: the chip was removed before it was "
 			  "verified, its license stays reusable", s->confirm_text);
+		/* The new chip already answered (it is not a fresh bootloader any more): take
+		 * it now instead of waiting for a removal that already happened. */
+		if (s->state == SLOT_STATE_WAIT_REMOVAL) {
+			slot_log(s, LOG_PRIO_INFO, "chip replaced");
+			slot_next_chip(s);
+		}
 		return;
 	}
 	if (j && osfi_info_installed_is(&info, j->image_id) &&

@@ -1504,21 +1504,28 @@ static void test_reserve_wait_and_pause(void **state)
 }
 
 /* FINALIZE's answer lost and another chip put in during the reset: asked what it holds, the
- * chip that answers is not the one installed; failed, its license kept reusable. */
+ * chip that answers is not the one installed; failed, its license kept reusable, and the new
+ * chip (which already answered, so it is no fresh bootloader) is taken next rather than
+ * waited out as if it were the old one. */
 static void test_other_chip_after_lost_finalize(void **state)
 {
 	struct rig *rig = *state;
+	char first[2 * OSFI_UID_LEN + 1];
 
 	chip.swap_at_reset = true;
 	chip.fault.subop = OSFI_OP_FINALIZE;
 	chip.fault.nth = 1;
 	chip.fault.link = -TRANSPORT_E_TIMEOUT;
 	to_license_wait(rig);
+	snprintf(first, sizeof(first), "%s", slot_chip_hex(rig->s));
 	give_license(rig);
 	RUN_UNTIL(rig, rec.ends == 1);
 	assert_failed_touched("another chip answered: the chip was removed before it was verified");
 	assert_int_equal(strncmp(rec.last_text, "finalizing:", 11), 0);
 	assert_int_equal(chip.reconnects, 1);
+	RUN_UNTIL(rig, line.license_requests == 2);
+	assert_int_equal(slot_state(rig->s), SLOT_STATE_LICENSE);
+	assert_string_not_equal(slot_chip_hex(rig->s), first);
 	slot_stop(rig->s, "test over");
 }
 
