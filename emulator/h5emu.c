@@ -84,6 +84,11 @@ struct slot {
 	size_t rx_head, rx_len;
 	uint64_t rx_last;	/* arrival time of the last byte received */
 	uint64_t last_host_activity;
+	/* The host talked to the chip since its product state left Open (it came back after
+	 * FINALIZE's reset to check the result): only then does --auto-swap count from the
+	 * last activity; before, it waits AUTO_SWAP_UNSEEN_MS, so a host slowed down between
+	 * FINALIZE and its check still meets the chip it installed. */
+	bool host_after_close;
 
 	struct tx_item *tx;
 	size_t tx_head, tx_len, tx_cap;
@@ -120,6 +125,7 @@ static struct {
 	const char *ca_key, *global_key;
 	bool verbose;
 	uint64_t auto_swap_ms;
+	bool early_swap;	/* --early-swap: the swap does not wait for the host's check */
 	uint64_t seed;
 	struct emu_faults faults;
 	struct emu_special_ops special;
@@ -375,10 +381,13 @@ static int slot_insert_chip(struct slot *s)
 									     : EMU_MODE_BOOTLOADER);
 	emu_chip_reset(s->chip, slot_boot_mode(s));
 	s->last_host_activity = now_ns();
+	s->host_after_close = false;
 	log_debug("slot %u: chip %u inserted (%s)", s->idx, p.index,
 		  mode_name(emu_chip_mode(s->chip)));
 	return 0;
 }
+
+static void slot_host_activity(struct slot *s, uint64_t now);
 
 #ifdef HAVE_EMU_USB
 /* Harness callbacks, called with chip_lock held. */
@@ -406,7 +415,7 @@ static void usb_activity(void *user_data, unsigned index)
 	(void)user_data;
 	if (index >= E.count)
 		return;
-	E.slots[index].last_host_activity = now_ns();
+	slot_host_activity(&E.slots[index], now_ns());
 	if (!E.slots[index].usb_poke) {
 		E.slots[index].usb_poke = true;
 		(void)!write(E.usbfd, &one, sizeof(one));
@@ -626,13 +635,28 @@ static void slot_hexdump(const struct slot *s, const char *dir, const uint8_t *p
 	}
 }
 
+#define AUTO_SWAP_UNSEEN_MS 5000
+
 static uint64_t slot_swap_deadline(const struct slot *s)
 {
+	uint64_t ms = E.auto_swap_ms;
+
 	if (!E.auto_swap_ms || !s->chip || !E.prof->product_state ||
 	    emu_chip_product_state(s->chip) == STM32H5_PS_OPEN ||
 	    s->next_in_queue >= E.per_slot)
 		return 0;
-	return s->last_host_activity + E.auto_swap_ms * NS_PER_MS;
+	if (!s->host_after_close && !E.early_swap && ms < AUTO_SWAP_UNSEEN_MS)
+		ms = AUTO_SWAP_UNSEEN_MS;
+	return s->last_host_activity + ms * NS_PER_MS;
+}
+
+/* Host activity on the slot (a byte, a USB request) at time now. */
+static void slot_host_activity(struct slot *s, uint64_t now)
+{
+	s->last_host_activity = now;
+	if (s->chip && E.prof->product_state &&
+	    emu_chip_product_state(s->chip) != STM32H5_PS_OPEN)
+		s->host_after_close = true;
 }
 
 /* The next chip goes in once a finalized chip has idled for --auto-swap ms. */
@@ -795,7 +819,7 @@ static void slot_on_readable(struct slot *s)
 	 * that should have swapped it ran late on a busy machine. */
 	if (s->rx_len == s->rx_head)
 		slot_swap_if_due(s, now);
-	s->last_host_activity = now;
+	slot_host_activity(s, now);
 	for (ssize_t i = 0; i < n; i++) {
 		uint64_t start = s->rx_last > now ? s->rx_last : now;
 		uint64_t t = E.byte_ns ? start + E.byte_ns : now;
@@ -1200,6 +1224,9 @@ static void usage(FILE *f)
 		"  --require-entry       chips boot the application; DTR/RTS select the bootloader\n"
 		"  --chips-per-slot K    K chips with distinct UIDs queued per slot\n"
 		"  --auto-swap MS        swap in the next chip MS ms after a finalized chip idles\n"
+		"                        once the host came back to check it\n"
+		"  --early-swap          with --auto-swap: do not wait for the host's check (the\n"
+		"                        next chip may answer the host's verification)\n"
 		"  --ram-buffer BYTES    OSFI RAM buffer size reported by the chips\n"
 		"  --ca-key PEM          chip CA private key (OSFI certificates)\n"
 		"  --global-key FILE     32-byte global license key (OSFI)\n"
@@ -1230,7 +1257,7 @@ static int parse_args(int argc, char **argv)
 {
 	enum { O_COUNT = 256, O_DIR, O_PROFILE, O_BAUD, O_STATE, O_FAULT, O_UMOCKDEV, O_ENTRY,
 	       O_PER_SLOT, O_RAMBUF, O_CAKEY, O_GLOBALKEY, O_SWAP, O_PORTS, O_TRANSPORT, O_XFER,
-	       O_REENUM, O_FLASHT, O_HELP };
+	       O_REENUM, O_FLASHT, O_EARLY, O_HELP };
 	static const struct option opts[] = {
 		{ "count", required_argument, NULL, O_COUNT },
 		{ "dir", required_argument, NULL, O_DIR },
@@ -1250,6 +1277,7 @@ static int parse_args(int argc, char **argv)
 		{ "dfu-transfer-size", required_argument, NULL, O_XFER },
 		{ "reenumerate-ms", required_argument, NULL, O_REENUM },
 		{ "flash-timing", required_argument, NULL, O_FLASHT },
+		{ "early-swap", no_argument, NULL, O_EARLY },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, O_HELP },
 		{ 0 },
@@ -1351,6 +1379,9 @@ static int parse_args(int argc, char **argv)
 			if (parse_u64("--auto-swap", optarg, 1, 3600000, &v) < 0)
 				return -EINVAL;
 			E.auto_swap_ms = v;
+			break;
+		case O_EARLY:
+			E.early_swap = true;
 			break;
 		case O_TRANSPORT:
 			if (strcmp(optarg, "uart") == 0) {

@@ -11,7 +11,7 @@ trap line_cleanup EXIT INT TERM
 
 line_setup_pki 10 16
 before=$(line_counter)
-line_start_emu 1 3 --auto-swap 1
+line_start_emu 1 3 --auto-swap 1 --early-swap
 line_write_config 1
 line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" >/dev/null

@@ -64,7 +64,7 @@ err_has "unknown option --fast"
 
 # The same over USB DFU (DfuSe page erase, download, upload).
 start_emu --count 1 --transport dfu
-D=(--port dfu:usb:2-1.1 --timeout-ms 1000)
+D=(--port dfu:usb:2-1.1 --timeout-ms 3000)
 expect 0 "${D[@]}" program "$tmp/fw.hex" "$tmp/bank2.bin@0x08100000"
 grep -q '^erased: *4 sectors of 8 KiB (0-2,128)$' "$tmp/out" || fail "program over DFU: $(cat "$tmp/out")"
 grep -q '^written: *25001 bytes, read back identical$' "$tmp/out" || fail "DFU: $(cat "$tmp/out")"

@@ -506,7 +506,7 @@ def test_auto_swap():
     os.makedirs(os.path.join(state, "chip0"))
     with open(os.path.join(state, "chip0", "chip.conf"), "w") as f:
         f.write("profile=h563\nopt1=0x00f072f8\n")
-    e = Emu("swap", "--state-dir", state, "--chips-per-slot", "2", "--auto-swap", "600",
+    e = Emu("swap", "--state-dir", state, "--chips-per-slot", "2", "--auto-swap", "600", "--early-swap",
             count=1)
     check("chip 0 uid" in e.control("status")[0], "finalized chip 0 in the slot")
     wait_for(lambda: "chip 1 uid" in e.control("status")[0])
