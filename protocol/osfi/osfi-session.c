@@ -155,7 +155,6 @@ static void osfi_special(struct osfi_request *req, uint16_t subop, const uint8_t
 			 size_t answer_max)
 {
 	memset(req, 0, sizeof(*req));
-	req->command = AN3155_CMD_SPECIAL;
 	req->subop = subop;
 	req->p1 = data;
 	req->n1 = n;
@@ -166,7 +165,6 @@ static void osfi_xspecial(struct osfi_request *req, uint16_t subop, const uint8_
 			  const uint8_t *p2, size_t n2)
 {
 	memset(req, 0, sizeof(*req));
-	req->command = AN3155_CMD_EXTENDED_SPECIAL;
 	req->subop = subop;
 	req->p1 = p1;
 	req->n1 = n1;

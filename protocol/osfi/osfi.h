@@ -329,14 +329,16 @@ enum osfi_next {
 	OSFI_NEXT_FAILED,	/* osfi_session_result() < 0 */
 };
 
+/* One OSFI request, whatever link carries it (a backend maps it to its wire: UART Special
+ * 0x50 for one packet, Extended Special 0x51 for two; DfuSe, docs/protocol.md §11). */
 struct osfi_request {
-	uint8_t command;	/* AN3155_CMD_SPECIAL (0x50) or AN3155_CMD_EXTENDED_SPECIAL (0x51) */
 	uint16_t subop;
-	const uint8_t *p1;	/* 0x50: the data; 0x51: packet 1 (valid until the next call) */
+	const uint8_t *p1;	/* the data, or packet 1 of a two-packet request (valid until
+				 * the next call) */
 	size_t n1;
-	const uint8_t *p2;	/* 0x51 only: packet 2 */
+	const uint8_t *p2;	/* packet 2 (PUT_LICENSE, PUT_DATA); NULL for one packet */
 	size_t n2;
-	size_t answer_max;	/* 0x50: answer data room the driver must accept */
+	size_t answer_max;	/* answer data room the driver must accept */
 };
 
 struct osfi_session;

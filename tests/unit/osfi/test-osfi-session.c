@@ -96,7 +96,7 @@ static unsigned drive(struct osfi_session *s, uint16_t fail_subop, uint16_t fail
 		assert_true(count < 10000);
 		switch (req.subop) {
 		case OSFI_OP_GET_INFO:
-			assert_int_equal(req.command, AN3155_CMD_SPECIAL);
+			assert_null(req.p2);
 			assert_int_equal(req.answer_max, OSFI_INFO_LEN);
 			info(ans, reset ? final_ps : 0xed, reset ? OSFI_SESSION_FINALIZED : 0, 4096);
 			if (reset)
@@ -107,7 +107,7 @@ static unsigned drive(struct osfi_session *s, uint16_t fail_subop, uint16_t fail
 		case OSFI_OP_PUT_LICENSE: {
 			uint32_t target;
 
-			assert_int_equal(req.command, AN3155_CMD_EXTENDED_SPECIAL);
+			assert_non_null(req.p2);
 			assert_int_equal(osfi_p1_decode(req.p1, req.n1, &target), 0);
 			assert_int_equal(req.n2, OSFI_LICENSE_LEN);
 			/* Image license first, then the module's. */
