@@ -35,10 +35,14 @@ grep -q '^h5emu: ready, 2 chips$' "$tmp/ready" || fail "no ready line: $(cat "$t
 # sb SLOT ARGS...: sfi-boot on chip SLOT's port; output in $tmp/out, $tmp/err, code in $rc.
 # Control transfers may take 3 s (not 1): a loaded or sanitized machine delays h5emu's USB
 # harness, and the faults below are explicit.
+# Per transfer: 3 s; 8 s in a sanitizer build, where h5emu, the umockdev harness and
+# sfi-boot all run several times slower.
+STEP_MS=3000
+[ -z "${SFID_SANITIZED:-}" ] || STEP_MS=8000
 sb() {
 	local slot=$1
 	shift
-	in_testbed "$BOOT" --port "dfu:usb:2-1.$((slot + 1))" --timeout-ms 3000 "$@"
+	in_testbed "$BOOT" --port "dfu:usb:2-1.$((slot + 1))" --timeout-ms "$STEP_MS" "$@"
 }
 devnum() { sed -n 's/^port: .*(device \([0-9]*\))$/\1/p' "$tmp/out"; }
 
