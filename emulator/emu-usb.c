@@ -25,8 +25,11 @@
  * FIFO of the device at that moment. Chip work (flash) keeps the device busy: requests
  * submitted meanwhile complete after it.
  *
- * Threads: the testbed, conns and URBs belong to the harness thread; the chip model belongs
- * to h5emu's loop and is reached under ops.lock only. Calls from the loop are run in the
+ * Threads: umockdev runs the ioctl handlers (and the clients' connect and close signals) in
+ * its testbed's worker thread; the timer, the uevent listeners and calls from h5emu's loop
+ * run in the harness thread. Conns, URBs, devices and the timer are touched by both, under
+ * u->mu (taken at each entry point, before ops.lock). The chip model belongs to h5emu's loop
+ * and is reached under ops.lock only. Calls from the loop are run in the
  * harness thread and waited for (emu_usb_call). */
 #include <errno.h>
 #include <fcntl.h>
@@ -130,6 +133,9 @@ struct emu_usb {
 	GSource *inotify_source;
 	int inotify;
 	char listeners[PATH_MAX];
+	/* Held by every entry point: the ioctl handlers run in umockdev's worker thread, the
+	 * timer, uevent listeners and calls from h5emu's loop in the harness thread. */
+	GRecMutex mu;
 	struct conn *conns;
 	uint8_t devnum_used[128];
 	unsigned next_devnum;
@@ -428,9 +434,13 @@ static gboolean on_timer(gint fd, GIOCondition cond, gpointer user_data)
 {
 	uint64_t exp;
 
+	struct emu_usb *u = user_data;
+
 	(void)cond;
 	(void)!read(fd, &exp, sizeof(exp));
-	usb_tick(user_data);
+	g_rec_mutex_lock(&u->mu);
+	usb_tick(u);
+	g_rec_mutex_unlock(&u->mu);
 	return G_SOURCE_CONTINUE;
 }
 
@@ -858,8 +868,8 @@ static int control_sync(struct conn *c, UMockdevIoctlClient *client)
 	return 1;
 }
 
-static gboolean on_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
-			 gpointer user_data)
+static gboolean on_ioctl_locked(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
+				gpointer user_data)
 {
 	struct conn *c = user_data;
 	gulong request = umockdev_ioctl_client_get_request(client);
@@ -963,6 +973,18 @@ done:
 	return TRUE;
 }
 
+static gboolean on_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
+			 gpointer user_data)
+{
+	struct emu_usb *u = ((struct conn *)user_data)->dev->u;
+	gboolean r;
+
+	g_rec_mutex_lock(&u->mu);
+	r = on_ioctl_locked(handler, client, user_data);
+	g_rec_mutex_unlock(&u->mu);
+	return r;
+}
+
 static void conn_drop_client_urbs(struct conn *c, UMockdevIoctlClient *client)
 {
 	struct urb **p = &c->urbs;
@@ -986,13 +1008,15 @@ static void conn_free(struct conn *c);
 static gboolean reap_gone(gpointer user_data)
 {
 	struct emu_usb *u = user_data;
-	struct conn *c = u->conns, *next;
+	struct conn *c, *next;
 
-	for (; c; c = next) {
+	g_rec_mutex_lock(&u->mu);
+	for (c = u->conns; c; c = next) {
 		next = c->next;
 		if (c->gone && c->clients == 0 && !c->urbs)
 			conn_free(c);
 	}
+	g_rec_mutex_unlock(&u->mu);
 	return G_SOURCE_REMOVE;
 }
 
@@ -1008,18 +1032,23 @@ static void schedule_reap(struct emu_usb *u)
 static void on_client_closed(GObject *object, GParamSpec *pspec, gpointer user_data)
 {
 	struct conn *c = user_data;
+	struct emu_usb *u = c->dev->u;
 	UMockdevIoctlClient *client = UMOCKDEV_IOCTL_CLIENT(object);
 
 	(void)pspec;
-	if (umockdev_ioctl_client_get_connected(client) || g_object_get_data(object, "emu-closed"))
+	if (umockdev_ioctl_client_get_connected(client))
 		return;
-	g_object_set_data(object, "emu-closed", GUINT_TO_POINTER(1));
-	conn_drop_client_urbs(c, client);
-	if (c->clients > 0)
-		c->clients--;
-	if (c->gone && c->clients == 0)
-		schedule_reap(c->dev->u);
-	usb_tick(c->dev->u);
+	g_rec_mutex_lock(&u->mu);
+	if (!g_object_get_data(object, "emu-closed")) {
+		g_object_set_data(object, "emu-closed", GUINT_TO_POINTER(1));
+		conn_drop_client_urbs(c, client);
+		if (c->clients > 0)
+			c->clients--;
+		if (c->gone && c->clients == 0)
+			schedule_reap(u);
+		usb_tick(u);
+	}
+	g_rec_mutex_unlock(&u->mu);
 }
 
 static void on_client_connected(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
@@ -1028,7 +1057,9 @@ static void on_client_connected(UMockdevIoctlBase *handler, UMockdevIoctlClient 
 	struct conn *c = user_data;
 
 	(void)handler;
+	g_rec_mutex_lock(&c->dev->u->mu);
 	c->clients++;
+	g_rec_mutex_unlock(&c->dev->u->mu);
 	g_signal_connect(client, "notify::connected", G_CALLBACK(on_client_closed), c);
 }
 
@@ -1282,8 +1313,12 @@ struct usb_call {
 static gboolean usb_call_dispatch(gpointer user_data)
 {
 	struct usb_call *c = user_data;
-	int r = c->fn(c->dev);
+	struct emu_usb *u = c->dev->u;
+	int r;
 
+	g_rec_mutex_lock(&u->mu);
+	r = c->fn(c->dev);
+	g_rec_mutex_unlock(&u->mu);
 	g_mutex_lock(&c->mutex);
 	c->result = r;
 	c->done = true;
@@ -1451,6 +1486,7 @@ int emu_usb_start(const struct emu_usb_config *cfg, const struct emu_usb_ops *op
 	u->ops = *ops;
 	u->count = cfg->count;
 	u->next_devnum = 3;
+	g_rec_mutex_init(&u->mu);
 	u->timer = -1;
 	u->inotify = -1;
 	if (testbed) {
@@ -1561,5 +1597,6 @@ void emu_usb_stop(struct emu_usb *u)
 	g_clear_pointer(&u->context, g_main_context_unref);
 	g_clear_object(&u->testbed);
 	g_free(u->root);
+	g_rec_mutex_clear(&u->mu);
 	g_free(u);
 }
