@@ -168,6 +168,24 @@ int db_attempts_interrupted(struct db *db, const char *reason, unsigned *ret_att
 int db_chip_update(struct db *db, const char *chip_uid, const char *final_state,
 		   const char *product_state);
 
+/* One run of a vendor tool for an attempt (the vendor backend): the step it served, its
+ * command line (never a secret), its exit status (-1: it did not exit by itself: killed at
+ * its timeout or at a stop, or it could not be started), the one sentence sfid made of it,
+ * and its output verbatim (at most DB_TOOL_LOG_MAX bytes, cut at the end). */
+#define DB_TOOL_LOG_MAX 65536
+struct db_tool_run {
+	int64_t attempt_id;
+	const char *step;
+	const char *command;
+	int exit_status;
+	const char *outcome;
+	const char *log;
+	size_t log_len;
+	int64_t started_ms, ended_ms;
+};
+/* Stores the run and appends a "tool.run" record (with the SHA-256 of the log). */
+int db_tool_run(struct db *db, const struct db_tool_run *run, int64_t *ret_id);
+
 /* ---- license ledger ---- */
 
 enum db_license_state {

@@ -1064,3 +1064,55 @@ int db_audit_last_key(struct db *db, uint8_t ret_key_id[DB_HASH_SIZE])
 	sqlite3_finalize(st);
 	return r;
 }
+
+int db_tool_run(struct db *db, const struct db_tool_run *run, int64_t *ret_id)
+{
+	char hex[2 * DB_HASH_SIZE + 1] = "";
+	uint8_t digest[DB_HASH_SIZE];
+	struct json_object *data;
+	unsigned int n = 0;
+	sqlite3_stmt *st;
+	int64_t id = 0;
+	int r;
+
+	if (!run || !text_ok(run->step, true) || !text_ok(run->command, true) ||
+	    !text_ok(run->outcome, true) || (!run->log && run->log_len) ||
+	    run->log_len > DB_TOOL_LOG_MAX || run->attempt_id <= 0)
+		return db_fail(db, -EINVAL, "invalid tool run (an attempt, a step, the command, an "
+					    "outcome and at most %d bytes of log are required)",
+			       DB_TOOL_LOG_MAX);
+	if (!EVP_Digest(run->log ? run->log : "", run->log_len, digest, &n, EVP_sha256(), NULL))
+		return db_fail(db, -EIO, "hashing a tool's log failed");
+	audit_hex_encode(digest, DB_HASH_SIZE, hex);
+	r = db_begin(db);
+	if (r < 0)
+		return r;
+	r = db_prepare(db, "INSERT INTO tool_runs (attempt_id, step, command, exit_status, outcome, "
+			   "log, log_digest, started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+		       &st);
+	if (r == 0) {
+		sqlite3_bind_int64(st, 1, run->attempt_id);
+		sqlite3_bind_text(st, 2, run->step, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, run->command, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 4, run->exit_status);
+		sqlite3_bind_text(st, 5, run->outcome, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 6, run->log ? run->log : "", (int)run->log_len, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 7, digest, DB_HASH_SIZE, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 8, run->started_ms);
+		sqlite3_bind_int64(st, 9, run->ended_ms);
+		r = db_step_done(db, st, "recording a tool run");
+		id = sqlite3_last_insert_rowid(db->h);
+	}
+	data = json_object_new_object();
+	db_json_add_int(data, "run", id);
+	db_json_add_int(data, "attempt", run->attempt_id);
+	db_json_add_str(data, "step", run->step);
+	db_json_add_str(data, "command", run->command);
+	db_json_add_int(data, "exit_status", run->exit_status);
+	db_json_add_str(data, "outcome", run->outcome);
+	db_json_add_str(data, "log_digest", hex);
+	r = finish(db, r, "tool.run", data);
+	if (r == 0 && ret_id)
+		*ret_id = id;
+	return r;
+}

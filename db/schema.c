@@ -119,6 +119,21 @@ const char *const db_migrations[] = {
 	"  hash BLOB NOT NULL CHECK (length(hash) = 32),"
 	"  updated_at INTEGER NOT NULL"
 	");",
+	/* v5: each run of a vendor tool for an attempt (docs/operations.md, the vendor backend):
+	 * its command line, exit status, what sfid made of it and its output verbatim. */
+	"CREATE TABLE tool_runs ("
+	"  id INTEGER PRIMARY KEY,"
+	"  attempt_id INTEGER NOT NULL REFERENCES attempts(id),"
+	"  step TEXT NOT NULL,"
+	"  command TEXT NOT NULL,"
+	"  exit_status INTEGER NOT NULL,"
+	"  outcome TEXT NOT NULL,"
+	"  log TEXT NOT NULL,"
+	"  log_digest BLOB NOT NULL CHECK (length(log_digest) = 32),"
+	"  started_at INTEGER NOT NULL,"
+	"  ended_at INTEGER NOT NULL"
+	");"
+	"CREATE INDEX tool_runs_attempt ON tool_runs(attempt_id);",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

@@ -570,6 +570,8 @@ static const struct {
 				   "counter_after" } },
 	{ "reconcile", { "token", "actual", "expected", "differences", "granted", "station",
 			 "version" } },
+	{ "tool.run", { "run", "attempt", "step", "command", "exit_status", "outcome",
+			"log_digest" } },
 	{ "checkpoint", { "covers_seq", "covers_hash", "key_id" } },
 	{ "audit.key", { "old_key_id", "new_key_id" } },
 };

@@ -470,6 +470,8 @@ static void test_migration_failure_keeps_file(void **state)
 		db_migrations[0],
 		db_migrations[1],
 		db_migrations[2],
+		db_migrations[3],
+		db_migrations[4],
 		"ALTER TABLE jobs ADD COLUMN line TEXT; CREATE TABLE extra (x);",
 		"INSERT INTO no_such_table VALUES (1);",
 	};
@@ -481,10 +483,10 @@ static void test_migration_failure_keeps_file(void **state)
 	make_job(f->db);
 	f->db = db_close(f->db);
 	file_bytes(f->path, &before, &n1);
-	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 5, &db, err, sizeof(err)),
+	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 7, &db, err, sizeof(err)),
 			 -EPROTO);
 	assert_null(db);
-	assert_non_null(strstr(err, "schema version 5"));
+	assert_non_null(strstr(err, "schema version 7"));
 	assert_non_null(strstr(err, "left unchanged"));
 	file_bytes(f->path, &after, &n2);
 	assert_int_equal(n1, n2);
@@ -1400,7 +1402,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 4);
+	assert_int_equal(db_schema_version(), 5);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
@@ -1583,6 +1585,42 @@ static void test_open_readonly_dir(void **state)
 	assert_int_equal(access(f->path, F_OK), -1);
 }
 
+/* A vendor tool's run is kept with its attempt: the log verbatim, its digest in the trail. */
+static void test_tool_run(void **state)
+{
+	struct fixture *f = *state;
+	static const char log[] = "Reading chip Certificate finished\nunknown \x01 line\n";
+	struct db_tool_run run = {
+		.step = "certificate", .command = "STM32_Programmer_CLI -c port=/dev/ttyUSB0 -gc c.bin",
+		.exit_status = 0, .outcome = "certificate read", .log = log, .log_len = sizeof(log) - 1,
+		.started_ms = 1, .ended_ms = 2,
+	};
+	sqlite3_stmt *st;
+	int64_t job, attempt, id = 0;
+	uint64_t bad_seq = 0;
+
+	f->db = open_db(f, 0, 0);
+	job = make_job(f->db);
+	assert_int_equal(db_attempt_begin(f->db, job, "slot-1", &attempt), 0);
+	assert_int_equal(db_tool_run(f->db, &run, &id), -EINVAL);	/* no attempt */
+	run.attempt_id = attempt;
+	assert_int_equal(db_tool_run(f->db, &run, &id), 0);
+	assert_true(id > 0);
+	run.log_len = DB_TOOL_LOG_MAX + 1;
+	assert_int_equal(db_tool_run(f->db, &run, NULL), -EINVAL);
+	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT log, exit_status, step FROM tool_runs "
+					    "WHERE attempt_id = ?", -1, &st, NULL), SQLITE_OK);
+	sqlite3_bind_int64(st, 1, attempt);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_bytes(st, 0), (int)sizeof(log) - 1);
+	assert_memory_equal(sqlite3_column_text(st, 0), log, sizeof(log) - 1);
+	assert_int_equal(sqlite3_column_int(st, 1), 0);
+	assert_string_equal((const char *)sqlite3_column_text(st, 2), "certificate");
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1606,6 +1644,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migration_v1_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_foreign, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_damaged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tool_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_private, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_readonly_dir, setup, teardown),
 	};
