@@ -127,6 +127,13 @@ struct dfu {
 	uint32_t erase_at;	/* next sector to erase */
 	bool leave_has_addr;
 	struct dfuse_commands *ret_cmds;
+	/* A memory operation started through the vtable: the alternate is the one whose
+	 * layout holds the range, the errors are link errors. */
+	bool vt_mem;
+	uint8_t vt_attrs;		/* DFUSE_MEM_* the range needs */
+	const uint16_t *sectors;	/* erase: flash sectors, runs erased one by one */
+	size_t n_sectors, sector_i;
+	uint8_t *padded;		/* write: a copy padded to the write unit */
 
 	char why[320];
 };
@@ -709,7 +716,7 @@ static void fail(struct dfu *d, int r)
 	}
 	if (r == -DFUSE_E_GONE)
 		detach(d);
-	op_end(d, is_vtable_op(d->op) ? link_err(r) : r);
+	op_end(d, is_vtable_op(d->op) || d->vt_mem ? link_err(r) : r);
 }
 
 static bool want_answer(uint16_t subop)
@@ -776,6 +783,52 @@ static int erase_next(struct dfu *d)
 	d->failed_usb = true;
 	engine_run(d);
 	return 0;
+}
+
+/* Erase of a sector list: the next run of consecutive sectors becomes the range. */
+static void erase_run(struct dfu *d)
+{
+	size_t k = d->sector_i + 1;
+
+	while (k < d->n_sectors && d->sectors[k] == d->sectors[k - 1] + 1)
+		k++;
+	d->mem_addr = STM32H5_FLASH_BASE + (uint32_t)d->sectors[d->sector_i] * STM32H5_FLASH_SECTOR;
+	d->mem_len = (k - d->sector_i) * STM32H5_FLASH_SECTOR;
+	d->erase_at = d->mem_addr;
+	d->sector_i = k;
+}
+
+/* A vtable memory operation: the alternate (not the OSFI one) whose layout holds the range
+ * with the access it needs. */
+static int vt_alt(struct dfu *d)
+{
+	uint32_t addr = d->mem_addr;
+	size_t len = d->mem_len;
+
+	if (d->op == OP_MASS_ERASE) {
+		addr = STM32H5_FLASH_BASE;
+		len = STM32H5_FLASH_SECTOR;
+	} else if (d->op == OP_ERASE) {
+		addr = STM32H5_FLASH_BASE + (uint32_t)d->sectors[0] * STM32H5_FLASH_SECTOR;
+		len = STM32H5_FLASH_SECTOR;
+	}
+	for (unsigned i = 0; i < d->cfg.n_alts && i < DFUSE_MAX_ALTS; i++) {
+		const struct transport_dfu_alt *a = &d->alts[i];
+
+		if (a->has_layout && (int)i != d->osfi_alt &&
+		    dfuse_layout_covers(&a->layout, addr, (uint32_t)len, d->vt_attrs)) {
+			d->mem_alt = (uint8_t)i;
+			if (d->op == OP_ERASE) {
+				d->sector_i = 0;
+				erase_run(d);
+			}
+			return 0;
+		}
+	}
+	snprintf(d->why, sizeof(d->why), "no alternate setting of the DFU device holds "
+		 "0x%08" PRIx32 "..0x%08llx with the access asked for", addr,
+		 (unsigned long long)addr + len - 1);
+	return -ERANGE;
 }
 
 /* The operation's next stage; r is the result of the one that ended. Stages: 0 attach,
@@ -886,6 +939,13 @@ static void advance(struct dfu *d, int r)
 		case OP_WRITE:
 		case OP_ERASE:
 		case OP_MASS_ERASE:
+			if (d->vt_mem) {
+				r = vt_alt(d);
+				if (r < 0) {
+					fail(d, r);
+					return;
+				}
+			}
 			if (d->mem_alt >= d->cfg.n_alts) {
 				snprintf(d->why, sizeof(d->why),
 					 "the DFU device has no alternate setting %u", d->mem_alt);
@@ -991,6 +1051,10 @@ static void advance(struct dfu *d, int r)
 		break;
 	case OP_ERASE:
 		r = erase_next(d);
+		if (r == 1 && d->sector_i < d->n_sectors) {
+			erase_run(d);
+			r = erase_next(d);
+		}
 		if (r < 0)
 			fail(d, r);
 		if (r != 1)
@@ -1027,6 +1091,11 @@ static int op_start(struct dfu *d, enum dfu_op op)
 	d->xfer_done = false;
 	d->op = op;
 	d->stage = 0;
+	d->vt_mem = false;
+	d->sectors = NULL;
+	d->n_sectors = 0;
+	free(d->padded);
+	d->padded = NULL;
 	d->why[0] = '\0';
 	d->failed_usb = false;
 	d->wait_until = -1;
@@ -1150,6 +1219,8 @@ static void dfu_close(struct transport *t)
 	if (d->has_hotplug)
 		libusb_hotplug_deregister_callback(d->ctx, d->hotplug);
 	libusb_free_transfer(d->xfer);
+	free(d->padded);
+	d->padded = NULL;
 	libusb_set_pollfd_notifiers(d->ctx, NULL, NULL, NULL);
 	libusb_exit(d->ctx);
 	d->ctx = NULL;
@@ -1329,6 +1400,88 @@ static int dfu_reconnect(struct transport *t, unsigned within_ms)
 	return 0;
 }
 
+static int vt_mem_start(struct dfu *d, enum dfu_op op, uint8_t attrs)
+{
+	int r = op_start(d, op);
+
+	if (r < 0)
+		return r;
+	d->vt_mem = true;
+	d->vt_attrs = attrs;
+	return 0;
+}
+
+static int dfu_read(struct transport *t, uint32_t addr, uint8_t *buf, size_t len)
+{
+	struct dfu *d = D(t);
+	int r = vt_mem_start(d, OP_READ, DFUSE_MEM_READABLE);
+
+	if (r < 0)
+		return r;
+	d->mem_addr = addr;
+	d->mem_out = buf;
+	d->mem_len = len;
+	advance(d, 0);
+	return 0;
+}
+
+static int dfu_write(struct transport *t, uint32_t addr, const uint8_t *data, size_t len)
+{
+	struct dfu *d = D(t);
+	unsigned unit = transport_write_unit(addr);
+	int r = vt_mem_start(d, OP_WRITE, DFUSE_MEM_WRITABLE);
+
+	if (r < 0)
+		return r;
+	if (len % unit != 0) {
+		/* The tail padded with 0xFF to the write unit, as over UART. */
+		size_t padded = len + unit - len % unit;
+
+		d->padded = malloc(padded);
+		if (!d->padded) {
+			d->op = OP_NONE;
+			return -ENOMEM;
+		}
+		memcpy(d->padded, data, len);
+		memset(d->padded + len, 0xff, padded - len);
+		data = d->padded;
+		len = padded;
+	}
+	d->mem_addr = addr;
+	d->mem_in = data;
+	d->mem_len = len;
+	advance(d, 0);
+	return 0;
+}
+
+static int dfu_erase(struct transport *t, const uint16_t *sectors, size_t n)
+{
+	struct dfu *d = D(t);
+	int r = vt_mem_start(d, n ? OP_ERASE : OP_MASS_ERASE, DFUSE_MEM_ERASABLE);
+
+	if (r < 0)
+		return r;
+	d->sectors = sectors;
+	d->n_sectors = n;
+	d->sector_i = 0;
+	d->mem_len = n ? STM32H5_FLASH_SECTOR : 0;
+	advance(d, 0);
+	return 0;
+}
+
+static int dfu_go(struct transport *t, uint32_t addr)
+{
+	struct dfu *d = D(t);
+	int r = vt_mem_start(d, OP_LEAVE, 0);
+
+	if (r < 0)
+		return r;
+	d->leave_has_addr = true;
+	d->mem_addr = addr;
+	advance(d, 0);
+	return 0;
+}
+
 static void dfu_cancel(struct transport *t)
 {
 	struct dfu *d = D(t);
@@ -1365,6 +1518,10 @@ const struct transport_ops transport_dfu_ops = {
 	.identify = dfu_identify,
 	.osfi = dfu_osfi,
 	.reconnect = dfu_reconnect,
+	.read = dfu_read,
+	.write = dfu_write,
+	.erase = dfu_erase,
+	.go = dfu_go,
 	.cancel = dfu_cancel,
 	.describe = dfu_describe,
 	.port_name = dfu_port_name,

@@ -285,6 +285,92 @@ int transport_reconnect(struct transport *t, unsigned within_ms, transport_done_
 	return r;
 }
 
+unsigned transport_write_unit(uint32_t addr)
+{
+	if ((addr >= STM32H5_FLASH_BASE && addr - STM32H5_FLASH_BASE < STM32H5_FLASH_SIZE) ||
+	    (addr >= STM32H5_OTP_BASE && addr - STM32H5_OTP_BASE < STM32H5_OTP_SIZE))
+		return STM32H5_FLASH_WRITE_UNIT;
+	return 4;
+}
+
+/* The range [addr, addr + len) is not empty and does not wrap. */
+static bool range_ok(uint32_t addr, size_t len)
+{
+	return len > 0 && (uint64_t)addr + len <= (uint64_t)UINT32_MAX + 1;
+}
+
+int transport_read(struct transport *t, uint32_t addr, uint8_t *buf, size_t len,
+		   transport_done_fn done, void *user_data)
+{
+	int r;
+
+	if (!buf || !range_ok(addr, len))
+		return -EINVAL;
+	if (!t->ops->read)
+		return -ENOTSUP;
+	r = op_begin(t, done, user_data);
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->read(t, addr, buf, len));
+	leave(t);
+	return r;
+}
+
+int transport_write(struct transport *t, uint32_t addr, const uint8_t *data, size_t len,
+		    transport_done_fn done, void *user_data)
+{
+	int r;
+
+	if (!data || !range_ok(addr, len) || addr % transport_write_unit(addr) != 0)
+		return -EINVAL;
+	if (!t->ops->write)
+		return -ENOTSUP;
+	r = op_begin(t, done, user_data);
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->write(t, addr, data, len));
+	leave(t);
+	return r;
+}
+
+int transport_erase(struct transport *t, const uint16_t *sectors, size_t n,
+		    transport_done_fn done, void *user_data)
+{
+	int r;
+
+	if (n > 0 && !sectors)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (sectors[i] >= STM32H5_FLASH_SIZE / STM32H5_FLASH_SECTOR)
+			return -EINVAL;
+	if (!t->ops->erase)
+		return -ENOTSUP;
+	r = op_begin(t, done, user_data);
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->erase(t, sectors, n));
+	leave(t);
+	return r;
+}
+
+int transport_go(struct transport *t, uint32_t addr, transport_done_fn done, void *user_data)
+{
+	int r;
+
+	if (!t->ops->go)
+		return -ENOTSUP;
+	r = op_begin(t, done, user_data);
+	if (r < 0)
+		return r;
+	enter(t);
+	r = op_started(t, t->ops->go(t, addr));
+	leave(t);
+	return r;
+}
+
 void transport_cancel(struct transport *t)
 {
 	if (!t->busy)
@@ -373,6 +459,34 @@ int transport_osfi_sync(struct transport *t, const struct osfi_request *req, uin
 int transport_reconnect_sync(struct transport *t, unsigned within_ms)
 {
 	int r = transport_reconnect(t, within_ms, NULL, NULL);
+
+	return r < 0 ? r : transport_wait(t);
+}
+
+int transport_read_sync(struct transport *t, uint32_t addr, uint8_t *buf, size_t len)
+{
+	int r = transport_read(t, addr, buf, len, NULL, NULL);
+
+	return r < 0 ? r : transport_wait(t);
+}
+
+int transport_write_sync(struct transport *t, uint32_t addr, const uint8_t *data, size_t len)
+{
+	int r = transport_write(t, addr, data, len, NULL, NULL);
+
+	return r < 0 ? r : transport_wait(t);
+}
+
+int transport_erase_sync(struct transport *t, const uint16_t *sectors, size_t n)
+{
+	int r = transport_erase(t, sectors, n, NULL, NULL);
+
+	return r < 0 ? r : transport_wait(t);
+}
+
+int transport_go_sync(struct transport *t, uint32_t addr)
+{
+	int r = transport_go(t, addr, NULL, NULL);
 
 	return r < 0 ? r : transport_wait(t);
 }

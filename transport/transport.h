@@ -28,6 +28,15 @@
  *   reconnect  after the chip reset itself (FINALIZE): wait for its bootloader to come back,
  *              for at most within_ms (UART: one 0x7F at a time, each given the step
  *              timeout, as sfid did before the vtable).
+ *   read       len bytes of the chip's memory at addr (UART: Read Memory blocks of 256;
+ *              DfuSe: UPLOAD through the alternate whose layout holds the range).
+ *   write      len bytes at addr (UART: Write Memory blocks; DfuSe: DNLOAD). The tail is
+ *              padded with 0xFF to the write unit: 16 bytes in flash and OTP, 4 elsewhere;
+ *              addr must be a multiple of it. Flash must have been erased.
+ *   erase      the flash sectors listed (numbers of STM32H5_FLASH_SECTOR-byte sectors from
+ *              STM32H5_FLASH_BASE), or every sector when n is 0 (mass erase).
+ *   go         start the code at addr (UART: Go; DfuSe: leave DFU mode at addr). The
+ *              bootloader session ends: the next operation is a probe.
  *   cancel     drops the running operation now, without calling its callback.
  * Retries of garbled or lost answers, and what may be retried, are the backend's: a caller
  * sees one result per operation.
@@ -136,6 +145,11 @@ struct transport_ops {
 	int (*osfi)(struct transport *t, const struct osfi_request *req, uint8_t *answer,
 		    size_t answer_max, struct transport_answer *ret);
 	int (*reconnect)(struct transport *t, unsigned within_ms);
+	/* Memory operations (see above); NULL when the backend has none (-ENOTSUP). */
+	int (*read)(struct transport *t, uint32_t addr, uint8_t *buf, size_t len);
+	int (*write)(struct transport *t, uint32_t addr, const uint8_t *data, size_t len);
+	int (*erase)(struct transport *t, const uint16_t *sectors, size_t n);
+	int (*go)(struct transport *t, uint32_t addr);
 	void (*cancel)(struct transport *t);
 	/* The last failure as one sentence ("Special GET_CERT: timeout at the answer step"). */
 	void (*describe)(const struct transport *t, char *buf, size_t size);
@@ -194,7 +208,18 @@ int transport_osfi(struct transport *t, const struct osfi_request *req, uint8_t 
 		   void *user_data);
 int transport_reconnect(struct transport *t, unsigned within_ms, transport_done_fn done,
 			void *user_data);
+/* Memory operations: buf, data and sectors are borrowed until the callback. len >= 1;
+ * n == 0 erases all flash. */
+int transport_read(struct transport *t, uint32_t addr, uint8_t *buf, size_t len,
+		   transport_done_fn done, void *user_data);
+int transport_write(struct transport *t, uint32_t addr, const uint8_t *data, size_t len,
+		    transport_done_fn done, void *user_data);
+int transport_erase(struct transport *t, const uint16_t *sectors, size_t n,
+		    transport_done_fn done, void *user_data);
+int transport_go(struct transport *t, uint32_t addr, transport_done_fn done, void *user_data);
 void transport_cancel(struct transport *t);
+/* The write unit at addr: 16 in the STM32H5's flash and OTP, 4 elsewhere. */
+unsigned transport_write_unit(uint32_t addr);
 
 /* Blocking use: runs the link with poll() until the running operation ends; returns its
  * result (0 at once when none runs). */
@@ -205,6 +230,10 @@ int transport_identify_sync(struct transport *t, struct transport_identity *ret)
 int transport_osfi_sync(struct transport *t, const struct osfi_request *req, uint8_t *answer,
 			size_t answer_max, struct transport_answer *ret);
 int transport_reconnect_sync(struct transport *t, unsigned within_ms);
+int transport_read_sync(struct transport *t, uint32_t addr, uint8_t *buf, size_t len);
+int transport_write_sync(struct transport *t, uint32_t addr, const uint8_t *data, size_t len);
+int transport_erase_sync(struct transport *t, const uint16_t *sectors, size_t n);
+int transport_go_sync(struct transport *t, uint32_t addr);
 
 /* The UART backend's AN3155 link, for AN3155 commands beyond OSFI (sfi-boot's read, write,
  * erase, go); NULL for another backend. */

@@ -60,6 +60,16 @@ struct uart {
 	size_t answer_max;
 	int64_t op_deadline;
 	bool reconnecting;
+
+	/* A memory operation: split into commands of one block or one page list each. */
+	uint32_t mem_addr;
+	uint8_t *mem_out;
+	const uint8_t *mem_in;
+	size_t mem_len, mem_off;	/* bytes (pages for an erase) done so far */
+	const uint16_t *mem_pages;
+	bool mem_block;			/* a failure names the block's address */
+	uint32_t mem_at;
+	uint8_t tail[AN3155_MAX_BLOCK];
 	char error[256];
 };
 
@@ -97,9 +107,15 @@ static void op_end(struct uart *u, int r)
 		 (r == -AN3155_E_TIMEOUT || r == -AN3155_E_UNEXPECTED))
 		snprintf(u->error, sizeof(u->error), "no bootloader answers on %s (chip absent, not "
 			 "in its bootloader, or wrong entry sequence)", link_port_name(u->link));
-	else if (r < 0)
+	else if (r < 0 && u->mem_block) {
+		char what[200];
+
+		an3155_xfer_describe(&u->x, what, sizeof(what));
+		snprintf(u->error, sizeof(u->error), "%s at 0x%08x", what, u->mem_at);
+	} else if (r < 0)
 		an3155_xfer_describe(&u->x, u->error, sizeof(u->error));
 	u->reconnecting = false;
+	u->mem_block = false;
 	transport_complete(u->t, r);
 }
 
@@ -408,6 +424,155 @@ static int uart_osfi(struct transport *t, const struct osfi_request *req, uint8_
 	return 0;
 }
 
+/* ---- memory: read, write, erase, go ---- */
+
+/* The next piece of a transfer split into commands of at most max units. */
+static size_t piece(size_t left, size_t max)
+{
+	return left < max ? left : max;
+}
+
+static void read_next(struct uart *u, int r)
+{
+	size_t n;
+
+	if (r < 0) {
+		op_end(u, r);
+		return;
+	}
+	if (u->mem_off == u->mem_len) {
+		op_end(u, 0);
+		return;
+	}
+	n = piece(u->mem_len - u->mem_off, AN3155_MAX_BLOCK);
+	u->mem_at = u->mem_addr + (uint32_t)u->mem_off;
+	r = an3155_xfer_read_memory(&u->x, &u->tmo, u->mem_at, u->mem_out + u->mem_off, n);
+	if (r < 0) {
+		op_end(u, r);
+		return;
+	}
+	u->mem_off += n;
+	/* Read Memory changes nothing: the policy runs it again after a lost block. */
+	cmd_run(u, read_next);
+}
+
+static int uart_read(struct transport *t, uint32_t addr, uint8_t *buf, size_t len)
+{
+	struct uart *u = U(t);
+
+	u->mem_addr = addr;
+	u->mem_out = buf;
+	u->mem_len = len;
+	u->mem_off = 0;
+	u->mem_block = true;
+	read_next(u, 0);
+	return 0;
+}
+
+static void write_next(struct uart *u, int r)
+{
+	const uint8_t *block;
+	size_t n, sent;
+	unsigned unit;
+
+	if (r < 0) {
+		op_end(u, r);
+		return;
+	}
+	if (u->mem_off == u->mem_len) {
+		op_end(u, 0);
+		return;
+	}
+	n = piece(u->mem_len - u->mem_off, AN3155_MAX_BLOCK);
+	u->mem_at = u->mem_addr + (uint32_t)u->mem_off;
+	unit = transport_write_unit(u->mem_at);
+	block = u->mem_in + u->mem_off;
+	sent = n;
+	/* Blocks are 256 bytes; only the last may need padding to the write unit. */
+	if (n % unit != 0) {
+		sent = (n + unit - 1) & ~(size_t)(unit - 1);
+		memcpy(u->tail, block, n);
+		memset(u->tail + n, 0xff, sent - n);
+		block = u->tail;
+	}
+	r = an3155_xfer_write_memory(&u->x, &u->tmo, u->mem_at, block, sent);
+	if (r < 0) {
+		op_end(u, r);
+		return;
+	}
+	u->mem_off += n;
+	/* The policy never sends a Write Memory again once its data reached the chip. */
+	cmd_run(u, write_next);
+}
+
+static int uart_write(struct transport *t, uint32_t addr, const uint8_t *data, size_t len)
+{
+	struct uart *u = U(t);
+
+	u->mem_addr = addr;
+	u->mem_in = data;
+	u->mem_len = len;
+	u->mem_off = 0;
+	u->mem_block = true;
+	write_next(u, 0);
+	return 0;
+}
+
+static void erase_next(struct uart *u, int r)
+{
+	size_t k;
+
+	if (r < 0 || u->mem_off == u->mem_len) {
+		op_end(u, r);
+		return;
+	}
+	k = piece(u->mem_len - u->mem_off, AN3155_ERASE_MAX_PAGES);
+	r = an3155_xfer_erase_pages(&u->x, &u->tmo, u->mem_pages + u->mem_off, k);
+	if (r < 0) {
+		op_end(u, r);
+		return;
+	}
+	u->mem_off += k;
+	/* Extended Erase may be sent again: erasing twice erases the same. */
+	cmd_run(u, erase_next);
+}
+
+static void mem_done(struct uart *u, int r)
+{
+	op_end(u, r);
+}
+
+static int uart_erase(struct transport *t, const uint16_t *sectors, size_t n)
+{
+	struct uart *u = U(t);
+	int r;
+
+	if (n == 0) {
+		r = an3155_xfer_erase_special(&u->x, &u->tmo, AN3155_ERASE_MASS);
+		if (r < 0)
+			return r;
+		cmd_run(u, mem_done);
+		return 0;
+	}
+	u->mem_pages = sectors;
+	u->mem_len = n;
+	u->mem_off = 0;
+	erase_next(u, 0);
+	return 0;
+}
+
+static int uart_go(struct transport *t, uint32_t addr)
+{
+	struct uart *u = U(t);
+
+	u->mem_at = addr;
+	u->mem_block = true;
+	an3155_xfer_go(&u->x, &u->tmo, addr);
+	/* Never sent again once its address reached the chip: the code may run already. */
+	cmd_run(u, mem_done);
+	return 0;
+}
+
 /* ---- reconnect after the chip's reset ---- */
 
 static void reconnect_try(struct uart *u);
@@ -560,6 +725,7 @@ static void uart_cancel(struct transport *t)
 	u->want_out = false;
 	u->entry_pos = 0;
 	u->reconnecting = false;
+	u->mem_block = false;
 	u->gen++;
 }
 
@@ -644,6 +810,10 @@ const struct transport_ops transport_uart_ops = {
 	.identify = uart_identify,
 	.osfi = uart_osfi,
 	.reconnect = uart_reconnect,
+	.read = uart_read,
+	.write = uart_write,
+	.erase = uart_erase,
+	.go = uart_go,
 	.cancel = uart_cancel,
 	.describe = uart_describe,
 	.port_name = uart_port_name,
