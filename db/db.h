@@ -108,6 +108,13 @@ struct db_job {
 	const char *global_license_file; /* global (uncounted) license file, or NULL */
 	const char *station;      /* the station name (sfid.conf), or NULL */
 	const char *sfid_version; /* the sfid that loaded it, or NULL */
+	/* A plain job: firmware written with the bootloader's memory commands, no OSFI, no
+	 * license. image_id and image_digest are then both the SHA-256 of the loaded
+	 * firmware's bytes; firmware names its files (FILE or FILE@ADDR, one per line). */
+	bool plain;
+	const char *firmware;
+	bool go;                  /* plain: start the chip at go_address when written */
+	uint32_t go_address;
 };
 
 /* Records a newly loaded job. Returns 0 and sets *ret_job_id. */
@@ -480,6 +487,10 @@ struct db_job_row {
 	uint64_t failed;    /* its attempts that ended failed (DB_FAILURE_TOUCHED) */
 	uint64_t refused;   /* chips refused untouched (DB_FAILURE_UNTOUCHED), once per chip */
 	uint64_t halted;    /* attempts stopped by a line halt */
+	bool plain;         /* a plain job (struct db_job) */
+	char firmware[DB_TEXT_MAX + 1];            /* plain: its files, one per line */
+	bool go;
+	uint32_t go_address;
 };
 
 /* The newest job still active (loaded and not ended), to restore it at startup. Returns 0

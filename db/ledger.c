@@ -116,7 +116,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 	if (!job || !text_ok(job->image_path, true) || !is_lower_hex(job->image_id, DB_ID_HEX) ||
 	    !is_lower_hex(job->image_digest, DB_ID_HEX) || !text_ok(job->module_file, false) ||
 	    !text_ok(job->loaded_user, true) || !text_ok(job->global_license_file, false) ||
-	    !text_ok(job->station, false) || !text_ok(job->sfid_version, false))
+	    !text_ok(job->station, false) || !text_ok(job->sfid_version, false) ||
+	    !text_ok(job->firmware, job->plain) || (job->go && !job->plain))
 		return db_fail(db, -EINVAL, "invalid job: image path, 64-digit lowercase hex image "
 					    "id and digest, and the loading user are required");
 	r = db_begin(db);
@@ -125,8 +126,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 	r = db_prepare(db,
 		       "INSERT INTO jobs (image_path, image_id, image_digest, module_file, "
 		       "target_count, loaded_uid, loaded_user, created_at, state, "
-		       "global_license_file, station, sfid_version) "
-		       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)",
+		       "global_license_file, station, sfid_version, kind, firmware, go_address) "
+		       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?, ?, ?, ?, ?)",
 		       &st);
 	if (r == 0) {
 		sqlite3_bind_text(st, 1, job->image_path, -1, SQLITE_STATIC);
@@ -140,6 +141,12 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		bind_text_or_null(st, 9, job->global_license_file);
 		bind_text_or_null(st, 10, job->station);
 		bind_text_or_null(st, 11, job->sfid_version);
+		sqlite3_bind_text(st, 12, job->plain ? "plain" : "osfi", -1, SQLITE_STATIC);
+		bind_text_or_null(st, 13, job->plain ? job->firmware : NULL);
+		if (job->go)
+			sqlite3_bind_int64(st, 14, job->go_address);
+		else
+			sqlite3_bind_null(st, 14);
 		r = db_step_done(db, st, "recording a job");
 		id = sqlite3_last_insert_rowid(db->h);
 	}
@@ -159,6 +166,13 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		db_json_add_str(data, "station", job->station);
 	if (job->sfid_version)
 		db_json_add_str(data, "version", job->sfid_version);
+	/* Only for plain jobs, so the records of OSFI jobs keep their members. */
+	if (job->plain) {
+		db_json_add_str(data, "kind", "plain");
+		db_json_add_str(data, "firmware", job->firmware);
+		if (job->go)
+			db_json_add_int(data, "go_address", job->go_address);
+	}
 	r = finish(db, r, "job.create", data);
 	if (r == 0)
 		*ret_job_id = id;
@@ -227,6 +241,42 @@ int db_job_start(struct db *db, int64_t job_id, uint32_t uid, const char *user,
 	return finish(db, r, "job.start", data);
 }
 
+/* True when job_id is a plain job; its image digest to digest (may be NULL). */
+static bool job_is_plain(struct db *db, int64_t job_id, char *digest, size_t size)
+{
+	sqlite3_stmt *st;
+	bool plain = false;
+
+	if (job_id <= 0 || db_prepare(db, "SELECT kind, image_digest FROM jobs WHERE id = ?", &st) < 0)
+		return false;
+	sqlite3_bind_int64(st, 1, job_id);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		const char *k = (const char *)sqlite3_column_text(st, 0);
+		const char *dg = (const char *)sqlite3_column_text(st, 1);
+
+		plain = k && strcmp(k, "plain") == 0;
+		if (digest && size)
+			snprintf(digest, size, "%s", dg ? dg : "");
+	}
+	sqlite3_finalize(st);
+	return plain;
+}
+
+/* The job of an attempt, 0 if none. */
+static int64_t attempt_job(struct db *db, int64_t attempt_id)
+{
+	sqlite3_stmt *st;
+	int64_t job = 0;
+
+	if (db_prepare(db, "SELECT job_id FROM attempts WHERE id = ?", &st) < 0)
+		return 0;
+	sqlite3_bind_int64(st, 1, attempt_id);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		job = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return job;
+}
+
 int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *ret_attempt_id)
 {
 	struct json_object *data;
@@ -254,6 +304,8 @@ int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *r
 	db_json_add_int(data, "attempt", id);
 	db_json_add_int(data, "job", job_id);
 	db_json_add_str(data, "slot", slot);
+	if (r == 0 && job_is_plain(db, job_id, NULL, 0))
+		db_json_add_str(data, "kind", "plain");
 	r = finish(db, r, "attempt.begin", data);
 	if (r == 0)
 		*ret_attempt_id = id;
@@ -344,6 +396,15 @@ int db_attempt_finish(struct db *db, int64_t attempt_id, enum db_result result, 
 	db_json_add_int(data, "bytes", (int64_t)bytes_sent);
 	if (chip_uid)
 		db_json_add_str(data, "chip_uid", chip_uid);
+	/* A plain job's chip: the record says so and names the firmware it received. */
+	if (r == 0) {
+		char digest[DB_ID_HEX + 1];
+
+		if (job_is_plain(db, attempt_job(db, attempt_id), digest, sizeof(digest))) {
+			db_json_add_str(data, "kind", "plain");
+			db_json_add_str(data, "image_digest", digest);
+		}
+	}
 	return finish(db, r, "attempt.end", data);
 }
 

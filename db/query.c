@@ -402,7 +402,7 @@ int db_job_active(struct db *db, struct db_job_row *ret)
 		       "(SELECT count(DISTINCT coalesce(chip_uid, id)) FROM attempts WHERE "
 		       "job_id = j.id AND result = 'failed' AND error_code = 1), "
 		       "(SELECT count(*) FROM attempts WHERE job_id = j.id AND result = 'failed' "
-		       "AND error_code = 2) "
+		       "AND error_code = 2), kind, firmware, go_address "
 		       "FROM jobs j WHERE state = 'active' ORDER BY id DESC LIMIT 1",
 		       &st);
 	if (r < 0)
@@ -424,6 +424,11 @@ int db_job_active(struct db *db, struct db_job_row *ret)
 		ret->failed = (uint64_t)sqlite3_column_int64(st, 11);
 		ret->refused = (uint64_t)sqlite3_column_int64(st, 12);
 		ret->halted = (uint64_t)sqlite3_column_int64(st, 13);
+		ret->plain = sqlite3_column_text(st, 14) &&
+			     strcmp((const char *)sqlite3_column_text(st, 14), "plain") == 0;
+		column_text(st, 15, ret->firmware, sizeof(ret->firmware));
+		ret->go = sqlite3_column_type(st, 16) != SQLITE_NULL;
+		ret->go_address = (uint32_t)sqlite3_column_int64(st, 16);
 	} else if (rc == SQLITE_DONE) {
 		r = db_fail(db, -ENOENT, "no job is active in %s", db->path);
 	} else {

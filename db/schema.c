@@ -134,6 +134,13 @@ const char *const db_migrations[] = {
 	"  ended_at INTEGER NOT NULL"
 	");"
 	"CREATE INDEX tool_runs_attempt ON tool_runs(attempt_id);",
+	/* v6: plain programming jobs (firmware written with the bootloader's own commands, no
+	 * OSFI, no license): the job's kind, its firmware files, and where it starts the chip. */
+	"ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'osfi'"
+	"  CHECK (kind IN ('osfi', 'plain'));"
+	"ALTER TABLE jobs ADD COLUMN firmware TEXT;"
+	"ALTER TABLE jobs ADD COLUMN go_address INTEGER"
+	"  CHECK (go_address IS NULL OR (go_address >= 0 AND go_address <= 4294967295));",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

@@ -545,17 +545,17 @@ static int check_key_change(struct verifier *v, const struct audit_line *l)
 /* The data members each record type may hold; anything else is refused. */
 static const struct {
 	const char *type;
-	const char *members[12];
+	const char *members[16];
 } record_types[] = {
 	{ "job.create", { "job", "image_path", "image_id", "image_digest", "module_file",
 			  "target_count", "loaded_uid", "loaded_user", "global_license_file",
-			  "station", "version" } },
+			  "station", "version", "kind", "firmware", "go_address" } },
 	{ "job.end", { "job" } },
 	{ "job.start", { "job", "uid", "user", "slots" } },
-	{ "attempt.begin", { "attempt", "job", "slot" } },
+	{ "attempt.begin", { "attempt", "job", "slot", "kind" } },
 	{ "attempt.step", { "attempt", "step", "bytes", "chip_uid" } },
 	{ "attempt.end", { "attempt", "result", "error_code", "error_text", "bytes",
-			   "chip_uid" } },
+			   "chip_uid", "kind", "image_digest" } },
 	{ "chip.update", { "chip_uid", "final_state", "product_state" } },
 	{ "license.reserve", { "license", "job", "attempt", "chip_uid", "token", "firmware_id",
 			       "target", "counter_before" } },
@@ -590,10 +590,10 @@ static int check_members(struct verifier *v, const struct audit_line *l)
 		size_t k;
 
 		(void)val;
-		for (k = 0; k < 12 && record_types[i].members[k]; k++)
+		for (k = 0; k < 16 && record_types[i].members[k]; k++)
 			if (strcmp(record_types[i].members[k], key) == 0)
 				break;
-		if (k == 12 || !record_types[i].members[k])
+		if (k == 16 || !record_types[i].members[k])
 			return bad(v, l->seq, "%s record has an unknown field \"%.64s\"", l->type,
 				   key);
 	}

@@ -1402,7 +1402,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 5);
+	assert_int_equal(db_schema_version(), 6);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
@@ -1621,9 +1621,80 @@ static void test_tool_run(void **state)
 	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
 }
 
+/* The content of the audit record with this type whose data has member=value. */
+static bool audit_has(struct db *db, const char *type, const char *needle)
+{
+	sqlite3_stmt *st;
+	bool found = false;
+
+	assert_int_equal(sqlite3_prepare_v2(db->h, "SELECT content FROM audit WHERE type = ?", -1,
+					    &st, NULL), SQLITE_OK);
+	sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW)
+		found |= strstr((const char *)sqlite3_column_text(st, 0), needle) != NULL;
+	sqlite3_finalize(st);
+	return found;
+}
+
+static void test_plain_job(void **state)
+{
+	struct fixture *f = *state;
+	struct db_job j = {
+		.image_path = "app.elf, boot.bin@0x08000000",
+		.image_id = DIGEST,
+		.image_digest = DIGEST,
+		.target_count = 3,
+		.loaded_uid = 1000,
+		.loaded_user = "supervisor",
+		.plain = true,
+		.firmware = "app.elf\nboot.bin@0x08000000",
+		.go = true,
+		.go_address = 0x08000000,
+	};
+	struct db_job_row row;
+	int64_t job = 0, attempt = 0;
+	uint64_t bad_seq = 0;
+	char uid[DB_CHIP_UID_HEX + 1];
+
+	f->db = open_db(f, 0, 0);
+	/* A plain job names its firmware; an OSFI job has no Go address. */
+	j.firmware = NULL;
+	assert_int_equal(db_job_create(f->db, &j, &job), -EINVAL);
+	j.firmware = "app.elf\nboot.bin@0x08000000";
+	j.plain = false;
+	assert_int_equal(db_job_create(f->db, &j, &job), -EINVAL);
+	j.plain = true;
+	assert_int_equal(db_job_create(f->db, &j, &job), 0);
+	assert_true(audit_has(f->db, "job.create", "\"kind\":\"plain\""));
+	assert_true(audit_has(f->db, "job.create", "\"go_address\":134217728"));
+	uid_for(7, uid);
+	assert_int_equal(db_attempt_begin(f->db, job, "slot-1", &attempt), 0);
+	assert_true(audit_has(f->db, "attempt.begin", "\"kind\":\"plain\""));
+	assert_int_equal(db_attempt_step(f->db, attempt, "writing", uid, 0), 0);
+	assert_int_equal(db_attempt_finish(f->db, attempt, DB_RESULT_OK, 0, NULL, 4096, uid), 0);
+	assert_true(audit_has(f->db, "attempt.end", "\"image_digest\":\"" DIGEST "\""));
+	assert_true(audit_has(f->db, "attempt.end", "\"kind\":\"plain\""));
+	assert_int_equal(db_job_active(f->db, &row), 0);
+	assert_true(row.plain);
+	assert_true(row.go);
+	assert_int_equal(row.go_address, 0x08000000);
+	assert_string_equal(row.firmware, "app.elf\nboot.bin@0x08000000");
+	assert_int_equal(row.installed, 1);
+	/* An OSFI job's records carry no kind. */
+	assert_int_equal(db_job_end(f->db, job), 0);
+	job = make_job(f->db);
+	assert_int_equal(db_attempt_begin(f->db, job, "slot-1", &attempt), 0);
+	assert_int_equal(db_attempt_end(f->db, attempt, DB_RESULT_FAILED, 1, "identify: x", 0), 0);
+	assert_int_equal(db_job_active(f->db, &row), 0);
+	assert_false(row.plain);
+	assert_false(row.go);
+	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_plain_job, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_and_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ledger_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_only, setup, teardown),
