@@ -24,6 +24,7 @@ struct parse_state {
 	unsigned entered_line;	/* section_line when the handler last changed section */
 	char section[64];	/* section the handler saw last */
 	int slot;		/* index of the current [slot] section, -1 otherwise */
+	unsigned pool_line;	/* of [hsm] pool */
 	bool failed;
 	char *err;
 	size_t err_size;
@@ -325,6 +326,10 @@ static int handler(void *user, const char *section, const char *name, const char
 			return set_string(st, section, name, value, &c->hsm_module), 1;
 		if (strcmp(name, "token") == 0)
 			return set_string(st, section, name, value, &c->hsm_token), 1;
+		if (strcmp(name, "pool") == 0) {
+			st->pool_line = st->line;
+			return set_string(st, section, name, value, &c->hsm_pool_text), 1;
+		}
 		if (strcmp(name, "pin_file") == 0)
 			return set_string(st, section, name, value, &c->hsm_pin_file), 1;
 		if (strcmp(name, "pin_credential") == 0)
@@ -444,6 +449,48 @@ static bool resolve_group(struct parse_state *st, const char *key, const char *n
 	return true;
 }
 
+/* [hsm] pool: token names (labels or serial:S) separated by commas or blanks, each once,
+ * none the line token. */
+static bool split_pool(struct parse_state *st)
+{
+	struct config *c = st->c;
+	const char *p = c->hsm_pool_text;
+
+	while (*p) {
+		size_t n = strcspn(p, ", \t");
+		char *name;
+
+		if (n == 0) {
+			p++;
+			continue;
+		}
+		if (c->n_hsm_pool >= CONFIG_POOL_MAX) {
+			fail(st, st->pool_line, "key 'pool' in [hsm]: more than %d tokens",
+			     CONFIG_POOL_MAX);
+			return false;
+		}
+		name = strndup(p, n);
+		if (!name) {
+			fail(st, st->line, "out of memory");
+			return false;
+		}
+		c->hsm_pool[c->n_hsm_pool++] = name;
+		p += n;
+		if (strcmp(name, c->hsm_token) == 0) {
+			fail(st, st->pool_line, "key 'pool' in [hsm]: '%s' is the line token itself "
+			     "('token')", name);
+			return false;
+		}
+		for (size_t k = 0; k + 1 < c->n_hsm_pool; k++)
+			if (strcmp(c->hsm_pool[k], name) == 0) {
+				fail(st, st->pool_line, "key 'pool' in [hsm]: token '%s' is named "
+				     "twice", name);
+				return false;
+			}
+	}
+	return true;
+}
+
 /* Checks what only the whole file can tell: required keys and cross references. */
 static void config_check(struct parse_state *st)
 {
@@ -484,6 +531,8 @@ static void config_check(struct parse_state *st)
 		fail(st, st->line, "key '%s' missing in [hsm]", c->hsm_module ? "token" : "module");
 		return;
 	}
+	if (c->hsm_pool_text && !split_pool(st))
+		return;
 	if (!c->hsm_pin_file == !c->hsm_pin_credential) {
 		fail(st, st->line, "[hsm] needs exactly one of 'pin_file' or 'pin_credential'");
 		return;
@@ -603,6 +652,9 @@ struct config *config_free(struct config *c)
 	free(c->station);
 	free(c->hsm_module);
 	free(c->hsm_token);
+	free(c->hsm_pool_text);
+	for (size_t i = 0; i < c->n_hsm_pool; i++)
+		free(c->hsm_pool[i]);
 	free(c->hsm_pin_file);
 	free(c->hsm_pin_credential);
 	free(c->db_path);

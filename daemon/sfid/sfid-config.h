@@ -11,6 +11,8 @@
 
 #define CONFIG_SLOTS_MAX 64
 #define CONFIG_NAME_MAX 32
+/* Tokens of the line token's pool besides the line token itself (tokens.h: TOKENS_MAX). */
+#define CONFIG_POOL_MAX 15
 
 struct config_slot {
 	char name[CONFIG_NAME_MAX + 1];
@@ -35,6 +37,9 @@ struct config {
 
 	char *hsm_module;
 	char *hsm_token;	/* label, or "serial:XXXX" */
+	char *hsm_pool_text;	/* [hsm] pool as written */
+	char *hsm_pool[CONFIG_POOL_MAX];	/* more tokens licensing the same firmware */
+	size_t n_hsm_pool;
 	char *hsm_pin_file;
 	char *hsm_pin_credential;
 

@@ -158,6 +158,27 @@ static void test_duplicate_keys(void **state)
 		     "key 'operator_group' in [control] is already set at line 8");
 }
 
+/* [hsm] pool: token names separated by commas or blanks, each once, not the line token. */
+static void test_pool(void **state)
+{
+	struct config *c = NULL;
+	char err[512] = "";
+
+	assert_int_equal(config_parse_string("test.conf", BASE "[slot A]\nport = /x\n[hsm]\n"
+					     "pool = b, serial:0042\tc\n", &c, err, sizeof(err)), 0);
+	assert_int_equal(c->n_hsm_pool, 3);
+	assert_string_equal(c->hsm_pool[0], "b");
+	assert_string_equal(c->hsm_pool[1], "serial:0042");
+	assert_string_equal(c->hsm_pool[2], "c");
+	config_free(c);
+	expect_error(BASE "[slot A]\nport = /x\n[hsm]\npool = b, t\n",
+		     "test.conf:13: key 'pool' in [hsm]: 't' is the line token itself");
+	expect_error(BASE "[slot A]\nport = /x\n[hsm]\npool = b c b\n",
+		     "test.conf:13: key 'pool' in [hsm]: token 'b' is named twice");
+	expect_error(BASE "[slot A]\nport = /x\n[hsm]\npool = 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n",
+		     "key 'pool' in [hsm]: more than 15 tokens");
+}
+
 static void test_missing_file(void **state)
 {
 	struct config *c = NULL;
@@ -175,6 +196,7 @@ int main(void)
 		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_central),
 		cmocka_unit_test(test_duplicate_keys),
+		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_missing_file),
 	};
 
