@@ -1,12 +1,20 @@
 /* Licensing: the chain that gets every license a chip needs (reuse what the ledger holds,
- * otherwise intent, HSM, record), one chip at a time on a worker thread, and the queue of
- * slots waiting for it. It owns the ledger's connection: the chain, a halted line's
- * recheck and a job's token scan each have it to themselves, one after the other.
+ * otherwise intent, HSM, record), and the queue of slots waiting for it. Chains run side by
+ * side on threads of their own, one per token: a chain holds the tokens it draws from (one
+ * of each pool: the tokens holding the same firmware id) until it ends, so a token's session
+ * serves one chain at a time, and the head of the queue waits until a token of each pool it
+ * needs is free. A token whose counter is found exhausted is left aside while others of its
+ * pool have licenses; when none has, the line halts.
+ *
+ * It owns the ledger's connection: the chains share it, one ledger call at a time under a
+ * lock (never held across a PKCS#11 call); a halted line's recheck and a job's token scan
+ * have it to themselves, while no chain runs.
  *
  * It talks upward only through the callbacks registered at licensing_new(); a requester
  * (a slot) is an opaque pointer handed back to them. */
 #pragma once
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,14 +64,24 @@ struct licensing_params {
 struct licensing;
 
 int licensing_new(const struct licensing_params *p, struct licensing **ret);
-/* Closes the ledger connection (the workers must have stopped). Accepts NULL. */
+/* Lets the chains in progress finish (their completions run: call it while the slots still
+ * exist) and stops their threads. Accepts NULL. */
+void licensing_stop(struct licensing *l);
+/* Stops the chains, closes the ledger connection (the workers must have stopped). Accepts
+ * NULL. */
 struct licensing *licensing_free(struct licensing *l);
+
+/* Startup: reconciles the ledger with every open token's counter (a crash may have left a
+ * reservation open on any of them) and keeps the counters. Returns 0 or a negative errno,
+ * logged. */
+int licensing_reconcile_tokens(struct licensing *l);
 
 /* The ledger connection, for startup and shutdown only (nothing else runs on it then). */
 struct db *licensing_ledger(struct licensing *l);
-/* True while a chain, a recheck or a scan has the ledger. */
+/* True while a chain, a recheck or a scan runs. */
 bool licensing_busy(const struct licensing *l);
-/* The line token's counter as last read or left by an issue; -1 unknown. */
+/* The licenses left on the line token and its pool, as last read or left by an issue; -1
+ * unknown. licensing_set_left() sets the line token's own. */
 int64_t licensing_left(const struct licensing *l);
 void licensing_set_left(struct licensing *l, int64_t left);
 
@@ -75,13 +93,14 @@ void licensing_request(struct licensing *l, void *who, const char *uid_hex,
 void licensing_cancel(struct licensing *l, void *who);
 
 /* Runs work(ledger, arg) on a worker with the ledger to itself, then done(arg) on the
- * loop. Returns 0, -EBUSY while the ledger is in use, -ESHUTDOWN. */
+ * loop. Returns 0, -EBUSY while a chain or another task runs, -ESHUTDOWN. */
 int licensing_exclusive(struct licensing *l, void (*work)(struct db *ledger, void *arg),
 			void (*done)(void *arg), void *arg);
 
-/* Checks whether a halted line may run again: every token of the job answers (re-opened if
- * it was re-inserted) and has licenses left, the ledger is reconciled. done(arg, ok, why)
- * runs on the loop. Returns 0, -EBUSY while the ledger is in use, -ENOMEM, -ESHUTDOWN. */
+/* Checks whether a halted line may run again: every open token answers (re-opened if it
+ * was re-inserted), each pool the job draws from has a token with licenses left, the ledger
+ * is reconciled. done(arg, ok, why) runs on the loop. Returns 0, -EBUSY while a chain or
+ * another task runs, -ENOMEM, -ESHUTDOWN. */
 int licensing_recheck(struct licensing *l, void (*done)(void *arg, bool ok, const char *why),
 		      void *arg);
 
@@ -96,6 +115,7 @@ bool license_adopt(struct db *db, const struct job *j, const char *uid_hex,
 /* One chip's chain, with everything it needs copied in: it reads nothing of the line. */
 struct license_chain {
 	struct db *ledger;
+	pthread_mutex_t *lock;	/* taken around each ledger call; NULL: the ledger is ours */
 	char uid_hex[2 * OSFI_UID_LEN + 1];
 	uint8_t cert[OSFI_CERT_LEN];
 	int64_t job_id;
@@ -112,6 +132,7 @@ struct license_chain {
 	bool failed;
 	char cause[300];
 	char halt[300];
+	int empty;		/* the license whose token had no count left; -1 none */
 };
 /* Runs the chain (blocking on the token and the ledger: a worker, or a test). */
 void license_chain_run(struct license_chain *c);

@@ -135,7 +135,11 @@ static int open_hsm(struct sfid *d)
 		log_error("out of memory");
 		return r;
 	}
-	return tokens_open_line(d->tokens, cfg->hsm_token);
+	r = tokens_open_line(d->tokens, cfg->hsm_token);
+	if (r == 0)
+		r = tokens_open_pool(d->tokens, (const char *const *)cfg->hsm_pool,
+				     cfg->n_hsm_pool);
+	return r;
 }
 
 /* A new audit key generation on the token (sfi-hsm rotate-audit-key): the key that signed
@@ -173,11 +177,8 @@ static void audit_key_link(struct sfid *d, struct db *ldb, const struct db_signe
 static int open_db(struct sfid *d, struct db_signer *signer)
 {
 	struct db_options o = { .signer = NULL, .max_size_bytes = d->cfg->db_max_bytes };
-	const struct token *line = tokens_at(d->tokens, 0);
 	struct db *ldb = NULL;
 	char err[512] = "";
-	uint32_t count;
-	size_t n = 0;
 	int r;
 
 	signer->sign = audit_sign;
@@ -209,17 +210,10 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 		return r;
 	}
 	ldb = licensing_ledger(d->licensing);
-	/* A crash may have left a reservation open: the token's counter settles it. */
-	r = hsm_counter_read(line->h, &count);
-	if (r < 0) {
-		log_error("cannot read the HSM license counter: %s", hsm_error_to_string(r));
-		return -EIO;
-	}
-	r = token_reconcile(ldb, line->h, line->serial, count);
-	if (r < 0) {
-		log_error("cannot reconcile the license ledger: %s", db_last_error(ldb));
+	/* A crash may have left a reservation open: each token's counter settles its own. */
+	r = licensing_reconcile_tokens(d->licensing);
+	if (r < 0)
 		return r;
-	}
 	{
 		unsigned n_att = 0, n_lic = 0;
 
@@ -236,9 +230,6 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 				    "interrupted; %u license%s issued to them kept for their chips",
 				    n_att, n_att == 1 ? "" : "s", n_lic, n_lic == 1 ? "" : "s");
 	}
-	licensing_set_left(d->licensing, count);
-	log_info("HSM token %s (serial %s): %" PRIu32 " licenses left; ledger %s", line->label,
-		 line->serial, count, n ? "differences logged above" : "agrees");
 	return 0;
 }
 
@@ -573,6 +564,7 @@ out:
 	/* Licenses being issued finish and are recorded before anything closes; then every
 	 * record queued is written. */
 	d.workers = workers_free(d.workers);
+	licensing_stop(d.licensing);
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_stop(d.slots[i], "sfid shut down during the install");
 	d.recorder = recorder_free(d.recorder);

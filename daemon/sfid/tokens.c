@@ -82,16 +82,15 @@ static bool token_pin_at_risk(const struct tokens *t, const char *spec)
 	return risk;
 }
 
-int tokens_open_line(struct tokens *t, const char *spec)
+/* Opens and logs in to the token spec names, reads its firmware id and chip CA key. */
+static int token_open(struct tokens *t, const char *spec, struct token *tok,
+		      uint8_t ca_pub[OSFI_PUBKEY_LEN])
 {
-	struct token *tok = &t->t[0];
 	struct hsm_token_info info;
 	bool serial = strncmp(spec, "serial:", 7) == 0;
 	struct hsm *h = NULL;
 	int r;
 
-	if (t->n > 0)
-		return -EALREADY;
 	r = hsm_open(t->module, serial ? NULL : spec, serial ? spec + 7 : NULL, &h);
 	if (r < 0) {
 		log_error("cannot open HSM token '%s' with module %s: %s", spec, t->module,
@@ -118,7 +117,7 @@ int tokens_open_line(struct tokens *t, const char *spec)
 	if (r == 0)
 		r = hsm_firmware_id(h, tok->firmware_id);
 	if (r == 0)
-		r = hsm_ca_pubkey(h, t->ca_pub);
+		r = hsm_ca_pubkey(h, ca_pub);
 	if (r < 0) {
 		log_error("HSM token '%s' is not usable: %s", spec, hsm_error_to_string(r));
 		hsm_close(h);
@@ -128,8 +127,64 @@ int tokens_open_line(struct tokens *t, const char *spec)
 	snprintf(tok->serial, sizeof(tok->serial), "%s", info.serial);
 	snprintf(tok->label, sizeof(tok->label), "%s", info.label);
 	sfid_hex(tok->firmware_id, OSFI_ID_LEN, tok->firmware_id_hex);
-	t->n = 1;
 	return 0;
+}
+
+int tokens_open_line(struct tokens *t, const char *spec)
+{
+	int r;
+
+	if (t->n > 0)
+		return -EALREADY;
+	r = token_open(t, spec, &t->t[0], t->ca_pub);
+	if (r == 0)
+		t->n = 1;
+	return r;
+}
+
+int tokens_open_pool(struct tokens *t, const char *const *specs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint8_t ca_pub[OSFI_PUBKEY_LEN];
+		struct token tok;
+		int r;
+
+		if (t->n == 0)
+			return -ENOENT;
+		if (t->n >= TOKENS_MAX)
+			return -ENOSPC;
+		r = token_open(t, specs[i], &tok, ca_pub);
+		if (r < 0)
+			return r;
+		for (size_t k = 0; k < t->n; k++)
+			if (strcmp(t->t[k].serial, tok.serial) == 0) {
+				log_error("[hsm] pool: token '%s' is token %s, named already", specs[i],
+					  tok.serial);
+				hsm_close(tok.h);
+				return -HSM_ERR_INVALID;
+			}
+		if (memcmp(tok.firmware_id, t->t[0].firmware_id, OSFI_ID_LEN) != 0 ||
+		    memcmp(ca_pub, t->ca_pub, OSFI_PUBKEY_LEN) != 0) {
+			log_error("[hsm] pool: token '%s' (serial %s) is not provisioned like the line "
+				  "token %s: %s differs; provision it for the same image and chip CA "
+				  "(sfi-hsm provision)", specs[i], tok.serial, t->t[0].serial,
+				  memcmp(tok.firmware_id, t->t[0].firmware_id, OSFI_ID_LEN) != 0 ?
+				  "its firmware id" : "its chip CA key");
+			hsm_close(tok.h);
+			return -HSM_ERR_WRONG_FIRMWARE_ID;
+		}
+		t->t[t->n++] = tok;
+	}
+	return 0;
+}
+
+size_t tokens_pool_size(const struct tokens *t, size_t i)
+{
+	size_t n = 0;
+
+	for (size_t k = 0; i < tokens_count(t) && k < t->n; k++)
+		n += memcmp(t->t[k].firmware_id, t->t[i].firmware_id, OSFI_ID_LEN) == 0;
+	return n;
 }
 
 int tokens_login(const struct tokens *t, struct hsm *h)
@@ -148,11 +203,17 @@ int64_t token_granted(struct hsm *h)
 
 int token_reconcile(struct db *ledger, struct hsm *h, const char *serial, uint32_t count)
 {
+	return token_reconcile_granted(ledger, serial, count, token_granted(h));
+}
+
+int token_reconcile_granted(struct db *ledger, const char *serial, uint32_t count,
+			    int64_t granted)
+{
 	struct db_diff *diffs = NULL;
 	size_t n = 0;
 	int r;
 
-	r = db_reconcile_granted(ledger, serial, count, token_granted(h), &diffs, &n);
+	r = db_reconcile_granted(ledger, serial, count, granted, &diffs, &n);
 	if (r < 0)
 		return r;
 	for (size_t k = 0; k < n; k++)

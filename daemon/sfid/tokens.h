@@ -1,6 +1,8 @@
 /* The HSM tokens licenses come from: the line token (index 0, the configured one, whose
- * firmware id and chip CA key the line uses) and the tokens provisioned for modules, found
- * by firmware id when a job needs them. Serials whose login failed are never tried again by
+ * firmware id and chip CA key the line uses), the tokens of its pool ([hsm] pool: more
+ * tokens provisioned for the same firmware and chip CA, each with its own counter), and the
+ * tokens provisioned for modules, found by firmware id when a job needs them. Tokens that
+ * hold the same firmware id are a pool: a license for that firmware comes from any of them. Serials whose login failed are never tried again by
  * this process. Every token's data is kept here, once. */
 #pragma once
 
@@ -42,6 +44,13 @@ struct tokens *tokens_free(struct tokens *t);
  * and chip CA key. Blocking (startup). Returns 0 or a negative HSM error, logged. */
 int tokens_open_line(struct tokens *t, const char *spec);
 
+/* Opens the tokens of the line token's pool (specs as for the line token), after it; each
+ * must hold the line token's firmware id and chip CA key. Blocking (startup). Returns 0 or
+ * a negative error, logged. */
+int tokens_open_pool(struct tokens *t, const char *const *specs, size_t n);
+/* How many open tokens hold token i's firmware id (itself included); 0 past the end. */
+size_t tokens_pool_size(const struct tokens *t, size_t i);
+
 /* The open tokens (t may be NULL: none); tokens_at() is NULL past the end. */
 size_t tokens_count(const struct tokens *t);
 const struct token *tokens_at(const struct tokens *t, size_t i);
@@ -59,6 +68,9 @@ int64_t token_granted(struct hsm *h);
  * token search, the license chain, the recheck. Returns db_reconcile_granted()'s result.
  * Blocks on the token: workers and startup only. */
 int token_reconcile(struct db *ledger, struct hsm *h, const char *serial, uint32_t count);
+/* The same with the granted total read already (token_granted()): touches only the ledger. */
+int token_reconcile_granted(struct db *ledger, const char *serial, uint32_t count,
+			    int64_t granted);
 
 /* Resolves the job's counted licenses to open tokens; false if one is missing. */
 bool tokens_resolve_job(const struct tokens *t, struct job *j);

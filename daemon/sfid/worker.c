@@ -158,6 +158,11 @@ int workers_submit(struct workers *w, worker_fn work, worker_done_fn done, void 
 	return 0;
 }
 
+struct event_base *workers_base(struct workers *w)
+{
+	return w->base;
+}
+
 unsigned workers_busy(struct workers *w)
 {
 	unsigned n;

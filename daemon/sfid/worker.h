@@ -14,6 +14,8 @@ typedef void (*worker_done_fn)(void *data);
 int workers_new(struct event_base *base, unsigned n, struct workers **ret);
 /* Queues work. Returns 0 or -ENOMEM / -ESHUTDOWN. */
 int workers_submit(struct workers *w, worker_fn work, worker_done_fn done, void *data);
+/* The event loop the completions run on. */
+struct event_base *workers_base(struct workers *w);
 /* Number of items queued or running. */
 unsigned workers_busy(struct workers *w);
 /* Waits for queued work to finish, runs the completions, stops the threads. Accepts NULL. */
