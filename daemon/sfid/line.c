@@ -25,6 +25,7 @@
 #include "server.h"
 #include "sfid-config.h"
 #include "slot.h"
+#include "vendor.h"
 #include "tokens.h"
 
 void sfid_broadcast(struct sfid *d, const char *event, struct json_object *data)
@@ -457,10 +458,52 @@ static const struct slot_callbacks line_slot_callbacks = {
 };
 
 /* Creates the configured slots, wired to the line. */
+static void line_vendor_job_file(void *user, int64_t job_id, const char *what, char *out,
+				 size_t size)
+{
+	line_job_copy_path(user, job_id, what, out, size);
+}
+
+static void line_vendor_halt(void *user, const char *why)
+{
+	sfid_halt(user, "%s", why);
+}
+
+/* The vendor backend, when a slot is configured with it. */
+static int line_vendor_new(struct sfid *d)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(d->cfg->db_path, '/');
+	struct vendor_params p = {
+		.base = d->base,
+		.cfg = &d->cfg->vendor,
+		.licensing = d->licensing,
+		.work_dir = dir,
+		.job_file = line_vendor_job_file,
+		.halt = line_vendor_halt,
+		.user = d,
+	};
+	bool used = false;
+
+	for (size_t i = 0; i < d->cfg->n_slots; i++)
+		used |= d->cfg->slots[i].vendor;
+	if (!used)
+		return 0;
+	if (d->cfg->vendor.work_dir)
+		snprintf(dir, sizeof(dir), "%s", d->cfg->vendor.work_dir);
+	else
+		snprintf(dir, sizeof(dir), "%.*s/vendor", slash ? (int)(slash - d->cfg->db_path) : 1,
+			 slash ? d->cfg->db_path : ".");
+	return vendor_new(&p, &d->vendor);
+}
+
 int line_slots_new(struct sfid *d)
 {
 	static const uint8_t no_ca[OSFI_PUBKEY_LEN];
+	int r = line_vendor_new(d);
 
+	if (r < 0)
+		return r;
 	d->slots = calloc(d->cfg->n_slots, sizeof(*d->slots));
 	if (!d->slots)
 		return -ENOMEM;
@@ -474,8 +517,10 @@ int line_slots_new(struct sfid *d)
 			.recorder = d->recorder,
 			.cb = &line_slot_callbacks,
 			.user = d,
+			.vendor = d->vendor,
 		};
-		int r = slot_new(&p, &d->slots[i]);
+
+		r = slot_new(&p, &d->slots[i]);
 
 		if (r < 0)
 			return r;

@@ -40,6 +40,7 @@ struct sfid {
 	struct shipper *shipper;	/* [central]: the trail to the central store, or NULL */
 	struct tokens *tokens;		/* the HSM tokens, the line token first */
 	struct licensing *licensing;	/* license chains, their queue, the ledger connection */
+	struct vendor *vendor;		/* the vendor backend, when a slot uses it, or NULL */
 	struct db *db;			/* the loop's connection: reads only */
 
 	struct slot **slots;

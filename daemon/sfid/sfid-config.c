@@ -233,6 +233,15 @@ static bool handle_slot(struct parse_state *st, const char *section, const char 
 		}
 		return set_string(st, section, name, value, &s->entry);
 	}
+	if (strcmp(name, "backend") == 0) {
+		if (strcmp(value, "osfi") != 0 && strcmp(value, "cubeprogrammer") != 0) {
+			fail(st, st->line, "key 'backend' in [%s]: '%s' is neither 'osfi' nor "
+			     "'cubeprogrammer'", section, value);
+			return false;
+		}
+		s->vendor = strcmp(value, "cubeprogrammer") == 0;
+		return true;
+	}
 	if (strcmp(name, "baud") == 0) {
 		if (!set_uint(st, section, name, value, 1200, 4000000, &x))
 			return false;
@@ -409,6 +418,14 @@ static int handler(void *user, const char *section, const char *name, const char
 			fail(st, st->line, "%s", why);
 		if (r != 0)
 			return 1;
+	} else if (strcmp(section, "vendor") == 0) {
+		char why[512];
+		int r = vendor_config_set(&c->vendor, name, value, why, sizeof(why));
+
+		if (r < 0)
+			fail(st, st->line, "%s", why);
+		if (r != 0)
+			return 1;
 	} else if (strcmp(section, "limits") == 0) {
 		if (strcmp(name, "shutdown_timeout_ms") == 0) {
 			if (set_uint(st, section, name, value, 0, 600000, &x))
@@ -519,6 +536,11 @@ static void config_check(struct parse_state *st)
 				return;
 			}
 		}
+		if (c->slots[i].vendor && strncmp(c->slots[i].port, "dfu:", 4) == 0) {
+			fail(st, c->slots[i].line, "[slot %s]: backend = cubeprogrammer needs a UART "
+			     "port, not '%s'", c->slots[i].name, c->slots[i].port);
+			return;
+		}
 		for (size_t j = 0; j < i; j++)
 			if (strcmp(c->slots[i].port, c->slots[j].port) == 0) {
 				fail(st, c->slots[i].line, "key 'port' in [slot %s]: port '%s' is "
@@ -544,7 +566,15 @@ static void config_check(struct parse_state *st)
 	{
 		char why[512];
 
+		bool vendor = false;
+
 		if (central_config_check(&c->central, why, sizeof(why)) < 0) {
+			fail(st, st->line, "%s", why);
+			return;
+		}
+		for (size_t i = 0; i < c->n_slots; i++)
+			vendor |= c->slots[i].vendor;
+		if (vendor_config_check(&c->vendor, vendor, why, sizeof(why)) < 0) {
 			fail(st, st->line, "%s", why);
 			return;
 		}
@@ -648,6 +678,7 @@ struct config *config_free(struct config *c)
 		free(c->slots[i].entry);
 	}
 	central_config_clear(&c->central);
+	vendor_config_clear(&c->vendor);
 	free(c->path);
 	free(c->station);
 	free(c->hsm_module);

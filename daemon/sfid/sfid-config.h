@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "central-config.h"
+#include "vendor-config.h"
 
 #define CONFIG_SLOTS_MAX 64
 #define CONFIG_NAME_MAX 32
@@ -25,6 +26,7 @@ struct config_slot {
 	unsigned poll_ms;	/* presence polling while waiting for a chip or its removal */
 	unsigned reopen_ms;	/* retry opening a missing port */
 	unsigned retries;	/* extra attempts of one command after a timeout */
+	bool vendor;		/* backend = cubeprogrammer: [vendor]'s tool runs the SFI steps */
 	unsigned line;		/* of the [slot NAME] header, for messages */
 };
 
@@ -64,6 +66,7 @@ struct config {
 	char *result_hook;		/* [hooks] result: run with one JSON line per result */
 	unsigned result_hook_timeout_ms;
 	struct central_config central; /* [central]: conninfo NULL when nothing is shipped */
+	struct vendor_config vendor;	/* [vendor]: for slots with backend = cubeprogrammer */
 };
 
 /* Reads and checks path. Returns 0 and a new config in *ret, or a negative errno with one

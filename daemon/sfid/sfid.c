@@ -40,6 +40,7 @@
 #include "commands.h"
 #include "line.h"
 #include "slot.h"
+#include "vendor.h"
 #include "tokens.h"
 #include "worker.h"
 
@@ -574,6 +575,7 @@ out:
 	for (size_t i = 0; i < d.n_slots; i++)
 		slot_free(d.slots[i]);
 	free(d.slots);
+	d.vendor = vendor_free(d.vendor);
 	if (ev_term)
 		event_free(ev_term);
 	if (ev_int)

@@ -23,6 +23,7 @@
 #include "sfid-config.h"
 #include "slot.h"
 #include "util.h"
+#include "vendor.h"
 
 #define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
 #define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
@@ -89,6 +90,9 @@ struct slot {
 	unsigned misses;
 	unsigned id_reads;	/* Get ID answers read for this chip */
 
+	/* The vendor backend's handle, NULL for an OSFI slot (vendor.h). */
+	struct vendor_chip *vc;
+
 	/* Counters for status. */
 	uint64_t n_ok, n_failed;
 	char last_result[300];
@@ -130,7 +134,8 @@ enum slot_state slot_state(const struct slot *s)
 
 bool slot_busy(const struct slot *s)
 {
-	return slot_state_busy(s->state) || (s->tp && transport_busy(s->tp));
+	return slot_state_busy(s->state) || (s->tp && transport_busy(s->tp)) ||
+	       (s->vc && vendor_chip_busy(s->vc));
 }
 
 /* ---- timers ---- */
@@ -478,6 +483,8 @@ static void slot_result_event(struct slot *s, bool ok)
 
 static void slot_chip_clear(struct slot *s)
 {
+	if (s->vc)
+		vendor_chip_cancel(s->vc);
 	s->sess = osfi_session_free(s->sess);
 	s->have_uid = false;
 	s->uid_hex[0] = '\0';
@@ -839,6 +846,8 @@ static void slot_cert_done(struct slot *s, int r)
 	slot_license_after_sync(s);
 }
 
+static void slot_vendor_begin(struct slot *s);
+
 /* Identification: the bootloader's command list and product id. */
 static void slot_id_done(struct slot *s, int r)
 {
@@ -852,7 +861,7 @@ static void slot_id_done(struct slot *s, int r)
 	}
 	/* The command list is the chip's word on what it supports: OSFI needs Special and
 	 * Extended Special (docs/protocol.md section 5). */
-	if (!s->ident.osfi) {
+	if (!s->ident.osfi && !s->vc) {
 		slot_fail(s, "the bootloader (version %u.%u) does not list Get ID, Special (0x50) and "
 			  "Extended Special (0x51): it cannot install OSFI images; no license was "
 			  "spent", s->ident.version >> 4, s->ident.version & 0xf);
@@ -870,6 +879,10 @@ static void slot_id_done(struct slot *s, int r)
 	if (slot_job(s) && s->pid != slot_job(s)->device_id) {
 		slot_fail(s, "the chip's product id is 0x%03x, the job is for 0x%03x", s->pid,
 			  slot_job(s)->device_id);
+		return;
+	}
+	if (s->vc) {
+		slot_vendor_begin(s);
 		return;
 	}
 	r = osfi_session_new_cert(&s->sess);
@@ -1185,6 +1198,164 @@ static void slot_install_done(struct slot *s, int r)
 	slot_install_succeeded(s);
 }
 
+/* ---- the vendor backend ----
+ *
+ * A slot with backend = cubeprogrammer runs STM32_Programmer_CLI (vendor.h) for the
+ * certificate, license and install steps. The tool opens the port itself: the slot's link
+ * is closed while a step runs and opened again after the last one. */
+
+/* Opens the port again after the tool; false when it is gone (the slot then waits for it,
+ * and the chip's attempt, when one is open, is recorded failed with cause). */
+static bool slot_vendor_reopen(struct slot *s, const char *cause)
+{
+	if (s->tp || slot_port_open(s) == 0)
+		return true;
+	if (slot_state_busy(s->state)) {
+		if (!s->fail_step[0])
+			snprintf(s->fail_step, sizeof(s->fail_step), "%s",
+				 slot_state_to_string(s->state));
+		snprintf(s->fail_cause, sizeof(s->fail_cause), "%s%sthe port did not open again "
+			 "after the tool", cause ? cause : "", cause ? "; " : "");
+		slot_log(s, LOG_PRIO_ERR, "failed at %s: %s", s->fail_step, s->fail_cause);
+		slot_enter_state(s, SLOT_STATE_FAILED);
+	}
+	slot_enter_state(s, s->running ? SLOT_STATE_NO_PORT : SLOT_STATE_IDLE);
+	return false;
+}
+
+static void slot_vendor_fail(struct slot *s, const char *cause)
+{
+	if (!s->fail_step[0])
+		snprintf(s->fail_step, sizeof(s->fail_step), "%s", slot_state_to_string(s->state));
+	if (slot_vendor_reopen(s, cause))
+		slot_fail(s, "%s", cause);
+}
+
+static void slot_vendor_installed(void *user, int r, const char *cause)
+{
+	struct slot *s = user;
+
+	if (r < 0) {
+		slot_vendor_fail(s, cause);
+		return;
+	}
+	s->bytes_done = s->bytes_total;
+	if (slot_vendor_reopen(s, NULL)) {
+		slot_install_succeeded(s);
+		return;
+	}
+}
+
+static void slot_vendor_install(struct slot *s, bool global)
+{
+	const struct job *job = slot_job(s);
+	int r;
+
+	slot_enter_state(s, SLOT_STATE_INSTALLING);
+	s->bytes_total = job->image_len > OSFI_HEADER_LEN ? job->image_len - OSFI_HEADER_LEN : 0;
+	r = vendor_install(s->vc, s->port_name, s->cfg->baud, job, global, slot_vendor_installed, s);
+	if (r < 0)
+		slot_vendor_fail(s, "STM32_Programmer_CLI could not be started for the install");
+}
+
+static void slot_vendor_licensed(void *user, int r, const char *cause)
+{
+	struct slot *s = user;
+
+	if (r < 0) {
+		slot_vendor_fail(s, cause);
+		return;
+	}
+	s->license_reused = s->lic.n == 1 && s->lic.reused[0];
+	slot_vendor_install(s, false);
+}
+
+static void slot_vendor_cert_done(void *user, int r, const char *cause)
+{
+	struct slot *s = user;
+	const struct job *job = slot_job(s);
+	const char *halt;
+	unsigned failures;
+
+	if (r < 0) {
+		slot_vendor_fail(s, cause);
+		return;
+	}
+	snprintf(s->uid_hex, sizeof(s->uid_hex), "%s", vendor_chip_uid(s->vc));
+	s->have_uid = true;
+	if (!vendor_chip_uid_read(s->vc))
+		slot_log(s, LOG_PRIO_NOTICE, "the certificate is not in OSFI's layout: the chip is "
+			 "known by the first 12 bytes of its certificate's SHA-256");
+	failures = s->cb->chip_failures(s->user, s->uid_hex);
+	if (failures >= s->retry_limit) {
+		slot_vendor_fail(s, "this chip already failed on this line as often as allowed; set "
+				 "it aside for analysis (no license was spent now)");
+		return;
+	}
+	if (s->cb->chip_installed(s->user, s->uid_hex)) {
+		s->fail_kind = DB_FAILURE_ALREADY;
+		slot_vendor_fail(s, "this chip is recorded installed by the job (installed earlier); "
+				 "remove it");
+		return;
+	}
+	slot_enter_state(s, SLOT_STATE_LICENSE);
+	if (!job) {
+		slot_vendor_fail(s, "no job is loaded");
+		return;
+	}
+	halt = s->cb->halted(s->user);
+	if (halt) {
+		slot_vendor_fail(s, halt);
+		return;
+	}
+	if (slot_job_uncounted(job)) {
+		slot_vendor_install(s, true);
+		return;
+	}
+	r = vendor_license(s->vc, job, &s->lic, slot_vendor_licensed, s);
+	if (r < 0)
+		slot_vendor_fail(s, "the license step could not start");
+}
+
+static void slot_vendor_synced(void *arg, int r)
+{
+	struct slot_sync *ss = arg;
+	struct slot *s = ss->s;
+	bool same = ss->gen == s->chip_gen && s->state == SLOT_STATE_IDENTIFYING;
+
+	free(ss);
+	if (!same)
+		return;
+	if (r < 0 || !s->attempt || s->attempt->id <= 0) {
+		slot_fail(s, "the attempt could not be recorded, so the tool was not run");
+		return;
+	}
+	slot_port_close(s);
+	slot_enter_state(s, SLOT_STATE_CERTIFICATE);
+	r = vendor_certificate(s->vc, s->port_name, s->cfg->baud, s->attempt->id,
+			       slot_vendor_cert_done, s);
+	if (r < 0)
+		slot_vendor_fail(s, "STM32_Programmer_CLI could not be started for the certificate");
+}
+
+/* After identification: the attempt's row goes to disk first (the tool's runs and the
+ * ledger's rows name it). */
+static void slot_vendor_begin(struct slot *s)
+{
+	struct slot_sync *ss = calloc(1, sizeof(*ss));
+
+	if (!ss) {
+		slot_fail(s, "out of memory");
+		return;
+	}
+	ss->s = s;
+	ss->gen = s->chip_gen;
+	if (recorder_sync(s->recorder, slot_vendor_synced, ss) < 0) {
+		free(ss);
+		slot_fail(s, "the database is not available; the tool was not run");
+	}
+}
+
 bool slot_license_wanted(const struct slot *s)
 {
 	return s->state == SLOT_STATE_LICENSE && s->tp;
@@ -1392,6 +1563,10 @@ int slot_new(const struct slot_params *p, struct slot **ret)
 	s->cb = p->cb;
 	s->user = p->user;
 	s->link_ops = p->link_ops;
+	if (cfg->vendor && p->vendor && vendor_chip_new(p->vendor, cfg->name, &s->vc) < 0) {
+		free(s);
+		return -EIO;
+	}
 	s->state = SLOT_STATE_IDLE;
 	s->fail_kind = -1;
 	s->io_fd = -1;
@@ -1419,6 +1594,7 @@ struct slot *slot_free(struct slot *s)
 		return NULL;
 	s->op_done = NULL;
 	slot_port_close(s);
+	s->vc = vendor_chip_free(s->vc);
 	s->sess = osfi_session_free(s->sess);
 	rec_attempt_unref(s->attempt);
 	explicit_bzero(&s->lic, sizeof(s->lic));

@@ -15,6 +15,7 @@ struct job;
 struct license_set;
 struct recorder;
 struct transport_ops;
+struct vendor;
 
 /* What the line answers when a slot found a chip and wants one of the job's chips. */
 enum slot_reserve {
@@ -69,6 +70,8 @@ struct slot_params {
 	void *user;
 	/* The link backend; NULL: the one the port specification names (transport.h). */
 	const struct transport_ops *link_ops;
+	/* The vendor backend, for a slot configured with it (vendor.h); NULL: none. */
+	struct vendor *vendor;
 };
 
 /* Creates a slot (idle, port closed); p's pointers outlive it. Returns 0 or -ENOMEM. */

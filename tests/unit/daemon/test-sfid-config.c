@@ -188,6 +188,36 @@ static void test_missing_file(void **state)
 	assert_non_null(strstr(err, "/nonexistent/sfid.conf: cannot open"));
 }
 
+/* [vendor] and a slot's backend: the tool and the RSSe file are needed once a slot uses it. */
+static void test_vendor(void **state)
+{
+	struct config *c = NULL;
+	char err[512] = "";
+
+	assert_int_equal(config_parse_string("test.conf", BASE "[slot A]\nport = /x\n"
+		"backend = cubeprogrammer\n[slot B]\nport = /y\nbackend = osfi\n[vendor]\n"
+		"tool = /opt/st/bin/STM32_Programmer_CLI\nrsse = /opt/st/RSSe.bin\nreader = 2\n"
+		"install_timeout_ms = 90000\n", &c, err, sizeof(err)), 0);
+	assert_true(c->slots[0].vendor);
+	assert_false(c->slots[1].vendor);
+	assert_string_equal(c->vendor.tool, "/opt/st/bin/STM32_Programmer_CLI");
+	assert_int_equal(c->vendor.reader, 2);
+	assert_int_equal(c->vendor.install_timeout_ms, 90000);
+	assert_int_equal(c->vendor.cert_timeout_ms, 60000);
+	assert_null(c->vendor.modules);
+	config_free(c);
+	expect_error(BASE "[slot A]\nport = /x\nbackend = stlink\n",
+		     "key 'backend' in [slot A]: 'stlink' is neither 'osfi' nor 'cubeprogrammer'");
+	expect_error(BASE "[slot A]\nport = /x\nbackend = cubeprogrammer\n[vendor]\nrsse = /r\n",
+		     "key 'tool' missing in [vendor]");
+	expect_error(BASE "[slot A]\nport = /x\n[vendor]\ntool = bin/cli\n",
+		     "key 'tool' in [vendor]: 'bin/cli' is not an absolute path");
+	expect_error(BASE "[slot A]\nport = dfu:usb:1-3\nbackend = cubeprogrammer\n[vendor]\n"
+		     "tool = /t\nrsse = /r\n", "backend = cubeprogrammer needs a UART port");
+	expect_error(BASE "[slot A]\nport = /x\n[vendor]\ncolour = blue\n",
+		     "unknown key 'colour' in [vendor]");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -195,6 +225,7 @@ int main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_central),
+		cmocka_unit_test(test_vendor),
 		cmocka_unit_test(test_duplicate_keys),
 		cmocka_unit_test(test_pool),
 		cmocka_unit_test(test_missing_file),

@@ -1,0 +1,93 @@
+/* The [vendor] section of sfid.conf. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vendor-config.h"
+
+static int set_path(char **dst, const char *name, const char *value, char *err, size_t errlen)
+{
+	char *s;
+
+	if (value[0] != '/') {
+		snprintf(err, errlen, "key '%s' in [vendor]: '%s' is not an absolute path", name,
+			 value);
+		return -1;
+	}
+	s = strdup(value);
+	if (!s) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	free(*dst);
+	*dst = s;
+	return 1;
+}
+
+static int set_num(unsigned *dst, const char *name, const char *value, unsigned min,
+		   unsigned max, char *err, size_t errlen)
+{
+	unsigned long long x;
+	char *end;
+
+	errno = 0;
+	x = strtoull(value, &end, 10);
+	if (!*value || *end || errno || value[0] == '-' || x < min || x > max) {
+		snprintf(err, errlen, "key '%s' in [vendor]: '%s' is not a number from %u to %u",
+			 name, value, min, max);
+		return -1;
+	}
+	*dst = (unsigned)x;
+	return 1;
+}
+
+int vendor_config_set(struct vendor_config *c, const char *name, const char *value, char *err,
+		      size_t errlen)
+{
+	if (strcmp(name, "tool") == 0)
+		return set_path(&c->tool, name, value, err, errlen);
+	if (strcmp(name, "rsse") == 0)
+		return set_path(&c->rsse, name, value, err, errlen);
+	if (strcmp(name, "modules") == 0)
+		return set_path(&c->modules, name, value, err, errlen);
+	if (strcmp(name, "work_dir") == 0)
+		return set_path(&c->work_dir, name, value, err, errlen);
+	if (strcmp(name, "reader") == 0)
+		return set_num(&c->reader, name, value, 0, 255, err, errlen);
+	if (strcmp(name, "certificate_timeout_ms") == 0)
+		return set_num(&c->cert_timeout_ms, name, value, 100, 3600000, err, errlen);
+	if (strcmp(name, "license_timeout_ms") == 0)
+		return set_num(&c->license_timeout_ms, name, value, 100, 3600000, err, errlen);
+	if (strcmp(name, "install_timeout_ms") == 0)
+		return set_num(&c->install_timeout_ms, name, value, 100, 3600000, err, errlen);
+	return 0;
+}
+
+int vendor_config_check(struct vendor_config *c, bool used, char *err, size_t errlen)
+{
+	if (!c->cert_timeout_ms)
+		c->cert_timeout_ms = 60000;
+	if (!c->license_timeout_ms)
+		c->license_timeout_ms = 60000;
+	if (!c->install_timeout_ms)
+		c->install_timeout_ms = 600000;
+	if (!used)
+		return 0;
+	if (!c->tool || !c->rsse) {
+		snprintf(err, errlen, "key '%s' missing in [vendor] (a slot has backend = "
+			 "cubeprogrammer)", c->tool ? "rsse" : "tool");
+		return -1;
+	}
+	return 0;
+}
+
+void vendor_config_clear(struct vendor_config *c)
+{
+	free(c->tool);
+	free(c->rsse);
+	free(c->modules);
+	free(c->work_dir);
+	*c = (struct vendor_config){ 0 };
+}
