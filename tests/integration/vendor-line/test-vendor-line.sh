@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The vendor backend (backend = cubeprogrammer) against the STM32_Programmer_CLI stand-in
+# (tests/standin: NOT ST's tool) on h5emu chips, with the reader's HSM a SoftHSM2 token of
+# its own (sfid's line token is not touched).
+#
+# 1. 4 slots in parallel: 4 chips installed; the stand-in's call log shows that no two HSM
+#    calls on the reader overlapped; the ledger holds 4 installed licenses with counters that
+#    follow each other, and its last counter is the reader token's.
+# 2. Then on one slot, each step's failure, the same chip coming back after each (its
+#    adapter unplugged and plugged again): no certificate (nothing spent), a license call
+#    that hangs (its reservation void), an install error (the license spent, then reused),
+#    an install that hangs (its timeout; reused again), the tool missing (a halt), then the
+#    chip installed with its license reused; the next chip finds the reader's counter at
+#    zero (nothing reserved, the line halted). Every failure is one clear sentence and each
+#    run of the tool is kept with its attempt, log included.
+set -euo pipefail
+BUILD=${SFID_BUILD_ROOT:?run through meson test}
+SRC=${SFID_SOURCE_ROOT:-$(cd "$(dirname "$0")/../../.." && pwd)}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-vendor.XXXXXX")
+. "$SRC/tests/integration/line/common.sh"
+trap line_cleanup EXIT INT TERM
+
+READER_LABEL=stm32hsm-reader
+line_setup_pki 10 8
+softhsm2-util --init-token --free --label "$READER_LABEL" --so-pin 12345678 --pin 87654321 \
+	>/dev/null || line_fail "cannot create the reader's SoftHSM2 token"
+"$SFIHSM" provision --module "$SOFTHSM_MODULE" --token "$READER_LABEL" \
+	--pin-file "$tmp/pki/pin" --image-key "$tmp/pki/image.key" --image "$tmp/pki/demo.sfi" \
+	--max-count 5 --ca-pub "$tmp/pki/ca-pub.pem" --global-key "$tmp/pki/global.key" \
+	>/dev/null || line_fail "sfi-hsm provision of the reader token failed"
+reader_counter() {
+	"$SFIHSM" info --json --module "$SOFTHSM_MODULE" --token "$READER_LABEL" \
+		--pin-file "$tmp/pki/pin" | python3 -c 'import json,sys; print(json.load(sys.stdin)["licenses_left"])'
+}
+line_before=$(line_counter)
+
+mkdir -p "$tmp/bin"
+ln -s "$SRC/tests/standin/STM32_Programmer_CLI" "$tmp/bin/STM32_Programmer_CLI"
+head -c 64 /dev/urandom >"$tmp/rsse.bin"
+standin_conf() {
+	cat >"$tmp/standin.conf.new" <<CONF
+[tools]
+sfi-boot = $BUILD/tools/sfi-boot/sfi-boot
+sfi-hsm = $SFIHSM
+[hsm]
+module = $SOFTHSM_MODULE
+pin-file = $tmp/pki/pin
+image = $tmp/pki/demo.sfi
+slot.1 = $READER_LABEL
+[faults]
+fail = ${1:-}
+delay-ms = ${2:-0}
+[log]
+calls = $tmp/calls.log
+CONF
+	mv "$tmp/standin.conf.new" "$tmp/standin.conf"
+}
+export SFID_STANDIN_CONF=$tmp/standin.conf
+
+vendor_config() {
+	local slots=$1
+	line_write_config "$slots" 'backend = cubeprogrammer\n'
+	cat >>"$tmp/sfid.conf" <<CONF
+[vendor]
+tool = $tmp/bin/STM32_Programmer_CLI
+rsse = $tmp/rsse.bin
+reader = 1
+install_timeout_ms = 60000
+license_timeout_ms = ${2:-60000}
+CONF
+	printf '[limits]\nretries_per_chip = 20\n' >>"$tmp/sfid.conf"
+}
+
+# ---- 1. four slots in parallel ----
+standin_conf "" 200
+line_start_emu 4 3 --auto-swap 300
+vendor_config 4
+line_start_sfid
+ctl job load "$tmp/pki/demo.sfi" --count 4 >/dev/null
+ctl start >/dev/null
+wait_for 150 "4 chips installed" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" 4
+n=$(sql "SELECT count(*) FROM attempts WHERE result = 'failed'")
+[ "$n" -eq 0 ] || line_fail "$n failed attempts in the parallel run: $(sql "SELECT error_text FROM attempts WHERE result = 'failed'")"
+
+# No two calls on reader slot 1 overlap: ordered by time, each start is followed by its own
+# end.
+python3 - "$tmp/calls.log" <<'PY' || line_fail "HSM calls overlapped on the reader: $(cat "$tmp/calls.log")"
+import sys
+ev = []
+for line in open(sys.argv[1]):
+    what, action, slot, pid, t = line.split()
+    ev.append((float(t), what, action, slot, pid))
+ev.sort(key=lambda e: (e[0], e[1] == "start"))
+open_call = None
+n = 0
+for t, what, action, slot, pid in ev:
+    if what == "start":
+        if open_call is not None:
+            print("%s %s started while %s was running" % (action, pid, open_call), file=sys.stderr)
+            sys.exit(1)
+        open_call = pid
+        n += 1
+    else:
+        if open_call != pid:
+            print("end of %s while %s was running" % (pid, open_call), file=sys.stderr)
+            sys.exit(1)
+        open_call = None
+if n < 12:
+    print("only %d calls logged, expected 12 (3 per chip)" % n, file=sys.stderr)
+    sys.exit(1)
+PY
+calls=$(grep -c '^start' "$tmp/calls.log")
+
+TOKEN=stm32hsm:reader-1
+[ "$(reader_counter)" -eq 1 ] || line_fail "reader counter $(reader_counter) after 4 licenses, expected 1"
+[ "$(line_counter)" -eq "$line_before" ] || line_fail "sfid's line token was spent: $line_before -> $(line_counter)"
+[ "$(sql "SELECT count(*) FROM licenses WHERE token_serial = '$TOKEN' AND state = 'installed'")" -eq 4 ] ||
+	line_fail "ledger: $(sql "SELECT id, chip_uid, state FROM licenses")"
+# The counters follow each other: 5 -> 4 -> 3 -> 2 -> 1, one license per count.
+[ "$(sql "SELECT group_concat(counter_before || '>' || counter_after, ' ') FROM (SELECT * FROM licenses ORDER BY id)")" = "5>4 4>3 3>2 2>1" ] ||
+	line_fail "ledger counters: $(sql "SELECT group_concat(counter_before || '>' || counter_after, ' ') FROM licenses")"
+[ "$(sql "SELECT count(DISTINCT chip_uid) FROM licenses")" -eq 4 ] || line_fail "licenses not one per chip"
+# Every attempt keeps its runs: certificate, counter, license, counter, install.
+for a in $(sql "SELECT id FROM attempts WHERE result = 'ok'"); do
+	steps=$(sql "SELECT group_concat(step, ',') FROM (SELECT step FROM tool_runs WHERE attempt_id = $a ORDER BY id)")
+	[ "$steps" = "certificate,counter,license,counter,install" ] || line_fail "attempt $a runs: $steps"
+	sql "SELECT log FROM tool_runs WHERE attempt_id = $a AND step = 'install'" |
+		grep -qx "SFI File Install Operation Success" || line_fail "attempt $a: install log not kept"
+done
+[ "$(sql "SELECT count(*) FROM tool_runs WHERE exit_status <> 0")" -eq 0 ] || line_fail "a run failed"
+echo "parallel: 4 chips on 4 slots, $calls HSM calls without overlap, reader counter 5 -> 1"
+
+# ---- 2. each step's failure, on one slot ----
+line_stop_pid "$sfid_pid"
+sfid_pid=
+vendor_config 1 4000
+sed -i 's/^install_timeout_ms = 60000/install_timeout_ms = 10000/' "$tmp/sfid.conf"
+line_start_sfid
+
+# last_attempt_is N: N attempts ended.
+ended() { sql_is "SELECT count(*) FROM attempts WHERE result <> 'running'" "$1"; }
+last_error() { sql "SELECT error_text FROM attempts WHERE result = 'failed' ORDER BY id DESC LIMIT 1"; }
+last_id() { sql "SELECT max(id) FROM attempts WHERE result <> 'running'"; }
+n_ended=$(sql "SELECT count(*) FROM attempts WHERE result <> 'running'")
+# replug: the same chip comes back as a new attempt.
+replug() {
+	emu_ctl unplug 0 >/dev/null
+	wait_for 30 "slot S0 without its port" slot_in S0 no-port
+	emu_ctl plug 0 >/dev/null
+}
+expect_failure() {
+	local what=$1 pattern=$2
+	n_ended=$((n_ended + 1))
+	wait_for 90 "$what" ended "$n_ended"
+	last_error | grep -qE "$pattern" || line_fail "$what: the attempt says: $(last_error)"
+	echo "$what: $(last_error)"
+}
+
+licenses_before=$(sql "SELECT count(*) FROM licenses")
+standin_conf gc
+ctl job load "$tmp/pki/demo.sfi" >/dev/null
+ctl start >/dev/null
+expect_failure "no certificate" "^certificate: the chip gave no certificate \(STM32_Programmer_CLI certificate, exit status 1\)$"
+chip=$(sql "SELECT chip_uid FROM attempts WHERE id = $(last_id)")
+[ "$(sql "SELECT count(*) FROM licenses")" -eq "$licenses_before" ] || line_fail "a license row for a chip without certificate"
+sql "SELECT log FROM tool_runs WHERE attempt_id = $(last_id)" | grep -q "Failed to read chip certificate" ||
+	line_fail "the certificate run's log is not kept"
+
+standin_conf hang-license
+replug
+expect_failure "license timeout" "^license: STM32_Programmer_CLI license did not finish within its timeout; it was stopped$"
+chip=$(sql "SELECT chip_uid FROM attempts WHERE id = $(last_id)")
+[ "$(sql "SELECT state FROM licenses WHERE chip_uid = '$chip'")" = "void" ] ||
+	line_fail "after a license call that hung: $(sql "SELECT id, state, counter_before FROM licenses WHERE chip_uid = '$chip'")"
+[ "$(sql "SELECT exit_status FROM tool_runs WHERE attempt_id = $(last_id) AND step = 'license'")" = "-1" ] ||
+	line_fail "the hung license run is not kept with exit status -1"
+[ "$(reader_counter)" -eq 1 ] || line_fail "a hung license call spent a count"
+
+standin_conf install
+replug
+expect_failure "install error" "^installing: the chip refused the install \(invalid state after SFI install\)"
+[ "$(sql "SELECT state FROM licenses WHERE chip_uid = '$chip' AND state <> 'void'")" = "issued_not_installed" ] ||
+	line_fail "after an install error: $(sql "SELECT id, state FROM licenses WHERE chip_uid = '$chip'")"
+[ "$(reader_counter)" -eq 0 ] || line_fail "reader counter $(reader_counter), expected 0 after the 5th license"
+
+standin_conf hang-install
+replug
+expect_failure "install timeout" "^installing: STM32_Programmer_CLI install did not finish within its timeout; it was stopped$"
+[ "$(sql "SELECT count(*) FROM license_uses u JOIN licenses l ON l.id = u.license_id WHERE l.chip_uid = '$chip' AND u.reused = 1")" -eq 1 ] ||
+	line_fail "the license spent before the install error was not reused"
+
+standin_conf
+rm "$tmp/bin/STM32_Programmer_CLI"
+replug
+expect_failure "tool missing" "^certificate: the tool $tmp/bin/STM32_Programmer_CLI cannot be run: No such file or directory$"
+wait_for 10 "the line halted for the missing tool" halted "cannot be run"
+ln -s "$SRC/tests/standin/STM32_Programmer_CLI" "$tmp/bin/STM32_Programmer_CLI"
+ctl start >/dev/null
+replug
+n_ended=$((n_ended + 1))
+wait_for 90 "the chip installed at last" ended "$n_ended"
+[ "$(sql "SELECT result FROM attempts WHERE id = $(last_id)")" = "ok" ] ||
+	line_fail "the chip's last attempt: $(last_error)"
+[ "$(sql "SELECT state FROM licenses WHERE chip_uid = '$chip' AND state <> 'void'")" = "installed" ] ||
+	line_fail "the reused license is not installed: $(sql "SELECT id, state FROM licenses WHERE chip_uid = '$chip'")"
+[ "$(sql "SELECT count(*) FROM license_uses u JOIN licenses l ON l.id = u.license_id WHERE l.chip_uid = '$chip' AND u.reused = 1")" -eq 2 ] ||
+	line_fail "the license was not reused twice"
+echo "the chip came back and installed with the license spent before its install error"
+
+# The next chip (auto-swapped in): the reader's counter is zero.
+expect_failure "counter zero" "^license: the STM32HSM in reader slot 1 has no license left \(its counter is zero\); no license was spent$"
+wait_for 10 "the line halted for the empty reader" halted "no license left"
+[ "$(sql "SELECT count(*) FROM licenses WHERE state = 'reserved'")" -eq 0 ] || line_fail "a reservation stayed open"
+[ "$(sql "SELECT count(*) FROM licenses WHERE state NOT IN ('installed', 'void')")" -eq 0 ] ||
+	line_fail "ledger: $(sql "SELECT id, chip_uid, state FROM licenses")"
+
+# The ledger and the reader agree: 5 counts spent, 5 licenses installed, its last counter 0.
+[ "$(sql "SELECT count(*) FROM licenses WHERE state = 'installed'")" -eq 5 ] || line_fail "ledger: $(sql "SELECT id, state FROM licenses")"
+[ "$(sql "SELECT min(counter_after) FROM licenses WHERE state = 'installed'")" -eq "$(reader_counter)" ] ||
+	line_fail "the ledger's last counter is not the reader's $(reader_counter)"
+[ "$(line_counter)" -eq "$line_before" ] || line_fail "sfid's line token was spent"
+runs=$(sql "SELECT count(*) FROM tool_runs")
+echo "vendor backend: 5 chips installed, 6 failures named, ledger and reader at 0, $runs tool runs kept"
