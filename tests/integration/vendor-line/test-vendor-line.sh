@@ -9,9 +9,10 @@
 # 2. Then on one slot, each step's failure, the same chip coming back after each (its
 #    adapter unplugged and plugged again): no certificate (nothing spent), a license call
 #    that hangs (its reservation void), an install error (the license spent, then reused),
-#    an install that hangs (its timeout; reused again), the tool missing (a halt), then the
+#    an install that hangs (its timeout; reused again), an install failing with output no
+#    documented line matches (quoted, kept verbatim), the tool missing (a halt), then the
 #    chip installed with its license reused; the next chip finds the reader's counter at
-#    zero (nothing reserved, the line halted). Every failure is one clear sentence and each
+#    zero (nothing reserved, the line halted); a stop kills a run at once. Every failure is one clear sentence and each
 #    run of the tool is kept with its attempt, log included.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
@@ -189,6 +190,12 @@ expect_failure "install timeout" "^installing: STM32_Programmer_CLI install did 
 [ "$(sql "SELECT count(*) FROM license_uses u JOIN licenses l ON l.id = u.license_id WHERE l.chip_uid = '$chip' AND u.reused = 1")" -eq 1 ] ||
 	line_fail "the license spent before the install error was not reused"
 
+standin_conf unknown-install
+replug
+expect_failure "unknown output" '^installing: STM32_Programmer_CLI install failed with exit status 3: "Error: stand-in: an answer nobody documented \(0x5A\)"$'
+sql "SELECT log FROM tool_runs WHERE attempt_id = $(last_id) AND step = 'install'" |
+	grep -qx "(stand-in: an unknown failure in install as configured)" || line_fail "the unknown output is not kept verbatim"
+
 standin_conf
 rm "$tmp/bin/STM32_Programmer_CLI"
 replug
@@ -203,8 +210,8 @@ wait_for 90 "the chip installed at last" ended "$n_ended"
 	line_fail "the chip's last attempt: $(last_error)"
 [ "$(sql "SELECT state FROM licenses WHERE chip_uid = '$chip' AND state <> 'void'")" = "installed" ] ||
 	line_fail "the reused license is not installed: $(sql "SELECT id, state FROM licenses WHERE chip_uid = '$chip'")"
-[ "$(sql "SELECT count(*) FROM license_uses u JOIN licenses l ON l.id = u.license_id WHERE l.chip_uid = '$chip' AND u.reused = 1")" -eq 2 ] ||
-	line_fail "the license was not reused twice"
+[ "$(sql "SELECT count(*) FROM license_uses u JOIN licenses l ON l.id = u.license_id WHERE l.chip_uid = '$chip' AND u.reused = 1")" -eq 3 ] ||
+	line_fail "the license was not reused three times"
 echo "the chip came back and installed with the license spent before its install error"
 
 # The next chip (auto-swapped in): the reader's counter is zero.
@@ -214,10 +221,43 @@ wait_for 10 "the line halted for the empty reader" halted "no license left"
 [ "$(sql "SELECT count(*) FROM licenses WHERE state NOT IN ('installed', 'void')")" -eq 0 ] ||
 	line_fail "ledger: $(sql "SELECT id, chip_uid, state FROM licenses")"
 
+# A stop while the tool runs kills it (and what it started) at once.
+standin_conf hang-gc
+ctl start >/dev/null
+replug
+# standin_running: a stand-in started by sfid for a chip is running (from /proc).
+standin_running() {
+	local f
+	for f in /proc/[0-9]*/cmdline; do
+		tr '\0' ' ' <"$f" 2>/dev/null | grep -qF "$tmp/bin/STM32_Programmer_CLI -c" && return 0
+	done
+	return 1
+}
+standin_gone() { ! standin_running; }
+wait_for 60 "the stand-in running" standin_running
+ctl stop >/dev/null
+expect_failure "stopped" "^certificate: stopped by the operator$"
+wait_for 10 "the stand-in killed" standin_gone
+wait_for 10 "the killed run recorded" sql_is "SELECT exit_status FROM tool_runs WHERE attempt_id = $(last_id)" -1
+
 # The ledger and the reader agree: 5 counts spent, 5 licenses installed, its last counter 0.
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'installed'")" -eq 5 ] || line_fail "ledger: $(sql "SELECT id, state FROM licenses")"
 [ "$(sql "SELECT min(counter_after) FROM licenses WHERE state = 'installed'")" -eq "$(reader_counter)" ] ||
 	line_fail "the ledger's last counter is not the reader's $(reader_counter)"
 [ "$(line_counter)" -eq "$line_before" ] || line_fail "sfid's line token was spent"
 runs=$(sql "SELECT count(*) FROM tool_runs")
-echo "vendor backend: 5 chips installed, 6 failures named, ledger and reader at 0, $runs tool runs kept"
+
+# The trail, tool runs and the reader's licenses included, verifies offline.
+ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
+"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
+	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
+"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" 2>&1 ||
+	line_fail "sfi-audit verify: $(grep -q "token stm32hsm:reader-1: counter 0 at the end of the trail (5 at its start): 5 spend(s) proved, 0 spent outside sfid" "$tmp/verify.out" ||
+	line_fail "sfi-audit does not account the reader's 5 spends: $(cat "$tmp/verify.out")"
+cat "$tmp/verify.out")"
+[ "$(grep -c '"type":"tool.run"' "$tmp/audit.jsonl")" -eq "$runs" ] ||
+	line_fail "the export holds $(grep -c '"type":"tool.run"' "$tmp/audit.jsonl") tool.run records, $runs runs kept"
+grep -q "token stm32hsm:reader-1: counter 0 at the end of the trail (5 at its start): 5 spend(s) proved, 0 spent outside sfid" "$tmp/verify.out" ||
+	line_fail "sfi-audit does not account the reader's 5 spends: $(cat "$tmp/verify.out")"
+cat "$tmp/verify.out"
+echo "vendor backend: 5 chips installed, 8 failures named, ledger and reader at 0, $runs tool runs kept"
