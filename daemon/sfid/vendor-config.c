@@ -80,6 +80,19 @@ int vendor_config_check(struct vendor_config *c, bool used, char *err, size_t er
 			 "cubeprogrammer)", c->tool ? "rsse" : "tool");
 		return -1;
 	}
+	if (access(c->tool, X_OK) != 0) {
+		snprintf(err, errlen, "key 'tool' in [vendor]: %s is not an executable file sfid may "
+			 "run", c->tool);
+		return -1;
+	}
+	if (access(c->rsse, R_OK) != 0) {
+		snprintf(err, errlen, "key 'rsse' in [vendor]: %s cannot be read", c->rsse);
+		return -1;
+	}
+	if (c->modules && access(c->modules, R_OK) != 0) {
+		snprintf(err, errlen, "key 'modules' in [vendor]: %s cannot be read", c->modules);
+		return -1;
+	}
 	return 0;
 }
 

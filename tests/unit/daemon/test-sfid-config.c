@@ -196,11 +196,11 @@ static void test_vendor(void **state)
 
 	assert_int_equal(config_parse_string("test.conf", BASE "[slot A]\nport = /x\n"
 		"backend = cubeprogrammer\n[slot B]\nport = /y\nbackend = osfi\n[vendor]\n"
-		"tool = /opt/st/bin/STM32_Programmer_CLI\nrsse = /opt/st/RSSe.bin\nreader = 2\n"
+		"tool = /bin/sh\nrsse = /etc/passwd\nreader = 2\n"
 		"install_timeout_ms = 90000\n", &c, err, sizeof(err)), 0);
 	assert_true(c->slots[0].vendor);
 	assert_false(c->slots[1].vendor);
-	assert_string_equal(c->vendor.tool, "/opt/st/bin/STM32_Programmer_CLI");
+	assert_string_equal(c->vendor.tool, "/bin/sh");
 	assert_int_equal(c->vendor.reader, 2);
 	assert_int_equal(c->vendor.install_timeout_ms, 90000);
 	assert_int_equal(c->vendor.cert_timeout_ms, 60000);
@@ -213,7 +213,13 @@ static void test_vendor(void **state)
 	expect_error(BASE "[slot A]\nport = /x\n[vendor]\ntool = bin/cli\n",
 		     "key 'tool' in [vendor]: 'bin/cli' is not an absolute path");
 	expect_error(BASE "[slot A]\nport = dfu:usb:1-3\nbackend = cubeprogrammer\n[vendor]\n"
-		     "tool = /t\nrsse = /r\n", "backend = cubeprogrammer needs a UART port");
+		     "tool = /bin/sh\nrsse = /etc/passwd\n", "backend = cubeprogrammer needs a UART port");
+	expect_error(BASE "[slot A]\nport = /x\nbackend = cubeprogrammer\n[vendor]\n"
+		     "tool = /nonexistent/STM32_Programmer_CLI\nrsse = /etc/passwd\n",
+		     "key 'tool' in [vendor]: /nonexistent/STM32_Programmer_CLI is not an executable");
+	expect_error(BASE "[slot A]\nport = /x\nbackend = cubeprogrammer\n[vendor]\n"
+		     "tool = /bin/sh\nrsse = /nonexistent/RSSe.bin\n",
+		     "key 'rsse' in [vendor]: /nonexistent/RSSe.bin cannot be read");
 	expect_error(BASE "[slot A]\nport = /x\n[vendor]\ncolour = blue\n",
 		     "unknown key 'colour' in [vendor]");
 }
