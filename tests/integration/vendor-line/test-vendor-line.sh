@@ -12,7 +12,8 @@
 #    an install that hangs (its timeout; reused again), an install failing with output no
 #    documented line matches (quoted, kept verbatim), the tool missing (a halt), then the
 #    chip installed with its license reused; the next chip finds the reader's counter at
-#    zero (nothing reserved, the line halted); a stop kills a run at once. Every failure is one clear sentence and each
+#    zero (nothing reserved, the line halted); a stop kills a run at once; a job with a
+#    global license installs that chip without any HSM call or ledger row. Every failure is one clear sentence and each
 #    run of the tool is kept with its attempt, log included.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
@@ -240,6 +241,26 @@ expect_failure "stopped" "^certificate: stopped by the operator$"
 wait_for 10 "the stand-in killed" standin_gone
 wait_for 10 "the killed run recorded" sql_is "SELECT exit_status FROM tool_runs WHERE attempt_id = $(last_id)" -1
 
+# A job with a global license: the stopped chip installs with the job's license file, no HSM
+# call and no ledger row.
+"$SFIPACK" license --global --global-key "$tmp/pki/global.key" --key "$tmp/pki/image.key" \
+	--image "$tmp/pki/demo.sfi" --out "$tmp/pki/global.lic" >/dev/null
+calls_before=$(wc -l <"$tmp/calls.log")
+licenses_before=$(sql "SELECT count(*) FROM licenses")
+standin_conf
+ctl job load "$tmp/pki/demo.sfi" --global-license "$tmp/pki/global.lic" >/dev/null
+ctl start >/dev/null
+replug
+n_ended=$((n_ended + 1))
+wait_for 90 "the chip installed with the global license" ended "$n_ended"
+[ "$(sql "SELECT result FROM attempts WHERE id = $(last_id)")" = "ok" ] ||
+	line_fail "the global job's chip: $(last_error)"
+[ "$(wc -l <"$tmp/calls.log")" -eq "$calls_before" ] || line_fail "a global job called the HSM"
+[ "$(sql "SELECT count(*) FROM licenses")" -eq "$licenses_before" ] || line_fail "a global install entered the ledger"
+sql "SELECT command FROM tool_runs WHERE attempt_id = $(last_id) AND step = 'install'" |
+	grep -q -- "hsm=0 .*/job-[0-9]*\.lic -rsse" || line_fail "the install did not name the job's global license"
+echo "global license: installed without an HSM call or a ledger row"
+
 # The ledger and the reader agree: 5 counts spent, 5 licenses installed, its last counter 0.
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'installed'")" -eq 5 ] || line_fail "ledger: $(sql "SELECT id, state FROM licenses")"
 [ "$(sql "SELECT min(counter_after) FROM licenses WHERE state = 'installed'")" -eq "$(reader_counter)" ] ||
@@ -260,4 +281,4 @@ cat "$tmp/verify.out")"
 grep -q "token stm32hsm:reader-1: counter 0 at the end of the trail (5 at its start): 5 spend(s) proved, 0 spent outside sfid" "$tmp/verify.out" ||
 	line_fail "sfi-audit does not account the reader's 5 spends: $(cat "$tmp/verify.out")"
 cat "$tmp/verify.out"
-echo "vendor backend: 5 chips installed, 8 failures named, ledger and reader at 0, $runs tool runs kept"
+echo "vendor backend: 6 chips installed, 8 failures named, ledger and reader at 0, $runs tool runs kept"
