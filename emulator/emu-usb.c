@@ -87,6 +87,7 @@ struct urb {
 
 struct conn {
 	struct conn *next;		/* in the harness's list of conns */
+	unsigned id;			/* never reused: how umockdev's signals find it */
 	struct usb_dev *dev;
 	unsigned devnum;
 	char node[48];			/* /dev/bus/usb/002/005 */
@@ -137,6 +138,7 @@ struct emu_usb {
 	 * timer, uevent listeners and calls from h5emu's loop in the harness thread. */
 	GRecMutex mu;
 	struct conn *conns;
+	unsigned next_conn_id;
 	uint8_t devnum_used[128];
 	unsigned next_devnum;
 	unsigned count;
@@ -868,6 +870,20 @@ static int control_sync(struct conn *c, UMockdevIoctlClient *client)
 	return 1;
 }
 
+/* The conn that an umockdev object (its handler, or a client of it) belongs to, or NULL
+ * once it is freed: umockdev's worker thread may emit a signal for a conn that the
+ * harness thread has just freed, so signals carry the conn's id, never its address.
+ * Called under u->mu. */
+static struct conn *conn_of(struct emu_usb *u, GObject *object)
+{
+	unsigned id = GPOINTER_TO_UINT(g_object_get_data(object, "emu-conn"));
+
+	for (struct conn *c = u->conns; c && id; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
 static gboolean on_ioctl_locked(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
 				gpointer user_data)
 {
@@ -976,11 +992,16 @@ done:
 static gboolean on_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
 			 gpointer user_data)
 {
-	struct emu_usb *u = ((struct conn *)user_data)->dev->u;
-	gboolean r;
+	struct emu_usb *u = user_data;
+	struct conn *c;
+	gboolean r = TRUE;
 
 	g_rec_mutex_lock(&u->mu);
-	r = on_ioctl_locked(handler, client, user_data);
+	c = conn_of(u, G_OBJECT(handler));
+	if (c)
+		r = on_ioctl_locked(handler, client, c);
+	else
+		umockdev_ioctl_client_complete(client, -1, ENODEV);
 	g_rec_mutex_unlock(&u->mu);
 	return r;
 }
@@ -1031,15 +1052,16 @@ static void schedule_reap(struct emu_usb *u)
 
 static void on_client_closed(GObject *object, GParamSpec *pspec, gpointer user_data)
 {
-	struct conn *c = user_data;
-	struct emu_usb *u = c->dev->u;
+	struct emu_usb *u = user_data;
 	UMockdevIoctlClient *client = UMOCKDEV_IOCTL_CLIENT(object);
+	struct conn *c;
 
 	(void)pspec;
 	if (umockdev_ioctl_client_get_connected(client))
 		return;
 	g_rec_mutex_lock(&u->mu);
-	if (!g_object_get_data(object, "emu-closed")) {
+	c = conn_of(u, object);
+	if (c && !g_object_get_data(object, "emu-closed")) {
 		g_object_set_data(object, "emu-closed", GUINT_TO_POINTER(1));
 		conn_drop_client_urbs(c, client);
 		if (c->clients > 0)
@@ -1054,13 +1076,17 @@ static void on_client_closed(GObject *object, GParamSpec *pspec, gpointer user_d
 static void on_client_connected(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
 				gpointer user_data)
 {
-	struct conn *c = user_data;
+	struct emu_usb *u = user_data;
+	struct conn *c;
 
-	(void)handler;
-	g_rec_mutex_lock(&c->dev->u->mu);
-	c->clients++;
-	g_rec_mutex_unlock(&c->dev->u->mu);
-	g_signal_connect(client, "notify::connected", G_CALLBACK(on_client_closed), c);
+	g_rec_mutex_lock(&u->mu);
+	c = conn_of(u, G_OBJECT(handler));
+	if (c) {
+		c->clients++;
+		g_object_set_data(G_OBJECT(client), "emu-conn", GUINT_TO_POINTER(c->id));
+		g_signal_connect(client, "notify::connected", G_CALLBACK(on_client_closed), u);
+	}
+	g_rec_mutex_unlock(&u->mu);
 }
 
 /* --- Devices --- */
@@ -1091,7 +1117,7 @@ static void conn_free(struct conn *c)
 		(void)unlink(path);
 	}
 	if (c->handler) {
-		g_signal_handlers_disconnect_by_data(c->handler, c);
+		g_signal_handlers_disconnect_by_data(c->handler, u);
 		g_object_unref(c->handler);
 	}
 	if (c->fifo >= 0)
@@ -1244,8 +1270,10 @@ static void dev_plug_now(struct usb_dev *dev)
 	}
 	fifo_fill(c);
 	c->handler = umockdev_ioctl_base_new();
-	g_signal_connect(c->handler, "handle-ioctl", G_CALLBACK(on_ioctl), c);
-	g_signal_connect(c->handler, "client-connected", G_CALLBACK(on_client_connected), c);
+	c->id = ++u->next_conn_id;
+	g_object_set_data(G_OBJECT(c->handler), "emu-conn", GUINT_TO_POINTER(c->id));
+	g_signal_connect(c->handler, "handle-ioctl", G_CALLBACK(on_ioctl), u);
+	g_signal_connect(c->handler, "client-connected", G_CALLBACK(on_client_connected), u);
 	c->next = u->conns;
 	u->conns = c;
 	if (!umockdev_testbed_attach_ioctl(u->testbed, c->node, c->handler, &error)) {

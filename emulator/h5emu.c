@@ -89,6 +89,10 @@ struct slot {
 	 * last activity; before, it waits AUTO_SWAP_UNSEEN_MS, so a host slowed down between
 	 * FINALIZE and its check still meets the chip it installed. */
 	bool host_after_close;
+	/* UART: a host byte came after the close; it counts (host_after_close) once the chip
+	 * answers, since a byte sent while the chip still resets is lost and the host will
+	 * offer another after its timeout. */
+	bool host_asked_after_close;
 
 	struct tx_item *tx;
 	size_t tx_head, tx_len, tx_cap;
@@ -382,12 +386,13 @@ static int slot_insert_chip(struct slot *s)
 	emu_chip_reset(s->chip, slot_boot_mode(s));
 	s->last_host_activity = now_ns();
 	s->host_after_close = false;
+	s->host_asked_after_close = false;
 	log_debug("slot %u: chip %u inserted (%s)", s->idx, p.index,
 		  mode_name(emu_chip_mode(s->chip)));
 	return 0;
 }
 
-static void slot_host_activity(struct slot *s, uint64_t now);
+static void slot_host_activity(struct slot *s, uint64_t now, bool answered);
 
 #ifdef HAVE_EMU_USB
 /* Harness callbacks, called with chip_lock held. */
@@ -406,6 +411,11 @@ static void usb_chip_reset(void *user_data, unsigned index)
 		return;
 	log_debug("slot %u: chip %u resets (USB)", s->idx, emu_chip_index(s->chip));
 	emu_chip_reset(s->chip, slot_boot_mode(s));
+	/* The host's status polls of FINALIZE came before this reset: only a request to the
+	 * device that enumerates next is the host coming back (for --auto-swap). */
+	s->last_host_activity = now_ns();
+	s->host_after_close = false;
+	s->host_asked_after_close = false;
 }
 
 static void usb_activity(void *user_data, unsigned index)
@@ -415,7 +425,7 @@ static void usb_activity(void *user_data, unsigned index)
 	(void)user_data;
 	if (index >= E.count)
 		return;
-	slot_host_activity(&E.slots[index], now_ns());
+	slot_host_activity(&E.slots[index], now_ns(), true);
 	if (!E.slots[index].usb_poke) {
 		E.slots[index].usb_poke = true;
 		(void)!write(E.usbfd, &one, sizeof(one));
@@ -635,7 +645,7 @@ static void slot_hexdump(const struct slot *s, const char *dir, const uint8_t *p
 	}
 }
 
-#define AUTO_SWAP_UNSEEN_MS 5000
+#define AUTO_SWAP_UNSEEN_MS 8000
 
 static uint64_t slot_swap_deadline(const struct slot *s)
 {
@@ -650,13 +660,18 @@ static uint64_t slot_swap_deadline(const struct slot *s)
 	return s->last_host_activity + ms * NS_PER_MS;
 }
 
-/* Host activity on the slot (a byte, a USB request) at time now. */
-static void slot_host_activity(struct slot *s, uint64_t now)
+/* Host activity on the slot at time now: a USB request (answered: the device is there
+ * to take it) or UART bytes (answered only if the chip is out of its reset). */
+static void slot_host_activity(struct slot *s, uint64_t now, bool answered)
 {
 	s->last_host_activity = now;
 	if (s->chip && E.prof->product_state &&
-	    emu_chip_product_state(s->chip) != STM32H5_PS_OPEN)
-		s->host_after_close = true;
+	    emu_chip_product_state(s->chip) != STM32H5_PS_OPEN) {
+		if (answered)
+			s->host_after_close = true;
+		else
+			s->host_asked_after_close = true;
+	}
 }
 
 /* The next chip goes in once a finalized chip has idled for --auto-swap ms. */
@@ -666,8 +681,9 @@ static void slot_swap_if_due(struct slot *s, uint64_t now)
 
 	if (!due || due > now)
 		return;
-	log_msg("slot %u: chip %u finalized and idle, swapping in the next one", s->idx,
-		emu_chip_index(s->chip));
+	log_msg("slot %u: chip %u finalized and idle for %llu ms (host %s), swapping in the "
+		"next one", s->idx, emu_chip_index(s->chip), (unsigned long long)((now - s->last_host_activity) / NS_PER_MS),
+		s->host_after_close ? "came back" : "never came back");
 	slot_remove_chip(s);
 	(void)slot_insert_chip(s);
 #ifdef HAVE_EMU_USB
@@ -771,6 +787,12 @@ static void slot_run(struct slot *s, uint64_t now)
 		s->out[s->out_len++] = it->tx.byte;
 		s->tx_busy = base + E.byte_ns;
 		s->tx_head++;
+		/* The chip's answers count as activity: a finalized chip is idle from its last
+		 * byte (FINALIZE's answer may come long after the request). */
+		if (s->tx_busy > s->last_host_activity)
+			s->last_host_activity = s->tx_busy;
+		if (s->host_asked_after_close)
+			s->host_after_close = true;
 	}
 	if (E.verbose && s->out_len > out_before)
 		slot_hexdump(s, "<-", s->out + out_before, s->out_len - out_before);
@@ -819,7 +841,7 @@ static void slot_on_readable(struct slot *s)
 	 * that should have swapped it ran late on a busy machine. */
 	if (s->rx_len == s->rx_head)
 		slot_swap_if_due(s, now);
-	slot_host_activity(s, now);
+	slot_host_activity(s, now, false);
 	for (ssize_t i = 0; i < n; i++) {
 		uint64_t start = s->rx_last > now ? s->rx_last : now;
 		uint64_t t = E.byte_ns ? start + E.byte_ns : now;
