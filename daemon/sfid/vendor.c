@@ -309,6 +309,30 @@ static void command_line(char *out, size_t size, char *const argv[])
 		n += (size_t)snprintf(out + n, size - n, "%s%s", i ? " " : "", argv[i]);
 }
 
+/* sfid's environment without what systemd gave sfid alone (its credentials folder, where
+ * the PIN may be; its notification socket, watchdog and passed sockets): the tool gets no
+ * way to a secret from sfid. A static array of pointers into environ, rebuilt per run. */
+static char **tool_environment(void)
+{
+	static const char *const dropped[] = {
+		"CREDENTIALS_DIRECTORY=", "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=",
+		"LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=",
+	};
+	static char *env[512];
+	size_t n = 0;
+
+	for (char **e = environ; *e && n < sizeof(env) / sizeof(env[0]) - 1; e++) {
+		bool keep = true;
+
+		for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
+			keep &= strncmp(*e, dropped[i], strlen(dropped[i])) != 0;
+		if (keep)
+			env[n++] = *e;
+	}
+	env[n] = NULL;
+	return env;
+}
+
 /* Starts argv[0]; done runs on the loop when it ended (also when it could not start). */
 static struct vproc *vproc_run(struct vendor *v, const char *step, char *const argv[],
 			       unsigned timeout_ms, vproc_done_fn done, void *arg)
@@ -341,6 +365,9 @@ static struct vproc *vproc_run(struct vendor *v, const char *step, char *const a
 	posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDOUT_FILENO);
 	posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+	/* Nothing else of sfid's goes to the tool: not the other slots' ports (a serial port
+	 * may be open without close-on-exec), not the database or the control socket. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, STDERR_FILENO + 1);
 	posix_spawnattr_init(&attr);
 	sigemptyset(&none);
 	sigemptyset(&dflt);
@@ -354,7 +381,7 @@ static struct vproc *vproc_run(struct vendor *v, const char *step, char *const a
 	posix_spawnattr_setpgroup(&attr, 0);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
 				 POSIX_SPAWN_SETPGROUP);
-	r = posix_spawn(&p->pid, argv[0], &fa, &attr, argv, environ);
+	r = posix_spawn(&p->pid, argv[0], &fa, &attr, argv, tool_environment());
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	close(pipefd[1]);

@@ -54,6 +54,7 @@ fail = ${1:-}
 delay-ms = ${2:-0}
 [log]
 calls = $tmp/calls.log
+process = $tmp/process.log
 CONF
 	mv "$tmp/standin.conf.new" "$tmp/standin.conf"
 }
@@ -77,7 +78,9 @@ CONF
 standin_conf "" 200
 line_start_emu 4 3 --auto-swap 300
 vendor_config 4
-line_start_sfid
+# As under systemd with LoadCredential=: the tool must not learn where sfid's credentials are.
+mkdir -m 700 "$tmp/credentials"
+CREDENTIALS_DIRECTORY=$tmp/credentials line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" --count 4 >/dev/null
 ctl start >/dev/null
 wait_for 150 "4 chips installed" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" 4
@@ -112,6 +115,12 @@ if n < 12:
     sys.exit(1)
 PY
 calls=$(grep -c '^start' "$tmp/calls.log")
+# Every run got none of sfid's descriptors (the other slots' ports, the database, the control
+# socket) and no credentials folder.
+[ "$(wc -l <"$tmp/process.log")" -ge 20 ] || line_fail "the stand-in logged $(wc -l <"$tmp/process.log") runs"
+if grep -vx "fds=- credentials=no" "$tmp/process.log" >&2; then
+	line_fail "the tool inherited a descriptor or the credentials folder of sfid"
+fi
 
 TOKEN=stm32hsm:reader-1
 [ "$(reader_counter)" -eq 1 ] || line_fail "reader counter $(reader_counter) after 4 licenses, expected 1"
