@@ -785,15 +785,37 @@ static int erase_next(struct dfu *d)
 	return 0;
 }
 
+/* The address of sector k of the erase alternate's layout (its size to *size). */
+static uint32_t sector_addr(const struct dfu *d, uint16_t k, uint32_t *size)
+{
+	const struct dfuse_layout *l = &d->alts[d->mem_alt].layout;
+	uint32_t left = k;
+
+	for (unsigned i = 0; i < l->n_segments; i++) {
+		const struct dfuse_segment *g = &l->seg[i];
+
+		if (left < g->count) {
+			if (size)
+				*size = g->sector_size;
+			return g->start + left * g->sector_size;
+		}
+		left -= g->count;
+	}
+	if (size)
+		*size = 0;
+	return 0;
+}
+
 /* Erase of a sector list: the next run of consecutive sectors becomes the range. */
 static void erase_run(struct dfu *d)
 {
 	size_t k = d->sector_i + 1;
+	uint32_t last = 0;
 
 	while (k < d->n_sectors && d->sectors[k] == d->sectors[k - 1] + 1)
 		k++;
-	d->mem_addr = STM32H5_FLASH_BASE + (uint32_t)d->sectors[d->sector_i] * STM32H5_FLASH_SECTOR;
-	d->mem_len = (k - d->sector_i) * STM32H5_FLASH_SECTOR;
+	d->mem_addr = sector_addr(d, d->sectors[d->sector_i], NULL);
+	d->mem_len = (size_t)(sector_addr(d, d->sectors[k - 1], &last) + last - d->mem_addr);
 	d->erase_at = d->mem_addr;
 	d->sector_i = k;
 }
@@ -809,8 +831,8 @@ static int vt_alt(struct dfu *d)
 		addr = STM32H5_FLASH_BASE;
 		len = STM32H5_FLASH_SECTOR;
 	} else if (d->op == OP_ERASE) {
-		addr = STM32H5_FLASH_BASE + (uint32_t)d->sectors[0] * STM32H5_FLASH_SECTOR;
-		len = STM32H5_FLASH_SECTOR;
+		addr = STM32H5_FLASH_BASE;
+		len = 1;
 	}
 	for (unsigned i = 0; i < d->cfg.n_alts && i < DFUSE_MAX_ALTS; i++) {
 		const struct transport_dfu_alt *a = &d->alts[i];
@@ -819,6 +841,18 @@ static int vt_alt(struct dfu *d)
 		    dfuse_layout_covers(&a->layout, addr, (uint32_t)len, d->vt_attrs)) {
 			d->mem_alt = (uint8_t)i;
 			if (d->op == OP_ERASE) {
+				uint32_t n = 0;
+
+				for (unsigned k = 0; k < a->layout.n_segments; k++)
+					n += a->layout.seg[k].count;
+				for (size_t k = 0; k < d->n_sectors; k++) {
+					if (d->sectors[k] >= n) {
+						snprintf(d->why, sizeof(d->why), "sector %u is "
+							 "beyond the %" PRIu32 " of %s",
+							 d->sectors[k], n, a->name);
+						return -ERANGE;
+					}
+				}
 				d->sector_i = 0;
 				erase_run(d);
 			}

@@ -33,8 +33,10 @@
  *   write      len bytes at addr (UART: Write Memory blocks; DfuSe: DNLOAD). The tail is
  *              padded with 0xFF to the write unit: 16 bytes in flash and OTP, 4 elsewhere;
  *              addr must be a multiple of it. Flash must have been erased.
- *   erase      the flash sectors listed (numbers of STM32H5_FLASH_SECTOR-byte sectors from
- *              STM32H5_FLASH_BASE), or every sector when n is 0 (mass erase).
+ *   erase      the flash sectors (pages) listed, numbered from the start of the chip's
+ *              flash in the chip's own sector size (8 KiB on the STM32H5; DfuSe: the
+ *              sectors of the layout of the alternate that holds 0x08000000), or every
+ *              sector when n is 0 (mass erase).
  *   go         start the code at addr (UART: Go; DfuSe: leave DFU mode at addr). The
  *              bootloader session ends: the next operation is a probe.
  *   cancel     drops the running operation now, without calling its callback.
@@ -104,6 +106,7 @@ struct transport_identity {
 	uint32_t pid;			/* product id, 0x484 for STM32H56x/H57x */
 	uint8_t version;		/* bootloader protocol version, 0x40 = 4.0 */
 	bool osfi;			/* carries OSFI requests (UART: Get ID, 0x50 and 0x51) */
+	/* pid is 0 when the bootloader does not say (UART: no Get ID in its list). */
 };
 
 struct transport_answer {

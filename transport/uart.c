@@ -60,6 +60,7 @@ struct uart {
 	size_t answer_max;
 	int64_t op_deadline;
 	bool reconnecting;
+	bool id_osfi;		/* identify: the Get list names Special and Extended Special */
 
 	/* A memory operation: split into commands of one block or one page list each. */
 	uint32_t mem_addr;
@@ -347,7 +348,7 @@ static void identify_pid(struct uart *u, int r)
 {
 	if (r == 0 && u->ret_id) {
 		u->ret_id->pid = an3155_xfer_pid(&u->x);
-		u->ret_id->osfi = true;
+		u->ret_id->osfi = u->id_osfi;
 	}
 	op_end(u, r);
 }
@@ -365,9 +366,11 @@ static void identify_get(struct uart *u, int r)
 		*u->ret_id = (struct transport_identity){ .version = g->version };
 	}
 	/* The command list is the chip's word on what it supports: OSFI needs Get ID, Special
-	 * and Extended Special (docs/protocol.md section 5). */
-	if (!an3155_get_has(g, AN3155_CMD_GET_ID) || !an3155_get_has(g, AN3155_CMD_SPECIAL) ||
-	    !an3155_get_has(g, AN3155_CMD_EXTENDED_SPECIAL)) {
+	 * and Extended Special (docs/protocol.md section 5). The product id is read whenever
+	 * Get ID is there: plain programming needs it to know the chip's memory. */
+	u->id_osfi = an3155_get_has(g, AN3155_CMD_SPECIAL) &&
+		     an3155_get_has(g, AN3155_CMD_EXTENDED_SPECIAL);
+	if (!an3155_get_has(g, AN3155_CMD_GET_ID)) {
 		op_end(u, 0);
 		return;
 	}
