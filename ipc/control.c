@@ -53,6 +53,12 @@ static const struct control_arg job_load_args[] = {
 	{ "global_license_fd", CONTROL_ARG_INT, 0, 63, "the index of the global license's descriptor" },
 	{ "module_licenses", CONTROL_ARG_STRINGS, 0, 64, "module license names as in the module file" },
 	{ "module_licenses_fd", CONTROL_ARG_INT, 0, 63, "the index of the first module license's descriptor" },
+	/* A plain job instead of an image: firmware files (FILE or FILE@ADDR), whether chips
+	 * are started when written, and where. */
+	{ "firmware", CONTROL_ARG_STRINGS, 0, 16, "firmware files (FILE.elf, FILE.hex, FILE.bin@ADDR)" },
+	{ "firmware_fd", CONTROL_ARG_INT, 0, 63, "the index of the first firmware file's descriptor" },
+	{ "go", CONTROL_ARG_BOOL, 0, 0, "true: start each chip once written and verified" },
+	{ "go_address", CONTROL_ARG_INT, 0, UINT32_MAX, "the address to start at" },
 	{ 0 }
 };
 static const struct control_arg export_args[] = {

@@ -65,6 +65,8 @@ static void usage(FILE *f)
 		"  ports --scan                 USB-serial adapters connected to this machine, with\n"
 		"                               the port spec naming each (a local scan; no sfid)\n"
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
+		"  job load --plain [--go[=ADDR]] [--count N] FIRMWARE...  plain programming, no\n"
+		"      license, not secure: FILE.elf, FILE.hex, FILE.bin@ADDR  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
 		"  hsm                          token and license counter (supervisor)\n"
 		"  config                       configuration in force (supervisor)\n"
@@ -402,7 +404,7 @@ static struct watch_slot wslots[SLOTS_SHOWN];
 static size_t n_wslots;
 static unsigned results_ok, results_failed;
 static char w_station[64], w_halt[256], w_message[512];
-static bool w_have_job, w_complete, w_color, w_down;
+static bool w_have_job, w_complete, w_color, w_down, w_plain;
 static int64_t w_job, w_target, w_installed, w_failed, w_refused, w_halted, w_left = -1,
 	w_started_ms, w_job_ms, w_job_ms_at;
 static volatile sig_atomic_t w_resized = 1;
@@ -441,6 +443,7 @@ static void watch_apply_totals(struct json_object *o)
 	if (!w_have_job)
 		return;
 	w_job = jint(job, "id");
+	w_plain = strcmp(jstr(job, "kind"), "plain") == 0;
 	w_target = jint(job, "target");
 	w_installed = jint(job, "installed");
 	w_failed = jint(job, "failed");
@@ -620,11 +623,14 @@ static void watch_redraw(void)
 	localtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%H:%M:%S %Z", &tm);
 	if (w_have_job) {
-		wl_add(&l, C_BOLD, "%s job %" PRId64 ":", w_station, w_job);
+		wl_add(&l, C_BOLD, "%s job %" PRId64 "%s:", w_station, w_job,
+		       w_plain ? " (PLAIN, not secure)" : "");
 		if (w_target)
-			wl_add(&l, C_GREEN, " %" PRId64 "/%" PRId64 " installed", w_installed, w_target);
+			wl_add(&l, C_GREEN, " %" PRId64 "/%" PRId64 " %s", w_installed, w_target,
+			       w_plain ? "written" : "installed");
 		else
-			wl_add(&l, C_GREEN, " %" PRId64 " installed", w_installed);
+			wl_add(&l, C_GREEN, " %" PRId64 " %s", w_installed,
+			       w_plain ? "written" : "installed");
 		wl_add(&l, w_failed ? C_RED : NULL, ", %" PRId64 " failed", w_failed);
 		wl_add(&l, NULL, ", %" PRId64 " refused untouched", w_refused);
 		if (w_halted)
@@ -717,10 +723,11 @@ static void watch_event(const struct control_reply *rep, bool tty, bool *want_st
 			 jstr(o, "chip") : "-");
 		w->last_kind = ok ? 1 : 2;
 		if (ok)
-			snprintf(w->last, sizeof(w->last), "ok %.1f s%s",
+			snprintf(w->last, sizeof(w->last), "ok %.1f s%s%s",
 				 (double)jint(o, "duration_ms") / 1000.0,
 				 json_object_get_boolean(json_object_object_get(o, "license_reused")) ?
-				 " reused" : "");
+				 " reused" : "",
+				 strcmp(jstr(o, "kind"), "plain") == 0 ? " plain" : "");
 		else
 			snprintf(w->last, sizeof(w->last), "%s at %s: %s", jstr(o, "result"),
 				 jstr(o, "step"), jstr(o, "error"));
@@ -1146,9 +1153,29 @@ static int cmd_ports_scan(void)
 
 static void print_job(struct json_object *j)
 {
-	struct json_object *lics;
+	struct json_object *lics, *fw;
 
-	printf("job %" PRId64 "\n  image     %s\n  image id  %s\n  digest    %s\n  bytes     %"
+	if (strcmp(jstr(j, "kind"), "plain") == 0) {
+		/* Firmware written with the bootloader's commands: nothing is protected. */
+		printf("job %" PRId64 "\n  kind      plain (not secure: no OSFI, no license)\n",
+		       jint(j, "id"));
+		if (json_object_object_get_ex(j, "firmware", &fw))
+			for (size_t i = 0; i < json_object_array_length(fw); i++)
+				printf("  %-9s %s\n", i == 0 ? "firmware" : "",
+				       json_object_get_string(json_object_array_get_idx(fw, i)));
+		printf("  digest    %s\n  bytes     %" PRId64 " in %" PRId64 " segment%s\n",
+		       jstr(j, "digest"), jint(j, "bytes"), jint(j, "segments"),
+		       jint(j, "segments") == 1 ? "" : "s");
+		if (json_object_object_get(j, "go"))
+			printf("  then      go 0x%08" PRIx64 "\n", (uint64_t)jint(j, "go"));
+		else
+			printf("  then      stay in the bootloader\n");
+		printf("  licenses  none\n  target    %" PRId64 "\n  written   %" PRId64
+		       "\n  failed    %" PRId64 "\n  loaded by %s\n", jint(j, "target"),
+		       jint(j, "installed"), jint(j, "failed"), jstr(j, "loaded_by"));
+		return;
+	}
+	printf("job %" PRId64 "\n  kind      osfi\n  image     %s\n  image id  %s\n  digest    %s\n  bytes     %"
 	       PRId64 "\n  modules   %s\n", jint(j, "id"), jstr(j, "image"), jstr(j, "image_id"),
 	       jstr(j, "digest"), jint(j, "bytes"), jstr(j, "modules")[0] ? jstr(j, "modules") : "-");
 	if (json_object_object_get_ex(j, "licenses", &lics) &&
@@ -1277,16 +1304,77 @@ static int pass_module_licenses(const char *modules, int mfd, struct json_object
 	return r;
 }
 
+/* job load --plain [--go[=ADDR]] FIRMWARE...: the firmware files passed as descriptors, named
+ * by their absolute paths (with @ADDR kept). */
+static int job_load_plain(int argc, char **argv, struct json_object *args, bool go,
+			  const char *go_addr)
+{
+	struct json_object *names = json_object_new_array();
+	char path[4096], spec[4200];
+	int first = -1, k, r;
+
+	if (argc < 1 || argc > 16) {
+		fprintf(stderr, "sfictl: job load --plain needs 1 to 16 firmware files (FILE.elf, "
+			"FILE.hex or FILE.bin@ADDR)\n");
+		json_object_put(names);
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
+	for (int i = 0; i < argc; i++) {
+		const char *at = strrchr(argv[i], '@');
+		size_t n = at && at[1] ? (size_t)(at - argv[i]) : strlen(argv[i]);
+		char file[4096];
+
+		snprintf(file, sizeof(file), "%.*s", (int)n, argv[i]);
+		if (!realpath(file, path)) {
+			fprintf(stderr, "sfictl: %s: %s\n", file, strerror(errno));
+			json_object_put(names);
+			json_object_put(args);
+			return EXIT_IO;
+		}
+		k = pass_file(path);
+		if (k < 0) {
+			json_object_put(names);
+			json_object_put(args);
+			return EXIT_IO;
+		}
+		if (first < 0)
+			first = k;
+		snprintf(spec, sizeof(spec), "%s%s", path, at && at[1] ? at : "");
+		json_object_array_add(names, json_object_new_string(spec));
+	}
+	json_object_object_add(args, "firmware", names);
+	json_object_object_add(args, "firmware_fd", json_object_new_int(first));
+	json_object_object_add(args, "go", json_object_new_boolean(go));
+	if (go_addr) {
+		int64_t a;
+
+		if (parse_number("--go", go_addr, 0, UINT32_MAX, &a) < 0) {
+			json_object_put(args);
+			return EXIT_USAGE;
+		}
+		json_object_object_add(args, "go_address", json_object_new_int64(a));
+	}
+	r = simple("job-load", args, print_job);
+	for (size_t i = 0; i < n_pass_fds; i++)
+		close(pass_fds[i]);
+	n_pass_fds = 0;
+	return r;
+}
+
 static int cmd_job_load(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "modules", required_argument, NULL, 'm' },
 		{ "count", required_argument, NULL, 'n' },
 		{ "global-license", required_argument, NULL, 'g' },
+		{ "plain", no_argument, NULL, 'p' },
+		{ "go", optional_argument, NULL, 'G' },
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
-	const char *modules = NULL, *global = NULL;
+	const char *modules = NULL, *global = NULL, *go_addr = NULL;
+	bool plain = false, go = false;
 	char path[4096];
 	int64_t count;
 	int c, k, r;
@@ -1294,6 +1382,13 @@ static int cmd_job_load(int argc, char **argv)
 	optind = 0;
 	while ((c = getopt_long(argc, argv, "m:n:g:", opts, NULL)) >= 0) {
 		switch (c) {
+		case 'p':
+			plain = true;
+			break;
+		case 'G':
+			go = true;
+			go_addr = optarg;
+			break;
 		case 'm':
 			modules = optarg;
 			break;
@@ -1312,6 +1407,18 @@ static int cmd_job_load(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (plain && (modules || global)) {
+		fprintf(stderr, "sfictl: a plain job has no module file and no license\n");
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
+	if (!plain && go) {
+		fprintf(stderr, "sfictl: --go is for plain jobs (--plain)\n");
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
+	if (plain)
+		return job_load_plain(argc - optind, argv + optind, args, go, go_addr);
 	if (optind + 1 != argc) {
 		fprintf(stderr, "sfictl: job load needs exactly one IMAGE\n");
 		json_object_put(args);

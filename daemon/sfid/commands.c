@@ -361,6 +361,10 @@ static void job_record(struct pending_job *pj)
 		.global_license_file = j->global_file,
 		.station = pj->d->cfg->station,
 		.sfid_version = SFID_VERSION,
+		.plain = j->plain,
+		.firmware = j->firmware,
+		.go = j->go,
+		.go_address = j->go_address,
 	};
 
 	if (rec_job_create(pj->d->recorder, &dj, &j->id, job_recorded, pj) < 0)
@@ -446,9 +450,55 @@ static int job_fds_take(struct client *c, const struct control_request *req,
 	return bad ? -1 : 0;
 }
 
+/* A plain job: firmware files (with the descriptors sfictl passed), no license. */
+static int job_load_plain_req(struct client *c, const struct control_request *req,
+			      struct json_object *list, uint32_t count, struct job **ret,
+			      char *msg, size_t msg_size)
+{
+	const char *files[JOB_FIRMWARE_MAX];
+	int fds[JOB_FIRMWARE_MAX];
+	int64_t first = arg_int(req, "firmware_fd", -1);
+	struct json_object *v;
+	bool go = false, bad = false;
+	size_t n = json_object_array_length(list);
+	int r;
+
+	if (n > JOB_FIRMWARE_MAX)
+		n = JOB_FIRMWARE_MAX;
+	for (size_t i = 0; i < n; i++) {
+		files[i] = json_object_get_string(json_object_array_get_idx(list, i));
+		fds[i] = first < 0 ? -1 : server_client_take_fd(c, (size_t)first + i);
+		bad |= first >= 0 && fds[i] < 0;
+	}
+	if (req->args && json_object_object_get_ex(req->args, "go", &v))
+		go = json_object_get_boolean(v);
+	if (bad) {
+		snprintf(msg, msg_size, "a descriptor named in the request was not passed with it "
+			 "(SCM_RIGHTS)");
+		r = -EINVAL;
+	} else if (arg_string(req, "image") || arg_string(req, "modules") ||
+		   arg_string(req, "global_license")) {
+		snprintf(msg, msg_size, "a job is either an image or plain firmware, not both");
+		r = -EINVAL;
+	} else if (!go && arg_int(req, "go_address", -1) >= 0) {
+		snprintf(msg, msg_size, "\"go_address\" needs \"go\": true");
+		r = -EINVAL;
+	} else {
+		int64_t ga = arg_int(req, "go_address", -1);
+
+		r = job_load_plain(files, fds, n, go, ga >= 0, ga >= 0 ? (uint32_t)ga : 0, count,
+				   server_client_user(c), ret, msg, msg_size);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return r;
+}
+
 static void cmd_job_load(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
+	struct json_object *firmware = NULL;
 	const char *global = arg_string(req, "global_license");
 	int64_t count = arg_int(req, "count", 0);
 	struct job_line_token tok;
@@ -458,15 +508,28 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 	char msg[512];
 	int r;
 
-	if (!image || count < 0 || count > UINT32_MAX) {
+	if (req->args && (!json_object_object_get_ex(req->args, "firmware", &firmware) ||
+			  !json_object_is_type(firmware, json_type_array)))
+		firmware = NULL;
+	if ((!image && !firmware) || count < 0 || count > UINT32_MAX) {
 		server_reply_error(c, req->id, CONTROL_E_ARGUMENT,
-				   "job-load needs \"image\" (a path) and an optional \"count\" >= 0");
+				   "job-load needs \"image\" (a path) or \"firmware\" (a list of "
+				   "paths, a plain job), and an optional \"count\" >= 0");
 		return;
 	}
 	if (any_chip_in_progress(d) || d->job_loading) {
 		server_reply_error(c, req->id, CONTROL_E_STATE,
 				   "chips are in progress or another job is being loaded; pause or "
 				   "stop the slots first");
+		return;
+	}
+	if (firmware) {
+		r = job_load_plain_req(c, req, firmware, (uint32_t)count, &j, msg, sizeof(msg));
+		if (r == 0)
+			goto loaded;
+		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);
+		server_reply_error(c, req->id, r == -EINVAL ? CONTROL_E_ARGUMENT :
+				   r == -ENOENT ? CONTROL_E_NOT_FOUND : CONTROL_E_FAILED, "%s", msg);
 		return;
 	}
 	if (job_fds_take(c, req, &fds) < 0) {
@@ -484,6 +547,7 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   r == -ENOENT ? CONTROL_E_NOT_FOUND : CONTROL_E_FAILED, "%s", msg);
 		return;
 	}
+loaded:
 	pj = calloc(1, sizeof(*pj));
 	if (!pj) {
 		job_free(j);
@@ -496,7 +560,8 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 	pj->uid = (uint32_t)server_client_uid(c);
 	pj->j = j;
 	d->job_loading = true;
-	if (tokens_resolve_job(d->tokens, j)) {
+	/* A plain job spends no license: no token to find. */
+	if (j->plain || tokens_resolve_job(d->tokens, j)) {
 		job_record(pj);
 		return;
 	}

@@ -9,12 +9,15 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "an3155-wire.h"
+#include "fw-load.h"
 #include "job.h"
 #include "sfi-error.h"
 #include "sfi-file.h"
+#include "sfi-parse.h"
 #include "util.h"
 
 #define IMAGE_MAX (64u * 1024 * 1024)
@@ -32,6 +35,11 @@ struct job *job_free(struct job *j)
 	explicit_bzero(j->lic, sizeof(j->lic));
 	free(j->loaded_by);
 	free(j->refused_uids);
+	for (size_t i = 0; i < j->n_seg; i++)
+		free(j->seg[i].data);
+	free(j->seg);
+	free(j->sectors);
+	free(j->firmware);
 	free(j);
 	return NULL;
 }
@@ -330,11 +338,221 @@ bad:
 	return r;
 }
 
+/* ---- plain jobs ---- */
+
+/* Replaces every "/proc/self/fd/N" in s (as fw_load names a passed descriptor) by name. */
+static void name_fd(char *s, size_t size, const char *fdpath, const char *name)
+{
+	char out[1024];
+	size_t o = 0, k = strlen(fdpath);
+
+	for (const char *p = s; *p && o + 1 < sizeof(out);) {
+		if (strncmp(p, fdpath, k) == 0) {
+			o += (size_t)snprintf(out + o, sizeof(out) - o, "%s", name);
+			if (o >= sizeof(out))
+				o = sizeof(out) - 1;
+			p += k;
+		} else {
+			out[o++] = *p++;
+		}
+	}
+	out[o] = '\0';
+	snprintf(s, size, "%s", out);
+}
+
+static int cmp_segment(const void *x, const void *y)
+{
+	const struct fw_segment *a = x, *b = y;
+
+	return a->address < b->address ? -1 : a->address > b->address;
+}
+
+int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
+		   bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
+		   struct job **ret, char *reason, size_t reason_size)
+{
+	static const uint32_t n_sectors = STM32H5_FLASH_SIZE / STM32H5_FLASH_SECTOR;
+	struct fw_image fw = { 0 };
+	struct job *j = NULL;
+	uint8_t md[SHA256_DIGEST_LENGTH];
+	bool *touched = NULL;
+	size_t list_len = 0, names_len = 0;
+	EVP_MD_CTX *sha = NULL;
+	int r = -EINVAL;
+
+	if (n == 0 || n > JOB_FIRMWARE_MAX) {
+		sfi_reason(reason, reason_size, "a plain job needs 1 to %d firmware files "
+			   "(FILE.elf, FILE.hex or FILE.bin@ADDR)", JOB_FIRMWARE_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char path[PATH_MAX], fdpath[32] = "", why[1024];
+		const char *at = strrchr(files[i], '@');
+		bool has_addr = false;
+		uint32_t addr = 0;
+		size_t len;
+
+		/* FILE@ADDR: a raw binary at ADDR (the last '@', so a path may hold one). */
+		if (at && at[1]) {
+			if (sfi_parse_u32(at + 1, &addr) < 0) {
+				sfi_reason(reason, reason_size, "%s: '%s' is not an address", files[i],
+					   at + 1);
+				goto out;
+			}
+			has_addr = true;
+		}
+		len = has_addr ? (size_t)(at - files[i]) : strlen(files[i]);
+		if (len == 0 || len >= sizeof(path)) {
+			sfi_reason(reason, reason_size, "'%s' names no firmware file", files[i]);
+			goto out;
+		}
+		memcpy(path, files[i], len);
+		path[len] = '\0';
+		if (fds && fds[i] >= 0) {
+			/* The supervisor's descriptor: read from its start under its name. */
+			snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fds[i]);
+			if (lseek(fds[i], 0, SEEK_SET) < 0 && errno != ESPIPE) {
+				sfi_reason(reason, reason_size, "cannot read %s: %s", path, strerror(errno));
+				r = -ENOENT;
+				goto out;
+			}
+		}
+		if (fw_load(&fw, fdpath[0] ? fdpath : path, has_addr, addr, why, sizeof(why)) < 0) {
+			if (fdpath[0])
+				name_fd(why, sizeof(why), fdpath, path);
+			sfi_reason(reason, reason_size, "%s", why);
+			goto out;
+		}
+		for (size_t k = fw.merge_from; fdpath[0] && k < fw.n; k++)
+			name_fd(fw.seg[k].source, sizeof(fw.seg[k].source), fdpath, path);
+		list_len += strlen(files[i]) + 1;
+		names_len += strlen(files[i]) + 2;
+	}
+	if (fw.n == 0) {
+		sfi_reason(reason, reason_size, "the firmware holds no data");
+		goto out;
+	}
+	qsort(fw.seg, fw.n, sizeof(fw.seg[0]), cmp_segment);
+	touched = calloc(n_sectors, sizeof(*touched));
+	j = calloc(1, sizeof(*j));
+	if (!touched || !j) {
+		r = -ENOMEM;
+		sfi_reason(reason, reason_size, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < fw.n; i++) {
+		const struct fw_segment *g = &fw.seg[i];
+		uint64_t end = (uint64_t)g->address + g->size;
+
+		if (i > 0 && (uint64_t)fw.seg[i - 1].address + fw.seg[i - 1].size > g->address) {
+			sfi_reason(reason, reason_size, "%s overlaps %s at 0x%08" PRIx32, g->source,
+				   fw.seg[i - 1].source, g->address);
+			goto out;
+		}
+		if (g->address < STM32H5_FLASH_BASE ||
+		    end > (uint64_t)STM32H5_FLASH_BASE + STM32H5_FLASH_SIZE) {
+			sfi_reason(reason, reason_size, "%s (0x%08" PRIx32 "..0x%08" PRIx64 ", %zu "
+				   "bytes) is outside the STM32H5's flash (0x%08x..0x%08x)", g->source,
+				   g->address, end - 1, g->size, STM32H5_FLASH_BASE,
+				   STM32H5_FLASH_BASE + STM32H5_FLASH_SIZE - 1);
+			goto out;
+		}
+		if (g->address % STM32H5_FLASH_WRITE_UNIT != 0) {
+			sfi_reason(reason, reason_size, "%s starts at 0x%08" PRIx32 ", not on a %u-byte "
+				   "flash word", g->source, g->address, STM32H5_FLASH_WRITE_UNIT);
+			goto out;
+		}
+		for (uint32_t p = (g->address - STM32H5_FLASH_BASE) / STM32H5_FLASH_SECTOR;
+		     p <= (uint32_t)((end - 1 - STM32H5_FLASH_BASE) / STM32H5_FLASH_SECTOR); p++)
+			touched[p] = true;
+		j->fw_bytes += g->size;
+	}
+	if (go && go_addr_set && (go_addr < STM32H5_FLASH_BASE ||
+				  go_addr - STM32H5_FLASH_BASE >= STM32H5_FLASH_SIZE)) {
+		sfi_reason(reason, reason_size, "the Go address 0x%08" PRIx32 " is outside the "
+			   "STM32H5's flash", go_addr);
+		goto out;
+	}
+	r = -ENOMEM;
+	j->seg = calloc(fw.n, sizeof(*j->seg));
+	j->sectors = calloc(n_sectors, sizeof(*j->sectors));
+	j->firmware = calloc(1, list_len + 1);
+	j->image_path = calloc(1, names_len + 1);
+	j->loaded_by = strdup(user ? user : "");
+	if (!j->seg || !j->sectors || !j->firmware || !j->image_path || !j->loaded_by) {
+		sfi_reason(reason, reason_size, "out of memory");
+		goto out;
+	}
+	sha = EVP_MD_CTX_new();
+	if (!sha || !EVP_DigestInit_ex(sha, EVP_sha256(), NULL)) {
+		sfi_reason(reason, reason_size, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < fw.n; i++) {
+		/* The segments move over: the loader's copies are not freed twice. */
+		j->seg[i] = (struct job_segment){ .address = fw.seg[i].address,
+						  .data = fw.seg[i].data, .size = fw.seg[i].size };
+		fw.seg[i].data = NULL;
+		j->n_seg++;
+		EVP_DigestUpdate(sha, j->seg[i].data, j->seg[i].size);
+	}
+	if (!EVP_DigestFinal_ex(sha, md, NULL)) {
+		sfi_reason(reason, reason_size, "cannot compute the firmware's digest");
+		r = -EIO;
+		goto out;
+	}
+	sfid_hex(md, sizeof(md), j->digest_hex);
+	memcpy(j->image_id, md, sizeof(j->image_id));
+	sfid_hex(md, sizeof(md), j->image_id_hex);
+	for (uint32_t p = 0; p < n_sectors; p++)
+		if (touched[p])
+			j->sectors[j->n_sectors++] = (uint16_t)p;
+	for (size_t i = 0; i < n; i++) {
+		strcat(j->firmware, files[i]);
+		strcat(j->firmware, i + 1 < n ? "\n" : "");
+		strcat(j->image_path, files[i]);
+		strcat(j->image_path, i + 1 < n ? ", " : "");
+	}
+	j->plain = true;
+	j->go = go;
+	j->go_address = go_addr_set ? go_addr : j->seg[0].address;
+	j->device_id = 0;	/* any device a slot knows for plain jobs */
+	j->image_len = (size_t)j->fw_bytes;
+	j->target = target;
+	j->loaded_ms = sfid_now_ms();
+	*ret = j;
+	j = NULL;
+	r = 0;
+out:
+	EVP_MD_CTX_free(sha);
+	free(touched);
+	fw_image_clear(&fw);
+	job_free(j);
+	return r;
+}
+
 struct json_object *job_json(const struct job *j)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
 
 	json_object_object_add(o, "id", json_object_new_int64(j->id));
+	/* "plain": written with the bootloader's commands, nothing protected (no OSFI). */
+	json_object_object_add(o, "kind", json_object_new_string(j->plain ? "plain" : "osfi"));
+	if (j->plain) {
+		struct json_object *f = json_object_new_array();
+		const char *p = j->firmware;
+
+		while (*p) {
+			size_t k = strcspn(p, "\n");
+
+			json_object_array_add(f, json_object_new_string_len(p, (int)k));
+			p += k + (p[k] == '\n');
+		}
+		json_object_object_add(o, "firmware", f);
+		json_object_object_add(o, "segments", json_object_new_int64((int64_t)j->n_seg));
+		json_object_object_add(o, "sectors", json_object_new_int64((int64_t)j->n_sectors));
+		json_object_object_add(o, "go", j->go ? json_object_new_int64(j->go_address) : NULL);
+	}
 	json_object_object_add(o, "image", json_object_new_string(j->image_path));
 	json_object_object_add(o, "image_id", json_object_new_string(j->image_id_hex));
 	json_object_object_add(o, "digest", json_object_new_string(j->digest_hex));
@@ -342,7 +560,8 @@ struct json_object *job_json(const struct job *j)
 	json_object_object_add(o, "device_id", json_object_new_int(j->device_id));
 	json_object_object_add(o, "modules", j->module_file ? json_object_new_string(j->module_file)
 							    : NULL);
-	json_object_object_add(o, "license", json_object_new_string(j->global ? "global" : "hsm"));
+	json_object_object_add(o, "license", json_object_new_string(j->plain ? "none" :
+								   j->global ? "global" : "hsm"));
 	json_object_object_add(o, "global_license", j->global_file ?
 			       json_object_new_string(j->global_file) : NULL);
 	for (size_t i = 0; i < j->n_lic; i++) {

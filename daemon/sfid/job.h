@@ -9,6 +9,16 @@
 
 struct json_object;
 
+/* A plain job's firmware files at most. */
+#define JOB_FIRMWARE_MAX 16
+
+/* One piece of a plain job's firmware: bytes at an address of the STM32H5's flash. */
+struct job_segment {
+	uint32_t address;
+	uint8_t *data;
+	size_t size;
+};
+
 /* The image's license and one per module. */
 #define JOB_LICENSES_MAX 17
 
@@ -55,6 +65,19 @@ struct job {
 	size_t n_refused_uids, cap_refused_uids;
 	char *loaded_by;
 	int64_t loaded_ms;
+
+	/* A plain job: firmware written with the bootloader's memory commands (no OSFI, no
+	 * license, nothing protected). image_path lists its files, digest_hex and image_id_hex
+	 * are the SHA-256 of the firmware's bytes in address order, n_lic is 0. */
+	bool plain;
+	char *firmware;			/* its files as given, one per line */
+	struct job_segment *seg;	/* in address order, none overlapping, all in flash */
+	size_t n_seg;
+	uint64_t fw_bytes;		/* bytes of all segments */
+	uint16_t *sectors;		/* the flash sectors they touch, ascending */
+	size_t n_sectors;
+	bool go;			/* start each chip at go_address once verified */
+	uint32_t go_address;
 };
 
 /* The licenses issued or reused for one chip, in job order. */
@@ -94,6 +117,14 @@ struct job_line_token {
 int job_load(const struct job_line_token *tok, const char *image, const char *modules,
 	     const char *global, const struct job_fds *fds, uint32_t target, const char *user,
 	     struct job **ret, char *reason, size_t reason_size);
+/* Loads a plain job: files[i] is FILE (ELF or Intel HEX) or FILE@ADDR (raw binary), read
+ * from fds[i] when fds is given and fds[i] >= 0 (files[i] then only names it). Every byte
+ * must lie in the STM32H5's flash, segments must not overlap, each must start on a flash
+ * word; go with go_addr_set false starts at the lowest address. Returns 0, or -EINVAL /
+ * -ENOENT / -ENOMEM with one sentence in reason. */
+int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
+		   bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
+		   struct job **ret, char *reason, size_t reason_size);
 struct job *job_free(struct job *j);
 /* The job as shown by `job show`, `status` and the job event. */
 struct json_object *job_json(const struct job *j);

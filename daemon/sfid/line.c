@@ -581,6 +581,8 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 		line_job_copy_path(d, old->id, "lic", path, sizeof(path));
 		unlink(path);
 	}
+	if (j->plain)
+		return;		/* no image: a plain job is not restored after a restart */
 	line_job_copy_path(d, j->id, "sfi", path, sizeof(path));
 	r = write_copy(path, j->image, j->image_len);
 	if (r == 0 && j->global) {

@@ -251,6 +251,16 @@ static void restore_job(struct sfid *d)
 		log_warning("cannot read the loaded job from the database: %s", db_last_error(d->db));
 		return;
 	}
+	if (row.plain) {
+		/* sfid keeps no copy of a plain job's firmware files. */
+		log_warning("job %" PRId64 " (plain: %s) was loaded when sfid stopped; a plain job "
+			    "is not loaded again after a restart: it is ended, a supervisor loads it "
+			    "again", row.id, row.image_path);
+		if (db_job_end(licensing_ledger(d->licensing), row.id) < 0 &&
+		    db_last_error(licensing_ledger(d->licensing))[0])
+			log_debug("job end: %s", db_last_error(licensing_ledger(d->licensing)));
+		return;
+	}
 	{
 		/* sfid's copies stand for files it may not be able to read where they are. */
 		struct job_fds fds = { .image = -1, .modules = -1, .global = -1 };

@@ -27,8 +27,10 @@
 
 #define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
 #define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
+#define PLAIN_CHUNK 8192	/* plain jobs: bytes per write or read-back operation */
 
 typedef void (*xfer_done_fn)(struct slot *s, int r);
+struct job_device;
 
 struct slot {
 	struct event_base *base;
@@ -92,6 +94,14 @@ struct slot {
 
 	/* The vendor backend's handle, NULL for an OSFI slot (vendor.h). */
 	struct vendor_chip *vc;
+
+	/* A plain job's chip: its memory, the sectors to erase, where the write or the
+	 * read-back is. */
+	const struct job_device *dev;
+	uint16_t sectors[1024];
+	size_t n_sectors;
+	size_t plain_seg, plain_off, plain_n;
+	uint8_t plain_back[PLAIN_CHUNK];
 
 	/* Counters for status. */
 	uint64_t n_ok, n_failed;
@@ -455,8 +465,13 @@ static void slot_record_success(struct slot *s)
 	slot_release(s);
 	s->cb->chip_ended(s->user, -1, s->uid_hex);
 	s->n_ok++;
-	snprintf(s->last_result, sizeof(s->last_result), "installed %" PRIu64 " bytes in %u ms%s",
-		 s->bytes_done, duration_ms, s->license_reused ? " (license reused)" : "");
+	if (slot_job(s) && slot_job(s)->plain)
+		snprintf(s->last_result, sizeof(s->last_result), "written %" PRIu64 " bytes in %u ms "
+			 "(plain: not protected)", s->bytes_done, duration_ms);
+	else
+		snprintf(s->last_result, sizeof(s->last_result), "installed %" PRIu64 " bytes in "
+			 "%u ms%s", s->bytes_done, duration_ms,
+			 s->license_reused ? " (license reused)" : "");
 }
 
 static void slot_result_event(struct slot *s, bool ok)
@@ -478,6 +493,8 @@ static void slot_result_event(struct slot *s, bool ok)
 	json_object_object_add(o, "duration_ms",
 			       json_object_new_int64(sfid_mono_ms() - s->t_attempt));
 	json_object_object_add(o, "license_reused", json_object_new_boolean(s->license_reused));
+	json_object_object_add(o, "kind", json_object_new_string(
+				       slot_job(s) && slot_job(s)->plain ? "plain" : "osfi"));
 	s->cb->event(s->user, "result", o);
 }
 
@@ -644,6 +661,7 @@ static void slot_next_chip(struct slot *s)
 
 static void slot_osfi_pump(struct slot *s);
 static void slot_install_done(struct slot *s, int r);
+static void slot_plain_identified(struct slot *s);
 
 /* One sentence for a failed OSFI session: the chip's status, or what the link said. */
 static void slot_describe_session(struct slot *s, char *text, size_t size)
@@ -861,6 +879,15 @@ static void slot_id_done(struct slot *s, int r)
 	}
 	/* The command list is the chip's word on what it supports: OSFI needs Special and
 	 * Extended Special (docs/protocol.md section 5). */
+	if (slot_job(s) && slot_job(s)->plain) {
+		if (s->vc) {
+			slot_fail(s, "this slot runs the vendor backend (STM32CubeProgrammer), which "
+				  "does not run plain jobs; the chip was not touched");
+			return;
+		}
+		slot_plain_identified(s);
+		return;
+	}
 	if (!s->ident.osfi && !s->vc) {
 		slot_fail(s, "the bootloader (version %u.%u) does not list Get ID, Special (0x50) and "
 			  "Extended Special (0x51): it cannot install OSFI images; no license was "
@@ -893,6 +920,235 @@ static void slot_id_done(struct slot *s, int r)
 	}
 	s->osfi_done = slot_cert_done;
 	slot_osfi_pump(s);
+}
+
+/* ---- plain programming: erase, write, read back, go ---- */
+
+/* A chip a plain job can program: its flash and where its UID is, by product id. */
+struct job_device {
+	uint32_t pid;
+	const char *name;
+	uint32_t flash_base, flash_size, sector_size;
+	uint32_t uid_addr;		/* 12 bytes */
+};
+
+/* From the reference manuals' memory maps (and h5emu's profiles, which follow them). */
+static const struct job_device plain_devices[] = {
+	{ STM32_PID_H56X_H57X, "STM32H56x/H57x", STM32H5_FLASH_BASE, STM32H5_FLASH_SIZE,
+	  STM32H5_FLASH_SECTOR, STM32H5_UID_ADDR },
+	{ STM32_PID_H503, "STM32H503", STM32H5_FLASH_BASE, 128u * 1024, STM32H5_FLASH_SECTOR,
+	  STM32H5_UID_ADDR },
+	{ STM32_PID_G47X_G48X, "STM32G47x/G48x", 0x08000000u, 512u * 1024, 2048u, 0x1fff7590u },
+};
+
+static const struct job_device *job_device_find(uint32_t pid)
+{
+	for (size_t i = 0; i < sizeof(plain_devices) / sizeof(plain_devices[0]); i++)
+		if (plain_devices[i].pid == pid)
+			return &plain_devices[i];
+	return NULL;
+}
+
+static int job_plain_sectors(const struct job *j, const struct job_device *dev,
+			     uint16_t *sectors, size_t *ret_n, char *reason, size_t reason_size)
+{
+	uint64_t limit = (uint64_t)dev->flash_base + dev->flash_size;
+	uint32_t last = UINT32_MAX;
+	size_t n = 0;
+
+	for (size_t i = 0; i < j->n_seg; i++) {
+		const struct job_segment *g = &j->seg[i];
+		uint64_t end = (uint64_t)g->address + g->size;
+
+		if (g->address < dev->flash_base || end > limit) {
+			sfi_reason(reason, reason_size, "the firmware (0x%08" PRIx32 "..0x%08" PRIx64
+				   ") does not fit the %s's %" PRIu32 " KiB of flash at 0x%08" PRIx32,
+				   g->address, end - 1, dev->name, dev->flash_size / 1024,
+				   dev->flash_base);
+			return -ERANGE;
+		}
+		/* Segments are in address order: their sectors come ascending. */
+		for (uint32_t p = (g->address - dev->flash_base) / dev->sector_size;
+		     p <= (uint32_t)((end - 1 - dev->flash_base) / dev->sector_size); p++) {
+			if (p != last)
+				sectors[n++] = (uint16_t)p;
+			last = p;
+		}
+	}
+	*ret_n = n;
+	return 0;
+}
+
+
+static void slot_mem_fail(struct slot *s, int r, const char *what)
+{
+	char text[200];
+
+	transport_describe(s->tp, text, sizeof(text));
+	slot_fail(s, "%s failed: %s", what, text[0] ? text : an3155_strerror(r));
+}
+
+static void slot_plain_done(struct slot *s, int r)
+{
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_mem_fail(s, r, "Go");
+		return;
+	}
+	slot_enter_state(s, SLOT_STATE_DONE);
+	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
+}
+
+/* The read-back, one chunk at a time, each compared with what was written. */
+static void slot_plain_verify(struct slot *s, int r)
+{
+	const struct job *job = slot_job(s);
+	const struct job_segment *g;
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_mem_fail(s, r, "read-back");
+		return;
+	}
+	if (s->plain_n > 0) {
+		g = &job->seg[s->plain_seg];
+		for (size_t i = 0; i < s->plain_n; i++) {
+			if (s->plain_back[i] != g->data[s->plain_off + i]) {
+				slot_fail(s, "verify failed at 0x%08" PRIx64 ": wrote %02x, read %02x",
+					  (uint64_t)g->address + s->plain_off + i,
+					  g->data[s->plain_off + i], s->plain_back[i]);
+				return;
+			}
+		}
+		s->plain_off += s->plain_n;
+		if (s->plain_off == g->size) {
+			s->plain_seg++;
+			s->plain_off = 0;
+		}
+	}
+	if (s->plain_seg == job->n_seg) {
+		if (job->go) {
+			s->op_done = slot_plain_done;
+			slot_op_started(s, slot_plain_done,
+					transport_go(s->tp, job->go_address, slot_op_cb, s));
+			return;
+		}
+		slot_plain_done(s, 0);
+		return;
+	}
+	g = &job->seg[s->plain_seg];
+	s->plain_n = g->size - s->plain_off < PLAIN_CHUNK ? g->size - s->plain_off : PLAIN_CHUNK;
+	s->op_done = slot_plain_verify;
+	slot_op_started(s, slot_plain_verify,
+			transport_read(s->tp, g->address + (uint32_t)s->plain_off, s->plain_back,
+				       s->plain_n, slot_op_cb, s));
+}
+
+/* The writes, one chunk at a time (progress between them). */
+static void slot_plain_write(struct slot *s, int r)
+{
+	const struct job *job = slot_job(s);
+	const struct job_segment *g;
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_mem_fail(s, r, s->plain_n ? "write" : "erase");
+		return;
+	}
+	if (s->plain_n > 0) {
+		s->bytes_done += s->plain_n;
+		s->plain_off += s->plain_n;
+		slot_progress_event(s, s->bytes_done == s->bytes_total);
+		if (s->plain_off == job->seg[s->plain_seg].size) {
+			s->plain_seg++;
+			s->plain_off = 0;
+		}
+	}
+	if (s->plain_seg == job->n_seg) {
+		slot_enter_state(s, SLOT_STATE_VERIFYING);
+		s->plain_seg = s->plain_off = s->plain_n = 0;
+		slot_plain_verify(s, 0);
+		return;
+	}
+	g = &job->seg[s->plain_seg];
+	s->plain_n = g->size - s->plain_off < PLAIN_CHUNK ? g->size - s->plain_off : PLAIN_CHUNK;
+	s->op_done = slot_plain_write;
+	slot_op_started(s, slot_plain_write,
+			transport_write(s->tp, g->address + (uint32_t)s->plain_off,
+					g->data + s->plain_off, s->plain_n, slot_op_cb, s));
+}
+
+/* The chip's UID is read: the chip may be written. */
+static void slot_plain_uid(struct slot *s, int r)
+{
+	const struct job *job = slot_job(s);
+	const char *halt;
+	char why[300];
+	unsigned failures;
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_mem_fail(s, r, "reading the chip's UID");
+		return;
+	}
+	sfid_hex(s->uid, sizeof(s->uid), s->uid_hex);
+	s->have_uid = true;
+	failures = s->cb->chip_failures(s->user, s->uid_hex);
+	if (failures >= s->retry_limit) {
+		slot_fail(s, "this chip already failed %u times on this line; set it aside for "
+			  "analysis", failures);
+		return;
+	}
+	if (s->cb->chip_installed(s->user, s->uid_hex)) {
+		s->fail_kind = DB_FAILURE_ALREADY;
+		slot_fail(s, "this chip already holds the job's firmware %.16s... (written earlier); "
+			  "remove it", job->digest_hex);
+		return;
+	}
+	if (job_plain_sectors(job, s->dev, s->sectors, &s->n_sectors, why, sizeof(why)) < 0) {
+		slot_fail(s, "%s; the chip was not touched", why);
+		return;
+	}
+	halt = s->cb->halted(s->user);
+	if (halt) {
+		slot_fail(s, "%s", halt);
+		return;
+	}
+	/* No license: a plain job goes from identification straight to writing. */
+	slot_enter_state(s, SLOT_STATE_INSTALLING);
+	s->bytes_total = job->fw_bytes;
+	s->bytes_done = 0;
+	s->plain_seg = s->plain_off = s->plain_n = 0;
+	s->op_done = slot_plain_write;
+	slot_op_started(s, slot_plain_write,
+			transport_erase(s->tp, s->sectors, s->n_sectors, slot_op_cb, s));
+}
+
+/* A plain job's chip after identification: which device it is, then its UID. */
+static void slot_plain_identified(struct slot *s)
+{
+	s->pid = s->ident.pid;
+	s->dev = job_device_find(s->pid);
+	if (!s->dev && s->id_reads++ == 0) {
+		/* The Get ID answer carries no checksum: ask once more. */
+		slot_log(s, LOG_PRIO_NOTICE, "the chip says product id 0x%03x, which plain jobs "
+			 "do not know; asking again", s->pid);
+		slot_identify(s, slot_id_done);
+		return;
+	}
+	if (!s->dev) {
+		slot_fail(s, "the chip's product id is 0x%03x: plain jobs know the STM32H56x/H57x "
+			  "(0x484), STM32H503 (0x474) and STM32G47x/G48x (0x469); the chip was not "
+			  "touched", s->pid);
+		return;
+	}
+	s->op_done = slot_plain_uid;
+	slot_op_started(s, slot_plain_uid,
+			transport_read(s->tp, s->dev->uid_addr, s->uid, sizeof(s->uid), slot_op_cb, s));
 }
 
 /* ---- presence ---- */

@@ -109,6 +109,11 @@ static void add_record(struct report *rp, const char *type, int64_t time_ms,
 		json_object_object_add(j, "image_id", json_object_new_string(s ? s : ""));
 		json_object_object_add(j, "target_count",
 				       json_object_new_int64(num(d, "target_count")));
+		/* A plain job wrote firmware with the bootloader's commands: nothing protected. */
+		s = str(d, "kind");
+		json_object_object_add(j, "kind", json_object_new_string(
+					       s && strcmp(s, "plain") == 0 ? "plain-not-secure" :
+					       "osfi"));
 	} else if (strcmp(type, "attempt.begin") == 0) {
 		key_of(k, sizeof(k), num(d, "attempt"));
 		a = child(rp->attempts, k);
@@ -132,6 +137,8 @@ static void add_record(struct report *rp, const char *type, int64_t time_ms,
 		bump(rp->att_totals, what, 1);
 		bump(child(rp->slots, str(a, "slot") ? str(a, "slot") : "?"), what, 1);
 		bump(job_of(rp, num(a, "job")), what, 1);
+		if ((s = str(d, "kind")) && strcmp(s, "plain") == 0)
+			bump(rp->att_totals, ok ? "plain_ok" : "plain_failed", 1);
 		if (ok && str(a, "chip"))
 			json_object_object_add(rp->chips_ok, str(a, "chip"), NULL);
 		if (!ok) {

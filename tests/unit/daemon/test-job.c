@@ -2,7 +2,8 @@
  * path and by descriptor, the line token's firmware id, and each refusal with its -errno and
  * its sentence (a missing file, a named pipe that must not block, not an image, a foreign
  * device, another firmware, modules without their file, a global license for another
- * image). The reason buffer is written only on failure. */
+ * image), and plain jobs (firmware files: order, sectors, digest, Go, each refusal at load).
+ * The reason buffer is written only on failure. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -209,9 +210,126 @@ static void test_refusals(void **state)
 	}
 }
 
+/* A plain job refused, with a sentence containing want. */
+static void plain_refused(const char *const *files, size_t n, bool go, bool go_set,
+			  uint32_t go_addr, const char *want)
+{
+	char reason[SFI_REASON_MAX] = "";
+	struct job *j = NULL;
+
+	assert_int_equal(job_load_plain(files, NULL, n, go, go_set, go_addr, 0, "op", &j, reason,
+					sizeof(reason)), -EINVAL);
+	assert_null(j);
+	if (!strstr(reason, want))
+		fail_msg("reason \"%s\" does not say \"%s\"", reason, want);
+}
+
+/* Plain jobs: raw binaries and Intel HEX by path and by descriptor, sectors, digest, Go, and
+ * every refusal at load. */
+static void test_plain(void **state)
+{
+	char a[700], b[700], h[700], bad[700], reason[SFI_REASON_MAX] = "";
+	struct job *j = NULL;
+	int fds[2];
+
+	(void)state;
+	write_bytes("a.bin", fw, sizeof(fw));		/* 3000 bytes */
+	write_bytes("b.bin", fw, 100);
+	/* Intel HEX: 16 bytes at 0x0800C000 (extended linear address 0x0800). */
+	{
+		static const char hex[] = ":020000040800F2\n"
+			":10C00000000102030405060708090A0B0C0D0E0FB8\n:00000001FF\n";
+		write_bytes("c.hex", hex, sizeof(hex) - 1);
+	}
+	path_of("a.bin@0x08000000", a, sizeof(a));
+	path_of("b.bin@0x08004000", b, sizeof(b));
+	path_of("c.hex", h, sizeof(h));
+	{
+		const char *files[] = { h, b, a };
+
+		assert_int_equal(job_load_plain(files, NULL, 3, true, false, 0, 9, "op", &j, reason,
+						sizeof(reason)), 0);
+	}
+	assert_true(j->plain);
+	assert_int_equal(j->n_seg, 3);
+	assert_int_equal(j->seg[0].address, 0x08000000);	/* in address order */
+	assert_int_equal(j->seg[2].address, 0x0800c000);
+	assert_int_equal(j->fw_bytes, 3000 + 100 + 16);
+	assert_int_equal(j->n_sectors, 3);			/* 8 KiB sectors 0, 2, 6 */
+	assert_int_equal(j->sectors[0], 0);
+	assert_int_equal(j->sectors[1], 2);
+	assert_int_equal(j->sectors[2], 6);
+	assert_true(j->go);
+	assert_int_equal(j->go_address, 0x08000000);		/* the lowest address */
+	assert_int_equal(j->target, 9);
+	assert_int_equal(j->n_lic, 0);
+	assert_string_equal(j->digest_hex, j->image_id_hex);
+	{
+		struct json_object *o = job_json(j);
+
+		assert_string_equal(json_object_get_string(json_object_object_get(o, "kind")),
+				    "plain");
+		assert_string_equal(json_object_get_string(json_object_object_get(o, "license")),
+				    "none");
+		json_object_put(o);
+	}
+	job_free(j);
+	j = NULL;
+
+	/* By descriptor: the names stay the caller's, in messages too. */
+	path_of("a.bin", bad, sizeof(bad));
+	fds[0] = open(bad, O_RDONLY | O_CLOEXEC);
+	fds[1] = open(bad, O_RDONLY | O_CLOEXEC);
+	assert_true(fds[0] >= 0 && fds[1] >= 0);
+	{
+		const char *files[] = { "/elsewhere/x.bin@0x08000000", "/elsewhere/y.bin@0x08000800" };
+
+		assert_int_equal(job_load_plain(files, fds, 2, false, false, 0, 0, "op", &j, reason,
+						sizeof(reason)), -EINVAL);
+		assert_non_null(strstr(reason, "/elsewhere/y.bin"));
+		assert_non_null(strstr(reason, "overlaps /elsewhere/x.bin"));
+		assert_null(strstr(reason, "/proc/self/fd"));
+	}
+	close(fds[0]);
+	close(fds[1]);
+
+	{
+		const char *outside[] = { "x" };
+		char p[700];
+
+		path_of("a.bin@0x08200000", p, sizeof(p));
+		outside[0] = p;
+		plain_refused(outside, 1, false, false, 0, "outside the STM32H5's flash");
+		path_of("a.bin@0x081fff00", p, sizeof(p));
+		plain_refused(outside, 1, false, false, 0, "outside the STM32H5's flash");
+		path_of("a.bin@0x20000000", p, sizeof(p));
+		plain_refused(outside, 1, false, false, 0, "outside the STM32H5's flash");
+		path_of("a.bin@0x08000008", p, sizeof(p));
+		plain_refused(outside, 1, false, false, 0, "not on a 16-byte flash word");
+		path_of("a.bin", p, sizeof(p));
+		plain_refused(outside, 1, false, false, 0, "needs its address");
+		path_of("a.bin@0x0800zz", p, sizeof(p));
+		plain_refused(outside, 1, false, false, 0, "is not an address");
+		path_of("none.bin@0x08000000", p, sizeof(p));
+		plain_refused(outside, 1, false, false, 0, "none.bin");
+		path_of("a.bin@0x08000000", p, sizeof(p));
+		plain_refused(outside, 1, true, true, 0x20000000, "Go address 0x20000000");
+		plain_refused(outside, 0, false, false, 0, "1 to 16 firmware files");
+	}
+	{
+		char p1[700], p2[700];
+		const char *two[] = { p1, p2 };
+
+		path_of("a.bin@0x08000000", p1, sizeof(p1));
+		path_of("b.bin@0x08000b00", p2, sizeof(p2));
+		plain_refused(two, 2, false, false, 0, "overlaps");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_plain),
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_by_descriptor),
 		cmocka_unit_test(test_refusals),

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# A plain programming job on 8 slots x 3 chips (h5emu's g474 profile, umockdev adapters):
+# firmware files refused at job load when a byte lies outside flash or two overlap; then
+# two files (a BIN at the start of flash and a BIN whose length is not a multiple of the
+# flash word) on 24 chips, the chips swapped by h5emu's control socket as each one is
+# written. Every chip's flash equals the firmware (the emulator's state after the run, and
+# the real stm32flash reading one slot's chip back), 24 attempts ended ok on 24 chips, each
+# attempt.end record marked plain with the firmware's digest, no license row and the token's
+# counter unchanged, `job show`, `watch` and `sfi-audit report` say plain, and the export
+# verifies with sfi-audit.
+set -euo pipefail
+BUILD=${SFID_BUILD_ROOT:?run through meson test}
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-plain.XXXXXX")
+. "$(dirname "$0")/../line/common.sh"
+trap line_cleanup EXIT INT TERM
+command -v stm32flash >/dev/null || { echo "stm32flash is not installed (scripts/deps)"; exit 77; }
+
+line_setup_pki 100 64
+before=$(line_counter)
+fw=$tmp/pki/firmware.bin			# 64 KiB at 0x08000000
+{ printf '\000'; head -c 999 /dev/urandom; } >"$tmp/tail.bin"	# 1000 bytes at 0x08010000
+line_start_emu 8 3 --profile g474
+line_write_config 8
+line_start_sfid
+
+# Firmware a job must refuse at load, with the reason.
+set +e
+ctl job load --plain "$fw@0x08200000" >"$tmp/bad1.out" 2>&1
+rc1=$?
+ctl job load --plain "$fw@0x08000000" "$tmp/tail.bin@0x0800fff0" >"$tmp/bad2.out" 2>&1
+rc2=$?
+ctl job load --plain "$fw" >"$tmp/bad3.out" 2>&1
+rc3=$?
+set -e
+[ "$rc1" -ne 0 ] && grep -q "outside the STM32H5's flash" "$tmp/bad1.out" ||
+	line_fail "firmware outside flash: rc $rc1, $(cat "$tmp/bad1.out")"
+[ "$rc2" -ne 0 ] && grep -q "overlaps" "$tmp/bad2.out" ||
+	line_fail "overlapping firmware: rc $rc2, $(cat "$tmp/bad2.out")"
+[ "$rc3" -ne 0 ] && grep -q "needs its address" "$tmp/bad3.out" ||
+	line_fail "a BIN without address: rc $rc3, $(cat "$tmp/bad3.out")"
+[ "$(sql "SELECT count(*) FROM jobs")" -eq 0 ] || line_fail "a refused job was recorded"
+
+ctl job load --plain --count 24 "$fw@0x08000000" "$tmp/tail.bin@0x08010000" >"$tmp/load.out" ||
+	line_fail "job load --plain: $(cat "$tmp/load.out")"
+ctl job show >"$tmp/show.out"
+grep -q "kind *plain (not secure" "$tmp/show.out" || line_fail "job show: $(cat "$tmp/show.out")"
+grep -q "licenses *none" "$tmp/show.out" || line_fail "job show names licenses"
+timeout 200 "$SFICTL" --socket "$tmp/sfid.sock" watch --count 24 --timeout 180 \
+	>"$tmp/watch.out" 2>&1 &
+watch_pid=$!
+ctl start >/dev/null
+
+# The fixture: a slot whose chip is written (waiting for its removal) gets the next chip;
+# the third stays in its slot.
+swaps=0
+declare -A swapped gone
+deadline=$((SECONDS + 180))
+while [ "$SECONDS" -lt "$deadline" ]; do
+	done_n=$(sql "SELECT count(*) FROM attempts WHERE result <> 'running'")
+	[ "$done_n" -ge 24 ] && break
+	while read -r s chip; do
+		# Each chip once: the slot may still show the chip swapped out a moment ago.
+		[ "${swapped[$s]:-0}" -lt 2 ] && [ "$chip" != "${gone[$s]:-}" ] || continue
+		gone[$s]=$chip
+		emu_ctl remove "$s" | grep -q '^ok' || line_fail "h5emu: remove $s refused"
+		emu_ctl insert "$s" | grep -q '^ok' || line_fail "h5emu: insert $s refused"
+		swapped[$s]=$((${swapped[$s]:-0} + 1))
+		swaps=$((swaps + 1))
+	done < <(ctl --json status | python3 -c 'import json,sys
+for s in json.load(sys.stdin)["slots"]:
+    if s["state"] == "waiting-for-removal" and s["chip"]: print(s["slot"][1:], s["chip"])')
+	sleep 0.2
+done
+[ "$done_n" -ge 24 ] || line_fail "$done_n of 24 chips ended in 180 s; slots: $(ctl status 2>&1 | tr '\n' ' ')"
+[ "$swaps" -eq 16 ] || line_fail "$swaps chips swapped in, expected 16"
+wait "$watch_pid" || line_fail "watch: $(tail -n 5 "$tmp/watch.out")"
+
+ok=$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'")
+chips=$(sql "SELECT count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok'")
+[ "$ok" -eq 24 ] && [ "$chips" -eq 24 ] ||
+	line_fail "$ok attempts ok on $chips chips, expected 24 on 24: $(sql "SELECT slot, error_text FROM attempts WHERE result = 'failed'")"
+for s in $(seq 0 7); do
+	n=$(sql "SELECT count(*) FROM attempts WHERE slot = 'S$s' AND result = 'ok'")
+	[ "$n" -eq 3 ] || line_fail "slot S$s wrote $n chips, expected 3"
+done
+[ "$(sql "SELECT kind FROM jobs")" = plain ] || line_fail "the job is not recorded plain"
+[ "$(sql "SELECT count(*) FROM licenses")" -eq 0 ] || line_fail "a plain job has license rows"
+bytes=$((65536 + 1000))
+[ "$(sql "SELECT count(*) FROM attempts WHERE result = 'ok' AND bytes_sent = $bytes")" -eq 24 ] ||
+	line_fail "attempts do not record $bytes bytes: $(sql "SELECT DISTINCT bytes_sent FROM attempts")"
+digest=$(cat "$fw" "$tmp/tail.bin" | sha256sum | cut -c1-64)
+[ "$(sql "SELECT image_digest FROM jobs")" = "$digest" ] || line_fail "the job's digest is not the firmware's"
+# The UID comes with the attempt's steps; the end record names it only for refusals.
+n=$(sql "SELECT count(*) FROM audit WHERE type = 'attempt.end' AND content LIKE '%\"kind\":\"plain\"%' AND content LIKE '%\"image_digest\":\"$digest\"%' AND content LIKE '%\"result\":\"ok\"%'")
+[ "$n" -eq 24 ] || line_fail "$n attempt.end records marked plain with the digest, expected 24"
+after=$(line_counter)
+[ "$after" -eq "$before" ] || line_fail "the token's counter went $before -> $after: a license was spent"
+[ "$(grep -c ': ok .* plain$' "$tmp/watch.out")" -eq 24 ] ||
+	line_fail "watch did not show 24 plain results: $(tail -n 5 "$tmp/watch.out")"
+
+ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
+"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
+	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
+"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
+	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+"$SFIAUDIT" report "$tmp/audit.jsonl" >"$tmp/report.out" ||
+	line_fail "sfi-audit report: $(cat "$tmp/report.out")"
+grep -q "plain-not-secure" "$tmp/report.out" && grep -Eq "plain_ok +24" "$tmp/report.out" ||
+	line_fail "the report does not mark the job plain: $(cat "$tmp/report.out")"
+
+# The real stm32flash reads slot S0's last chip back (sfid lets go of the port first).
+line_stop_pid "$sfid_pid"
+sfid_pid=
+line_env
+port=$(readlink "$tmp/emu/chip0")
+env "${envs[@]}" timeout 60 stm32flash -b 115200 -r "$tmp/back.bin" -S 0x08000000:$((65536 + 1008)) \
+	"$port" >"$tmp/sf.log" 2>&1 || line_fail "stm32flash read: $(tr '\r' '\n' <"$tmp/sf.log" | tail -n 5)"
+grep -q 'Device ID    : 0x0469' "$tmp/sf.log" || line_fail "stm32flash did not identify the g474"
+cmp -n 65536 "$fw" "$tmp/back.bin" || line_fail "stm32flash: the chip's flash differs from the firmware"
+cmp -n 1000 -i 0:65536 "$tmp/tail.bin" "$tmp/back.bin" || line_fail "stm32flash: the tail differs"
+[ "$(tail -c 8 "$tmp/back.bin" | od -An -tx1 | tr -d ' \n')" = ffffffffffffffff ] ||
+	line_fail "stm32flash: the flash word after the tail is not padded with 0xFF"
+
+# Every chip's flash, as the emulator keeps it at exit.
+line_stop_pid "$emu_pid"
+emu_pid=
+n=0
+for c in "$tmp/emu-state"/chip*; do
+	[ -f "$c/memory.bin" ] || continue
+	cmp -s -n 65536 "$fw" "$c/memory.bin" && cmp -s -n 1000 -i 0:65536 "$tmp/tail.bin" "$c/memory.bin" ||
+		line_fail "$c: flash does not hold the firmware"
+	n=$((n + 1))
+done
+[ "$n" -eq 24 ] || line_fail "$n chips hold the firmware, expected 24"
+echo "plain job: 24 chips on 8 slots written and verified ($swaps swaps), counter $before -> $after, export verified"
