@@ -1106,6 +1106,16 @@ static void lic_begin_work(struct db *ledger, struct vtask *t)
 		return;
 	}
 	r = db_ledger_find_reusable(ledger, c->uid_hex, c->image_id_hex, 0, &l);
+	if (r == 0 && strcmp(l->token_serial, c->v->token) != 0) {
+		/* Issued by a line token for OSFI: a record the tool cannot install, and the
+		 * ledger allows one license per chip and image. */
+		snprintf(c->cause, sizeof(c->cause), "the ledger holds a license for this chip "
+			 "from token %s (an OSFI slot's), which the vendor tool cannot install; "
+			 "install the chip on an OSFI slot", l->token_serial);
+		db_license_free(l);
+		t->r = -EEXIST;
+		return;
+	}
 	if (r == 0) {
 		int fd;
 
