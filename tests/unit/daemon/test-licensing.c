@@ -4,12 +4,16 @@
  * license (the chip unwraps the image key from it), its reuse (no count spent), a spend
  * made outside sfid (reconciled into the trail before the next spend), an exhausted
  * counter (the line halts, nothing is recorded for the chip), a global license (no ledger,
- * no count), a chip that reports the image installed (its open license is adopted), and a
- * token that goes away (the line halts, the reservation is settled).
+ * no count), a chip that reports the image installed (its open license is adopted), a pool
+ * of two tokens whose chains run on two threads at once over one ledger connection (each
+ * token's counter falls by what the ledger records as issued by it; a token of another
+ * firmware is refused from the pool), and a token that goes away (the line halts, the
+ * reservation is settled).
  * Usage: test-licensing SOFTHSM_MODULE */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,6 +191,145 @@ static enum db_license_state ledger_state(const struct chip *c, int64_t *ret_id)
 	return s;
 }
 
+/* A new token in the store (before the module is loaded: SoftHSM2 lists the tokens it
+ * finds at C_Initialize). */
+static void token_init(const char *label)
+{
+	char *init[] = { "softhsm2-util", "--init-token", "--free", "--label", (char *)label,
+			 "--so-pin", "5678", "--pin", "1234", NULL };
+
+	REQUIRE(run(init) == 0);
+}
+
+/* Provisions token label for firmware id fw with count licenses. */
+static void provision(const char *module, EVP_PKEY *ca, const char *label,
+		      const uint8_t fw[OSFI_ID_LEN], uint32_t count)
+{
+	struct hsm_provision p = { .max_count = count };
+	char pin[600];
+	struct hsm *h = NULL;
+
+	snprintf(pin, sizeof(pin), "%s/pin", tmpdir);
+	memcpy(p.image_key, line.key, sizeof(line.key));
+	memcpy(p.firmware_id, fw, OSFI_ID_LEN);
+	REQUIRE(chip_point(ca, p.ca_pub) == 0);
+	REQUIRE(hsm_open(module, label, NULL, &h) == 0);
+	REQUIRE(hsm_login_pin_file(h, pin) == 0);
+	REQUIRE(hsm_provision_token(h, &p) == 0);
+	hsm_close(h);
+}
+
+/* ---- a pool: chains on two tokens at once ---- */
+
+#define POOL_GRANTED 10
+#define POOL_CHIPS 8	/* per token */
+
+struct pool_thread {
+	struct tokens *tokens;
+	size_t token;
+	pthread_mutex_t *lock;
+	EVP_PKEY *ca;
+	int64_t attempts[POOL_CHIPS];
+	int issued;
+	uint32_t last_after;
+};
+
+static void *pool_thread_main(void *arg)
+{
+	struct pool_thread *pt = arg;
+	const struct token *t = tokens_at(pt->tokens, pt->token);
+	struct license_chain *ch = calloc(1, sizeof(*ch));
+
+	if (!ch)
+		return NULL;
+	for (int k = 0; k < POOL_CHIPS; k++) {
+		struct chip c;
+
+		chip_new(&c, pt->ca, (uint8_t)(0x80 + 16 * pt->token + (size_t)k));
+		memset(ch, 0, sizeof(*ch));
+		ch->ledger = line.ledger;
+		ch->lock = pt->lock;
+		snprintf(ch->uid_hex, sizeof(ch->uid_hex), "%s", c.uid_hex);
+		memcpy(ch->cert, c.cert, OSFI_CERT_LEN);
+		ch->job_id = line.job_id;
+		ch->attempt_id = pt->attempts[k];
+		ch->device_id = DEVICE;
+		memcpy(ch->image_id, line.image_id, OSFI_ID_LEN);
+		ch->n = 1;
+		ch->need[0].target = OSFI_TARGET_IMAGE;
+		memcpy(ch->need[0].firmware_id, line.image_id, OSFI_ID_LEN);
+		sfid_hex(line.image_id, OSFI_ID_LEN, ch->need[0].firmware_id_hex);
+		ch->need[0].token = (int)pt->token;
+		ch->hsm[0] = t->h;
+		snprintf(ch->serial[0], sizeof(ch->serial[0]), "%s", t->serial);
+		license_chain_run(ch);
+		if (!ch->failed && ch->set.counted[0]) {
+			pt->issued++;
+			pt->last_after = ch->set.counter_after[0];
+		}
+		EVP_PKEY_free(c.key);
+	}
+	explicit_bzero(ch, sizeof(*ch));
+	free(ch);
+	return NULL;
+}
+
+static void pool_check(const char *module, EVP_PKEY *ca)
+{
+	static const char *const pool[] = { "pool-b" }, *const other[] = { "pool-x" };
+	struct tokens_params tp = { .module = module };
+	pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	struct pool_thread pt[2];
+	pthread_t th[2];
+	uint8_t fw_other[OSFI_ID_LEN];
+	struct tokens *tk = NULL;
+	char pin[600];
+
+	snprintf(pin, sizeof(pin), "%s/pin", tmpdir);
+	provision(module, ca, "pool-a", line.image_id, POOL_GRANTED);
+	provision(module, ca, "pool-b", line.image_id, POOL_GRANTED);
+	REQUIRE(RAND_bytes(fw_other, sizeof(fw_other)) == 1);
+	provision(module, ca, "pool-x", fw_other, POOL_GRANTED);
+	tp.pin_file = pin;
+	REQUIRE(tokens_new(&tp, &tk) == 0);
+	REQUIRE(tokens_open_line(tk, "pool-a") == 0);
+	CHECK(tokens_open_pool(tk, other, 1) == -HSM_ERR_WRONG_FIRMWARE_ID);
+	CHECK(tokens_count(tk) == 1);
+	REQUIRE(tokens_open_pool(tk, pool, 1) == 0);
+	REQUIRE(tokens_count(tk) == 2);
+	CHECK(tokens_pool_size(tk, 0) == 2 && tokens_pool_size(tk, 1) == 2);
+	CHECK(strcmp(tokens_at(tk, 0)->serial, tokens_at(tk, 1)->serial) != 0);
+	for (size_t i = 0; i < 2; i++) {
+		struct db_diff *diffs = NULL;
+		size_t n = 0;
+
+		REQUIRE(db_reconcile_granted(line.ledger, tokens_at(tk, i)->serial, POOL_GRANTED,
+					     POOL_GRANTED, &diffs, &n) == 0);
+		free(diffs);
+		pt[i] = (struct pool_thread){ .tokens = tk, .token = i, .lock = &lock, .ca = ca };
+		for (int k = 0; k < POOL_CHIPS; k++)
+			REQUIRE(db_attempt_begin(line.ledger, line.job_id, "P", &pt[i].attempts[k]) ==
+				0);
+	}
+	for (size_t i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&th[i], NULL, pool_thread_main, &pt[i]) == 0);
+	for (size_t i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = 0; i < 2; i++) {
+		uint32_t left = 0;
+		uint64_t known = 0;
+
+		CHECK(pt[i].issued == POOL_CHIPS);
+		CHECK(pt[i].last_after == POOL_GRANTED - POOL_CHIPS);
+		CHECK(hsm_counter_read(tokens_at(tk, i)->h, &left) == 0 &&
+		      left == POOL_GRANTED - POOL_CHIPS);
+		CHECK(db_token_counter(line.ledger, tokens_at(tk, i)->serial, &known) == 0 &&
+		      known == POOL_GRANTED - POOL_CHIPS);
+	}
+	pthread_mutex_destroy(&lock);
+	tokens_free(tk);
+}
+
 static void setup(const char *module, EVP_PKEY *ca)
 {
 	struct tokens_params tp = { .module = module };
@@ -207,6 +350,9 @@ static void setup(const char *module, EVP_PKEY *ca)
 	write_file("pin", "1234\n");
 	snprintf(pin, sizeof(pin), "%s/pin", tmpdir);
 	REQUIRE(run(init) == 0);
+	token_init("pool-a");
+	token_init("pool-b");
+	token_init("pool-x");
 
 	/* Provisioned as sfi-hsm does for the OEM. */
 	REQUIRE(RAND_bytes(line.key, sizeof(line.key)) == 1);
@@ -340,6 +486,7 @@ int main(int argc, char **argv)
 	license_chain_run(ch);
 	CHECK(ch->failed && ch->halt[0] && strstr(ch->cause, "exhausted"));
 	CHECK(strcmp(ch->halt, ch->cause) == 0);
+	CHECK(ch->empty == 0);	/* its token ran dry: a pool would pass it over */
 	CHECK(ch->set.id[0] == 0 && !ch->set.counted[0]);
 	CHECK(ledger_state(&c4, NULL) == _DB_LICENSE_STATE_MAX);
 
@@ -351,6 +498,9 @@ int main(int argc, char **argv)
 	CHECK(ch->set.n == 1 && ch->set.id[0] == 0 && !ch->set.counted[0]);
 	CHECK(memcmp(ch->set.record[0], global, OSFI_LICENSE_LEN) == 0);
 	CHECK(ledger_state(&c4, NULL) == _DB_LICENSE_STATE_MAX);
+
+	/* A pool of two tokens: two chains at once, one per token, one ledger connection. */
+	pool_check(argv[1], ca);
 
 	/* The token goes away (its files deleted under the open session): the line halts
 	 * and no reservation is left open for the chip. */
@@ -383,6 +533,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	printf("licensing: first license, reuse, outside spend, exhausted, global, adopted, "
-	       "token gone: ok\n");
+	       "pool of two on two threads, token gone: ok\n");
 	return 0;
 }
