@@ -345,6 +345,18 @@ static bool pool_has_left(const struct licensing *l, size_t i)
 	return false;
 }
 
+/* Token i's counter is at 0: it is passed over while others of its pool have licenses. */
+static void token_ran_dry(struct licensing *l, size_t i)
+{
+	bool was = l->empty[i];
+
+	l->empty[i] = true;
+	l->left[i] = 0;
+	if (!was && pool_has_left(l, i))
+		log_notice("HSM token %s has no licenses left; the other tokens of its pool go on",
+			   tokens_at(l->tokens, i)->serial);
+}
+
 /* Puts a request back at the head of the queue (its chain found a token of a pool empty). */
 static void requeue(struct licensing *l, const struct license_req *req)
 {
@@ -370,19 +382,19 @@ static void chain_done(void *data)
 		l->busy[w->token[i]] = false;
 		if (c->set.counted[i]) {
 			l->left[w->token[i]] = c->set.counter_after[i];
-			l->empty[w->token[i]] = c->set.counter_after[i] == 0;
+			if (c->set.counter_after[i] == 0)
+				token_ran_dry(l, (size_t)w->token[i]);
+			else
+				l->empty[w->token[i]] = false;
 		}
 	}
 	l->running--;
 	if (c->failed && c->empty >= 0 && w->token[c->empty] >= 0) {
 		size_t t = (size_t)w->token[c->empty];
 
-		l->empty[t] = true;
-		l->left[t] = 0;
+		token_ran_dry(l, t);
 		if (pool_has_left(l, t)) {
 			/* The other tokens of the pool go on: the chip waits for one of them. */
-			log_notice("HSM token %s has no licenses left; the other tokens of its pool "
-				   "go on", tokens_at(l->tokens, t)->serial);
 			if (l->cb->wanted(l->user, who, c->uid_hex))
 				requeue(l, &w->req);
 			work_free(w);

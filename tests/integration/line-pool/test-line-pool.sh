@@ -45,6 +45,8 @@ line_serial=$(pool_info "$TOKEN_LABEL" | cut -d' ' -f1)
 after_dry=$(sql "SELECT count(*) FROM licenses WHERE state <> 'void' AND id >
 		 (SELECT max(id) FROM licenses WHERE token_serial = '$line_serial')")
 [ "$after_dry" -ge 1 ] || line_fail "no license was issued after the line token ran dry"
+grep -q "HSM token $line_serial has no licenses left; the other tokens of its pool go on" \
+	"$tmp/sfid.log" || line_fail "the journal does not say the line token ran dry"
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'reserved'")" -eq 0 ] ||
 	line_fail "a reservation is left open"
 status=$(ctl status)
