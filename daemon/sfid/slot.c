@@ -1774,6 +1774,8 @@ struct json_object *slot_status_json(const struct slot *s)
 
 	json_object_object_add(o, "slot", json_object_new_string(s->cfg->name));
 	json_object_object_add(o, "state", json_object_new_string(slot_state_to_string(s->state)));
+	json_object_object_add(o, "backend", json_object_new_string(s->vc ? "cubeprogrammer"
+									     : "osfi"));
 	json_object_object_add(o, "running", json_object_new_boolean(s->running));
 	json_object_object_add(o, "port", json_object_new_string(s->cfg->port));
 	json_object_object_add(o, "chip", json_object_new_string(s->have_uid ? s->uid_hex : ""));

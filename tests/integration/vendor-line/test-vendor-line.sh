@@ -81,6 +81,8 @@ vendor_config 4
 # As under systemd with LoadCredential=: the tool must not learn where sfid's credentials are.
 mkdir -m 700 "$tmp/credentials"
 CREDENTIALS_DIRECTORY=$tmp/credentials line_start_sfid
+[ "$(ctl --json status | jq -r '[.slots[].backend] | join(",")')" = "cubeprogrammer,cubeprogrammer,cubeprogrammer,cubeprogrammer" ] ||
+	line_fail "status does not name the slots' backend: $(ctl --json status)"
 ctl job load "$tmp/pki/demo.sfi" --count 4 >/dev/null
 ctl start >/dev/null
 wait_for 150 "4 chips installed" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" 4
