@@ -543,6 +543,8 @@ void licensing_request(struct licensing *l, void *who, const char *uid_hex,
 {
 	struct license_req *r;
 
+	/* One request per requester: one put back for a dry token gives way to this one. */
+	licensing_cancel(l, who);
 	if (l->n_queue >= LICENSING_QUEUE_MAX) {
 		l->cb->failed(l->user, who, "license queue full");
 		return;
