@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A plain programming job on 8 slots x 3 chips (h5emu's g474 profile, umockdev adapters):
+# A plain programming job on 8 slots x 3 chips (h5emu's g474 profile, umockdev adapters),
+# each chip started (Go) once verified:
 # firmware files refused at job load when a byte lies outside flash or two overlap; then
 # two files (a BIN at the start of flash and a BIN whose length is not a multiple of the
 # flash word) on 24 chips, the chips swapped by h5emu's control socket as each one is
@@ -40,35 +41,33 @@ set -e
 	line_fail "a BIN without address: rc $rc3, $(cat "$tmp/bad3.out")"
 [ "$(sql "SELECT count(*) FROM jobs")" -eq 0 ] || line_fail "a refused job was recorded"
 
-ctl job load --plain --count 24 "$fw@0x08000000" "$tmp/tail.bin@0x08010000" >"$tmp/load.out" ||
+ctl job load --plain --go --count 24 "$fw@0x08000000" "$tmp/tail.bin@0x08010000" >"$tmp/load.out" ||
 	line_fail "job load --plain: $(cat "$tmp/load.out")"
 ctl job show >"$tmp/show.out"
 grep -q "kind *plain (not secure" "$tmp/show.out" || line_fail "job show: $(cat "$tmp/show.out")"
 grep -q "licenses *none" "$tmp/show.out" || line_fail "job show names licenses"
+grep -q "then *go 0x08000000" "$tmp/show.out" || line_fail "job show: no Go at the firmware's start"
 timeout 200 "$SFICTL" --socket "$tmp/sfid.sock" watch --count 24 --timeout 180 \
 	>"$tmp/watch.out" 2>&1 &
 watch_pid=$!
 ctl start >/dev/null
 
-# The fixture: a slot whose chip is written (waiting for its removal) gets the next chip;
-# the third stays in its slot.
+# The fixture: once a slot's chip is written (and started: it no longer answers) the next
+# chip goes in; the third stays in its slot.
 swaps=0
-declare -A swapped gone
+declare -A swapped
 deadline=$((SECONDS + 180))
 while [ "$SECONDS" -lt "$deadline" ]; do
 	done_n=$(sql "SELECT count(*) FROM attempts WHERE result <> 'running'")
 	[ "$done_n" -ge 24 ] && break
-	while read -r s chip; do
-		# Each chip once: the slot may still show the chip swapped out a moment ago.
-		[ "${swapped[$s]:-0}" -lt 2 ] && [ "$chip" != "${gone[$s]:-}" ] || continue
-		gone[$s]=$chip
+	while IFS='|' read -r s n; do
+		s=${s#S}
+		[ "${swapped[$s]:-0}" -lt 2 ] && [ "$n" -gt "${swapped[$s]:-0}" ] || continue
 		emu_ctl remove "$s" | grep -q '^ok' || line_fail "h5emu: remove $s refused"
 		emu_ctl insert "$s" | grep -q '^ok' || line_fail "h5emu: insert $s refused"
 		swapped[$s]=$((${swapped[$s]:-0} + 1))
 		swaps=$((swaps + 1))
-	done < <(ctl --json status | python3 -c 'import json,sys
-for s in json.load(sys.stdin)["slots"]:
-    if s["state"] == "waiting-for-removal" and s["chip"]: print(s["slot"][1:], s["chip"])')
+	done < <(sql "SELECT slot, count(*) FROM attempts WHERE result <> 'running' GROUP BY slot")
 	sleep 0.2
 done
 [ "$done_n" -ge 24 ] || line_fail "$done_n of 24 chips ended in 180 s; slots: $(ctl status 2>&1 | tr '\n' ' ')"
@@ -108,9 +107,18 @@ ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
 grep -q "plain-not-secure" "$tmp/report.out" && grep -Eq "plain_ok +24" "$tmp/report.out" ||
 	line_fail "the report does not mark the job plain: $(cat "$tmp/report.out")"
 
-# The real stm32flash reads slot S0's last chip back (sfid lets go of the port first).
+# Go started every chip: the eight in the slots run their application.
+[ "$(emu_ctl status | grep -c 'mode application')" -eq 8 ] ||
+	line_fail "chips not started by Go: $(emu_ctl status)"
+[ "$(sql "SELECT go_address FROM jobs")" = 134217728 ] || line_fail "the job's Go address is not recorded"
+
+# The real stm32flash reads slot S0's chip back: sfid lets go of the port, the fixture is
+# powered again (h5emu restarted on the same chips: they come up in their bootloader).
 line_stop_pid "$sfid_pid"
 sfid_pid=
+line_stop_pid "$emu_pid"
+emu_pid=
+line_start_emu 8 3 --profile g474
 line_env
 port=$(readlink "$tmp/emu/chip0")
 env "${envs[@]}" timeout 60 stm32flash -b 115200 -r "$tmp/back.bin" -S 0x08000000:$((65536 + 1008)) \
