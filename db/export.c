@@ -375,6 +375,7 @@ static const char *const csv_header[] = {
 	"job_id", "attempt_id", "slot", "chip_uid", "started_at", "ended_at", "step",
 	"result", "error_code", "error_text", "bytes_sent", "license_id", "license_reused",
 	"token_serial", "target", "counter_before", "counter_after", "license_state",
+	"job_kind",
 };
 #define CSV_COLUMNS (sizeof(csv_header) / sizeof(csv_header[0]))
 
@@ -398,14 +399,15 @@ int db_export_csv(struct db *db, const struct db_range *range, FILE *out)
 		       "SELECT a.job_id, a.id, a.slot, a.chip_uid, a.started_at, a.ended_at, "
 		       "  a.step, a.result, a.error_code, a.error_text, a.bytes_sent, l.id, "
 		       "  u.reused, l.token_serial, l.target, l.counter_before, l.counter_after, "
-		       "  l.state, a.started_at AS t "
+		       "  l.state, (SELECT kind FROM jobs WHERE id = a.job_id), a.started_at AS t "
 		       "FROM attempts a LEFT JOIN license_uses u ON u.attempt_id = a.id "
 		       "  LEFT JOIN licenses l ON l.id = u.license_id "
 		       "WHERE (?1 = 0 OR a.job_id = ?1) AND a.started_at >= ?2 AND a.started_at < ?3 "
 		       "UNION ALL "
 		       "SELECT l.job_id, NULL, NULL, l.chip_uid, l.reserved_at, l.closed_at, NULL, "
 		       "  NULL, NULL, l.reason, NULL, l.id, NULL, l.token_serial, l.target, "
-		       "  l.counter_before, l.counter_after, l.state, l.reserved_at AS t "
+		       "  l.counter_before, l.counter_after, l.state, "
+		       "  (SELECT kind FROM jobs WHERE id = l.job_id), l.reserved_at AS t "
 		       "FROM licenses l WHERE NOT EXISTS (SELECT 1 FROM license_uses u "
 		       "  WHERE u.license_id = l.id) "
 		       "  AND (?1 = 0 OR l.job_id = ?1) AND l.reserved_at >= ?2 AND l.reserved_at < ?3 "

@@ -7,8 +7,8 @@
 # written. Every chip's flash equals the firmware (the emulator's state after the run, and
 # the real stm32flash reading one slot's chip back), 24 attempts ended ok on 24 chips, each
 # attempt.end record marked plain with the firmware's digest, no license row and the token's
-# counter unchanged, `job show`, `watch` and `sfi-audit report` say plain, and the export
-# verifies with sfi-audit.
+# counter unchanged, `job show`, `watch`, the CSV export and `sfi-audit report` say plain,
+# and the JSON Lines export verifies with sfi-audit.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-plain.XXXXXX")
@@ -97,6 +97,9 @@ after=$(line_counter)
 [ "$(grep -c ': ok .* plain$' "$tmp/watch.out")" -eq 24 ] ||
 	line_fail "watch did not show 24 plain results: $(tail -n 5 "$tmp/watch.out")"
 
+ctl export --format csv --out "$tmp/audit.csv" 2>/dev/null
+[ "$(grep -c ',plain'$'\r''$' "$tmp/audit.csv")" -eq 24 ] ||
+	line_fail "the CSV export does not mark 24 rows plain: $(head -n 3 "$tmp/audit.csv")"
 ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
 "$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
 	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null

@@ -693,8 +693,9 @@ static void test_csv_export(void **state)
 	fclose(m);
 	assert_non_null(strstr(buf, "job_id,attempt_id,slot,chip_uid,"));
 	assert_non_null(strstr(buf, ",\"chip reported authentication failure, \"\"area 2\"\"\","));
-	assert_non_null(strstr(buf, ",issued_not_installed\r\n"));
-	assert_non_null(strstr(buf, ",installed\r\n"));
+	assert_non_null(strstr(buf, ",issued_not_installed,osfi\r\n"));
+	assert_non_null(strstr(buf, ",installed,osfi\r\n"));
+	assert_non_null(strstr(buf, ",license_state,job_kind\r\n"));
 	free(buf);
 
 	/* A text a spreadsheet would run as a formula is written as text. */
