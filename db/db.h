@@ -115,6 +115,9 @@ struct db_job {
 	const char *firmware;
 	bool go;                  /* plain: start the chip at go_address when written */
 	uint32_t go_address;
+	/* A vendor job: an image for ST's own SFI that sfid does not read, installed by
+	 * STM32CubeProgrammer; image_id and image_digest are both its SHA-256. */
+	bool vendor;
 };
 
 /* Records a newly loaded job. Returns 0 and sets *ret_job_id. */
@@ -488,6 +491,7 @@ struct db_job_row {
 	uint64_t refused;   /* chips refused untouched (DB_FAILURE_UNTOUCHED), once per chip */
 	uint64_t halted;    /* attempts stopped by a line halt */
 	bool plain;         /* a plain job (struct db_job) */
+	bool vendor;        /* a vendor job (struct db_job) */
 	char firmware[DB_TEXT_MAX + 1];            /* plain: its files, one per line */
 	bool go;
 	uint32_t go_address;

@@ -117,7 +117,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 	    !is_lower_hex(job->image_digest, DB_ID_HEX) || !text_ok(job->module_file, false) ||
 	    !text_ok(job->loaded_user, true) || !text_ok(job->global_license_file, false) ||
 	    !text_ok(job->station, false) || !text_ok(job->sfid_version, false) ||
-	    !text_ok(job->firmware, job->plain) || (job->go && !job->plain))
+	    !text_ok(job->firmware, job->plain) || (job->go && !job->plain) ||
+	    (job->plain && job->vendor))
 		return db_fail(db, -EINVAL, "invalid job: image path, 64-digit lowercase hex image "
 					    "id and digest, and the loading user are required");
 	r = db_begin(db);
@@ -141,7 +142,8 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		bind_text_or_null(st, 9, job->global_license_file);
 		bind_text_or_null(st, 10, job->station);
 		bind_text_or_null(st, 11, job->sfid_version);
-		sqlite3_bind_text(st, 12, job->plain ? "plain" : "osfi", -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 12, job->plain ? "plain" : job->vendor ? "vendor" : "osfi", -1,
+				  SQLITE_STATIC);
 		bind_text_or_null(st, 13, job->plain ? job->firmware : NULL);
 		if (job->go)
 			sqlite3_bind_int64(st, 14, job->go_address);
@@ -173,6 +175,9 @@ int db_job_create(struct db *db, const struct db_job *job, int64_t *ret_job_id)
 		if (job->go)
 			db_json_add_int(data, "go_address", job->go_address);
 	}
+	/* A vendor job's image is ST's: sfid knows it by its digest only. */
+	if (job->vendor)
+		db_json_add_str(data, "kind", "vendor");
 	r = finish(db, r, "job.create", data);
 	if (r == 0)
 		*ret_job_id = id;
@@ -241,25 +246,27 @@ int db_job_start(struct db *db, int64_t job_id, uint32_t uid, const char *user,
 	return finish(db, r, "job.start", data);
 }
 
-/* True when job_id is a plain job; its image digest to digest (may be NULL). */
-static bool job_is_plain(struct db *db, int64_t job_id, char *digest, size_t size)
+/* job_id's kind when it is a plain or vendor job (NULL for an OSFI job); its image digest
+ * to digest (may be NULL). */
+static const char *job_kind_of(struct db *db, int64_t job_id, char *digest, size_t size)
 {
 	sqlite3_stmt *st;
-	bool plain = false;
+	const char *kind = NULL;
 
 	if (job_id <= 0 || db_prepare(db, "SELECT kind, image_digest FROM jobs WHERE id = ?", &st) < 0)
-		return false;
+		return NULL;
 	sqlite3_bind_int64(st, 1, job_id);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		const char *k = (const char *)sqlite3_column_text(st, 0);
 		const char *dg = (const char *)sqlite3_column_text(st, 1);
 
-		plain = k && strcmp(k, "plain") == 0;
+		kind = !k ? NULL : strcmp(k, "plain") == 0 ? "plain" :
+		       strcmp(k, "vendor") == 0 ? "vendor" : NULL;
 		if (digest && size)
 			snprintf(digest, size, "%s", dg ? dg : "");
 	}
 	sqlite3_finalize(st);
-	return plain;
+	return kind;
 }
 
 /* The job of an attempt, 0 if none. */
@@ -304,8 +311,12 @@ int db_attempt_begin(struct db *db, int64_t job_id, const char *slot, int64_t *r
 	db_json_add_int(data, "attempt", id);
 	db_json_add_int(data, "job", job_id);
 	db_json_add_str(data, "slot", slot);
-	if (r == 0 && job_is_plain(db, job_id, NULL, 0))
-		db_json_add_str(data, "kind", "plain");
+	if (r == 0) {
+		const char *kind = job_kind_of(db, job_id, NULL, 0);
+
+		if (kind)
+			db_json_add_str(data, "kind", kind);
+	}
 	r = finish(db, r, "attempt.begin", data);
 	if (r == 0)
 		*ret_attempt_id = id;
@@ -396,12 +407,14 @@ int db_attempt_finish(struct db *db, int64_t attempt_id, enum db_result result, 
 	db_json_add_int(data, "bytes", (int64_t)bytes_sent);
 	if (chip_uid)
 		db_json_add_str(data, "chip_uid", chip_uid);
-	/* A plain job's chip: the record says so and names the firmware it received. */
+	/* A plain or vendor job's chip: the record says so and names the image it received. */
 	if (r == 0) {
 		char digest[DB_ID_HEX + 1];
+		const char *kind = job_kind_of(db, attempt_job(db, attempt_id), digest,
+					       sizeof(digest));
 
-		if (job_is_plain(db, attempt_job(db, attempt_id), digest, sizeof(digest))) {
-			db_json_add_str(data, "kind", "plain");
+		if (kind) {
+			db_json_add_str(data, "kind", kind);
 			db_json_add_str(data, "image_digest", digest);
 		}
 	}

@@ -426,6 +426,8 @@ int db_job_active(struct db *db, struct db_job_row *ret)
 		ret->halted = (uint64_t)sqlite3_column_int64(st, 13);
 		ret->plain = sqlite3_column_text(st, 14) &&
 			     strcmp((const char *)sqlite3_column_text(st, 14), "plain") == 0;
+		ret->vendor = sqlite3_column_text(st, 14) &&
+			      strcmp((const char *)sqlite3_column_text(st, 14), "vendor") == 0;
 		column_text(st, 15, ret->firmware, sizeof(ret->firmware));
 		ret->go = sqlite3_column_type(st, 16) != SQLITE_NULL;
 		ret->go_address = (uint32_t)sqlite3_column_int64(st, 16);

@@ -141,6 +141,13 @@ const char *const db_migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN firmware TEXT;"
 	"ALTER TABLE jobs ADD COLUMN go_address INTEGER"
 	"  CHECK (go_address IS NULL OR (go_address >= 0 AND go_address <= 4294967295));",
+	/* v7: vendor jobs (an image for ST's own SFI, installed by STM32CubeProgrammer). SQLite
+	 * cannot change a CHECK: the kind moves to a new column with the wider one. */
+	"ALTER TABLE jobs ADD COLUMN kind_v7 TEXT NOT NULL DEFAULT 'osfi'"
+	"  CHECK (kind_v7 IN ('osfi', 'plain', 'vendor'));"
+	"UPDATE jobs SET kind_v7 = kind;"
+	"ALTER TABLE jobs DROP COLUMN kind;"
+	"ALTER TABLE jobs RENAME COLUMN kind_v7 TO kind;",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

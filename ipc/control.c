@@ -59,6 +59,8 @@ static const struct control_arg job_load_args[] = {
 	{ "firmware_fd", CONTROL_ARG_INT, 0, 63, "the index of the first firmware file's descriptor" },
 	{ "go", CONTROL_ARG_BOOL, 0, 0, "true: start each chip once written and verified" },
 	{ "go_address", CONTROL_ARG_INT, 0, UINT32_MAX, "the address to start at" },
+	/* A vendor job: image is ST's .sfi, installed by STM32CubeProgrammer on vendor slots. */
+	{ "vendor", CONTROL_ARG_BOOL, 0, 0, "true: image is for ST's SFI (vendor slots only)" },
 	{ 0 }
 };
 static const struct control_arg export_args[] = {

@@ -67,6 +67,8 @@ static void usage(FILE *f)
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
 		"  job load --plain [--go[=ADDR]] [--count N] FIRMWARE...  plain programming, no\n"
 		"      license, not secure: FILE.elf, FILE.hex, FILE.bin@ADDR  (supervisor)\n"
+		"  job load --vendor IMAGE.sfi [--modules MCSV] [--count N] [--global-license LIC]\n"
+		"      ST's own SFI through STM32CubeProgrammer, on vendor slots  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
 		"  hsm                          token and license counter (supervisor)\n"
 		"  config                       configuration in force (supervisor)\n"
@@ -1175,6 +1177,19 @@ static void print_job(struct json_object *j)
 		       jint(j, "installed"), jint(j, "failed"), jstr(j, "loaded_by"));
 		return;
 	}
+	if (strcmp(jstr(j, "kind"), "vendor") == 0) {
+		/* ST's own SFI image: sfid knows it by digest, STM32CubeProgrammer installs it. */
+		printf("job %" PRId64 "\n  kind      vendor (ST SFI through STM32CubeProgrammer)\n"
+		       "  image     %s\n  digest    %s\n  bytes     %" PRId64 "\n  modules   %s\n"
+		       "  licenses  %s\n  target    %" PRId64 "\n  installed %" PRId64 "\n"
+		       "  failed    %" PRId64 "\n  loaded by %s\n", jint(j, "id"), jstr(j, "image"),
+		       jstr(j, "digest"), jint(j, "bytes"),
+		       jstr(j, "modules")[0] ? jstr(j, "modules") : "-",
+		       strcmp(jstr(j, "license"), "global") == 0 ? "global (uncounted)" :
+		       "the reader's STM32HSM (counted)", jint(j, "target"), jint(j, "installed"),
+		       jint(j, "failed"), jstr(j, "loaded_by"));
+		return;
+	}
 	printf("job %" PRId64 "\n  kind      osfi\n  image     %s\n  image id  %s\n  digest    %s\n  bytes     %"
 	       PRId64 "\n  modules   %s\n", jint(j, "id"), jstr(j, "image"), jstr(j, "image_id"),
 	       jstr(j, "digest"), jint(j, "bytes"), jstr(j, "modules")[0] ? jstr(j, "modules") : "-");
@@ -1370,11 +1385,12 @@ static int cmd_job_load(int argc, char **argv)
 		{ "global-license", required_argument, NULL, 'g' },
 		{ "plain", no_argument, NULL, 'p' },
 		{ "go", optional_argument, NULL, 'G' },
+		{ "vendor", no_argument, NULL, 'V' },
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
 	const char *modules = NULL, *global = NULL, *go_addr = NULL;
-	bool plain = false, go = false;
+	bool plain = false, go = false, vendor = false;
 	char path[4096];
 	int64_t count;
 	int c, k, r;
@@ -1384,6 +1400,9 @@ static int cmd_job_load(int argc, char **argv)
 		switch (c) {
 		case 'p':
 			plain = true;
+			break;
+		case 'V':
+			vendor = true;
 			break;
 		case 'G':
 			go = true;
@@ -1412,6 +1431,13 @@ static int cmd_job_load(int argc, char **argv)
 		json_object_put(args);
 		return EXIT_USAGE;
 	}
+	if (plain && vendor) {
+		fprintf(stderr, "sfictl: a job is plain (--plain) or vendor (--vendor), not both\n");
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
+	if (vendor)
+		json_object_object_add(args, "vendor", json_object_new_boolean(true));
 	if (!plain && go) {
 		fprintf(stderr, "sfictl: --go is for plain jobs (--plain)\n");
 		json_object_put(args);
@@ -1447,7 +1473,8 @@ static int cmd_job_load(int argc, char **argv)
 			}
 			json_object_object_add(args, keys[i], json_object_new_string(path));
 			json_object_object_add(args, fd_keys[i], json_object_new_int(k));
-			if (i == 1 && pass_module_licenses(path, pass_fds[k], args) < 0) {
+			/* A vendor job's module file is the tool's (-mcsv): sfid passes it on. */
+			if (i == 1 && !vendor && pass_module_licenses(path, pass_fds[k], args) < 0) {
 				json_object_put(args);
 				return EXIT_IO;
 			}

@@ -365,6 +365,7 @@ static void job_record(struct pending_job *pj)
 		.firmware = j->firmware,
 		.go = j->go,
 		.go_address = j->go_address,
+		.vendor = j->vendor,
 	};
 
 	if (rec_job_create(pj->d->recorder, &dj, &j->id, job_recorded, pj) < 0)
@@ -498,7 +499,7 @@ static int job_load_plain_req(struct client *c, const struct control_request *re
 static void cmd_job_load(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
-	struct json_object *firmware = NULL;
+	struct json_object *firmware = NULL, *v;
 	const char *global = arg_string(req, "global_license");
 	int64_t count = arg_int(req, "count", 0);
 	struct job_line_token tok;
@@ -538,8 +539,14 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "request was not passed with it (SCM_RIGHTS)");
 		return;
 	}
-	r = job_load(line_token(d, &tok), image, modules, global, &fds, (uint32_t)count,
-		     server_client_user(c), &j, msg, sizeof(msg));
+	/* A vendor job: an image for ST's own SFI, which sfid passes to the tool unread. */
+	if (req->args && json_object_object_get_ex(req->args, "vendor", &v) &&
+	    json_object_get_boolean(v))
+		r = job_load_vendor(image, modules, global, &fds, (uint32_t)count,
+				    server_client_user(c), &j, msg, sizeof(msg));
+	else
+		r = job_load(line_token(d, &tok), image, modules, global, &fds, (uint32_t)count,
+			     server_client_user(c), &j, msg, sizeof(msg));
 	job_fds_close(&fds);
 	if (r != 0) {
 		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);
@@ -560,8 +567,8 @@ loaded:
 	pj->uid = (uint32_t)server_client_uid(c);
 	pj->j = j;
 	d->job_loading = true;
-	/* A plain job spends no license: no token to find. */
-	if (j->plain || tokens_resolve_job(d->tokens, j)) {
+	/* A plain job spends no license, a vendor job the reader's: no token to find. */
+	if (j->plain || j->vendor || tokens_resolve_job(d->tokens, j)) {
 		job_record(pj);
 		return;
 	}

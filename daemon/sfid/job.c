@@ -40,6 +40,10 @@ struct job *job_free(struct job *j)
 	free(j->seg);
 	free(j->sectors);
 	free(j->firmware);
+	free(j->modules);
+	if (j->global_bytes)
+		explicit_bzero(j->global_bytes, j->global_len);
+	free(j->global_bytes);
 	free(j);
 	return NULL;
 }
@@ -531,13 +535,95 @@ out:
 	return r;
 }
 
+/* ---- vendor jobs ---- */
+
+int job_load_vendor(const char *image, const char *modules, const char *global,
+		    const struct job_fds *fds, uint32_t target, const char *user,
+		    struct job **ret, char *reason, size_t reason_size)
+{
+	uint8_t md[SHA256_DIGEST_LENGTH];
+	struct job *j;
+	int r;
+
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		sfi_reason(reason, reason_size, "out of memory");
+		return -ENOMEM;
+	}
+	j->vendor = true;
+	j->image_path = strdup(image);
+	j->loaded_by = strdup(user ? user : "");
+	if (!j->image_path || !j->loaded_by || (modules && !(j->module_file = strdup(modules))) ||
+	    (global && !(j->global_file = strdup(global)))) {
+		sfi_reason(reason, reason_size, "out of memory");
+		job_free(j);
+		return -ENOMEM;
+	}
+	r = read_file_or_fd(image, fds ? fds->image : -1, IMAGE_MAX, &j->image, &j->image_len);
+	if (r < 0) {
+		sfi_reason(reason, reason_size, "cannot read image %s: %s", image, sfi_file_strerror(r));
+		job_free(j);
+		return -ENOENT;
+	}
+	if (j->image_len == 0) {
+		sfi_reason(reason, reason_size, "image %s is empty", image);
+		job_free(j);
+		return -EINVAL;
+	}
+	if (modules) {
+		r = read_file_or_fd(modules, fds ? fds->modules : -1, MODULES_FILE_MAX, &j->modules,
+				    &j->modules_len);
+		if (r < 0) {
+			sfi_reason(reason, reason_size, "cannot read module file %s: %s", modules,
+				   sfi_file_strerror(r));
+			job_free(j);
+			return -ENOENT;
+		}
+	}
+	if (global) {
+		r = read_file_or_fd(global, fds ? fds->global : -1, LICENSE_FILE_MAX, &j->global_bytes,
+				    &j->global_len);
+		if (r < 0 || j->global_len == 0) {
+			sfi_reason(reason, reason_size, "cannot read global license %s: %s", global,
+				   r < 0 ? sfi_file_strerror(r) : "it is empty");
+			job_free(j);
+			return -ENOENT;
+		}
+	}
+	SHA256(j->image, j->image_len, md);
+	sfid_hex(md, sizeof(md), j->digest_hex);
+	memcpy(j->image_id, md, sizeof(j->image_id));
+	sfid_hex(md, sizeof(md), j->image_id_hex);
+	/* The vendor backend reads the STM32H5's UID before running the tool. */
+	j->device_id = STM32_PID_H56X_H57X;
+	/* One license per chip for the image: the reader's (counted) or the global file. */
+	j->lic[0].target = OSFI_TARGET_IMAGE;
+	j->lic[0].global = global != NULL;
+	j->lic[0].token = -1;
+	memcpy(j->lic[0].firmware_id, j->image_id, OSFI_ID_LEN);
+	sfid_hex(j->image_id, OSFI_ID_LEN, j->lic[0].firmware_id_hex);
+	j->n_lic = 1;
+	j->global = global != NULL;
+	j->target = target;
+	j->loaded_ms = sfid_now_ms();
+	*ret = j;
+	return 0;
+}
+
+const char *job_kind(const struct job *j)
+{
+	return j->plain ? "plain" : j->vendor ? "vendor" : "osfi";
+}
+
 struct json_object *job_json(const struct job *j)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
 
 	json_object_object_add(o, "id", json_object_new_int64(j->id));
 	/* "plain": written with the bootloader's commands, nothing protected (no OSFI). */
-	json_object_object_add(o, "kind", json_object_new_string(j->plain ? "plain" : "osfi"));
+	/* "vendor": an image for ST's own SFI, installed by STM32CubeProgrammer; sfid does
+	 * not read it. */
+	json_object_object_add(o, "kind", json_object_new_string(job_kind(j)));
 	if (j->plain) {
 		struct json_object *f = json_object_new_array();
 		const char *p = j->firmware;

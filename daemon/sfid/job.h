@@ -78,6 +78,16 @@ struct job {
 	size_t n_sectors;
 	bool go;			/* start each chip at go_address once verified */
 	uint32_t go_address;
+
+	/* A vendor job: an image for ST's own SFI, installed by STM32CubeProgrammer on vendor
+	 * slots only. sfid does not read it: image holds its bytes, digest_hex and image_id_hex
+	 * are their SHA-256; module_file (if any) is the tool's -mcsv file, kept in modules;
+	 * global_file (if global) the tool's license file, kept in global_bytes. */
+	bool vendor;
+	uint8_t *modules;
+	size_t modules_len;
+	uint8_t *global_bytes;
+	size_t global_len;
 };
 
 /* The licenses issued or reused for one chip, in job order. */
@@ -125,6 +135,15 @@ int job_load(const struct job_line_token *tok, const char *image, const char *mo
 int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
 		   bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
 		   struct job **ret, char *reason, size_t reason_size);
+/* Loads a vendor job: image is opaque (any non-empty file up to 64 MiB), recorded by its
+ * SHA-256 and size; modules an optional -mcsv file, global an optional license file for
+ * every chip (else each chip's license comes from the reader's STM32HSM). Files are read from
+ * fds when given. Returns 0, or -EINVAL / -ENOENT / -ENOMEM with one sentence in reason. */
+int job_load_vendor(const char *image, const char *modules, const char *global,
+		    const struct job_fds *fds, uint32_t target, const char *user,
+		    struct job **ret, char *reason, size_t reason_size);
+/* "osfi", "plain" or "vendor". */
+const char *job_kind(const struct job *j);
 struct job *job_free(struct job *j);
 /* The job as shown by `job show`, `status` and the job event. */
 struct json_object *job_json(const struct job *j);

@@ -580,6 +580,8 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 		unlink(path);
 		line_job_copy_path(d, old->id, "lic", path, sizeof(path));
 		unlink(path);
+		line_job_copy_path(d, old->id, "mcsv", path, sizeof(path));
+		unlink(path);
 	}
 	if (j->plain)
 		return;		/* no image: a plain job is not restored after a restart */
@@ -587,7 +589,13 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 	r = write_copy(path, j->image, j->image_len);
 	if (r == 0 && j->global) {
 		line_job_copy_path(d, j->id, "lic", path, sizeof(path));
-		r = write_copy(path, j->lic[0].record, OSFI_LICENSE_LEN);
+		/* A vendor job's license file is the tool's, kept as it came. */
+		r = j->vendor ? write_copy(path, j->global_bytes, j->global_len) :
+				write_copy(path, j->lic[0].record, OSFI_LICENSE_LEN);
+	}
+	if (r == 0 && j->vendor && j->modules) {
+		line_job_copy_path(d, j->id, "mcsv", path, sizeof(path));
+		r = write_copy(path, j->modules, j->modules_len);
 	}
 	if (r < 0)
 		log_warning("cannot keep a copy of job %" PRId64 "'s files as %s: %s; the job is "

@@ -272,9 +272,21 @@ static void restore_job(struct sfid *d)
 			line_job_copy_path(d, row.id, "lic", path, sizeof(path));
 			fds.global = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		}
-		r = job_load(line_token(d, &tok), row.image_path, row.module_file[0] ? row.module_file : NULL,
-			     row.global_license_file[0] ? row.global_license_file : NULL, &fds,
-			     row.target_count, row.loaded_user, &j, msg, sizeof(msg));
+		if (row.vendor && row.module_file[0]) {
+			line_job_copy_path(d, row.id, "mcsv", path, sizeof(path));
+			fds.modules = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		}
+		if (row.vendor)
+			r = job_load_vendor(row.image_path, row.module_file[0] ? row.module_file : NULL,
+					    row.global_license_file[0] ? row.global_license_file : NULL,
+					    &fds, row.target_count, row.loaded_user, &j, msg, sizeof(msg));
+		else
+			r = job_load(line_token(d, &tok), row.image_path,
+				     row.module_file[0] ? row.module_file : NULL,
+				     row.global_license_file[0] ? row.global_license_file : NULL, &fds,
+				     row.target_count, row.loaded_user, &j, msg, sizeof(msg));
+		if (fds.modules >= 0)
+			close(fds.modules);
 		if (fds.image >= 0)
 			close(fds.image);
 		if (fds.global >= 0)
@@ -285,7 +297,7 @@ static void restore_job(struct sfid *d)
 			 row.image_path);
 		r = -EINVAL;
 	}
-	if (r == 0 && !tokens_resolve_job(d->tokens, j)) {
+	if (r == 0 && !j->vendor && !tokens_resolve_job(d->tokens, j)) {
 		struct token_scan *sc = calloc(1, sizeof(*sc));
 
 		if (sc) {

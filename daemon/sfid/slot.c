@@ -864,7 +864,7 @@ static void slot_cert_done(struct slot *s, int r)
 	slot_license_after_sync(s);
 }
 
-static void slot_vendor_begin(struct slot *s);
+static void slot_vendor_read_uid(struct slot *s);
 
 /* Identification: the bootloader's command list and product id. */
 static void slot_id_done(struct slot *s, int r)
@@ -888,6 +888,19 @@ static void slot_id_done(struct slot *s, int r)
 		slot_plain_identified(s);
 		return;
 	}
+	/* A vendor job's image is for ST's own SFI, which only the vendor backend installs. */
+	if (slot_job(s) && slot_job(s)->vendor && !s->vc) {
+		slot_fail(s, "the job is a vendor job (an image for ST's SFI, installed by "
+			  "STM32CubeProgrammer) and this slot runs OSFI; only a slot with backend = "
+			  "cubeprogrammer runs it; the chip was not touched");
+		return;
+	}
+	if (slot_job(s) && !slot_job(s)->vendor && s->vc) {
+		slot_fail(s, "this slot runs the vendor backend (STM32CubeProgrammer), which installs "
+			  "only vendor jobs (sfictl job load --vendor IMAGE.sfi), not OSFI images; the "
+			  "chip was not touched");
+		return;
+	}
 	if (!s->ident.osfi && !s->vc) {
 		slot_fail(s, "the bootloader (version %u.%u) does not list Get ID, Special (0x50) and "
 			  "Extended Special (0x51): it cannot install OSFI images; no license was "
@@ -909,7 +922,7 @@ static void slot_id_done(struct slot *s, int r)
 		return;
 	}
 	if (s->vc) {
-		slot_vendor_begin(s);
+		slot_vendor_read_uid(s);
 		return;
 	}
 	r = osfi_session_new_cert(&s->sess);
@@ -1537,11 +1550,6 @@ static void slot_vendor_cert_done(void *user, int r, const char *cause)
 		slot_vendor_fail(s, cause);
 		return;
 	}
-	snprintf(s->uid_hex, sizeof(s->uid_hex), "%s", vendor_chip_uid(s->vc));
-	s->have_uid = true;
-	if (!vendor_chip_uid_read(s->vc))
-		slot_log(s, LOG_PRIO_NOTICE, "the certificate is not in OSFI's layout: the chip is "
-			 "known by the first 12 bytes of its certificate's SHA-256");
 	failures = s->cb->chip_failures(s->user, s->uid_hex);
 	if (failures >= s->retry_limit) {
 		slot_vendor_fail(s, "this chip already failed on this line as often as allowed; set "
@@ -1588,14 +1596,14 @@ static void slot_vendor_synced(void *arg, int r)
 	}
 	slot_port_close(s);
 	slot_enter_state(s, SLOT_STATE_CERTIFICATE);
-	r = vendor_certificate(s->vc, s->port_name, s->cfg->baud, s->attempt->id,
+	r = vendor_certificate(s->vc, s->port_name, s->cfg->baud, s->uid_hex, s->attempt->id,
 			       slot_vendor_cert_done, s);
 	if (r < 0)
 		slot_vendor_fail(s, "STM32_Programmer_CLI could not be started for the certificate");
 }
 
-/* After identification: the attempt's row goes to disk first (the tool's runs and the
- * ledger's rows name it). */
+/* After the UID: the attempt's row goes to disk first (the tool's runs and the ledger's rows
+ * name it). */
 static void slot_vendor_begin(struct slot *s)
 {
 	struct slot_sync *ss = calloc(1, sizeof(*ss));
@@ -1610,6 +1618,34 @@ static void slot_vendor_begin(struct slot *s)
 		free(ss);
 		slot_fail(s, "the database is not available; the tool was not run");
 	}
+}
+
+/* The chip's identity is its 96-bit UID, read through the bootloader before the tool gets
+ * the port: the ledger, the retry limit and the trail know the chip by it. */
+static void slot_vendor_uid(struct slot *s, int r)
+{
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		char text[200];
+
+		/* Never an identity made up: without its UID the chip is not programmed. */
+		transport_describe(s->tp, text, sizeof(text));
+		slot_fail(s, "reading the chip's UID at 0x%08x failed: %s; the tool was not run",
+			  STM32H5_UID_ADDR, text[0] ? text : an3155_strerror(r));
+		return;
+	}
+	sfid_hex(s->uid, STM32H5_UID_LEN, s->uid_hex);
+	s->have_uid = true;
+	slot_vendor_begin(s);
+}
+
+static void slot_vendor_read_uid(struct slot *s)
+{
+	s->op_done = slot_vendor_uid;
+	slot_op_started(s, slot_vendor_uid,
+			transport_read(s->tp, STM32H5_UID_ADDR, s->uid, STM32H5_UID_LEN, slot_op_cb,
+				       s));
 }
 
 bool slot_license_wanted(const struct slot *s)

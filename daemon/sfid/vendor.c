@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <openssl/evp.h>
 
 #include "db.h"
 #include "licensing.h"
@@ -156,7 +155,6 @@ struct vendor_chip {
 	bool orphan;		/* its slot let go: freed when its license step ends */
 	int64_t attempt_id;
 	char uid_hex[2 * OSFI_UID_LEN + 1];
-	bool uid_read;
 	char port[256];
 	unsigned baud;
 
@@ -742,16 +740,6 @@ bool vendor_chip_busy(const struct vendor_chip *c)
 	return c->proc || (c->lic != LIC_NONE && !c->detached);
 }
 
-const char *vendor_chip_uid(const struct vendor_chip *c)
-{
-	return c->uid_hex;
-}
-
-bool vendor_chip_uid_read(const struct vendor_chip *c)
-{
-	return c->uid_read;
-}
-
 static void chip_answer(struct vendor_chip *c, int r, const char *cause)
 {
 	vendor_done_fn done = c->done;
@@ -832,6 +820,21 @@ static void cert_ended(struct vproc *p, void *arg)
 			r = -ENODATA;
 		}
 	}
+	if (r == 0) {
+		struct osfi_cert cert;
+		char uid[2 * OSFI_UID_LEN + 1];
+
+		/* A certificate in OSFI's layout names its chip: it must be the one in the slot. */
+		if (osfi_cert_decode(buf, (size_t)n, &cert) == 0) {
+			sfid_hex(cert.uid, OSFI_UID_LEN, uid);
+			if (strcmp(uid, c->uid_hex) != 0) {
+				snprintf(cause, sizeof(cause), "the certificate names chip %s, the "
+					 "bootloader read UID %s: another chip answered the tool",
+					 uid, c->uid_hex);
+				r = -EPROTO;
+			}
+		}
+	}
 	vendor_record_run(c->v, p, c->attempt_id, r == 0 ? "certificate read" : cause);
 	vproc_free(p);
 	if (r < 0) {
@@ -839,21 +842,6 @@ static void cert_ended(struct vproc *p, void *arg)
 			c->v->halt(c->v->user, cause);
 		chip_answer(c, r, cause);
 		return;
-	}
-	{
-		struct osfi_cert cert;
-
-		if (osfi_cert_decode(buf, (size_t)n, &cert) == 0) {
-			sfid_hex(cert.uid, OSFI_UID_LEN, c->uid_hex);
-			c->uid_read = true;
-		} else {
-			uint8_t md[EVP_MAX_MD_SIZE];
-			unsigned mdlen = 0;
-
-			EVP_Digest(buf, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
-			sfid_hex(md, OSFI_UID_LEN, c->uid_hex);
-			c->uid_read = false;
-		}
 	}
 	chip_answer(c, 0, NULL);
 }
@@ -873,7 +861,7 @@ static void connect_args(struct vendor_chip *c, char *const argv[], size_t *n, c
 }
 
 int vendor_certificate(struct vendor_chip *c, const char *port, unsigned baud,
-		       int64_t attempt_id, vendor_done_fn done, void *user)
+		       const char *uid_hex, int64_t attempt_id, vendor_done_fn done, void *user)
 {
 	char port_arg[300], baud_arg[32];
 	char *argv[VENDOR_ARGS_MAX];
@@ -884,8 +872,9 @@ int vendor_certificate(struct vendor_chip *c, const char *port, unsigned baud,
 	snprintf(c->port, sizeof(c->port), "%s", port);
 	c->baud = baud;
 	c->attempt_id = attempt_id;
-	c->uid_hex[0] = '\0';
-	c->uid_read = false;
+	if (!uid_hex || strlen(uid_hex) != 2 * OSFI_UID_LEN)
+		return -EINVAL;
+	snprintf(c->uid_hex, sizeof(c->uid_hex), "%s", uid_hex);
 	c->done = done;
 	c->user = user;
 	unlink(c->cert_path);
@@ -1318,7 +1307,7 @@ static void install_ended(struct vproc *p, void *arg)
 int vendor_install(struct vendor_chip *c, const char *port, unsigned baud,
 		   const struct job *job, bool global, vendor_done_fn done, void *user)
 {
-	char port_arg[300], baud_arg[32], image[PATH_MAX], lic[PATH_MAX];
+	char port_arg[300], baud_arg[32], image[PATH_MAX], lic[PATH_MAX], mcsv[PATH_MAX];
 	char *argv[VENDOR_ARGS_MAX];
 	size_t n = 0;
 
@@ -1340,7 +1329,12 @@ int vendor_install(struct vendor_chip *c, const char *port, unsigned baud,
 	argv[n++] = lic;
 	argv[n++] = "-rsse";
 	argv[n++] = (char *)c->v->cfg->rsse;
-	if (c->v->cfg->modules) {
+	if (job->vendor && job->module_file) {
+		/* The job's own module file, as sfid keeps it. */
+		c->v->job_file(c->v->user, job->id, "mcsv", mcsv, sizeof(mcsv));
+		argv[n++] = "-mcsv";
+		argv[n++] = mcsv;
+	} else if (c->v->cfg->modules) {
 		argv[n++] = "-mcsv";
 		argv[n++] = (char *)c->v->cfg->modules;
 	}

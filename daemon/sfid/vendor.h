@@ -54,14 +54,11 @@ void vendor_chip_cancel(struct vendor_chip *c);
 /* True while a step runs. */
 bool vendor_chip_busy(const struct vendor_chip *c);
 
-/* -c port=PORT br=BAUD P=EVEN -gc CERT. attempt_id: the chip's attempt, on disk. On success
- * the chip's key is vendor_chip_uid(): the UID of a certificate in OSFI's layout (what the
- * stand-in gives), otherwise the first 12 bytes of the certificate's SHA-256. */
+/* -c port=PORT br=BAUD P=EVEN -gc CERT. uid_hex: the chip's UID as the slot read it through
+ * the bootloader (24 hex digits), its key in the ledger; a certificate in OSFI's layout (what
+ * the stand-in gives) must name the same UID. attempt_id: the chip's attempt, on disk. */
 int vendor_certificate(struct vendor_chip *c, const char *port, unsigned baud,
-		       int64_t attempt_id, vendor_done_fn done, void *user);
-const char *vendor_chip_uid(const struct vendor_chip *c);
-/* True when the UID was read from an OSFI-layout certificate, false when derived. */
-bool vendor_chip_uid_read(const struct vendor_chip *c);
+		       const char *uid_hex, int64_t attempt_id, vendor_done_fn done, void *user);
 
 /* The chip's license for the job's image: a license the ledger holds for it is reused,
  * otherwise the reader's counter is read, the intent recorded, -hsmglfcb run, the counter

@@ -113,6 +113,7 @@ static void add_record(struct report *rp, const char *type, int64_t time_ms,
 		s = str(d, "kind");
 		json_object_object_add(j, "kind", json_object_new_string(
 					       s && strcmp(s, "plain") == 0 ? "plain-not-secure" :
+					       s && strcmp(s, "vendor") == 0 ? "vendor-st-sfi" :
 					       "osfi"));
 	} else if (strcmp(type, "attempt.begin") == 0) {
 		key_of(k, sizeof(k), num(d, "attempt"));
@@ -139,6 +140,8 @@ static void add_record(struct report *rp, const char *type, int64_t time_ms,
 		bump(job_of(rp, num(a, "job")), what, 1);
 		if ((s = str(d, "kind")) && strcmp(s, "plain") == 0)
 			bump(rp->att_totals, ok ? "plain_ok" : "plain_failed", 1);
+		else if (s && strcmp(s, "vendor") == 0)
+			bump(rp->att_totals, ok ? "vendor_ok" : "vendor_failed", 1);
 		if (ok && str(a, "chip"))
 			json_object_object_add(rp->chips_ok, str(a, "chip"), NULL);
 		if (!ok) {

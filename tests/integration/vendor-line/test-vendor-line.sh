@@ -14,7 +14,13 @@
 #    chip installed with its license reused; the next chip finds the reader's counter at
 #    zero (nothing reserved, the line halted); a stop kills a run at once; a job with a
 #    global license installs that chip without any HSM call or ledger row. Every failure is one clear sentence and each
-#    run of the tool is kept with its attempt, log included.
+#    run of the tool is kept with its attempt, log included. Every job here is a vendor job
+#    (sfictl job load --vendor: the image passed to the tool unread, known by its digest);
+#    each chip is known by the UID sfid reads through the bootloader (the emulator's), and
+#    the trail and sfi-audit report mark the jobs and chips vendor.
+# 3. An OSFI or plain job on a vendor slot and a vendor job on an OSFI slot: refused with a
+#    sentence, the chip untouched and the tool not run; an opaque file loads as a vendor job
+#    (digest and size), not as an OSFI job, and a vendor job is restored after a restart.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 SRC=${SFID_SOURCE_ROOT:-$(cd "$(dirname "$0")/../../.." && pwd)}
@@ -83,7 +89,7 @@ mkdir -m 700 "$tmp/credentials"
 CREDENTIALS_DIRECTORY=$tmp/credentials line_start_sfid
 [ "$(ctl --json status | jq -r '[.slots[].backend] | join(",")')" = "cubeprogrammer,cubeprogrammer,cubeprogrammer,cubeprogrammer" ] ||
 	line_fail "status does not name the slots' backend: $(ctl --json status)"
-ctl job load "$tmp/pki/demo.sfi" --count 4 >/dev/null
+ctl job load --vendor "$tmp/pki/demo.sfi" --count 4 >/dev/null
 ctl start >/dev/null
 wait_for 150 "4 chips installed" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" 4
 n=$(sql "SELECT count(*) FROM attempts WHERE result = 'failed'")
@@ -174,10 +180,14 @@ expect_failure() {
 
 licenses_before=$(sql "SELECT count(*) FROM licenses")
 standin_conf gc
-ctl job load "$tmp/pki/demo.sfi" >/dev/null
+ctl job load --vendor "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
 expect_failure "no certificate" "^certificate: the chip gave no certificate \(STM32_Programmer_CLI certificate, exit status 1\)$"
 chip=$(sql "SELECT chip_uid FROM attempts WHERE id = $(last_id)")
+# The chip is known by the UID sfid read through the bootloader before the tool ran: the
+# emulator's own UID for the chip, even though the tool gave no certificate.
+emu_uid=$(emu_ctl status | sed -n 's/^slot 0: .* uid \([0-9a-fA-F]*\) .*/\1/p' | tr 'A-F' 'a-f')
+[ -n "$chip" ] && [ "$chip" = "$emu_uid" ] || line_fail "the attempt names chip '$chip', the emulator's chip in slot 0 is '$emu_uid'"
 [ "$(sql "SELECT count(*) FROM licenses")" -eq "$licenses_before" ] || line_fail "a license row for a chip without certificate"
 sql "SELECT log FROM tool_runs WHERE attempt_id = $(last_id)" | grep -q "Failed to read chip certificate" ||
 	line_fail "the certificate run's log is not kept"
@@ -262,7 +272,7 @@ wait_for 10 "the killed run recorded" sql_is "SELECT exit_status FROM tool_runs 
 calls_before=$(wc -l <"$tmp/calls.log")
 licenses_before=$(sql "SELECT count(*) FROM licenses")
 standin_conf
-ctl job load "$tmp/pki/demo.sfi" --global-license "$tmp/pki/global.lic" >/dev/null
+ctl job load --vendor "$tmp/pki/demo.sfi" --global-license "$tmp/pki/global.lic" >/dev/null
 ctl start >/dev/null
 replug
 n_ended=$((n_ended + 1))
@@ -295,4 +305,63 @@ cat "$tmp/verify.out")"
 grep -q "token stm32hsm:reader-1: counter 0 at the end of the trail (5 at its start): 5 spend(s) proved, 0 spent outside sfid" "$tmp/verify.out" ||
 	line_fail "sfi-audit does not account the reader's 5 spends: $(cat "$tmp/verify.out")"
 cat "$tmp/verify.out"
+# The trail marks the jobs and the attempts as vendor jobs; the report says so.
+grep '"type":"job.create"' "$tmp/audit.jsonl" | grep -q '"kind":"vendor"' || line_fail "job.create does not mark the vendor job"
+grep '"type":"attempt.end"' "$tmp/audit.jsonl" | grep '"result":"ok"' | grep -q '"kind":"vendor"' ||
+	line_fail "attempt.end does not mark the vendor job's chips"
+"$SFIAUDIT" report "$tmp/audit.jsonl" >"$tmp/report.out" || line_fail "sfi-audit report: $(cat "$tmp/report.out")"
+grep -q "vendor-st-sfi" "$tmp/report.out" && grep -Eq "vendor_ok +6" "$tmp/report.out" ||
+	line_fail "the report does not count the vendor jobs' chips: $(cat "$tmp/report.out")"
 echo "vendor backend: 6 chips installed, 8 failures named, ledger and reader at 0, $runs tool runs kept"
+
+# ---- 3. jobs and slots that do not fit ----
+# Slots S0 and S1 with the chips left in them.
+line_stop_pid "$sfid_pid"
+sfid_pid=
+vendor_config 2
+line_start_sfid
+# refused_since MARK SLOT PATTERN: an attempt after MARK on SLOT failed with PATTERN.
+refused_since() {
+	sql "SELECT error_text FROM attempts WHERE id > $1 AND slot = '$2' AND result = 'failed'" | grep -qE "$3"
+}
+mark() { sql "SELECT coalesce(max(id), 0) FROM attempts"; }
+expect_refusal() {
+	local what=$1 pattern=$2 m=$3
+	wait_for 90 "$what" refused_since "$m" S1 "$pattern"
+	echo "$what: $(sql "SELECT error_text FROM attempts WHERE id > $m AND slot = 'S1' ORDER BY id DESC LIMIT 1")"
+}
+# An OSFI job on a vendor slot: refused with a sentence, the tool not run.
+runs=$(sql "SELECT count(*) FROM tool_runs")
+m=$(mark)
+ctl job load "$tmp/pki/demo.sfi" >/dev/null
+ctl start >/dev/null
+expect_refusal "OSFI job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which installs only vendor jobs \(sfictl job load --vendor IMAGE.sfi\), not OSFI images; the chip was not touched$" "$m"
+# A plain job on a vendor slot.
+head -c 4096 /dev/urandom >"$tmp/fw.bin"
+ctl stop >/dev/null
+m=$(mark)
+ctl job load --plain "$tmp/fw.bin@0x08000000" >/dev/null
+ctl start >/dev/null
+expect_refusal "plain job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which does not run plain jobs; the chip was not touched$" "$m"
+[ "$(sql "SELECT count(*) FROM tool_runs")" -eq "$runs" ] || line_fail "the tool ran for an OSFI or plain job"
+# An opaque image loads as a vendor job (known by its digest and size) and only as one.
+ctl stop >/dev/null
+head -c 5000 /dev/urandom >"$tmp/opaque.sfi"
+ctl --json job load --vendor "$tmp/opaque.sfi" >"$tmp/job.json"
+[ "$(jq -r '.kind + " " + .digest + " " + (.bytes|tostring)' "$tmp/job.json")" = "vendor $(sha256sum "$tmp/opaque.sfi" | cut -c1-64) 5000" ] ||
+	line_fail "the opaque vendor job: $(cat "$tmp/job.json")"
+if ctl job load "$tmp/opaque.sfi" >"$tmp/load.out" 2>&1; then line_fail "an opaque file loaded as an OSFI image"; fi
+grep -q "is not a valid OSFI image" "$tmp/load.out" || line_fail "OSFI load of an opaque file: $(cat "$tmp/load.out")"
+[ "$(sql "SELECT kind FROM jobs ORDER BY id DESC LIMIT 1")" = vendor ] || line_fail "the jobs table: $(sql "SELECT id, kind FROM jobs")"
+# A vendor job on an OSFI slot (after a restart, which restores the vendor job).
+line_stop_pid "$sfid_pid"
+sfid_pid=
+line_write_config 2
+line_start_sfid
+[ "$(ctl --json job show | jq -r '.kind + " " + .digest')" = "vendor $(sha256sum "$tmp/opaque.sfi" | cut -c1-64)" ] ||
+	line_fail "the vendor job was not restored: $(ctl --json job show)"
+m=$(mark)
+ctl job load --vendor "$tmp/pki/demo.sfi" >/dev/null
+ctl start >/dev/null
+expect_refusal "vendor job on an OSFI slot" "^identifying: the job is a vendor job \(an image for ST's SFI, installed by STM32CubeProgrammer\) and this slot runs OSFI; only a slot with backend = cubeprogrammer runs it; the chip was not touched$" "$m"
+echo "mismatches: an OSFI or plain job on a vendor slot and a vendor job on an OSFI slot refused untouched"

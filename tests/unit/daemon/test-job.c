@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 #include <json-c/json.h>
+#include <openssl/sha.h>
 
 #include "job.h"
 #include "osfi.h"
@@ -160,6 +161,66 @@ static void test_by_descriptor(void **state)
 	assert_true(fcntl(fds.image, F_GETFD) >= 0);
 	close(fds.image);
 	job_free(j);
+}
+
+/* A vendor job: any file, known by its SHA-256 and size, its module and license files kept
+ * as they came. */
+static void test_vendor(void **state)
+{
+	static const uint8_t opaque[] = "not an OSFI image: ST's SFI layout is not read by sfid";
+	char path[600], mcsv[600], lic[600], reason[SFI_REASON_MAX] = "";
+	struct job_fds fds = { .image = -1, .modules = -1, .global = -1 };
+	uint8_t md[32];
+	char hex[65];
+	struct json_object *o;
+	struct job *j = NULL;
+
+	write_bytes("st.sfi", opaque, sizeof(opaque));
+	write_bytes("st.mcsv", (const uint8_t *)"1,m.lic\n", 8);
+	write_bytes("st.lic", (const uint8_t *)"LIC", 3);
+	path_of("st.sfi", path, sizeof(path));
+	path_of("st.mcsv", mcsv, sizeof(mcsv));
+	path_of("st.lic", lic, sizeof(lic));
+	/* Not an OSFI image. */
+	refused(NULL, path, NULL, NULL, -EINVAL, "is not a valid OSFI image");
+	assert_int_equal(job_load_vendor(path, mcsv, NULL, NULL, 4, "op", &j, reason,
+					 sizeof(reason)), 0);
+	SHA256(opaque, sizeof(opaque), md);
+	for (size_t i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	assert_true(j->vendor);
+	assert_false(j->plain);
+	assert_string_equal(j->digest_hex, hex);
+	assert_string_equal(j->image_id_hex, hex);
+	assert_int_equal(j->image_len, sizeof(opaque));
+	assert_int_equal(j->modules_len, 8);
+	assert_int_equal(j->n_lic, 1);
+	assert_false(j->global);
+	assert_string_equal(job_kind(j), "vendor");
+	o = job_json(j);
+	assert_string_equal(json_object_get_string(json_object_object_get(o, "kind")), "vendor");
+	json_object_put(o);
+	j = job_free(j);
+	/* With a global license file, by descriptor. */
+	fds.global = open(lic, O_RDONLY | O_CLOEXEC);
+	assert_true(fds.global >= 0);
+	assert_int_equal(job_load_vendor(path, NULL, "/named/only.lic", &fds, 0, "op", &j, reason,
+					 sizeof(reason)), 0);
+	assert_true(j->global && j->lic[0].global);
+	assert_int_equal(j->global_len, 3);
+	assert_string_equal(j->global_file, "/named/only.lic");
+	close(fds.global);
+	j = job_free(j);
+	/* An empty image and a missing one. */
+	write_bytes("empty.sfi", opaque, 0);
+	path_of("empty.sfi", path, sizeof(path));
+	assert_int_equal(job_load_vendor(path, NULL, NULL, NULL, 0, "op", &j, reason,
+					 sizeof(reason)), -EINVAL);
+	assert_non_null(strstr(reason, "is empty"));
+	path_of("none.sfi", path, sizeof(path));
+	assert_int_equal(job_load_vendor(path, NULL, NULL, NULL, 0, "op", &j, reason,
+					 sizeof(reason)), -ENOENT);
+	assert_null(j);
 }
 
 static void test_refusals(void **state)
@@ -330,6 +391,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_vendor),
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_by_descriptor),
 		cmocka_unit_test(test_refusals),

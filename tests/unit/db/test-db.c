@@ -472,6 +472,8 @@ static void test_migration_failure_keeps_file(void **state)
 		db_migrations[2],
 		db_migrations[3],
 		db_migrations[4],
+		db_migrations[5],
+		db_migrations[6],
 		"ALTER TABLE jobs ADD COLUMN line TEXT; CREATE TABLE extra (x);",
 		"INSERT INTO no_such_table VALUES (1);",
 	};
@@ -483,10 +485,10 @@ static void test_migration_failure_keeps_file(void **state)
 	make_job(f->db);
 	f->db = db_close(f->db);
 	file_bytes(f->path, &before, &n1);
-	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 7, &db, err, sizeof(err)),
+	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 9, &db, err, sizeof(err)),
 			 -EPROTO);
 	assert_null(db);
-	assert_non_null(strstr(err, "schema version 7"));
+	assert_non_null(strstr(err, "schema version 9"));
 	assert_non_null(strstr(err, "left unchanged"));
 	file_bytes(f->path, &after, &n2);
 	assert_int_equal(n1, n2);
@@ -1403,7 +1405,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 6);
+	assert_int_equal(db_schema_version(), 7);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
@@ -1692,10 +1694,58 @@ static void test_plain_job(void **state)
 	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
 }
 
+/* A vendor job: its kind in the row and in the records; a plain job recorded under v6 keeps
+ * its kind through v7's migration. */
+static void test_vendor_job(void **state)
+{
+	struct fixture *f = *state;
+	struct db_options o = { .signer = &f->ts.signer };
+	struct db_job j = {
+		.image_path = "/srv/st/app.sfi",
+		.image_id = DIGEST,
+		.image_digest = DIGEST,
+		.loaded_user = "supervisor",
+		.plain = true,
+		.firmware = "app.elf",
+	};
+	struct db_job_row row;
+	struct db *db = NULL;
+	int64_t job = 0, attempt = 0;
+	uint64_t bad_seq = 0;
+	char err[512], uid[DB_CHIP_UID_HEX + 1];
+
+	assert_int_equal(db_open_with_migrations(f->path, &o, db_migrations, 6, &db, err,
+						 sizeof(err)), 0);
+	assert_int_equal(db_job_create(db, &j, &job), 0);
+	db = db_close(db);
+	f->db = open_db(f, 0, 0);
+	assert_int_equal(db_job_active(f->db, &row), 0);
+	assert_true(row.plain);
+	assert_false(row.vendor);
+	assert_int_equal(db_job_end(f->db, job), 0);
+	/* A job is plain or vendor, not both. */
+	j.vendor = true;
+	assert_int_equal(db_job_create(f->db, &j, &job), -EINVAL);
+	j.plain = false;
+	j.firmware = NULL;
+	assert_int_equal(db_job_create(f->db, &j, &job), 0);
+	assert_true(audit_has(f->db, "job.create", "\"kind\":\"vendor\""));
+	uid_for(9, uid);
+	assert_int_equal(db_attempt_begin(f->db, job, "slot-1", &attempt), 0);
+	assert_true(audit_has(f->db, "attempt.begin", "\"kind\":\"vendor\""));
+	assert_int_equal(db_attempt_finish(f->db, attempt, DB_RESULT_OK, 0, NULL, 4096, uid), 0);
+	assert_true(audit_has(f->db, "attempt.end", "\"kind\":\"vendor\""));
+	assert_int_equal(db_job_active(f->db, &row), 0);
+	assert_true(row.vendor);
+	assert_false(row.plain);
+	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_plain_job, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_vendor_job, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_and_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ledger_flow, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_append_only, setup, teardown),
