@@ -610,11 +610,6 @@ int job_load_vendor(const char *image, const char *modules, const char *global,
 	return 0;
 }
 
-const char *job_kind(const struct job *j)
-{
-	return j->plain ? "plain" : j->vendor ? "vendor" : "osfi";
-}
-
 struct json_object *job_json(const struct job *j)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();

@@ -143,7 +143,10 @@ int job_load_vendor(const char *image, const char *modules, const char *global,
 		    const struct job_fds *fds, uint32_t target, const char *user,
 		    struct job **ret, char *reason, size_t reason_size);
 /* "osfi", "plain" or "vendor". */
-const char *job_kind(const struct job *j);
+static inline const char *job_kind(const struct job *j)
+{
+	return j->plain ? "plain" : j->vendor ? "vendor" : "osfi";
+}
 struct job *job_free(struct job *j);
 /* The job as shown by `job show`, `status` and the job event. */
 struct json_object *job_json(const struct job *j);

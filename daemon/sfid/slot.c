@@ -494,7 +494,7 @@ static void slot_result_event(struct slot *s, bool ok)
 			       json_object_new_int64(sfid_mono_ms() - s->t_attempt));
 	json_object_object_add(o, "license_reused", json_object_new_boolean(s->license_reused));
 	json_object_object_add(o, "kind", json_object_new_string(
-				       slot_job(s) && slot_job(s)->plain ? "plain" : "osfi"));
+				       slot_job(s) ? job_kind(slot_job(s)) : "osfi"));
 	s->cb->event(s->user, "result", o);
 }
 
