@@ -1631,8 +1631,8 @@ static void slot_vendor_uid(struct slot *s, int r)
 
 		/* Never an identity made up: without its UID the chip is not programmed. */
 		transport_describe(s->tp, text, sizeof(text));
-		slot_fail(s, "reading the chip's UID at 0x%08x failed: %s; the tool was not run",
-			  STM32H5_UID_ADDR, text[0] ? text : an3155_strerror(r));
+		slot_fail(s, "reading the chip's UID failed: %s; the tool was not run",
+			  text[0] ? text : an3155_strerror(r));
 		return;
 	}
 	sfid_hex(s->uid, STM32H5_UID_LEN, s->uid_hex);

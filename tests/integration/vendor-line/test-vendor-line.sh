@@ -18,7 +18,8 @@
 #    (sfictl job load --vendor: the image passed to the tool unread, known by its digest);
 #    each chip is known by the UID sfid reads through the bootloader (the emulator's), and
 #    the trail and sfi-audit report mark the jobs and chips vendor.
-# 3. An OSFI or plain job on a vendor slot and a vendor job on an OSFI slot: refused with a
+# 3. A certificate naming another chip than the UID read, a chip whose UID cannot be read
+#    (refused, the tool not run, no UID made up); an OSFI or plain job on a vendor slot and a vendor job on an OSFI slot: refused with a
 #    sentence, the chip untouched and the tool not run; an opaque file loads as a vendor job
 #    (digest and size), not as an OSFI job, and a vendor job is restored after a restart.
 set -euo pipefail
@@ -82,7 +83,8 @@ CONF
 
 # ---- 1. four slots in parallel ----
 standin_conf "" 200
-line_start_emu 4 3 --auto-swap 300
+# Slot 3's second chip (chip 10) refuses Read Memory: its UID cannot be read (section 3).
+line_start_emu 4 3 --auto-swap 300 --fault chip=10,cmd=0x11,action=nack,repeat
 vendor_config 4
 # As under systemd with LoadCredential=: the tool must not learn where sfid's credentials are.
 mkdir -m 700 "$tmp/credentials"
@@ -314,11 +316,11 @@ grep -q "vendor-st-sfi" "$tmp/report.out" && grep -Eq "vendor_ok +6" "$tmp/repor
 	line_fail "the report does not count the vendor jobs' chips: $(cat "$tmp/report.out")"
 echo "vendor backend: 6 chips installed, 8 failures named, ledger and reader at 0, $runs tool runs kept"
 
-# ---- 3. jobs and slots that do not fit ----
-# Slots S0 and S1 with the chips left in them.
+# ---- 3. identities, and jobs and slots that do not fit ----
+# The four slots with the chips left in them.
 line_stop_pid "$sfid_pid"
 sfid_pid=
-vendor_config 2
+vendor_config 4
 line_start_sfid
 # refused_since MARK SLOT PATTERN: an attempt after MARK on SLOT failed with PATTERN.
 refused_since() {
@@ -330,11 +332,30 @@ expect_refusal() {
 	wait_for 90 "$what" refused_since "$m" S1 "$pattern"
 	echo "$what: $(sql "SELECT error_text FROM attempts WHERE id > $m AND slot = 'S1' ORDER BY id DESC LIMIT 1")"
 }
+refused_on() { # SLOT PATTERN MARK
+	wait_for 90 "$1: $2" refused_since "$3" "$1" "$2"
+}
+# A certificate naming another chip than the UID read through the bootloader (S1), and a chip
+# whose UID cannot be read (S3, its Read Memory refused): each fails with a sentence; the
+# second never reaches the tool and is recorded without a UID.
+m=$(mark)
+standin_conf gc-other
+ctl job load --vendor "$tmp/pki/demo.sfi" >/dev/null
+ctl start >/dev/null
+s1_uid=$(emu_ctl status | sed -n 's/^slot 1: .* uid \([0-9a-fA-F]*\) .*/\1/p' | tr 'A-F' 'a-f')
+expect_refusal "certificate of another chip" "^certificate: the certificate names chip [0-9a-f]{24}, the bootloader read UID $s1_uid: another chip answered the tool$" "$m"
+refused_on S3 "^identifying: reading the chip's UID failed: Read Memory: .+; the tool was not run$" "$m"
+echo "no UID: $(sql "SELECT error_text FROM attempts WHERE id > $m AND slot = 'S3' ORDER BY id DESC LIMIT 1")"
+a=$(sql "SELECT max(id) FROM attempts WHERE slot = 'S3'")
+[ "$(sql "SELECT count(*) FROM tool_runs WHERE attempt_id = $a")" -eq 0 ] || line_fail "the tool ran for a chip without UID"
+[ -z "$(sql "SELECT coalesce(chip_uid, '') FROM attempts WHERE id = $a")" ] || line_fail "a chip without UID was recorded with one: $(sql "SELECT chip_uid FROM attempts WHERE id = $a")"
+ctl stop >/dev/null
+standin_conf
 # An OSFI job on a vendor slot: refused with a sentence, the tool not run.
-runs=$(sql "SELECT count(*) FROM tool_runs")
 m=$(mark)
 ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
+m_osfi=$m
 expect_refusal "OSFI job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which installs only vendor jobs \(sfictl job load --vendor IMAGE.sfi\), not OSFI images; the chip was not touched$" "$m"
 # A plain job on a vendor slot.
 head -c 4096 /dev/urandom >"$tmp/fw.bin"
@@ -343,7 +364,7 @@ m=$(mark)
 ctl job load --plain "$tmp/fw.bin@0x08000000" >/dev/null
 ctl start >/dev/null
 expect_refusal "plain job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which does not run plain jobs; the chip was not touched$" "$m"
-[ "$(sql "SELECT count(*) FROM tool_runs")" -eq "$runs" ] || line_fail "the tool ran for an OSFI or plain job"
+[ "$(sql "SELECT count(*) FROM tool_runs WHERE attempt_id > $m_osfi")" -eq 0 ] || line_fail "the tool ran for an OSFI or plain job"
 # An opaque image loads as a vendor job (known by its digest and size) and only as one.
 ctl stop >/dev/null
 head -c 5000 /dev/urandom >"$tmp/opaque.sfi"
