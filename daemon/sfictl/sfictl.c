@@ -406,7 +406,7 @@ static struct watch_slot wslots[SLOTS_SHOWN];
 static size_t n_wslots;
 static unsigned results_ok, results_failed;
 static char w_station[64], w_halt[256], w_message[512];
-static bool w_have_job, w_complete, w_color, w_down, w_plain;
+static bool w_have_job, w_complete, w_color, w_down, w_plain, w_vendor;
 static int64_t w_job, w_target, w_installed, w_failed, w_refused, w_halted, w_left = -1,
 	w_started_ms, w_job_ms, w_job_ms_at;
 static volatile sig_atomic_t w_resized = 1;
@@ -446,6 +446,7 @@ static void watch_apply_totals(struct json_object *o)
 		return;
 	w_job = jint(job, "id");
 	w_plain = strcmp(jstr(job, "kind"), "plain") == 0;
+	w_vendor = strcmp(jstr(job, "kind"), "vendor") == 0;
 	w_target = jint(job, "target");
 	w_installed = jint(job, "installed");
 	w_failed = jint(job, "failed");
@@ -626,7 +627,7 @@ static void watch_redraw(void)
 	strftime(when, sizeof(when), "%H:%M:%S %Z", &tm);
 	if (w_have_job) {
 		wl_add(&l, C_BOLD, "%s job %" PRId64 "%s:", w_station, w_job,
-		       w_plain ? " (PLAIN, not secure)" : "");
+		       w_plain ? " (PLAIN, not secure)" : w_vendor ? " (vendor: ST SFI)" : "");
 		if (w_target)
 			wl_add(&l, C_GREEN, " %" PRId64 "/%" PRId64 " %s", w_installed, w_target,
 			       w_plain ? "written" : "installed");
@@ -729,7 +730,8 @@ static void watch_event(const struct control_reply *rep, bool tty, bool *want_st
 				 (double)jint(o, "duration_ms") / 1000.0,
 				 json_object_get_boolean(json_object_object_get(o, "license_reused")) ?
 				 " reused" : "",
-				 strcmp(jstr(o, "kind"), "plain") == 0 ? " plain" : "");
+				 strcmp(jstr(o, "kind"), "plain") == 0 ? " plain" :
+				 strcmp(jstr(o, "kind"), "vendor") == 0 ? " vendor" : "");
 		else
 			snprintf(w->last, sizeof(w->last), "%s at %s: %s", jstr(o, "result"),
 				 jstr(o, "step"), jstr(o, "error"));

@@ -92,8 +92,17 @@ CREDENTIALS_DIRECTORY=$tmp/credentials line_start_sfid
 [ "$(ctl --json status | jq -r '[.slots[].backend] | join(",")')" = "cubeprogrammer,cubeprogrammer,cubeprogrammer,cubeprogrammer" ] ||
 	line_fail "status does not name the slots' backend: $(ctl --json status)"
 ctl job load --vendor "$tmp/pki/demo.sfi" --count 4 >/dev/null
+ctl job show >"$tmp/show.out"
+grep -q "kind *vendor (ST SFI through STM32CubeProgrammer)" "$tmp/show.out" &&
+	grep -q "digest *$(sha256sum "$tmp/pki/demo.sfi" | cut -c1-64)" "$tmp/show.out" ||
+	line_fail "job show: $(cat "$tmp/show.out")"
+timeout 200 "$SFICTL" --socket "$tmp/sfid.sock" watch --count 4 --timeout 180 >"$tmp/watch.out" 2>&1 &
+watch_pid=$!
 ctl start >/dev/null
 wait_for 150 "4 chips installed" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" 4
+wait "$watch_pid" || line_fail "watch: $(tail -n 5 "$tmp/watch.out")"
+[ "$(grep -c ': ok .* vendor$' "$tmp/watch.out")" -eq 4 ] ||
+	line_fail "watch did not show 4 vendor results: $(tail -n 5 "$tmp/watch.out")"
 n=$(sql "SELECT count(*) FROM attempts WHERE result = 'failed'")
 [ "$n" -eq 0 ] || line_fail "$n failed attempts in the parallel run: $(sql "SELECT error_text FROM attempts WHERE result = 'failed'")"
 
