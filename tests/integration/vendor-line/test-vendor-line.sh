@@ -19,7 +19,8 @@
 #    each chip is known by the UID sfid reads through the bootloader (the emulator's), and
 #    the trail and sfi-audit report mark the jobs and chips vendor.
 # 3. A certificate naming another chip than the UID read, a chip whose UID cannot be read
-#    (refused, the tool not run, no UID made up); an OSFI or plain job on a vendor slot and a vendor job on an OSFI slot: refused with a
+#    (refused, the tool not run, no UID made up); a vendor job's module file passed to the
+#    tool as sfid's copy (-mcsv) with its global license; an OSFI or plain job on a vendor slot and a vendor job on an OSFI slot: refused with a
 #    sentence, the chip untouched and the tool not run; an opaque file loads as a vendor job
 #    (digest and size), not as an OSFI job, and a vendor job is restored after a restart.
 set -euo pipefail
@@ -358,6 +359,24 @@ echo "no UID: $(sql "SELECT error_text FROM attempts WHERE id > $m AND slot = 'S
 a=$(sql "SELECT max(id) FROM attempts WHERE slot = 'S3'")
 [ "$(sql "SELECT count(*) FROM tool_runs WHERE attempt_id = $a")" -eq 0 ] || line_fail "the tool ran for a chip without UID"
 [ -z "$(sql "SELECT coalesce(chip_uid, '') FROM attempts WHERE id = $a")" ] || line_fail "a chip without UID was recorded with one: $(sql "SELECT chip_uid FROM attempts WHERE id = $a")"
+ctl stop >/dev/null
+# A vendor job's module file goes to the tool as the job's copy (-mcsv), with its global
+# license; the stand-in then fails the install, before the chip is written.
+printf '# module id, license\n1, module-1.lic\n' >"$tmp/st.mcsv"
+standin_conf install
+m=$(mark)
+ctl --json job load --vendor "$tmp/pki/demo.sfi" --modules "$tmp/st.mcsv" \
+	--global-license "$tmp/pki/global.lic" >"$tmp/job.json"
+[ "$(jq -r '.modules' "$tmp/job.json")" = "$tmp/st.mcsv" ] || line_fail "job load --vendor --modules: $(cat "$tmp/job.json")"
+ctl start >/dev/null
+refused_on S1 "^installing: the chip refused the install \(invalid state after SFI install\)" "$m"
+a=$(sql "SELECT max(id) FROM attempts WHERE slot = 'S1'")
+job=$(jq -r .id "$tmp/job.json")
+sql "SELECT command FROM tool_runs WHERE attempt_id = $a AND step = 'install'" |
+	grep -q -- "-sfi $tmp/job-$job\.sfi hsm=0 $tmp/job-$job\.lic -rsse $tmp/rsse.bin -mcsv $tmp/job-$job\.mcsv$" ||
+	line_fail "the install's command line: $(sql "SELECT command FROM tool_runs WHERE attempt_id = $a AND step = 'install'")"
+cmp -s "$tmp/st.mcsv" "$tmp/job-$job.mcsv" || line_fail "sfid's copy of the module file differs"
+echo "module file: passed to the tool as $tmp/job-$job.mcsv"
 ctl stop >/dev/null
 standin_conf
 # An OSFI job on a vendor slot: refused with a sentence, the tool not run.
