@@ -18,7 +18,9 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libusb.h>
+#include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -489,13 +491,39 @@ static int attach(struct dfu *d, uint8_t skip_devnum)
 	return r;
 }
 
+/* libusb 1.0.25 and 1.0.26 (Debian 12 ships 1.0.26) unlock the handle's mutex without
+ * having locked it when libusb_set_interface_alt_setting() finds the device already detached
+ * (fixed in 1.0.27 by libusb commit 18a64374, issue #1200). The mutex's user count then
+ * reads -1, and the libusb_close() that follows aborts on libusb's own assertion that
+ * pthread_mutex_destroy() succeeds: a chip re-enumerating at that moment took the daemon
+ * down. On those versions the count is put back after that result. The mutex is the first
+ * member of struct libusb_device_handle there (libusbi.h), and no other thread uses it. */
+static void alt_unlock_repair(libusb_device_handle *h)
+{
+	const struct libusb_version *v = libusb_get_version();
+	pthread_mutex_t *m = (pthread_mutex_t *)(void *)h;
+
+	if (v->major == 1 && v->minor == 0 && (v->micro == 25 || v->micro == 26) &&
+	    m->__data.__nusers == UINT_MAX)
+		m->__data.__nusers = 0;
+}
+
+int transport_dfu_set_alt(struct libusb_device_handle *h, int iface, int alt)
+{
+	int r = libusb_set_interface_alt_setting(h, iface, alt);
+
+	if (r == LIBUSB_ERROR_NO_DEVICE)
+		alt_unlock_repair(h);
+	return r;
+}
+
 static int select_alt(struct dfu *d, uint8_t alt)
 {
 	int r;
 
 	if (d->cur_alt == alt)
 		return 0;
-	r = libusb_set_interface_alt_setting(d->h, d->iface, alt);
+	r = transport_dfu_set_alt(d->h, d->iface, alt);
 	if (r < 0)
 		return usb_err(r);
 	d->cur_alt = alt;

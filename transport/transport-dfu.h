@@ -23,6 +23,13 @@
 
 extern const struct transport_ops transport_dfu_ops;
 
+struct libusb_device_handle;
+
+/* libusb_set_interface_alt_setting() on an open handle, safe when the device has just left
+ * the bus (libusb 1.0.25 and 1.0.26 otherwise break the handle's mutex, and closing the
+ * handle aborts). Returns libusb's result. */
+int transport_dfu_set_alt(struct libusb_device_handle *h, int iface, int alt);
+
 struct transport_dfu_alt {
 	uint8_t alt;
 	char name[128];			/* the alt string ("@Internal Flash   /0x08000000/...") */

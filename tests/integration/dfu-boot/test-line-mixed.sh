@@ -16,7 +16,9 @@ U=${1:-8} D=${2:-8} C=${3:-3}
 S=$((U + D)) N=$(((U + D) * C))
 line_setup_pki $((N + 10)) 64
 before=$(line_counter)
-line_start_emu "$S" "$C" --auto-swap 200 --transport both
+# The next chip goes in 1 s after sfid's last word to a finished one: sixteen slots and two
+# transports on a loaded machine leave gaps of a few hundred ms inside a verification.
+line_start_emu "$S" "$C" --auto-swap 1000 --transport both
 {
 	printf '[station]\nname = test-mixed\n'
 	printf '[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n' "$SOFTHSM_MODULE" \
