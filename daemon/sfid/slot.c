@@ -700,29 +700,33 @@ static bool slot_job_uncounted(const struct job *j)
 	return true;
 }
 
+/* A step that may only run once the attempt's row is on disk (licenses and tool runs name
+ * it): then(s) runs after the recorder's sync if the slot still holds the same chip in the
+ * same state; otherwise nothing, and a failed sync fails the chip with not_done. */
 struct slot_sync {
 	struct slot *s;
 	unsigned gen;
+	enum slot_state state;
+	void (*then)(struct slot *s);
+	const char *not_done;
 };
 
-static void slot_license_synced(void *arg, int r)
+static void slot_synced(void *arg, int r)
 {
-	struct slot_sync *ss = arg;
-	struct slot *s = ss->s;
-	bool same = ss->gen == s->chip_gen && s->state == SLOT_STATE_LICENSE;
+	struct slot_sync ss = *(struct slot_sync *)arg;
+	struct slot *s = ss.s;
 
-	free(ss);
-	if (!same)
+	free(arg);
+	if (ss.gen != s->chip_gen || s->state != ss.state)
 		return;
 	if (r < 0 || !s->attempt || s->attempt->id <= 0) {
-		slot_fail(s, "the attempt could not be recorded, so no license is spent for it");
+		slot_fail(s, "the attempt could not be recorded, so %s", ss.not_done);
 		return;
 	}
-	s->in_license_queue = true;
-	s->cb->license_request(s->user, s);
+	ss.then(s);
 }
 
-static void slot_license_after_sync(struct slot *s)
+static void slot_after_sync(struct slot *s, void (*then)(struct slot *s), const char *not_done)
 {
 	struct slot_sync *ss = calloc(1, sizeof(*ss));
 
@@ -730,12 +734,23 @@ static void slot_license_after_sync(struct slot *s)
 		slot_fail(s, "out of memory");
 		return;
 	}
-	ss->s = s;
-	ss->gen = s->chip_gen;
-	if (recorder_sync(s->recorder, slot_license_synced, ss) < 0) {
+	*ss = (struct slot_sync){ .s = s, .gen = s->chip_gen, .state = s->state, .then = then,
+				  .not_done = not_done };
+	if (recorder_sync(s->recorder, slot_synced, ss) < 0) {
 		free(ss);
-		slot_fail(s, "the database is not available; no license spent");
+		slot_fail(s, "the database is not available; %s", not_done);
 	}
+}
+
+static void slot_license_ask(struct slot *s)
+{
+	s->in_license_queue = true;
+	s->cb->license_request(s->user, s);
+}
+
+static void slot_license_after_sync(struct slot *s)
+{
+	slot_after_sync(s, slot_license_ask, "no license is spent for it");
 }
 
 /* A chip that reports the job's image installed: the licenses the ledger still holds open
@@ -1581,19 +1596,10 @@ static void slot_vendor_cert_done(void *user, int r, const char *cause)
 		slot_vendor_fail(s, "the license step could not start");
 }
 
-static void slot_vendor_synced(void *arg, int r)
+static void slot_vendor_run(struct slot *s)
 {
-	struct slot_sync *ss = arg;
-	struct slot *s = ss->s;
-	bool same = ss->gen == s->chip_gen && s->state == SLOT_STATE_IDENTIFYING;
+	int r;
 
-	free(ss);
-	if (!same)
-		return;
-	if (r < 0 || !s->attempt || s->attempt->id <= 0) {
-		slot_fail(s, "the attempt could not be recorded, so the tool was not run");
-		return;
-	}
 	slot_port_close(s);
 	slot_enter_state(s, SLOT_STATE_CERTIFICATE);
 	r = vendor_certificate(s->vc, s->port_name, s->cfg->baud, s->uid_hex, s->attempt->id,
@@ -1606,18 +1612,7 @@ static void slot_vendor_synced(void *arg, int r)
  * name it). */
 static void slot_vendor_begin(struct slot *s)
 {
-	struct slot_sync *ss = calloc(1, sizeof(*ss));
-
-	if (!ss) {
-		slot_fail(s, "out of memory");
-		return;
-	}
-	ss->s = s;
-	ss->gen = s->chip_gen;
-	if (recorder_sync(s->recorder, slot_vendor_synced, ss) < 0) {
-		free(ss);
-		slot_fail(s, "the database is not available; the tool was not run");
-	}
+	slot_after_sync(s, slot_vendor_run, "the tool was not run");
 }
 
 /* The chip's identity is its 96-bit UID, read through the bootloader before the tool gets
