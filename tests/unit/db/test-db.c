@@ -1405,7 +1405,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 7);
+	assert_int_equal(db_schema_version(), 8);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
@@ -1639,6 +1639,68 @@ static bool audit_has(struct db *db, const char *type, const char *needle)
 	return found;
 }
 
+/* A list of three values for the serial tests: index i is "0i0i", none past 2. */
+static int serial_value(void *arg, int64_t idx, char *hex, size_t size)
+{
+	(void)arg;
+	if (idx > 2)
+		return -ENOSPC;
+	snprintf(hex, size, "%02x%02x", (unsigned)idx, (unsigned)idx);
+	return 0;
+}
+
+/* Serials: the next index for a new chip, the same row for a chip that comes back, an
+ * intent left open becomes unconfirmed at start, a list that runs out records nothing. */
+static void test_serials(void **state)
+{
+	struct fixture *f = *state;
+	static const char *uid[] = { "0123456789abcdef01234567", "0123456789abcdef01234568",
+				     "0123456789abcdef01234569", "0123456789abcdef0123456a" };
+	char hex[129];
+	int64_t job, idx = -1;
+	bool again = true;
+	uint64_t bad_seq = 0;
+	sqlite3_stmt *st;
+
+	f->db = open_db(f, 0, 0);
+	job = make_job(f->db);
+	assert_int_equal(db_serial_take(f->db, job, uid[0], serial_value, NULL, &idx, hex,
+					sizeof(hex), &again), 0);
+	assert_int_equal(idx, 0);
+	assert_false(again);
+	assert_string_equal(hex, "0000");
+	assert_int_equal(db_serial_result(f->db, job, idx, false, "read back 00ff"), 0);
+	assert_int_equal(db_serial_result(f->db, job, idx, true, NULL), -ENOENT);
+	assert_int_equal(db_serial_take(f->db, job, uid[1], serial_value, NULL, &idx, hex,
+					sizeof(hex), &again), 0);
+	assert_int_equal(idx, 1);
+	/* The first chip comes back: its own value, its own row. */
+	assert_int_equal(db_serial_take(f->db, job, uid[0], serial_value, NULL, &idx, hex,
+					sizeof(hex), &again), 0);
+	assert_int_equal(idx, 0);
+	assert_true(again);
+	assert_int_equal(db_serial_result(f->db, job, 0, true, NULL), 0);
+	assert_int_equal(db_serial_take(f->db, job, uid[2], serial_value, NULL, &idx, hex,
+					sizeof(hex), &again), 0);
+	assert_int_equal(idx, 2);
+	assert_string_equal(hex, "0202");
+	assert_int_equal(db_serial_take(f->db, job, uid[3], serial_value, NULL, &idx, hex,
+					sizeof(hex), &again), -ENOSPC);
+	/* Indexes 1 and 2 are open intents: a restart marks them unconfirmed. */
+	assert_int_equal(db_serial_resolve(f->db), 2);
+	assert_int_equal(db_serial_resolve(f->db), 0);
+	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT group_concat(state, ' ') FROM (SELECT "
+					    "state FROM serials ORDER BY idx)", -1, &st, NULL),
+			 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0),
+			    "written unconfirmed unconfirmed");
+	sqlite3_finalize(st);
+	assert_true(audit_has(f->db, "serial.result", "\"state\":\"unconfirmed\""));
+	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
+}
+
+
 static void test_plain_job(void **state)
 {
 	struct fixture *f = *state;
@@ -1766,6 +1828,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_migration_v1_upgrade, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_foreign, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_damaged, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_serials, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_tool_run, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_private, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_readonly_dir, setup, teardown),
