@@ -496,6 +496,28 @@ static int job_load_plain_req(struct client *c, const struct control_request *re
 	return r;
 }
 
+/* A vendor job runs on vendor slots only, any other job on the others only: a job no slot of
+ * the line can run is refused at load (a line of both kinds refuses the chips per slot). */
+static bool job_fits_line(const struct sfid *d, const struct job *j, char *msg, size_t size)
+{
+	size_t vendor = 0, n = d->cfg->n_slots;
+
+	for (size_t i = 0; i < n; i++)
+		vendor += d->cfg->slots[i].vendor;
+	if (j->vendor && vendor == 0) {
+		snprintf(msg, size, "no slot of this line runs the vendor backend (backend = "
+			 "cubeprogrammer), which alone installs a vendor job; the job was not loaded");
+		return false;
+	}
+	if (!j->vendor && n > 0 && vendor == n) {
+		snprintf(msg, size, "every slot of this line runs the vendor backend "
+			 "(STM32CubeProgrammer), which installs only vendor jobs (sfictl job load "
+			 "--vendor IMAGE.sfi); the job was not loaded");
+		return false;
+	}
+	return true;
+}
+
 static void cmd_job_load(struct sfid *d, struct client *c, const struct control_request *req)
 {
 	const char *image = arg_string(req, "image"), *modules = arg_string(req, "modules");
@@ -555,6 +577,12 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 		return;
 	}
 loaded:
+	if (!job_fits_line(d, j, msg, sizeof(msg))) {
+		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);
+		job_free(j);
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "%s", msg);
+		return;
+	}
 	pj = calloc(1, sizeof(*pj));
 	if (!pj) {
 		job_free(j);

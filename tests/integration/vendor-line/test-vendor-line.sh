@@ -20,9 +20,11 @@
 #    the trail and sfi-audit report mark the jobs and chips vendor.
 # 3. A certificate naming another chip than the UID read, a chip whose UID cannot be read
 #    (refused, the tool not run, no UID made up); a vendor job's module file passed to the
-#    tool as sfid's copy (-mcsv) with its global license; an OSFI or plain job on a vendor slot and a vendor job on an OSFI slot: refused with a
-#    sentence, the chip untouched and the tool not run; an opaque file loads as a vendor job
-#    (digest and size), not as an OSFI job, and a vendor job is restored after a restart.
+#    tool as sfid's copy (-mcsv) with its global license; a job no slot of the line can run
+#    refused at load; on a line of both kinds, an OSFI or plain job on a vendor slot and a
+#    vendor job on an OSFI slot refused with a sentence, the chip untouched and the tool not
+#    run; an opaque file loads as a vendor job (digest and size), not as an OSFI job, and a
+#    vendor job is restored after a restart.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 SRC=${SFID_SOURCE_ROOT:-$(cd "$(dirname "$0")/../../.." && pwd)}
@@ -379,38 +381,72 @@ cmp -s "$tmp/st.mcsv" "$tmp/job-$job.mcsv" || line_fail "sfid's copy of the modu
 echo "module file: passed to the tool as $tmp/job-$job.mcsv"
 ctl stop >/dev/null
 standin_conf
-# An OSFI job on a vendor slot: refused with a sentence, the tool not run.
-m=$(mark)
-ctl job load "$tmp/pki/demo.sfi" >/dev/null
-ctl start >/dev/null
-m_osfi=$m
-expect_refusal "OSFI job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which installs only vendor jobs \(sfictl job load --vendor IMAGE.sfi\), not OSFI images; the chip was not touched$" "$m"
-# A plain job on a vendor slot.
+# A line of vendor slots only refuses an OSFI or a plain job at load.
 head -c 4096 /dev/urandom >"$tmp/fw.bin"
-ctl stop >/dev/null
-m=$(mark)
-ctl job load --plain "$tmp/fw.bin@0x08000000" >/dev/null
-ctl start >/dev/null
-expect_refusal "plain job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which does not run plain jobs; the chip was not touched$" "$m"
-[ "$(sql "SELECT count(*) FROM tool_runs WHERE attempt_id > $m_osfi")" -eq 0 ] || line_fail "the tool ran for an OSFI or plain job"
+load_refused() { # PATTERN ARGS...: job load refused with PATTERN
+	local pattern=$1
+	shift
+	if ctl job load "$@" >"$tmp/load.out" 2>&1; then line_fail "job load $* was accepted"; fi
+	grep -qE "$pattern" "$tmp/load.out" || line_fail "job load $*: $(cat "$tmp/load.out")"
+}
+load_refused "every slot of this line runs the vendor backend \(STM32CubeProgrammer\), which installs only vendor jobs \(sfictl job load --vendor IMAGE.sfi\); the job was not loaded" "$tmp/pki/demo.sfi"
+load_refused "every slot of this line runs the vendor backend" --plain "$tmp/fw.bin@0x08000000"
+echo "load refused: $(cat "$tmp/load.out")"
 # An opaque image loads as a vendor job (known by its digest and size) and only as one.
-ctl stop >/dev/null
 head -c 5000 /dev/urandom >"$tmp/opaque.sfi"
 ctl --json job load --vendor "$tmp/opaque.sfi" >"$tmp/job.json"
 [ "$(jq -r '.kind + " " + .digest + " " + (.bytes|tostring)' "$tmp/job.json")" = "vendor $(sha256sum "$tmp/opaque.sfi" | cut -c1-64) 5000" ] ||
 	line_fail "the opaque vendor job: $(cat "$tmp/job.json")"
-if ctl job load "$tmp/opaque.sfi" >"$tmp/load.out" 2>&1; then line_fail "an opaque file loaded as an OSFI image"; fi
-grep -q "is not a valid OSFI image" "$tmp/load.out" || line_fail "OSFI load of an opaque file: $(cat "$tmp/load.out")"
+load_refused "is not a valid OSFI image" "$tmp/opaque.sfi"
 [ "$(sql "SELECT kind FROM jobs ORDER BY id DESC LIMIT 1")" = vendor ] || line_fail "the jobs table: $(sql "SELECT id, kind FROM jobs")"
-# A vendor job on an OSFI slot (after a restart, which restores the vendor job).
+
+# A line of both kinds: S1 ($1) and the other slots the other kind; only S1 is started.
+s1_backend() {
+	vendor_config 4
+	python3 - "$tmp/sfid.conf" "$1" <<'PY'
+import re, sys
+path, want = sys.argv[1], sys.argv[2]
+out, slot = [], None
+for line in open(path):
+    m = re.match(r"\[slot (\S+)\]", line)
+    slot = m.group(1) if m else (None if line.startswith("[") else slot)
+    if slot and line.strip() == "backend = cubeprogrammer" and (slot == "S1") != (want == "vendor"):
+        continue
+    out.append(line)
+open(path, "w").write("".join(out))
+PY
+	line_stop_pid "$sfid_pid"
+	sfid_pid=
+	line_start_sfid
+}
+# S1 a vendor slot: an OSFI job and a plain job are refused on it, the tool not run (the
+# vendor job is restored after the restart).
+s1_backend vendor
+[ "$(ctl --json job show | jq -r '.kind + " " + .digest')" = "vendor $(sha256sum "$tmp/opaque.sfi" | cut -c1-64)" ] ||
+	line_fail "the vendor job was not restored: $(ctl --json job show)"
+m=$(mark)
+m_osfi=$m
+ctl job load "$tmp/pki/demo.sfi" >/dev/null
+ctl start S1 >/dev/null
+expect_refusal "OSFI job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which installs only vendor jobs \(sfictl job load --vendor IMAGE.sfi\), not OSFI images; the chip was not touched$" "$m"
+ctl stop >/dev/null
+m=$(mark)
+ctl job load --plain "$tmp/fw.bin@0x08000000" >/dev/null
+ctl start S1 >/dev/null
+expect_refusal "plain job on a vendor slot" "^identifying: this slot runs the vendor backend \(STM32CubeProgrammer\), which does not run plain jobs; the chip was not touched$" "$m"
+[ "$(sql "SELECT count(*) FROM tool_runs WHERE attempt_id > $m_osfi")" -eq 0 ] || line_fail "the tool ran for an OSFI or plain job"
+[ "$(sql "SELECT count(*) FROM attempts WHERE id > $m_osfi AND slot <> 'S1'")" -eq 0 ] || line_fail "a slot not started took a chip"
+# S1 an OSFI slot: a vendor job is refused on it.
+s1_backend osfi
+m=$(mark)
+ctl job load --vendor "$tmp/pki/demo.sfi" >/dev/null
+ctl start S1 >/dev/null
+expect_refusal "vendor job on an OSFI slot" "^identifying: the job is a vendor job \(an image for ST's SFI, installed by STM32CubeProgrammer\) and this slot runs OSFI; only a slot with backend = cubeprogrammer runs it; the chip was not touched$" "$m"
+# A line of OSFI slots only refuses a vendor job at load.
 line_stop_pid "$sfid_pid"
 sfid_pid=
 line_write_config 2
 line_start_sfid
-[ "$(ctl --json job show | jq -r '.kind + " " + .digest')" = "vendor $(sha256sum "$tmp/opaque.sfi" | cut -c1-64)" ] ||
-	line_fail "the vendor job was not restored: $(ctl --json job show)"
-m=$(mark)
-ctl job load --vendor "$tmp/pki/demo.sfi" >/dev/null
-ctl start >/dev/null
-expect_refusal "vendor job on an OSFI slot" "^identifying: the job is a vendor job \(an image for ST's SFI, installed by STM32CubeProgrammer\) and this slot runs OSFI; only a slot with backend = cubeprogrammer runs it; the chip was not touched$" "$m"
-echo "mismatches: an OSFI or plain job on a vendor slot and a vendor job on an OSFI slot refused untouched"
+load_refused "no slot of this line runs the vendor backend \(backend = cubeprogrammer\), which alone installs a vendor job; the job was not loaded" --vendor "$tmp/pki/demo.sfi"
+echo "load refused: $(cat "$tmp/load.out")"
+echo "mismatches: refused at load when no slot fits, per chip on a line of both kinds, the chip untouched"
