@@ -149,23 +149,20 @@ const char *const db_migrations[] = {
 	"ALTER TABLE jobs DROP COLUMN kind;"
 	"ALTER TABLE jobs RENAME COLUMN kind_v7 TO kind;",
 	/* v8: per-chip serial numbers and data (docs/operations.md): one row per value given
-	 * out, recorded as an intent before the value is written to the chip. A series (the
-	 * job's counter or list, as written in its spec) outlives the job: a job loaded again
-	 * with the same series goes on from where it stopped. A value goes to one chip; a chip
-	 * keeps the value it was given. */
+	 * out, recorded as an intent before the value is written to the chip. A value goes to
+	 * one chip of the job; a chip keeps the value it was given. */
 	"CREATE TABLE serials ("
-	"  series TEXT NOT NULL,"
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id),"
 	"  idx INTEGER NOT NULL CHECK (idx >= 0),"
 	"  value TEXT NOT NULL CHECK (length(value) > 0 AND length(value) % 2 = 0),"
 	"  chip_uid TEXT NOT NULL CHECK (length(chip_uid) = 24),"
-	"  job_id INTEGER NOT NULL REFERENCES jobs(id),"
 	"  state TEXT NOT NULL CHECK (state IN ('intent', 'written', 'failed', 'unconfirmed')),"
 	"  reason TEXT,"
 	"  created_at INTEGER NOT NULL,"
 	"  closed_at INTEGER,"
-	"  PRIMARY KEY (series, idx)"
+	"  PRIMARY KEY (job_id, idx)"
 	");"
-	"CREATE UNIQUE INDEX serials_chip ON serials(series, chip_uid);",
+	"CREATE UNIQUE INDEX serials_chip ON serials(job_id, chip_uid);",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);
