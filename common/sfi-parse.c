@@ -34,3 +34,21 @@ int sfi_parse_u32(const char *s, uint32_t *ret)
 	*ret = (uint32_t)v;
 	return 0;
 }
+
+int sfi_parse_decimal(const char *s, unsigned long long min, unsigned long long max,
+		      unsigned long long *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!s || !isdigit((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end)
+		return -EINVAL;
+	if (errno || v < min || v > max)
+		return -ERANGE;
+	*ret = v;
+	return 0;
+}

@@ -12,6 +12,7 @@
 #include <ini.h>
 
 #include "sfid-config.h"
+#include "sfi-parse.h"
 #include "control.h"
 #include "link.h"
 #include "transport-dfu.h"
@@ -110,27 +111,11 @@ static char *reader(char *str, int num, void *stream)
 	return str;
 }
 
-static int parse_uint(const char *v, unsigned long long min, unsigned long long max,
-		      unsigned long long *ret)
-{
-	unsigned long long x;
-	char *end;
-
-	if (!v || !isdigit((unsigned char)*v))
-		return -EINVAL;
-	errno = 0;
-	x = strtoull(v, &end, 10);
-	if (errno != 0 || *end != '\0' || x < min || x > max)
-		return -ERANGE;
-	*ret = x;
-	return 0;
-}
-
 static bool set_uint(struct parse_state *st, const char *section, const char *name,
 		     const char *value, unsigned long long min, unsigned long long max,
 		     unsigned long long *ret)
 {
-	if (parse_uint(value, min, max, ret) < 0) {
+	if (sfi_parse_decimal(value, min, max, ret) < 0) {
 		fail(st, st->line, "key '%s' in [%s]: '%s' is not a whole number from %llu to %llu",
 		     name, section, value, min, max);
 		return false;

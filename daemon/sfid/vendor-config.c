@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "sfi-parse.h"
 #include "vendor-config.h"
 
 static int set_path(char **dst, const char *name, const char *value, char *err, size_t errlen)
@@ -30,12 +31,9 @@ static int set_num(unsigned *dst, const char *name, const char *value, unsigned 
 		   unsigned max, char *err, size_t errlen)
 {
 	unsigned long long x;
-	char *end;
 
-	errno = 0;
-	x = strtoull(value, &end, 10);
-	if (!*value || *end || errno || value[0] == '-' || x < min || x > max) {
-		snprintf(err, errlen, "key '%s' in [vendor]: '%s' is not a number from %u to %u",
+	if (sfi_parse_decimal(value, min, max, &x) < 0) {
+		snprintf(err, errlen, "key '%s' in [vendor]: '%s' is not a whole number from %u to %u",
 			 name, value, min, max);
 		return -1;
 	}

@@ -106,7 +106,7 @@ static void test_central(void **state)
 	expect_error(BASE "[slot A]\nport = /x\n[central]\npassword_file = rel.pw\n",
 		     "test.conf:13: key 'password_file' in [central]: 'rel.pw' is not an absolute path");
 	expect_error(BASE "[slot A]\nport = /x\n[central]\nconninfo = h\nbatch_records = 0\n",
-		     "test.conf:14: key 'batch_records' in [central]: '0' is not a number from 1");
+		     "test.conf:14: key 'batch_records' in [central]: '0' is not a whole number from 1");
 	expect_error(BASE "[slot A]\nport = /x\n[central]\npassword_credential = c\n",
 		     "[central] has a password but no 'conninfo'");
 	expect_error(BASE "[slot A]\nport = /x\n[central]\nconninfo = h\nspeed = 9\n",
