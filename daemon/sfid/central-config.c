@@ -5,53 +5,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sfi-parse.h"
+#include "config-key.h"
 #include "central-config.h"
-
-static int set_str(char **dst, const char *name, const char *value, char *err, size_t errlen)
-{
-	char *s;
-
-	if (!*value) {
-		snprintf(err, errlen, "key '%s' in [central] is empty", name);
-		return -1;
-	}
-	s = strdup(value);
-	if (!s) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	free(*dst);
-	*dst = s;
-	return 1;
-}
-
-static int set_num(unsigned *dst, const char *name, const char *value, unsigned min,
-		   unsigned max, char *err, size_t errlen)
-{
-	unsigned long long x;
-
-	if (sfi_parse_decimal(value, min, max, &x) < 0) {
-		snprintf(err, errlen, "key '%s' in [central]: '%s' is not a whole number from %u to %u",
-			 name, value, min, max);
-		return -1;
-	}
-	*dst = (unsigned)x;
-	return 1;
-}
 
 int central_config_set(struct central_config *c, const char *name, const char *value,
 		       char *err, size_t errlen)
 {
 	if (strcmp(name, "conninfo") == 0)
-		return set_str(&c->conninfo, name, value, err, errlen);
+		return config_key_str(&c->conninfo, "central", name, value, false, err, errlen);
 	if (strcmp(name, "password_file") == 0) {
 		if (value[0] != '/') {
 			snprintf(err, errlen, "key 'password_file' in [central]: '%s' is not an "
 				 "absolute path", value);
 			return -1;
 		}
-		return set_str(&c->password_file, name, value, err, errlen);
+		return config_key_str(&c->password_file, "central", name, value,
+				      false, err, errlen);
 	}
 	if (strcmp(name, "password_credential") == 0) {
 		if (strchr(value, '/')) {
@@ -59,18 +28,23 @@ int central_config_set(struct central_config *c, const char *name, const char *v
 				 "credential name, not a path", value);
 			return -1;
 		}
-		return set_str(&c->password_credential, name, value, err, errlen);
+		return config_key_str(&c->password_credential, "central", name, value,
+				      false, err, errlen);
 	}
 	if (strcmp(name, "batch_records") == 0)
-		return set_num(&c->batch_records, name, value, 1, 10000, err, errlen);
+		return config_key_num(&c->batch_records, "central", name, value,
+				      1, 10000, err, errlen);
 	if (strcmp(name, "batch_kb") == 0)
-		return set_num(&c->batch_kb, name, value, 1, 65536, err, errlen);
+		return config_key_num(&c->batch_kb, "central", name, value, 1, 65536, err, errlen);
 	if (strcmp(name, "interval_ms") == 0)
-		return set_num(&c->interval_ms, name, value, 10, 3600000, err, errlen);
+		return config_key_num(&c->interval_ms, "central", name, value,
+				      10, 3600000, err, errlen);
 	if (strcmp(name, "retry_max_ms") == 0)
-		return set_num(&c->retry_max_ms, name, value, 100, 3600000, err, errlen);
+		return config_key_num(&c->retry_max_ms, "central", name, value,
+				      100, 3600000, err, errlen);
 	if (strcmp(name, "connect_timeout_s") == 0)
-		return set_num(&c->connect_timeout_s, name, value, 1, 600, err, errlen);
+		return config_key_num(&c->connect_timeout_s, "central", name, value,
+				      1, 600, err, errlen);
 	return 0;
 }
 

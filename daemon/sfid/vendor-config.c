@@ -5,61 +5,31 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sfi-parse.h"
+#include "config-key.h"
 #include "vendor-config.h"
-
-static int set_path(char **dst, const char *name, const char *value, char *err, size_t errlen)
-{
-	char *s;
-
-	if (value[0] != '/') {
-		snprintf(err, errlen, "key '%s' in [vendor]: '%s' is not an absolute path", name,
-			 value);
-		return -1;
-	}
-	s = strdup(value);
-	if (!s) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	free(*dst);
-	*dst = s;
-	return 1;
-}
-
-static int set_num(unsigned *dst, const char *name, const char *value, unsigned min,
-		   unsigned max, char *err, size_t errlen)
-{
-	unsigned long long x;
-
-	if (sfi_parse_decimal(value, min, max, &x) < 0) {
-		snprintf(err, errlen, "key '%s' in [vendor]: '%s' is not a whole number from %u to %u",
-			 name, value, min, max);
-		return -1;
-	}
-	*dst = (unsigned)x;
-	return 1;
-}
 
 int vendor_config_set(struct vendor_config *c, const char *name, const char *value, char *err,
 		      size_t errlen)
 {
 	if (strcmp(name, "tool") == 0)
-		return set_path(&c->tool, name, value, err, errlen);
+		return config_key_str(&c->tool, "vendor", name, value, true, err, errlen);
 	if (strcmp(name, "rsse") == 0)
-		return set_path(&c->rsse, name, value, err, errlen);
+		return config_key_str(&c->rsse, "vendor", name, value, true, err, errlen);
 	if (strcmp(name, "modules") == 0)
-		return set_path(&c->modules, name, value, err, errlen);
+		return config_key_str(&c->modules, "vendor", name, value, true, err, errlen);
 	if (strcmp(name, "work_dir") == 0)
-		return set_path(&c->work_dir, name, value, err, errlen);
+		return config_key_str(&c->work_dir, "vendor", name, value, true, err, errlen);
 	if (strcmp(name, "reader") == 0)
-		return set_num(&c->reader, name, value, 0, 255, err, errlen);
+		return config_key_num(&c->reader, "vendor", name, value, 0, 255, err, errlen);
 	if (strcmp(name, "certificate_timeout_ms") == 0)
-		return set_num(&c->cert_timeout_ms, name, value, 100, 3600000, err, errlen);
+		return config_key_num(&c->cert_timeout_ms, "vendor", name, value,
+				      100, 3600000, err, errlen);
 	if (strcmp(name, "license_timeout_ms") == 0)
-		return set_num(&c->license_timeout_ms, name, value, 100, 3600000, err, errlen);
+		return config_key_num(&c->license_timeout_ms, "vendor", name, value,
+				      100, 3600000, err, errlen);
 	if (strcmp(name, "install_timeout_ms") == 0)
-		return set_num(&c->install_timeout_ms, name, value, 100, 3600000, err, errlen);
+		return config_key_num(&c->install_timeout_ms, "vendor", name, value,
+				      100, 3600000, err, errlen);
 	return 0;
 }
 
