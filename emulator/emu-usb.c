@@ -14,7 +14,7 @@
  * writable) and drains one page while a URB of that device is reapable (a regular file would
  * always be writable and make a client's event loop spin).
  *
- * Each enumeration is a `conn` with its own node, FIFO and ioctl handler; a device that
+ * Each enumeration is a `conn` with its own node, FIFO and ioctl socket; a device that
  * resets or is unplugged leaves its conn behind ("gone": every request fails ENODEV, URBs in
  * flight complete with -ESHUTDOWN) until its clients close it, and comes back as a new conn
  * with the next device number. Plug and unplug reach running libusb contexts as uevents, so
@@ -25,11 +25,11 @@
  * FIFO of the device at that moment. Chip work (flash) keeps the device busy: requests
  * submitted meanwhile complete after it.
  *
- * Threads: umockdev runs the ioctl handlers (and the clients' connect and close signals) in
- * its testbed's worker thread; the timer, the uevent listeners and calls from h5emu's loop
- * run in the harness thread. Conns, URBs, devices and the timer are touched by both, under
- * u->mu (taken at each entry point, before ops.lock). The chip model belongs to h5emu's loop
- * and is reached under ops.lock only. Calls from the loop are run in the
+ * Threads: the ioctl server thread ("emu-usb-io") accepts the clients of every node's
+ * socket and runs their ioctls; the timer, the uevent listeners and calls from h5emu's loop
+ * run in the harness thread. Conns, clients, URBs, devices and the timer are touched by
+ * both, under u->mu (taken at each entry point, before ops.lock). The chip model belongs
+ * to h5emu's loop and is reached under ops.lock only. Calls from the loop are run in the
  * harness thread and waited for (emu_usb_call). */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -74,12 +76,21 @@ struct emu_usb;
 struct usb_dev;
 struct conn;
 
+/* One open file of a device node: a connection of libumockdev-preload's ioctl socket. */
+struct client {
+	struct client *next;
+	unsigned id;			/* never reused (epoll events carry it) */
+	unsigned conn_id;		/* the conn whose socket it connected to */
+	int fd;
+	bool dead;			/* the connection failed: closed after this request */
+};
+
 struct urb {
 	struct urb *next;
-	UMockdevIoctlClient *client;
-	UMockdevIoctlData *data;	/* struct usbdevfs_urb, resolved */
-	UMockdevIoctlData *buffer;	/* setup packet and data stage */
-	gulong client_addr;
+	struct client *client;
+	uint64_t addr;			/* the client's struct usbdevfs_urb */
+	struct usbdevfs_urb urb;	/* as submitted (buffer: the client's address) */
+	uint8_t *buffer;		/* setup packet and data stage */
 	uint64_t due;			/* reapable from; UINT64_MAX: never (no answer) */
 	int status;
 	int actual;
@@ -91,8 +102,8 @@ struct conn {
 	struct usb_dev *dev;
 	unsigned devnum;
 	char node[48];			/* /dev/bus/usb/002/005 */
-	UMockdevIoctlBase *handler;
-	bool attached;
+	char sock[PATH_MAX];		/* ROOT/ioctl/dev/bus/usb/002/005, where clients connect */
+	int listen_fd;
 	int fifo;
 	bool drained;
 	bool gone;
@@ -130,12 +141,23 @@ struct emu_usb {
 	GThread *thread;
 	GSource *timer_source;
 	int timer;
+	uint64_t armed;			/* when the timer fires (UINT64_MAX: disarmed) */
+	/* The ioctl server (see "ioctl socket" below): its thread, epoll set, wake-up eventfd,
+	 * clients and the bytes of the answer being built. */
+	GThread *io_thread;
+	int epoll;
+	int wake;
+	bool io_stop;
+	struct client *clients;
+	unsigned next_client_id;
+	uint8_t *out;
+	size_t out_len, out_cap;
 	/* Clients' uevent sockets (see listeners_keep). */
 	GSource *inotify_source;
 	int inotify;
 	char listeners[PATH_MAX];
-	/* Held by every entry point: the ioctl handlers run in umockdev's worker thread, the
-	 * timer, uevent listeners and calls from h5emu's loop in the harness thread. */
+	/* Held by every entry point: the ioctls run in the ioctl server thread, the timer,
+	 * uevent listeners and calls from h5emu's loop in the harness thread. */
 	GRecMutex mu;
 	struct conn *conns;
 	unsigned next_conn_id;
@@ -425,6 +447,9 @@ static void usb_tick(struct emu_usb *u)
 			if (r->due > now && r->due < next)
 				next = r->due;
 	}
+	if (next == u->armed)
+		return;		/* the timer is set for it already */
+	u->armed = next;
 	if (next != UINT64_MAX) {
 		its.it_value.tv_sec = (time_t)(next / 1000000000ull);
 		its.it_value.tv_nsec = (long)(next % 1000000000ull);
@@ -441,6 +466,7 @@ static gboolean on_timer(gint fd, GIOCondition cond, gpointer user_data)
 	(void)cond;
 	(void)!read(fd, &exp, sizeof(exp));
 	g_rec_mutex_lock(&u->mu);
+	u->armed = UINT64_MAX;		/* it fired: a one-shot timer is disarmed */
 	usb_tick(u);
 	g_rec_mutex_unlock(&u->mu);
 	return G_SOURCE_CONTINUE;
@@ -563,15 +589,108 @@ static void usb_uevent(struct emu_usb *u, const char *syspath, const char *actio
 	listeners_expose(u, false);
 }
 
+/* --- The ioctl socket ---
+ *
+ * libumockdev-preload connects every open() of a device node to the unix socket
+ * ROOT/ioctl/<node> when it exists and forwards each ioctl on that file over it: the client
+ * sends {1, request, arg} and then obeys the server until it is told the result: {5, addr,
+ * len} (READ_MEM: the client sends len bytes of its memory at addr), {6, addr, len} followed
+ * by len bytes (WRITE_MEM: the client stores them at addr), {3, result, errno} (DONE). Each
+ * field is an unsigned long. umockdev's UMockdevIoctlBase serves this through GIO
+ * streams on the testbed's worker thread (several main-loop iterations, a GTask and a
+ * signal emission per message); the harness serves its own nodes' sockets directly from
+ * one epoll thread: one recv per request, one recv per memory read, and the whole answer
+ * (memory writes and DONE) in one send. What the ioctls do is unchanged. */
+
+#define IO_READ_MEM 5ul
+#define IO_WRITE_MEM 6ul
+#define IO_DONE 3ul
+#define IO_REQ_IOCTL 1ul
+#define EV_LISTEN 1ull
+#define EV_CLIENT 2ull
+#define EV_WAKE 3ull
+#define EV_KEY(kind, id) ((kind) << 32 | (uint64_t)(id))
+
+static void out_append(struct emu_usb *u, const void *p, size_t len)
+{
+	if (u->out_len + len > u->out_cap) {
+		u->out_cap = MAX(u->out_cap * 2, u->out_len + len);
+		u->out = g_realloc(u->out, u->out_cap);
+	}
+	memcpy(u->out + u->out_len, p, len);
+	u->out_len += len;
+}
+
+static void out_header(struct emu_usb *u, unsigned long cmd, unsigned long a1, unsigned long a2)
+{
+	unsigned long h[3] = { cmd, a1, a2 };
+
+	out_append(u, h, sizeof(h));
+}
+
+/* Sends what is queued for the client. */
+static int out_flush(struct emu_usb *u, struct client *cl)
+{
+	size_t done = 0;
+
+	while (done < u->out_len && !cl->dead) {
+		ssize_t n = send(cl->fd, u->out + done, u->out_len - done, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			cl->dead = true;
+		else
+			done += (size_t)n;
+	}
+	u->out_len = 0;
+	return cl->dead ? -EIO : 0;
+}
+
+static int recv_all(struct client *cl, void *p, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len && !cl->dead) {
+		ssize_t n = recv(cl->fd, (uint8_t *)p + done, len - done, MSG_WAITALL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			cl->dead = true;
+		else
+			done += (size_t)n;
+	}
+	return cl->dead ? -EIO : 0;
+}
+
+/* Reads len bytes of the client's memory at addr (what was queued goes first). */
+static int mem_read(struct emu_usb *u, struct client *cl, uint64_t addr, void *p, size_t len)
+{
+	if (!addr)
+		return -EFAULT;
+	if (!len)
+		return 0;
+	out_header(u, IO_READ_MEM, addr, len);
+	if (out_flush(u, cl) < 0 || recv_all(cl, p, len) < 0)
+		return -EIO;
+	return 0;
+}
+
+/* Queues a write of len bytes into the client's memory at addr. */
+static void mem_write(struct emu_usb *u, uint64_t addr, const void *p, size_t len)
+{
+	if (!addr || !len)
+		return;
+	out_header(u, IO_WRITE_MEM, addr, len);
+	out_append(u, p, len);
+}
+
 /* --- URBs --- */
 
 static void urb_free(struct urb *r)
 {
-	g_clear_object(&r->client);
-	if (r->data)
-		umockdev_ioctl_data_unref(r->data);
-	if (r->buffer)
-		umockdev_ioctl_data_unref(r->buffer);
+	g_free(r->buffer);
 	g_free(r);
 }
 
@@ -614,50 +733,45 @@ static void dev_schedule_replug(struct usb_dev *dev, uint64_t at)
 	dev->replug_at = at ? at : 1;
 }
 
-static int submit_urb(struct conn *c, UMockdevIoctlClient *client)
+static int submit_urb(struct conn *c, struct client *client, uint64_t arg)
 {
 	struct usb_dev *dev = c->dev;
 	struct emu_usb *u = dev->u;
-	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(client);
-	UMockdevIoctlData *data, *buffer;
-	struct usbdevfs_urb *urb;
+	struct usbdevfs_urb urb;
 	struct emu_dfu_result res = { 0 };
 	struct emu_usb_fault *f = NULL;
 	struct emu_chip *chip;
 	struct urb *r;
 	uint8_t setup[8], *payload;
 	uint16_t wlength;
-	uint64_t now = now_ns();
+	uint64_t now;
 	bool vanished = false;
+	int e;
 
-	data = umockdev_ioctl_data_resolve(arg, 0, sizeof(struct usbdevfs_urb), NULL);
-	if (!data)
-		return -EFAULT;
-	urb = (struct usbdevfs_urb *)data->data;
-	if (urb->type != USBDEVFS_URB_TYPE_CONTROL || urb->buffer_length < 8) {
-		umockdev_ioctl_data_unref(data);
+	e = mem_read(u, client, arg, &urb, sizeof(urb));
+	if (e < 0)
+		return e == -EFAULT ? e : -EIO;
+	if (urb.type != USBDEVFS_URB_TYPE_CONTROL || urb.buffer_length < 8)
 		return -EINVAL;
-	}
-	buffer = umockdev_ioctl_data_resolve(data, G_STRUCT_OFFSET(struct usbdevfs_urb, buffer),
-					     (gsize)urb->buffer_length, NULL);
-	if (!buffer) {
-		umockdev_ioctl_data_unref(data);
-		return -EFAULT;
-	}
-	memcpy(setup, buffer->data, 8);
-	wlength = (uint16_t)(setup[6] | setup[7] << 8);
-	if ((size_t)urb->buffer_length < 8u + wlength) {
-		umockdev_ioctl_data_unref(buffer);
-		umockdev_ioctl_data_unref(data);
-		return -EINVAL;
-	}
-	payload = buffer->data + 8;
-
 	r = g_new0(struct urb, 1);
-	r->client = g_object_ref(client);
-	r->data = data;
-	r->buffer = buffer;
-	r->client_addr = data->client_addr;
+	r->buffer = g_malloc((gsize)urb.buffer_length);
+	e = mem_read(u, client, (uint64_t)(uintptr_t)urb.buffer, r->buffer,
+		     (size_t)urb.buffer_length);
+	if (e < 0) {
+		urb_free(r);
+		return e;
+	}
+	memcpy(setup, r->buffer, 8);
+	wlength = (uint16_t)(setup[6] | setup[7] << 8);
+	if ((size_t)urb.buffer_length < 8u + wlength) {
+		urb_free(r);
+		return -EINVAL;
+	}
+	payload = r->buffer + 8;
+	r->client = client;
+	r->addr = arg;
+	r->urb = urb;
+	now = now_ns();
 
 	u->ops.lock(u->ops.user_data);
 	chip = u->ops.chip(u->ops.user_data, dev->index);
@@ -742,7 +856,7 @@ static int submit_urb(struct conn *c, UMockdevIoctlClient *client)
 	return 0;
 }
 
-static struct urb *take_reapable(struct conn *c, UMockdevIoctlClient *client, uint64_t now)
+static struct urb *take_reapable(struct conn *c, struct client *client, uint64_t now)
 {
 	for (struct urb **p = &c->urbs; *p; p = &(*p)->next) {
 		struct urb *r = *p;
@@ -756,13 +870,17 @@ static struct urb *take_reapable(struct conn *c, UMockdevIoctlClient *client, ui
 	return NULL;
 }
 
-static int reap_urb(struct conn *c, UMockdevIoctlClient *client)
+/* The answer to a reap is written in one go: the data stage of an IN transfer, the URB's
+ * status and length, and the URB's address into the client's pointer. */
+static int reap_urb(struct conn *c, struct client *client, uint64_t arg)
 {
-	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(client);
-	UMockdevIoctlData *ptr;
-	struct usbdevfs_urb *urb;
-	struct urb *r = take_reapable(c, client, now_ns());
+	struct emu_usb *u = c->dev->u;
+	struct urb *r;
+	uint64_t addr;
 
+	if (!arg)
+		return -EFAULT;
+	r = take_reapable(c, client, now_ns());
 	if (!r) {
 		if (c->gone) {
 			c->enodev_told = true;
@@ -770,28 +888,22 @@ static int reap_urb(struct conn *c, UMockdevIoctlClient *client)
 		}
 		return -EAGAIN;
 	}
-	urb = (struct usbdevfs_urb *)r->data->data;
-	urb->status = r->status;
-	urb->actual_length = r->actual;
-	ptr = umockdev_ioctl_data_resolve(arg, 0, sizeof(gpointer), NULL);
-	if (!ptr) {
-		urb_free(r);
-		return -EFAULT;
-	}
-	umockdev_ioctl_data_set_ptr(ptr, 0, r->data);
-	umockdev_ioctl_data_unref(ptr);
-	umockdev_ioctl_client_complete(client, 0, 0);
+	r->urb.status = r->status;
+	r->urb.actual_length = r->actual;
+	if ((r->buffer[0] & 0x80) && r->actual > 0)
+		mem_write(u, (uint64_t)(uintptr_t)r->urb.buffer + 8, r->buffer + 8,
+			  (size_t)r->actual);
+	mem_write(u, r->addr, &r->urb, sizeof(r->urb));
+	addr = r->addr;
+	mem_write(u, arg, &addr, sizeof(addr));
 	urb_free(r);
-	return 1;
+	return 0;
 }
 
-static int discard_urb(struct conn *c, UMockdevIoctlClient *client)
+static int discard_urb(struct conn *c, struct client *client, uint64_t addr)
 {
-	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(client);
-	gulong addr = *(gulong *)arg->data;
-
 	for (struct urb *r = c->urbs; r; r = r->next) {
-		if (r->client == client && r->client_addr == addr) {
+		if (r->client == client && r->addr == addr) {
 			r->status = -ENOENT;
 			r->actual = 0;
 			r->due = 0;
@@ -801,53 +913,35 @@ static int discard_urb(struct conn *c, UMockdevIoctlClient *client)
 	return -EINVAL;
 }
 
-static int load_uint(UMockdevIoctlClient *client, size_t len, void *out)
-{
-	UMockdevIoctlData *d = umockdev_ioctl_data_resolve(umockdev_ioctl_client_get_arg(client),
-							   0, len, NULL);
-
-	if (!d)
-		return -EFAULT;
-	memcpy(out, d->data, len);
-	umockdev_ioctl_data_unref(d);
-	return 0;
-}
-
 /* The synchronous USBDEVFS_CONTROL: answered at once (lsusb uses it rarely). */
-static int control_sync(struct conn *c, UMockdevIoctlClient *client)
+static long control_sync(struct conn *c, struct client *client, uint64_t arg)
 {
 	struct usb_dev *dev = c->dev;
 	struct emu_usb *u = dev->u;
-	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(client), *d, *buf = NULL;
-	struct usbdevfs_ctrltransfer *ct;
+	struct usbdevfs_ctrltransfer ct;
 	struct emu_dfu_result res = { 0 };
 	uint8_t setup[8], tmp[4096];
-	int r;
+	uint64_t data;
+	int e;
 
-	d = umockdev_ioctl_data_resolve(arg, 0, sizeof(*ct), NULL);
-	if (!d)
-		return -EFAULT;
-	ct = (struct usbdevfs_ctrltransfer *)d->data;
-	setup[0] = ct->bRequestType;
-	setup[1] = ct->bRequest;
-	setup[2] = (uint8_t)ct->wValue;
-	setup[3] = (uint8_t)(ct->wValue >> 8);
-	setup[4] = (uint8_t)ct->wIndex;
-	setup[5] = (uint8_t)(ct->wIndex >> 8);
-	setup[6] = (uint8_t)ct->wLength;
-	setup[7] = (uint8_t)(ct->wLength >> 8);
-	if (ct->wLength > sizeof(tmp)) {
-		umockdev_ioctl_data_unref(d);
+	e = mem_read(u, client, arg, &ct, sizeof(ct));
+	if (e < 0)
+		return e;
+	setup[0] = ct.bRequestType;
+	setup[1] = ct.bRequest;
+	setup[2] = (uint8_t)ct.wValue;
+	setup[3] = (uint8_t)(ct.wValue >> 8);
+	setup[4] = (uint8_t)ct.wIndex;
+	setup[5] = (uint8_t)(ct.wIndex >> 8);
+	setup[6] = (uint8_t)ct.wLength;
+	setup[7] = (uint8_t)(ct.wLength >> 8);
+	if (ct.wLength > sizeof(tmp))
 		return -EINVAL;
-	}
-	if (ct->wLength) {
-		buf = umockdev_ioctl_data_resolve(d, G_STRUCT_OFFSET(struct usbdevfs_ctrltransfer, data),
-						  ct->wLength, NULL);
-		if (!buf) {
-			umockdev_ioctl_data_unref(d);
-			return -EFAULT;
-		}
-		memcpy(tmp, buf->data, ct->wLength);
+	data = (uint64_t)(uintptr_t)ct.data;
+	if (ct.wLength) {
+		e = mem_read(u, client, data, tmp, ct.wLength);
+		if (e < 0)
+			return e;
 	}
 	u->ops.lock(u->ops.user_data);
 	if (u->ops.chip(u->ops.user_data, dev->index) == dev->chip && dev->chip)
@@ -856,157 +950,100 @@ static int control_sync(struct conn *c, UMockdevIoctlClient *client)
 		res.stall = true;
 	u->ops.unlock(u->ops.user_data);
 	if (res.stall)
-		r = -EPIPE;
-	else
-		r = (int)res.len;
-	if (buf && r > 0 && (setup[0] & 0x80))
-		umockdev_ioctl_data_update(buf, 0, tmp, r);
-	if (buf)
-		umockdev_ioctl_data_unref(buf);
-	umockdev_ioctl_data_unref(d);
-	if (r < 0)
-		return r;
-	umockdev_ioctl_client_complete(client, r, 0);
-	return 1;
+		return -EPIPE;
+	if (ct.wLength && res.len > 0 && (setup[0] & 0x80))
+		mem_write(u, data, tmp, res.len);
+	return (long)res.len;
 }
 
-/* The conn that an umockdev object (its handler, or a client of it) belongs to, or NULL
- * once it is freed: umockdev's worker thread may emit a signal for a conn that the
- * harness thread has just freed, so signals carry the conn's id, never its address.
- * Called under u->mu. */
-static struct conn *conn_of(struct emu_usb *u, GObject *object)
+/* The conn with this id, or NULL once it is freed: a client may still send requests to a
+ * conn that the harness thread has freed, so clients and epoll events carry the conn's id,
+ * never its address. Called under u->mu. */
+static struct conn *conn_by_id(struct emu_usb *u, unsigned id)
 {
-	unsigned id = GPOINTER_TO_UINT(g_object_get_data(object, "emu-conn"));
-
 	for (struct conn *c = u->conns; c && id; c = c->next)
 		if (c->id == id)
 			return c;
 	return NULL;
 }
 
-static gboolean on_ioctl_locked(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
-				gpointer user_data)
+/* One ioctl of a client of conn c: the result (>= 0) or -errno. */
+static long io_ioctl(struct conn *c, struct client *client, unsigned long request, uint64_t arg)
 {
-	struct conn *c = user_data;
-	gulong request = umockdev_ioctl_client_get_request(client);
-	int r = 0;
+	struct emu_usb *u = c->dev->u;
+	long r = 0;
 	unsigned v[2];
 
-	(void)handler;
 	if (c->gone && request != USBDEVFS_REAPURB && request != USBDEVFS_REAPURBNDELAY &&
-	    request != USBDEVFS_DISCARDURB) {
-		r = -ENODEV;
-		goto done;
-	}
+	    request != USBDEVFS_DISCARDURB)
+		return -ENODEV;
 	switch (request) {
 	case USBDEVFS_GET_CAPABILITIES: {
-		UMockdevIoctlData *d = umockdev_ioctl_data_resolve(
-			umockdev_ioctl_client_get_arg(client), 0, sizeof(guint32), NULL);
+		guint32 caps = USBDEVFS_CAP_NO_PACKET_SIZE_LIM | USBDEVFS_CAP_REAP_AFTER_DISCONNECT |
+			       USBDEVFS_CAP_ZERO_PACKET;
 
-		if (!d) {
-			r = -EFAULT;
-			break;
-		}
-		*(guint32 *)d->data = USBDEVFS_CAP_NO_PACKET_SIZE_LIM |
-				      USBDEVFS_CAP_REAP_AFTER_DISCONNECT |
-				      USBDEVFS_CAP_ZERO_PACKET;
-		umockdev_ioctl_data_unref(d);
+		if (!arg)
+			return -EFAULT;
+		mem_write(u, arg, &caps, sizeof(caps));
 		break;
 	}
 	case USBDEVFS_CLAIMINTERFACE:
 	case USBDEVFS_RELEASEINTERFACE:
-		r = load_uint(client, sizeof(unsigned), v);
+		r = mem_read(u, client, arg, v, sizeof(unsigned));
 		if (r == 0 && v[0] != 0)
 			r = -EINVAL;
 		break;
 	case USBDEVFS_SETCONFIGURATION:
-		r = load_uint(client, sizeof(unsigned), v);
+		r = mem_read(u, client, arg, v, sizeof(unsigned));
 		if (r == 0 && v[0] != 1 && (int)v[0] != -1 && v[0] != 0)
 			r = -EINVAL;
 		break;
-	case USBDEVFS_SETINTERFACE: {
-		struct emu_usb *u = c->dev->u;
-
-		r = load_uint(client, 2 * sizeof(unsigned), v);
+	case USBDEVFS_SETINTERFACE:
+		r = mem_read(u, client, arg, v, 2 * sizeof(unsigned));
 		if (r < 0)
 			break;
-		if (v[0] != 0) {
-			r = -EINVAL;
-			break;
-		}
+		if (v[0] != 0)
+			return -EINVAL;
 		u->ops.lock(u->ops.user_data);
 		r = emu_dfu_set_alt(c->dev->dfu, v[1]);
 		if (r == 0)
 			c->dev->alt = v[1];
 		u->ops.unlock(u->ops.user_data);
 		break;
-	}
 	case USBDEVFS_CLEAR_HALT:
 	case USBDEVFS_RESETEP:
 		break;
-	case USBDEVFS_RESET: {
-		struct emu_usb *u = c->dev->u;
-
+	case USBDEVFS_RESET:
 		u->ops.lock(u->ops.user_data);
 		emu_dfu_reset(c->dev->dfu);
 		c->dev->alt = 0;
 		u->ops.unlock(u->ops.user_data);
 		break;
-	}
 	case USBDEVFS_GETDRIVER:
 	case USBDEVFS_IOCTL:
 		r = -ENODATA;
 		break;
 	case USBDEVFS_SUBMITURB:
-		r = submit_urb(c, client);
+		r = submit_urb(c, client, arg);
 		break;
 	case USBDEVFS_REAPURB:
 	case USBDEVFS_REAPURBNDELAY:
-		r = reap_urb(c, client);
-		if (r == 1) {
-			usb_tick(c->dev->u);
-			return TRUE;
-		}
+		r = reap_urb(c, client, arg);
 		break;
 	case USBDEVFS_DISCARDURB:
-		r = discard_urb(c, client);
+		r = discard_urb(c, client, arg);
 		break;
 	case USBDEVFS_CONTROL:
-		r = control_sync(c, client);
-		if (r == 1)
-			return TRUE;
+		r = control_sync(c, client, arg);
 		break;
 	default:
 		r = -ENOTTY;
 		break;
 	}
-done:
-	if (r < 0)
-		umockdev_ioctl_client_complete(client, -1, -r);
-	else
-		umockdev_ioctl_client_complete(client, 0, 0);
-	usb_tick(c->dev->u);
-	return TRUE;
-}
-
-static gboolean on_ioctl(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
-			 gpointer user_data)
-{
-	struct emu_usb *u = user_data;
-	struct conn *c;
-	gboolean r = TRUE;
-
-	g_rec_mutex_lock(&u->mu);
-	c = conn_of(u, G_OBJECT(handler));
-	if (c)
-		r = on_ioctl_locked(handler, client, c);
-	else
-		umockdev_ioctl_client_complete(client, -1, ENODEV);
-	g_rec_mutex_unlock(&u->mu);
 	return r;
 }
 
-static void conn_drop_client_urbs(struct conn *c, UMockdevIoctlClient *client)
+static void conn_drop_client_urbs(struct conn *c, struct client *client)
 {
 	struct urb **p = &c->urbs;
 
@@ -1024,69 +1061,131 @@ static void conn_drop_client_urbs(struct conn *c, UMockdevIoctlClient *client)
 
 static void conn_free(struct conn *c);
 
-/* Frees the conns of devices that went away once their last client closed them (from an
- * idle callback: not while one of their handler's signals is being emitted). */
-static gboolean reap_gone(gpointer user_data)
+static void client_close(struct emu_usb *u, struct client *cl)
 {
-	struct emu_usb *u = user_data;
-	struct conn *c, *next;
+	struct conn *c = conn_by_id(u, cl->conn_id);
 
-	g_rec_mutex_lock(&u->mu);
-	for (c = u->conns; c; c = next) {
-		next = c->next;
+	for (struct client **p = &u->clients; *p; p = &(*p)->next) {
+		if (*p == cl) {
+			*p = cl->next;
+			break;
+		}
+	}
+	epoll_ctl(u->epoll, EPOLL_CTL_DEL, cl->fd, NULL);
+	close(cl->fd);
+	if (c) {
+		conn_drop_client_urbs(c, cl);
+		if (c->clients > 0)
+			c->clients--;
+		/* A device that went away is forgotten once its last client closed it. */
 		if (c->gone && c->clients == 0 && !c->urbs)
 			conn_free(c);
 	}
-	g_rec_mutex_unlock(&u->mu);
-	return G_SOURCE_REMOVE;
+	g_free(cl);
+	usb_tick(u);
 }
 
-static void schedule_reap(struct emu_usb *u)
+static void io_accept(struct emu_usb *u, struct conn *c)
 {
-	GSource *s = g_idle_source_new();
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct client *cl;
+	int fd;
 
-	g_source_set_callback(s, reap_gone, u, NULL);
-	g_source_attach(s, u->context);
-	g_source_unref(s);
-}
-
-static void on_client_closed(GObject *object, GParamSpec *pspec, gpointer user_data)
-{
-	struct emu_usb *u = user_data;
-	UMockdevIoctlClient *client = UMOCKDEV_IOCTL_CLIENT(object);
-	struct conn *c;
-
-	(void)pspec;
-	if (umockdev_ioctl_client_get_connected(client))
-		return;
-	g_rec_mutex_lock(&u->mu);
-	c = conn_of(u, object);
-	if (c && !g_object_get_data(object, "emu-closed")) {
-		g_object_set_data(object, "emu-closed", GUINT_TO_POINTER(1));
-		conn_drop_client_urbs(c, client);
-		if (c->clients > 0)
-			c->clients--;
-		if (c->gone && c->clients == 0)
-			schedule_reap(u);
-		usb_tick(u);
-	}
-	g_rec_mutex_unlock(&u->mu);
-}
-
-static void on_client_connected(UMockdevIoctlBase *handler, UMockdevIoctlClient *client,
-				gpointer user_data)
-{
-	struct emu_usb *u = user_data;
-	struct conn *c;
-
-	g_rec_mutex_lock(&u->mu);
-	c = conn_of(u, G_OBJECT(handler));
-	if (c) {
+	while ((fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+		cl = g_new0(struct client, 1);
+		cl->fd = fd;
+		cl->id = ++u->next_client_id;
+		cl->conn_id = c->id;
+		ev.data.u64 = EV_KEY(EV_CLIENT, cl->id);
+		if (epoll_ctl(u->epoll, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			close(fd);
+			g_free(cl);
+			continue;
+		}
+		cl->next = u->clients;
+		u->clients = cl;
 		c->clients++;
-		g_object_set_data(G_OBJECT(client), "emu-conn", GUINT_TO_POINTER(c->id));
-		g_signal_connect(client, "notify::connected", G_CALLBACK(on_client_closed), u);
 	}
-	g_rec_mutex_unlock(&u->mu);
+}
+
+/* Serves one request of a client whose socket is readable. */
+static void io_client(struct emu_usb *u, struct client *cl)
+{
+	unsigned long req[3];
+	struct conn *c;
+	long r;
+
+	if (recv_all(cl, req, sizeof(req)) < 0) {
+		client_close(u, cl);
+		return;
+	}
+	c = conn_by_id(u, cl->conn_id);
+	if (req[0] != IO_REQ_IOCTL)
+		r = -EINVAL;		/* read() and write() on a usbfs node: not used */
+	else if (!c)
+		r = -ENODEV;
+	else
+		r = io_ioctl(c, cl, req[1], req[2]);
+	if (r == -EIO && cl->dead) {
+		client_close(u, cl);
+		return;
+	}
+	out_header(u, IO_DONE, r < 0 ? (unsigned long)-1 : (unsigned long)r,
+		   r < 0 ? (unsigned long)-r : 0);
+	if (out_flush(u, cl) < 0) {
+		client_close(u, cl);
+		return;
+	}
+	usb_tick(u);
+}
+
+static struct client *client_by_id(struct emu_usb *u, unsigned id)
+{
+	for (struct client *cl = u->clients; cl; cl = cl->next)
+		if (cl->id == id)
+			return cl;
+	return NULL;
+}
+
+static gpointer io_thread_main(gpointer user_data)
+{
+	struct emu_usb *u = user_data;
+	struct epoll_event ev[32];
+	bool stop = false;
+
+	while (!stop) {
+		int n = epoll_wait(u->epoll, ev, G_N_ELEMENTS(ev), -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		g_rec_mutex_lock(&u->mu);
+		for (int i = 0; i < n && !stop; i++) {
+			unsigned kind = (unsigned)(ev[i].data.u64 >> 32);
+			unsigned id = (unsigned)ev[i].data.u64;
+
+			if (kind == EV_WAKE) {
+				uint64_t x;
+
+				(void)!read(u->wake, &x, sizeof(x));
+				stop = u->io_stop;
+			} else if (kind == EV_LISTEN) {
+				struct conn *c = conn_by_id(u, id);
+
+				if (c && c->listen_fd >= 0)
+					io_accept(u, c);
+			} else if (kind == EV_CLIENT) {
+				struct client *cl = client_by_id(u, id);
+
+				if (cl)
+					io_client(u, cl);
+			}
+		}
+		g_rec_mutex_unlock(&u->mu);
+	}
+	return NULL;
 }
 
 /* --- Devices --- */
@@ -1094,7 +1193,6 @@ static void on_client_connected(UMockdevIoctlBase *handler, UMockdevIoctlClient 
 static void conn_free(struct conn *c)
 {
 	struct emu_usb *u = c->dev->u;
-	char path[PATH_MAX];
 
 	for (struct conn **p = &u->conns; *p; p = &(*p)->next) {
 		if (*p == c) {
@@ -1108,17 +1206,10 @@ static void conn_free(struct conn *c)
 		c->urbs = r->next;
 		urb_free(r);
 	}
-	if (c->attached) {
-		GError *error = NULL;
-
-		if (!umockdev_testbed_detach_ioctl(u->testbed, c->node, &error))
-			g_clear_error(&error);
-		snprintf(path, sizeof(path), "%s/ioctl%s", u->root, c->node);
-		(void)unlink(path);
-	}
-	if (c->handler) {
-		g_signal_handlers_disconnect_by_data(c->handler, u);
-		g_object_unref(c->handler);
+	if (c->listen_fd >= 0) {
+		epoll_ctl(u->epoll, EPOLL_CTL_DEL, c->listen_fd, NULL);
+		close(c->listen_fd);
+		(void)unlink(c->sock);
 	}
 	if (c->fifo >= 0)
 		close(c->fifo);
@@ -1210,6 +1301,42 @@ static char *add_usb_device(struct emu_usb *u, const char *name, const uint8_t *
 	return syspath;
 }
 
+/* The socket where libumockdev-preload connects the node's clients (bound before the node
+ * is announced). */
+static int conn_listen(struct conn *c)
+{
+	struct emu_usb *u = c->dev->u;
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_KEY(EV_LISTEN, c->id) };
+	char *dir;
+	int fd;
+
+	if ((size_t)snprintf(c->sock, sizeof(c->sock), "%s/ioctl%s", u->root, c->node) >=
+	    sizeof(sa.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	dir = g_path_get_dirname(c->sock);
+	g_mkdir_with_parents(dir, 0755);
+	g_free(dir);
+	(void)unlink(c->sock);
+	strcpy(sa.sun_path, c->sock);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -1;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0 ||
+	    epoll_ctl(u->epoll, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int e = errno;
+
+		close(fd);
+		(void)unlink(c->sock);
+		errno = e;
+		return -1;
+	}
+	c->listen_fd = fd;
+	return 0;
+}
+
 /* Enumerates the slot's chip as a new device (new device number and node). */
 static void dev_plug_now(struct usb_dev *dev)
 {
@@ -1219,7 +1346,6 @@ static void dev_plug_now(struct usb_dev *dev)
 	uint8_t desc[256];
 	size_t n;
 	char serial[32], path[PATH_MAX], *syspath;
-	GError *error = NULL;
 
 	if (dev->cur)
 		dev_unplug_now(dev, true);
@@ -1241,6 +1367,7 @@ static void dev_plug_now(struct usb_dev *dev)
 	c = g_new0(struct conn, 1);
 	c->dev = dev;
 	c->fifo = -1;
+	c->listen_fd = -1;
 	c->devnum = devnum_alloc(u);
 	if (!c->devnum) {
 		g_free(c);
@@ -1269,21 +1396,15 @@ static void dev_plug_now(struct usb_dev *dev)
 		return;
 	}
 	fifo_fill(c);
-	c->handler = umockdev_ioctl_base_new();
 	c->id = ++u->next_conn_id;
-	g_object_set_data(G_OBJECT(c->handler), "emu-conn", GUINT_TO_POINTER(c->id));
-	g_signal_connect(c->handler, "handle-ioctl", G_CALLBACK(on_ioctl), u);
-	g_signal_connect(c->handler, "client-connected", G_CALLBACK(on_client_connected), u);
 	c->next = u->conns;
 	u->conns = c;
-	if (!umockdev_testbed_attach_ioctl(u->testbed, c->node, c->handler, &error)) {
-		usb_log(u, "attach %s: %s", c->node, error ? error->message : "?");
-		g_clear_error(&error);
+	if (conn_listen(c) < 0) {
+		usb_log(u, "ioctl socket %s: %s", c->sock, strerror(errno));
 		(void)unlink(path);
 		conn_free(c);
 		return;
 	}
-	c->attached = true;
 
 	syspath = add_usb_device(u, dev->syspath + strlen("/sys/devices/"), desc, n, c->devnum,
 				 "12", "STMicroelectronics", "DFU in FS Mode", serial);
@@ -1516,7 +1637,10 @@ int emu_usb_start(const struct emu_usb_config *cfg, const struct emu_usb_ops *op
 	u->next_devnum = 3;
 	g_rec_mutex_init(&u->mu);
 	u->timer = -1;
+	u->armed = UINT64_MAX;
 	u->inotify = -1;
+	u->epoll = -1;
+	u->wake = -1;
 	if (testbed) {
 		u->testbed = g_object_ref(testbed);
 	} else {
@@ -1558,6 +1682,23 @@ int emu_usb_start(const struct emu_usb_config *cfg, const struct emu_usb_ops *op
 				      NULL);
 		g_source_attach(u->inotify_source, u->context);
 	}
+	u->epoll = epoll_create1(EPOLL_CLOEXEC);
+	u->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (u->epoll < 0 || u->wake < 0) {
+		r = -errno;
+		emu_usb_stop(u);
+		return r;
+	}
+	{
+		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_KEY(EV_WAKE, 0) };
+
+		if (epoll_ctl(u->epoll, EPOLL_CTL_ADD, u->wake, &ev) < 0) {
+			r = -errno;
+			emu_usb_stop(u);
+			return r;
+		}
+	}
+	u->io_thread = g_thread_new("emu-usb-io", io_thread_main, u);
 	u->timer_source = g_unix_fd_source_new(u->timer, G_IO_IN);
 	g_source_set_callback(u->timer_source, (GSourceFunc)(void (*)(void))on_timer, u, NULL);
 	g_source_attach(u->timer_source, u->context);
@@ -1607,6 +1748,27 @@ void emu_usb_stop(struct emu_usb *u)
 		g_main_loop_quit(u->loop);
 		g_thread_join(u->thread);
 	}
+	if (u->io_thread) {
+		uint64_t one = 1;
+
+		g_rec_mutex_lock(&u->mu);
+		u->io_stop = true;
+		g_rec_mutex_unlock(&u->mu);
+		(void)!write(u->wake, &one, sizeof(one));
+		g_thread_join(u->io_thread);
+	}
+	while (u->clients) {
+		struct client *cl = u->clients;
+
+		u->clients = cl->next;
+		close(cl->fd);
+		g_free(cl);
+	}
+	g_free(u->out);
+	if (u->epoll >= 0)
+		close(u->epoll);
+	if (u->wake >= 0)
+		close(u->wake);
 	if (u->timer_source) {
 		g_source_destroy(u->timer_source);
 		g_source_unref(u->timer_source);

@@ -4,6 +4,7 @@
 # parallel, runs alternating; prints the medians of the wall time from `sfictl start` to
 # the last chip recorded installed, each chip's image rate (image bytes / that time), and
 # how the SLOTS-slot time compares with one slot's.
+# Also the CPU time (user + system) h5emu and sfid used in each run, and the load average.
 #
 # Usage: bench/dfu/bench-line-dfu.sh [--runs N] BUILDDIR [SLOTS] [IMAGE_KB]
 set -euo pipefail
@@ -21,6 +22,12 @@ trap line_cleanup EXIT INT TERM
 
 line_setup_pki $((RUNS * (SLOTS + 1) + 10)) "$KB"
 size=$(stat -c %s "$tmp/pki/demo.sfi")
+
+# cpu_s PID: user + system CPU seconds of a running process (its threads included).
+cpu_s() {
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' \
+		"/proc/$1/stat"
+}
 
 # run SLOTS: prints the seconds from start to the last chip installed.
 run() {
@@ -41,10 +48,16 @@ run() {
 	} >"$tmp/sfid.conf"
 	line_start_sfid
 	ctl job load "$tmp/pki/demo.sfi" --count "$slots" >/dev/null
+	c0=$(cpu_s "$emu_pid")
+	s0=$(cpu_s "$sfid_pid")
 	t0=$(date +%s.%N)
 	ctl start >/dev/null
 	wait_for 600 "$slots chips" sql_is "SELECT count(*) FROM attempts WHERE result = 'ok'" "$slots"
 	t1=$(date +%s.%N)
+	# CPU seconds (user + system) each process used from `sfictl start` to here.
+	echo "$(cpu_s "$emu_pid") - $c0" | bc >"$tmp/cpu.emu"
+	echo "$(cpu_s "$sfid_pid") - $s0" | bc >"$tmp/cpu.sfid"
+	paste -d' ' "$tmp/cpu.emu" "$tmp/cpu.sfid" >"$tmp/cpu"
 	line_stop_pid "$sfid_pid"
 	sfid_pid=
 	line_stop_pid "$emu_pid"
@@ -54,19 +67,31 @@ run() {
 
 one=()
 many=()
+one_cpu=()
+many_cpu=()
 for r in $(seq "$RUNS"); do
 	one+=("$(run 1)")
+	read -r e1 s1 <"$tmp/cpu"
 	many+=("$(run "$SLOTS")")
-	printf 'run %d: 1 slot %.2f s, %d slots %.2f s\n' "$r" "${one[-1]}" "$SLOTS" "${many[-1]}"
+	read -r en sn <"$tmp/cpu"
+	one_cpu+=("$e1:$s1")
+	many_cpu+=("$en:$sn")
+	printf 'run %d: 1 slot %.2f s (CPU h5emu %s s, sfid %s s), %d slots %.2f s (CPU h5emu %s s, sfid %s s), load %s\n' \
+		"$r" "${one[-1]}" "$e1" "$s1" "$SLOTS" "${many[-1]}" "$en" "$sn" \
+		"$(cut -d' ' -f1-3 /proc/loadavg)"
 done
-python3 - "$size" "$SLOTS" "${one[*]}" "${many[*]}" <<'PY'
+python3 - "$size" "$SLOTS" "${one[*]}" "${many[*]}" "${one_cpu[*]}" "${many_cpu[*]}" <<'PY'
 import statistics, sys
 size, slots = int(sys.argv[1]), int(sys.argv[2])
 one = statistics.median(float(x) for x in sys.argv[3].split())
 many = statistics.median(float(x) for x in sys.argv[4].split())
+def cpu(arg, i):
+    return statistics.median(float(x.split(":")[i]) for x in arg.split())
 print(f"image {size} bytes, one chip per slot, medians:")
 print(f"  1 slot:   {one:6.2f} s  {size / 1024 / one:6.1f} KiB/s per chip")
 print(f"  {slots} slots: {many:6.2f} s  {size / 1024 / many:6.1f} KiB/s per chip, "
       f"{slots * size / 1024 / many:7.1f} KiB/s for the line")
 print(f"  {slots} slots took {many / one:.2f}x the time of one")
+print(f"  CPU, 1 slot:   h5emu {cpu(sys.argv[5], 0):.2f} s, sfid {cpu(sys.argv[5], 1):.2f} s")
+print(f"  CPU, {slots} slots: h5emu {cpu(sys.argv[6], 0):.2f} s, sfid {cpu(sys.argv[6], 1):.2f} s")
 PY
