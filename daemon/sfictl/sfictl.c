@@ -1223,9 +1223,28 @@ static void print_job(struct json_object *j)
 
 static void print_hsm(struct json_object *o)
 {
+	struct json_object *a, *v;
+	size_t n = 0;
+
 	printf("token %s (serial %s, %s %s)\n  licenses left %" PRId64 "\n  firmware id   %s\n",
 	       jstr(o, "label"), jstr(o, "serial"), jstr(o, "manufacturer"), jstr(o, "model"),
 	       jint(o, "licenses_left"), jstr(o, "firmware_id"));
+	if (json_object_object_get_ex(o, "tokens", &a) && json_object_is_type(a, json_type_array))
+		n = json_object_array_length(a);
+	/* A pool: the figure above is the sum; each token's own counter below. */
+	if (n > 1) {
+		printf("  pool of %zu tokens:\n", n);
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *t = json_object_array_get_idx(a, i);
+
+			if (json_object_object_get_ex(t, "licenses_left", &v) && v)
+				printf("    %-32s serial %-16s %" PRId64 " left\n", jstr(t, "label"),
+				       jstr(t, "serial"), json_object_get_int64(v));
+			else
+				printf("    %-32s serial %-16s unreadable: %s\n", jstr(t, "label"),
+				       jstr(t, "serial"), jstr(t, "error"));
+		}
+	}
 	print_counter_changes(o);
 }
 

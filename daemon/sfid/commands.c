@@ -838,52 +838,88 @@ static void cmd_export(struct sfid *d, struct client *c, const struct control_re
 	}
 }
 
+/* The line token and the tokens of its pool, read on a worker. */
 struct hsm_query {
 	struct sfid *d;
 	uint64_t client;
 	uint64_t id;
-	int r;
-	uint32_t count;
-	int64_t granted;
-	struct hsm_token_info info;
+	size_t n;
+	struct hsm_query_token {
+		size_t index;		/* in tokens_at() */
+		int r;
+		uint32_t count;
+		int64_t granted;
+		struct hsm_token_info info;
+	} tok[TOKENS_MAX];
 };
 
 static void hsm_query_work(void *data)
 {
 	struct hsm_query *q = data;
 
-	struct hsm *h = tokens_line(q->d->tokens);
+	for (size_t i = 0; i < q->n; i++) {
+		struct hsm_query_token *t = &q->tok[i];
+		struct hsm *h = tokens_at(q->d->tokens, t->index)->h;
 
-	q->r = hsm_token_info(h, &q->info);
-	if (q->r == 0)
-		q->r = hsm_counter_read(h, &q->count);
-	q->granted = q->r == 0 ? token_granted(h) : -1;
+		t->r = hsm_token_info(h, &t->info);
+		if (t->r == 0)
+			t->r = hsm_counter_read(h, &t->count);
+		t->granted = t->r == 0 ? token_granted(h) : -1;
+	}
 }
 
 static void hsm_query_done(void *data)
 {
 	struct hsm_query *q = data;
 	struct client *c = q->d->server ? server_client_find(q->d->server, q->client) : NULL;
-	struct json_object *o;
+	const struct hsm_query_token *line = &q->tok[0];
+	struct json_object *o, *a;
 	char fw[2 * OSFI_ID_LEN + 1];
+	int64_t left = 0;
 
-	if (c && q->r < 0) {
-		server_reply_error(c, q->id, CONTROL_E_FAILED, "HSM: %s", hsm_error_to_string(q->r));
+	/* What was read updates the line's figures, whoever asked. */
+	for (size_t i = 0; i < q->n; i++)
+		if (q->tok[i].r == 0)
+			licensing_set_left(q->d->licensing, q->tok[i].index, q->tok[i].count);
+	if (c && line->r < 0) {
+		server_reply_error(c, q->id, CONTROL_E_FAILED, "HSM: %s",
+				   hsm_error_to_string(line->r));
 	} else if (c) {
 		o = json_object_new_object();
+		a = json_object_new_array();
 		sfid_hex(tokens_at(q->d->tokens, 0)->firmware_id, OSFI_ID_LEN, fw);
-		json_object_object_add(o, "label", json_object_new_string(q->info.label));
-		json_object_object_add(o, "serial", json_object_new_string(q->info.serial));
-		json_object_object_add(o, "manufacturer", json_object_new_string(q->info.manufacturer));
-		json_object_object_add(o, "model", json_object_new_string(q->info.model));
-		/* One name for one thing: "licenses_left", as in status and sfi-hsm info. */
-		json_object_object_add(o, "licenses_left", json_object_new_int64(q->count));
-		licensing_set_left(q->d->licensing, q->count);
+		json_object_object_add(o, "label", json_object_new_string(line->info.label));
+		json_object_object_add(o, "serial", json_object_new_string(line->info.serial));
+		json_object_object_add(o, "manufacturer",
+				       json_object_new_string(line->info.manufacturer));
+		json_object_object_add(o, "model", json_object_new_string(line->info.model));
+		/* Every token of the pool (the line token first), each with its own counter. */
+		for (size_t i = 0; i < q->n; i++) {
+			const struct hsm_query_token *t = &q->tok[i];
+			const struct token *tk = tokens_at(q->d->tokens, t->index);
+			struct json_object *e = json_object_new_object();
+
+			json_object_object_add(e, "label", json_object_new_string(tk->label));
+			json_object_object_add(e, "serial", json_object_new_string(tk->serial));
+			json_object_object_add(e, "licenses_left", t->r == 0 ?
+					       json_object_new_int64(t->count) : NULL);
+			json_object_object_add(e, "granted", t->r == 0 && t->granted >= 0 ?
+					       json_object_new_int64(t->granted) : NULL);
+			json_object_object_add(e, "error", t->r < 0 ? json_object_new_string(
+						       hsm_error_to_string(t->r)) : NULL);
+			json_object_array_add(a, e);
+			if (t->r == 0)
+				left += t->count;
+		}
+		/* One name for one thing: "licenses_left", as in status and sfi-hsm info (the
+		 * sum over the pool's tokens that answered). */
+		json_object_object_add(o, "licenses_left", json_object_new_int64(left));
 		json_object_object_add(o, "firmware_id", json_object_new_string(fw));
-		json_object_object_add(o, "granted", q->granted >= 0 ?
-				       json_object_new_int64(q->granted) : NULL);
+		json_object_object_add(o, "granted", line->granted >= 0 ?
+				       json_object_new_int64(line->granted) : NULL);
+		json_object_object_add(o, "tokens", a);
 		json_object_object_add(o, "counter_changes",
-				       counter_changes_json(q->d, q->info.serial));
+				       counter_changes_json(q->d, q->n > 1 ? NULL : line->info.serial));
 		server_reply_ok(c, q->id, o);
 	}
 	free(q);
@@ -905,6 +941,10 @@ static void cmd_hsm(struct sfid *d, struct client *c, const struct control_reque
 	q->d = d;
 	q->client = server_client_serial(c);
 	q->id = req->id;
+	for (size_t i = 0; i < tokens_count(d->tokens) && q->n < TOKENS_MAX; i++)
+		if (memcmp(tokens_at(d->tokens, i)->firmware_id, tokens_at(d->tokens, 0)->firmware_id,
+			   OSFI_ID_LEN) == 0)
+			q->tok[q->n++].index = i;
 	if (workers_submit(d->workers, hsm_query_work, hsm_query_done, q) < 0) {
 		server_reply_error(c, req->id, CONTROL_E_STATE, "sfid is shutting down");
 		free(q);

@@ -908,10 +908,10 @@ int64_t licensing_left(const struct licensing *l)
 	return sum;
 }
 
-void licensing_set_left(struct licensing *l, int64_t left)
+void licensing_set_left(struct licensing *l, size_t i, int64_t left)
 {
-	if (l) {
-		l->left[0] = left;
-		l->empty[0] = left == 0;
+	if (l && i < TOKENS_MAX) {
+		l->left[i] = left;
+		l->empty[i] = left == 0;
 	}
 }

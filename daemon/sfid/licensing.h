@@ -81,9 +81,9 @@ struct db *licensing_ledger(struct licensing *l);
 /* True while a chain, a recheck or a scan runs. */
 bool licensing_busy(const struct licensing *l);
 /* The licenses left on the line token and its pool, as last read or left by an issue; -1
- * unknown. licensing_set_left() sets the line token's own. */
+ * unknown. licensing_set_left() sets token i's own (tokens_at()). */
 int64_t licensing_left(const struct licensing *l);
-void licensing_set_left(struct licensing *l, int64_t left);
+void licensing_set_left(struct licensing *l, size_t i, int64_t left);
 
 /* Queues who for the licenses of chip uid_hex (its certificate, its recorded attempt).
  * cb->ready or cb->failed answers, possibly at once. */

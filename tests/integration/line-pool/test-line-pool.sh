@@ -22,6 +22,18 @@ grep -q "of the line token's pool: 4 licenses left" "$tmp/sfid.log" ||
 	line_fail "sfid did not open pool-b as a token of the pool"
 [ "$(ctl --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["licenses_left"])')" -eq 12 ] ||
 	line_fail "status does not count the pool's 12 licenses"
+# sfictl hsm reads every token of the pool: the sum and each token's own counter.
+ctl --json hsm >"$tmp/hsm.json"
+python3 - "$tmp/hsm.json" "$TOKEN_LABEL" <<'PY' || line_fail "sfictl hsm: $(cat "$tmp/hsm.json")"
+import json, sys
+o = json.load(open(sys.argv[1]))
+got = {t["label"]: t["licenses_left"] for t in o["tokens"]}
+assert got == {sys.argv[2]: 3, "pool-b": 4, "pool-c": 5}, got
+assert o["licenses_left"] == 12, o["licenses_left"]
+PY
+ctl hsm >"$tmp/hsm.out"
+grep -q "pool of 3 tokens" "$tmp/hsm.out" && grep -Eq "pool-c +serial [^ ]+ +5 left" "$tmp/hsm.out" ||
+	line_fail "sfictl hsm does not list the pool: $(cat "$tmp/hsm.out")"
 ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
 wait_for 180 "the halt once every token is dry" halted "every HSM token of the pool .* exhausted"
@@ -33,6 +45,8 @@ ok=$(sql "SELECT count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok'")
 for t in "$TOKEN_LABEL" pool-b pool-c; do
 	[ "$(pool_left "$t")" -eq 0 ] || line_fail "token $t still has $(pool_left "$t") licenses"
 done
+[ "$(ctl --json hsm | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["licenses_left"], *sorted(t["licenses_left"] for t in o["tokens"]))')" = "0 0 0 0" ] ||
+	line_fail "sfictl hsm does not read every token of the pool dry"
 per_token=$(pool_ledger_agrees "$TOKEN_LABEL" pool-b pool-c)
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'installed'")" -eq 12 ] ||
 	line_fail "the ledger does not hold 12 installed licenses: $(sql "SELECT state, count(*) FROM licenses GROUP BY state")"
