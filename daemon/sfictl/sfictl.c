@@ -1361,6 +1361,14 @@ static int job_load_plain(int argc, char **argv, struct json_object *args, bool 
 		size_t n = at && at[1] ? (size_t)(at - argv[i]) : strlen(argv[i]);
 		char file[4096];
 
+		if (at && !at[1] && access(argv[i], F_OK) != 0) {
+			fprintf(stderr, "sfictl: %s: no address after '@' (FILE.bin@0x08000000)\n",
+				argv[i]);
+			json_object_put(names);
+			json_object_put(args);
+			return EXIT_USAGE;
+		}
+
 		snprintf(file, sizeof(file), "%.*s", (int)n, argv[i]);
 		if (!realpath(file, path)) {
 			fprintf(stderr, "sfictl: %s: %s\n", file, strerror(errno));

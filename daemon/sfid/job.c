@@ -344,26 +344,6 @@ bad:
 
 /* ---- plain jobs ---- */
 
-/* Replaces every "/proc/self/fd/N" in s (as fw_load names a passed descriptor) by name. */
-static void name_fd(char *s, size_t size, const char *fdpath, const char *name)
-{
-	char out[1024];
-	size_t o = 0, k = strlen(fdpath);
-
-	for (const char *p = s; *p && o + 1 < sizeof(out);) {
-		if (strncmp(p, fdpath, k) == 0) {
-			o += (size_t)snprintf(out + o, sizeof(out) - o, "%s", name);
-			if (o >= sizeof(out))
-				o = sizeof(out) - 1;
-			p += k;
-		} else {
-			out[o++] = *p++;
-		}
-	}
-	out[o] = '\0';
-	snprintf(s, size, "%s", out);
-}
-
 static int cmp_segment(const void *x, const void *y)
 {
 	const struct fw_segment *a = x, *b = y;
@@ -421,14 +401,11 @@ int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
 				goto out;
 			}
 		}
-		if (fw_load(&fw, fdpath[0] ? fdpath : path, has_addr, addr, why, sizeof(why)) < 0) {
-			if (fdpath[0])
-				name_fd(why, sizeof(why), fdpath, path);
+		if (fw_load_named(&fw, fdpath[0] ? fdpath : path, path, has_addr, addr, why,
+				  sizeof(why)) < 0) {
 			sfi_reason(reason, reason_size, "%s", why);
 			goto out;
 		}
-		for (size_t k = fw.merge_from; fdpath[0] && k < fw.n; k++)
-			name_fd(fw.seg[k].source, sizeof(fw.seg[k].source), fdpath, path);
 		list_len += strlen(files[i]) + 1;
 		names_len += strlen(files[i]) + 2;
 	}

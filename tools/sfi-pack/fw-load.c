@@ -226,6 +226,12 @@ static bool ends_with(const char *s, const char *suffix)
 int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *reason,
 	    size_t reason_size)
 {
+	return fw_load_named(fw, path, path, has_addr, addr, reason, reason_size);
+}
+
+int fw_load_named(struct fw_image *fw, const char *path, const char *name, bool has_addr,
+		  uint32_t addr, char *reason, size_t reason_size)
+{
 	uint8_t *buf;
 	size_t len, before = fw->n;
 	int r;
@@ -233,45 +239,45 @@ int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr,
 	fw->merge_from = fw->n;
 	r = sfi_file_read(path, 64u << 20, &buf, &len);
 	if (r < 0) {
-		snprintf(reason, reason_size, "%s: %s", path, strerror(-r));
+		snprintf(reason, reason_size, "%s: %s", name, sfi_file_strerror(r));
 		return -1;
 	}
 	if (len == 0) {
-		snprintf(reason, reason_size, "%s: empty file", path);
+		snprintf(reason, reason_size, "%s: empty file", name);
 		free(buf);
 		return -1;
 	}
 	if (len >= 4 && memcmp(buf, "\177ELF", 4) == 0) {
 		if (has_addr) {
 			snprintf(reason, reason_size, "%s: an ELF file carries its addresses; drop @ADDR",
-				 path);
+				 name);
 			r = -1;
 		} else {
-			r = fw_load_elf(fw, path, buf, len, reason, reason_size);
+			r = fw_load_elf(fw, name, buf, len, reason, reason_size);
 		}
-	} else if (ends_with(path, ".hex") || ends_with(path, ".ihex") || buf[0] == ':') {
+	} else if (ends_with(name, ".hex") || ends_with(name, ".ihex") || buf[0] == ':') {
 		if (has_addr) {
 			snprintf(reason, reason_size, "%s: an Intel HEX file carries its addresses; drop "
-					       "@ADDR", path);
+					       "@ADDR", name);
 			r = -1;
 		} else {
-			r = fw_load_hex(fw, path, buf, len, reason, reason_size);
+			r = fw_load_hex(fw, name, buf, len, reason, reason_size);
 		}
 	} else if (!has_addr) {
 		snprintf(reason, reason_size, "%s: a raw binary needs its address (FILE@0x08000000)",
-			 path);
+			 name);
 		r = -1;
 	} else if ((uint64_t)addr + len > (uint64_t)UINT32_MAX + 1) {
-		snprintf(reason, reason_size, "%s: %zu bytes at 0x%08x pass 4 GiB", path, len, addr);
+		snprintf(reason, reason_size, "%s: %zu bytes at 0x%08x pass 4 GiB", name, len, addr);
 		r = -1;
 	} else {
-		r = fw_add(fw, addr, buf, len, path);
+		r = fw_add(fw, addr, buf, len, name);
 		if (r < 0)
 			snprintf(reason, reason_size, "out of memory");
 	}
 	free(buf);
 	if (r == 0 && fw->n == before) {
-		snprintf(reason, reason_size, "%s: no data in the file", path);
+		snprintf(reason, reason_size, "%s: no data in the file", name);
 		r = -1;
 	}
 	return r < 0 ? -1 : 0;

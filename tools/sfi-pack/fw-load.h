@@ -22,4 +22,8 @@ struct fw_image {
  * (naming the file and line or address) in reason. */
 int fw_load(struct fw_image *fw, const char *path, bool has_addr, uint32_t addr, char *reason,
 	    size_t reason_size);
+/* The same, reading path (e.g. a passed descriptor's /proc/self/fd/N) but naming the file
+ * name in messages and segment sources, and telling its format by name's extension. */
+int fw_load_named(struct fw_image *fw, const char *path, const char *name, bool has_addr,
+		  uint32_t addr, char *reason, size_t reason_size);
 void fw_image_clear(struct fw_image *fw);

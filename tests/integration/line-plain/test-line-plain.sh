@@ -32,7 +32,22 @@ ctl job load --plain "$fw@0x08000000" "$tmp/tail.bin@0x0800fff0" >"$tmp/bad2.out
 rc2=$?
 ctl job load --plain "$fw" >"$tmp/bad3.out" 2>&1
 rc3=$?
+# A damaged Intel HEX is read as HEX by its name (sfid reads it through a passed descriptor),
+# and a device or FIFO is no firmware file.
+printf '\357\273\277:020000040800F2\n:00000001FF\n' >"$tmp/damaged.hex"
+ctl job load --plain "$tmp/damaged.hex" >"$tmp/bad4.out" 2>&1
+rc4=$?
+ctl job load --plain /dev/zero@0x08000000 >"$tmp/bad5.out" 2>&1
+rc5=$?
+ctl job load --plain "$fw@" >"$tmp/bad6.out" 2>&1
+rc6=$?
 set -e
+[ "$rc4" -ne 0 ] && grep -q "damaged.hex line 1: not an Intel HEX record" "$tmp/bad4.out" ||
+	line_fail "a damaged HEX file: rc $rc4, $(cat "$tmp/bad4.out")"
+[ "$rc5" -ne 0 ] && grep -q "/dev/zero: not a regular file" "$tmp/bad5.out" ||
+	line_fail "a device as firmware: rc $rc5, $(cat "$tmp/bad5.out")"
+[ "$rc6" -ne 0 ] && grep -q "no address after '@'" "$tmp/bad6.out" ||
+	line_fail "FILE@ without address: rc $rc6, $(cat "$tmp/bad6.out")"
 [ "$rc1" -ne 0 ] && grep -q "outside the STM32H5's flash" "$tmp/bad1.out" ||
 	line_fail "firmware outside flash: rc $rc1, $(cat "$tmp/bad1.out")"
 [ "$rc2" -ne 0 ] && grep -q "overlaps" "$tmp/bad2.out" ||
