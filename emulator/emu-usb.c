@@ -64,7 +64,12 @@
 #define PRELOAD_NAME "libumockdev-preload.so.0"
 #define FIFO_PAGE 4096
 #define NS_PER_MS 1000000ull
-#define FRAME_NS NS_PER_MS
+/* The host side: an EHCI controller, the device behind a high-speed hub's transaction
+ * translator. Control transfers run on the asynchronous schedule, which the controller walks
+ * in every microframe (125 us), not once per 1 ms frame, and a completion is signalled at
+ * the end of its microframe (Linux's EHCI driver sets the interrupt threshold to one
+ * microframe). docs/emulator.md, "Timing model". */
+#define MICROFRAME_NS 125000ull
 /* Full speed: 12 Mbit/s, one byte time = 2000/3 ns. Each transaction adds 13 bytes of
  * token, PIDs, CRCs, handshake, end-of-packet and inter-packet gaps to its data. */
 #define BYTE_NS_NUM 2000ull
@@ -704,9 +709,15 @@ static uint64_t control_ns(size_t len)
 	return bytes * BYTE_NS_NUM / BYTE_NS_DEN;
 }
 
-/* A control transfer starts at the first frame (SOF) once the link and the chip are free
- * and completes after its bus time; the next one starts at a later frame. */
-static uint64_t urb_schedule(struct conn *c, uint64_t now, size_t len)
+static uint64_t microframe_up(uint64_t t)
+{
+	return (t + MICROFRAME_NS - 1) / MICROFRAME_NS * MICROFRAME_NS;
+}
+
+/* A control transfer starts at the next microframe once the link and the chip are free and
+ * its data is on the bus for its bus time (*end); the host learns of its completion at the
+ * end of that microframe (the return value: when the URB can be reaped). */
+static uint64_t urb_schedule(struct conn *c, uint64_t now, size_t len, uint64_t *end)
 {
 	uint64_t start = now;
 
@@ -714,9 +725,9 @@ static uint64_t urb_schedule(struct conn *c, uint64_t now, size_t len)
 		start = c->link_free;
 	if (c->busy_until > start)
 		start = c->busy_until;
-	start = (start + FRAME_NS - 1) / FRAME_NS * FRAME_NS;
-	c->link_free = start + control_ns(len);
-	return c->link_free;
+	start = microframe_up(start);
+	c->link_free = *end = start + control_ns(len);
+	return microframe_up(*end);
 }
 
 static void conn_append(struct conn *c, struct urb *r)
@@ -744,7 +755,7 @@ static int submit_urb(struct conn *c, struct client *client, uint64_t arg)
 	struct urb *r;
 	uint8_t setup[8], *payload;
 	uint16_t wlength;
-	uint64_t now;
+	uint64_t now, end;
 	bool vanished = false;
 	int e;
 
@@ -810,8 +821,9 @@ static int submit_urb(struct conn *c, struct client *client, uint64_t arg)
 		conn_append(c, r);
 		return 0;
 	}
-	r->due = urb_schedule(c, now, (setup[0] & 0x80) ? res.len : wlength);
-	c->busy_until = r->due + res.busy_ns;
+	r->due = urb_schedule(c, now, (setup[0] & 0x80) ? res.len : wlength, &end);
+	/* The chip's work starts once the request's answer is on the bus. */
+	c->busy_until = end + res.busy_ns;
 	if (res.stall) {
 		r->status = r->status ? r->status : -EPIPE;
 		r->actual = 0;

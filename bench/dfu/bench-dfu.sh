@@ -8,8 +8,9 @@
 #   limit   the bus time of the data stages plus the flash time (erase and programming):
 #           what the image costs if the bus and the flash were never idle
 #   floor   the same operations as DfuSe sequences them, honouring bwPollTimeout: per block
-#           DNLOAD, GETSTATUS (dfuDNBUSY), the announced wait, GETSTATUS, each transfer in
-#           a frame of its own; per sector the erase command likewise
+#           DNLOAD, GETSTATUS (dfuDNBUSY), the announced wait (whole ms), GETSTATUS, each
+#           transfer from the microframe (125 us) where the previous one was reported
+#           complete; per sector the erase command likewise
 # The last run's images are read back by the other tool (sfi-boot reads what dfu-util
 # wrote and the other way round) and compared with the image.
 #
@@ -98,8 +99,9 @@ size, ts = int(sys.argv[1]), int(sys.argv[2])
 du = [float(x) for x in sys.argv[3].split()]
 sb = [float(x) for x in sys.argv[4].split()]
 # h5emu's model (docs/emulator.md): 12 Mbit/s, 64-byte packets, 13 bytes of overhead per
-# transaction; a control transfer = setup + data packets + status; 1 ms frames. Flash:
-# 50 us per 16-byte unit, 2 ms per 8 KiB sector erase, 20 us per command.
+# transaction; a control transfer = setup + data packets + status, started at a microframe
+# (125 us) boundary and reported at the end of the microframe where it ends; bwPollTimeout
+# in whole ms. Flash: 50 us per 16-byte unit, 2 ms per 8 KiB sector erase, 20 us per command.
 BYTE_S = 2.0 / 3.0 * 1e-6
 def bus(n):
     return (8 + 13 + 13 + n + math.ceil(n / 64) * 13) * BYTE_S
@@ -107,9 +109,11 @@ PROG, ERASE, CMD, SECTOR = 50e-6, 2e-3, 20e-6, 8192
 blocks = [min(ts, size - o) for o in range(0, size, ts)]
 sectors = math.ceil(size / SECTOR)
 limit = sum(bus(n) + math.ceil(n / 16) * PROG for n in blocks) + sectors * (bus(5) + ERASE)
-frame = lambda t: math.ceil(t / 1e-3) * 1e-3
-floor = sum(frame(bus(n)) + 1e-3 + frame(math.ceil(n / 16) * PROG) + 1e-3 for n in blocks) \
-    + sectors * (1e-3 + 1e-3 + frame(ERASE) + 1e-3)
+ms = lambda t: math.ceil(round(t / 1e-3, 9)) * 1e-3
+uf = lambda t: math.ceil(round(t / 125e-6, 9)) * 125e-6
+status = uf(bus(6))
+floor = sum(uf(bus(n)) + status + ms(math.ceil(n / 16) * PROG) + status for n in blocks) \
+    + sectors * (uf(bus(5)) + status + ms(ERASE) + status)
 kib = size / 1024
 print(f"DfuSe write of {size} bytes with the sectors it covers erased first "
       f"(wTransferSize {ts}), {len(du)} runs each, medians:")
