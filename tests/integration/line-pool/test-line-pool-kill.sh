@@ -28,14 +28,12 @@ wait_for 90 "2 slots installing" installing 2
 wait_for 60 "two reservations open at once" \
 	sql_at_least_db "$tmp/sfid.db" "SELECT count(*) FROM licenses WHERE state = 'reserved'" 2
 line_skip_without_xspecial
-kill -KILL "$sfid_pid"
-wait "$sfid_pid" 2>/dev/null || true
-sfid_pid=
+line_kill_sfid
 open_at_kill=$(sql "SELECT count(DISTINCT token_serial) FROM licenses WHERE state = 'reserved'")
 [ "$open_at_kill" -ge 1 ] || line_fail "no reservation was open when sfid was killed"
 
 line_start_sfid
-grep -q "unrecorded" "$tmp/sfid.log" && line_fail "reconciliation found unrecorded spends"
+line_no_unrecorded
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'reserved'")" -eq 0 ] ||
 	line_fail "a reservation is still open after the restart"
 ctl job load "$tmp/pki/demo.sfi" >/dev/null

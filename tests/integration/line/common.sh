@@ -155,6 +155,21 @@ line_start_sfid() {
 	line_fail "sfid did not answer on its socket in 10 s"
 }
 
+# line_kill_sfid: sfid crashes (SIGKILL), reaped.
+line_kill_sfid() {
+	kill -KILL "$sfid_pid"
+	wait "$sfid_pid" 2>/dev/null || true
+	sfid_pid=
+}
+
+# line_no_unrecorded: sfid's reconciliation at start-up found no spend its ledger does not
+# explain.
+line_no_unrecorded() {
+	if grep -q "unrecorded" "$tmp/sfid.log"; then
+		line_fail "reconciliation found unrecorded spends"
+	fi
+}
+
 # ctl ARGS...: sfictl against the test daemon, bounded.
 ctl() {
 	timeout 120 "$SFICTL" --socket "$tmp/sfid.sock" "$@"

@@ -70,9 +70,7 @@ ok=$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'")
 ctl start S0 >/dev/null
 wait_for 60 "the chip at FINALIZE" finalizing "$seen"
 wait_for 10 "the chip to finalize" grep -qx "state=4" "$tmp/emu-state-kill/chip0/osfi.session"
-kill -KILL "$sfid_pid"
-wait "$sfid_pid" 2>/dev/null || true
-sfid_pid=
+line_kill_sfid
 [ "$(sql "SELECT count(*) FROM attempts WHERE result = 'running'")" -eq 1 ] ||
 	line_fail "no running attempt after SIGKILL: $(sql "SELECT id, result, step FROM attempts")"
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'issued'")" -eq 1 ] ||
@@ -107,9 +105,7 @@ licenses=$(sql "SELECT count(*) FROM licenses")
 ctl start S0 >/dev/null
 wait_for 60 "the chip at FINALIZE" finalizing "$seen"
 wait_for 10 "the chip to finalize" grep -qx "state=4" "$tmp/emu-state-global/chip0/osfi.session"
-kill -KILL "$sfid_pid"
-wait "$sfid_pid" 2>/dev/null || true
-sfid_pid=
+line_kill_sfid
 line_start_sfid
 ctl start S0 >/dev/null
 wait_for 60 "the finalized chip of the global job recorded installed" \

@@ -21,14 +21,12 @@ ctl job load "$tmp/pki/demo.sfi" >/dev/null
 ctl start >/dev/null
 wait_for 60 "8 slots installing" installing 8
 line_skip_without_xspecial
-kill -KILL "$sfid_pid"
-wait "$sfid_pid" 2>/dev/null || true
-sfid_pid=
+line_kill_sfid
 issued_at_kill=$(sql "SELECT count(*) FROM licenses WHERE state IN ('issued', 'reserved')")
 [ "$issued_at_kill" -ge 1 ] || line_fail "no license was in flight when sfid was killed"
 
 line_start_sfid
-grep -q "unrecorded" "$tmp/sfid.log" && line_fail "reconciliation found unrecorded spends"
+line_no_unrecorded
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'reserved'")" -eq 0 ] ||
 	line_fail "a reservation is still open after the restart"
 ctl job load "$tmp/pki/demo.sfi" >/dev/null
