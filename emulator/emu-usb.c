@@ -94,11 +94,12 @@ struct urb {
 	struct urb *next;
 	struct client *client;
 	uint64_t addr;			/* the client's struct usbdevfs_urb */
-	struct usbdevfs_urb urb;	/* as submitted (buffer: the client's address) */
 	uint8_t *buffer;		/* setup packet and data stage */
 	uint64_t due;			/* reapable from; UINT64_MAX: never (no answer) */
 	int status;
 	int actual;
+	struct usbdevfs_urb urb;	/* as submitted (buffer: the client's address); last:
+					 * its iso_frame_desc[] is a flexible array, unused */
 };
 
 struct conn {

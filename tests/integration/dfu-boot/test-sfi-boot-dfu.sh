@@ -119,7 +119,8 @@ sb 1 cert --out chip1.cert
 [ "$rc" -eq 0 ] || fail "cert: exit $rc: $(cat "$tmp/err")"
 [ "$(stat -c %s chip1.cert)" -eq 149 ] || fail "certificate is not 149 bytes"
 grep -q "$uid1" "$tmp/out" || fail "cert names another chip: $(cat "$tmp/out")"
-head -c 200000 /dev/urandom >fw.bin
+# A leading zero byte: random data must not look like Intel HEX (':') or ELF to sfi-pack.
+{ printf '\000'; head -c 199999 /dev/urandom; } >fw.bin
 printf 'PRODUCT_STATE, Closed\n' >ob.csv
 "$PACK" create --out fw.sfi --firmware fw.bin@0x08000000 --options ob.csv --generate-key k.bin \
 	--version 1 --ram-buffer 65536 >/dev/null
