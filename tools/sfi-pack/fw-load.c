@@ -255,7 +255,10 @@ int fw_load_named(struct fw_image *fw, const char *path, const char *name, bool 
 		} else {
 			r = fw_load_elf(fw, name, buf, len, reason, reason_size);
 		}
-	} else if (ends_with(name, ".hex") || ends_with(name, ".ihex") || buf[0] == ':') {
+	} else if (ends_with(name, ".hex") || ends_with(name, ".ihex") ||
+		   (buf[0] == ':' && !has_addr)) {
+		/* By name, or by its first byte when no address makes it a raw binary (whose
+		 * first byte may be ':' like any other). */
 		if (has_addr) {
 			snprintf(reason, reason_size, "%s: an Intel HEX file carries its addresses; drop "
 					       "@ADDR", name);

@@ -31,6 +31,13 @@ run() {
 }
 
 run 0 check --key image.key good.sfi
+# A raw binary at an address is raw whatever its first byte (':' starts Intel HEX text); a
+# .hex file given an address is refused with a sentence.
+{ printf ':'; head -c 4095 /dev/urandom; } >colon.bin
+run 0 create --out colon.sfi --firmware colon.bin@0x08000000 --options options.csv --key image.key
+printf ':00000001FF\n' >end.hex
+run 2 create --out x.sfi --firmware end.hex@0x08000000 --options options.csv --key image.key
+grep -q "an Intel HEX file carries its addresses" err || fail "a .hex with @ADDR: $(cat err)"
 run 3 check --key other.key good.sfi
 size=$(stat -c %s good.sfi)
 python3 - good.sfi <<'PY'
