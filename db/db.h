@@ -202,16 +202,17 @@ int db_tool_run(struct db *db, const struct db_tool_run *run, int64_t *ret_id);
  * returns 0, or -ENOSPC when the job has no value at that index (a list ran out). */
 typedef int (*db_serial_value_fn)(void *arg, int64_t idx, char *hex, size_t size);
 
-/* The chip's value for the job: the row it was given before (any state: it becomes an
- * intent again, *ret_again true), or the next index (one past the highest, from 0), recorded
- * as an intent with a "serial.intent" record before it returns. The value's hex goes to
- * hex (size 2 * 64 + 1). -ENOSPC: value_of has none left (nothing recorded). */
-int db_serial_take(struct db *db, int64_t job_id, const char *chip_uid,
+/* The chip's value in series (the job's counter or list spec): the row it was given before
+ * (any state: it becomes an intent again for job_id, *ret_again true), or the next index
+ * (one past the series' highest, from 0), recorded as an intent with a "serial.intent"
+ * record before it returns. The value's hex goes to hex (size 2 * 64 + 1). -ENOSPC:
+ * value_of has none left (nothing recorded). */
+int db_serial_take(struct db *db, const char *series, int64_t job_id, const char *chip_uid,
 		   db_serial_value_fn value_of, void *arg, int64_t *ret_idx, char *hex,
 		   size_t hex_size, bool *ret_again);
 /* The outcome of the write: written (read back equal) or failed, with a reason; a
- * "serial.result" record. */
-int db_serial_result(struct db *db, int64_t job_id, int64_t idx, bool written,
+ * "serial.result" record. -ENOENT: no open intent at that index. */
+int db_serial_result(struct db *db, const char *series, int64_t idx, bool written,
 		     const char *reason);
 /* Startup: every intent left without a result (sfid stopped between the intent and the
  * outcome) becomes unconfirmed, one "serial.result" record each; the chip gets the same

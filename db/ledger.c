@@ -1193,16 +1193,17 @@ int db_tool_run(struct db *db, const struct db_tool_run *run, int64_t *ret_id)
 
 /* ---- serial numbers ---- */
 
-static void serial_record_json(struct json_object *data, int64_t job_id, int64_t idx,
-			       const char *value, const char *chip_uid)
+static void serial_record_json(struct json_object *data, const char *series, int64_t job_id,
+			       int64_t idx, const char *value, const char *chip_uid)
 {
+	db_json_add_str(data, "series", series);
 	db_json_add_int(data, "job", job_id);
 	db_json_add_int(data, "index", idx);
 	db_json_add_str(data, "value", value);
 	db_json_add_str(data, "chip_uid", chip_uid);
 }
 
-int db_serial_take(struct db *db, int64_t job_id, const char *chip_uid,
+int db_serial_take(struct db *db, const char *series, int64_t job_id, const char *chip_uid,
 		   db_serial_value_fn value_of, void *arg, int64_t *ret_idx, char *hex,
 		   size_t hex_size, bool *ret_again)
 {
@@ -1212,19 +1213,19 @@ int db_serial_take(struct db *db, int64_t job_id, const char *chip_uid,
 	bool again = false;
 	int r, rc;
 
-	if (job_id <= 0 || !chip_uid || strlen(chip_uid) != 24 || !value_of || !hex ||
-	    hex_size < 3)
-		return db_fail(db, -EINVAL, "invalid serial request (a job, a chip UID and a "
-					    "value source are required)");
+	if (!text_ok(series, true) || job_id <= 0 || !chip_uid || strlen(chip_uid) != 24 ||
+	    !value_of || !hex || hex_size < 3)
+		return db_fail(db, -EINVAL, "invalid serial request (a series, a job, a chip UID "
+					    "and a value source are required)");
 	r = db_begin(db);
 	if (r < 0)
 		return r;
-	r = db_prepare(db, "SELECT idx, value FROM serials WHERE job_id = ? AND chip_uid = ?", &st);
+	r = db_prepare(db, "SELECT idx, value FROM serials WHERE series = ? AND chip_uid = ?", &st);
 	if (r < 0) {
 		db_rollback(db);
 		return r;
 	}
-	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, chip_uid, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -1236,10 +1237,10 @@ int db_serial_take(struct db *db, int64_t job_id, const char *chip_uid,
 	}
 	sqlite3_finalize(st);
 	if (r == 0 && !again) {
-		r = db_prepare(db, "SELECT COALESCE(MAX(idx) + 1, 0) FROM serials WHERE job_id = ?",
+		r = db_prepare(db, "SELECT COALESCE(MAX(idx) + 1, 0) FROM serials WHERE series = ?",
 			       &st);
 		if (r == 0) {
-			sqlite3_bind_int64(st, 1, job_id);
+			sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
 			rc = sqlite3_step(st);
 			if (rc == SQLITE_ROW)
 				idx = sqlite3_column_int64(st, 0);
@@ -1249,39 +1250,41 @@ int db_serial_take(struct db *db, int64_t job_id, const char *chip_uid,
 		}
 		if (r == 0) {
 			r = value_of(arg, idx, hex, hex_size);
-			if (r < 0)
-				r = r == -ENOSPC ? r : db_fail(db, r, "no value for serial %" PRId64, idx);
+			if (r < 0 && r != -ENOSPC)
+				r = db_fail(db, r, "no value for serial %" PRId64, idx);
 		}
 		if (r == 0)
-			r = db_prepare(db, "INSERT INTO serials (job_id, idx, value, chip_uid, state, "
-					   "created_at) VALUES (?, ?, ?, ?, 'intent', ?)", &st);
-	} else if (r == 0) {
-		r = db_prepare(db, "UPDATE serials SET state = 'intent', reason = NULL, closed_at = "
-				   "NULL, created_at = ? WHERE job_id = ? AND idx = ? AND "
-				   "chip_uid = ?", &st);
+			r = db_prepare(db, "INSERT INTO serials (series, idx, value, chip_uid, job_id, "
+					   "state, created_at) VALUES (?, ?, ?, ?, ?, 'intent', ?)",
+				       &st);
 		if (r == 0) {
-			sqlite3_bind_int64(st, 1, db_now_ms());
-			sqlite3_bind_int64(st, 2, job_id);
-			sqlite3_bind_int64(st, 3, idx);
+			sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 2, idx);
+			sqlite3_bind_text(st, 3, hex, -1, SQLITE_STATIC);
 			sqlite3_bind_text(st, 4, chip_uid, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 5, job_id);
+			sqlite3_bind_int64(st, 6, db_now_ms());
+			r = db_step_done(db, st, "recording a serial");
+		}
+	} else if (r == 0) {
+		r = db_prepare(db, "UPDATE serials SET state = 'intent', job_id = ?, reason = NULL, "
+				   "closed_at = NULL, created_at = ? WHERE series = ? AND idx = ?",
+			       &st);
+		if (r == 0) {
+			sqlite3_bind_int64(st, 1, job_id);
+			sqlite3_bind_int64(st, 2, db_now_ms());
+			sqlite3_bind_text(st, 3, series, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 4, idx);
 			r = step_change(db, st, "taking the chip's serial again",
 					"the chip's serial row is gone");
 		}
-	}
-	if (r == 0 && !again) {
-		sqlite3_bind_int64(st, 1, job_id);
-		sqlite3_bind_int64(st, 2, idx);
-		sqlite3_bind_text(st, 3, hex, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 4, chip_uid, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 5, db_now_ms());
-		r = db_step_done(db, st, "recording a serial");
 	}
 	if (r < 0) {
 		db_rollback(db);
 		return r;
 	}
 	data = json_object_new_object();
-	serial_record_json(data, job_id, idx, hex, chip_uid);
+	serial_record_json(data, series, job_id, idx, hex, chip_uid);
 	json_object_object_add(data, "again", json_object_new_boolean(again));
 	r = finish(db, 0, "serial.intent", data);
 	if (r == 0) {
@@ -1292,64 +1295,66 @@ int db_serial_take(struct db *db, int64_t job_id, const char *chip_uid,
 	return r;
 }
 
-/* Closes one row (state from an intent) with its record; within a transaction. */
-static int serial_close(struct db *db, int64_t job_id, int64_t idx, const char *state,
+/* Closes one open intent with its record; within a transaction. */
+static int serial_close(struct db *db, const char *series, int64_t idx, const char *state,
 			const char *reason)
 {
 	char value[2 * 64 + 1] = "", uid[25] = "";
 	struct json_object *data;
+	int64_t job_id = 0;
 	sqlite3_stmt *st;
 	int r, rc;
 
-	r = db_prepare(db, "SELECT value, chip_uid FROM serials WHERE job_id = ? AND idx = ? AND "
-			   "state = 'intent'", &st);
+	r = db_prepare(db, "SELECT value, chip_uid, job_id FROM serials WHERE series = ? AND "
+			   "idx = ? AND state = 'intent'", &st);
 	if (r < 0)
 		return r;
-	sqlite3_bind_int64(st, 1, job_id);
+	sqlite3_bind_text(st, 1, series, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, idx);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
 		snprintf(value, sizeof(value), "%s", (const char *)sqlite3_column_text(st, 0));
 		snprintf(uid, sizeof(uid), "%s", (const char *)sqlite3_column_text(st, 1));
+		job_id = sqlite3_column_int64(st, 2);
 	} else {
-		r = rc == SQLITE_DONE ? db_fail(db, -ENOENT, "serial %" PRId64 " of job %" PRId64
-						" has no open intent", idx, job_id) :
+		r = rc == SQLITE_DONE ? db_fail(db, -ENOENT, "serial %" PRId64 " of %s has no open "
+						"intent", idx, series) :
 			db_fail_sqlite(db, rc, "reading a serial");
 	}
 	sqlite3_finalize(st);
 	if (r < 0)
 		return r;
 	r = db_prepare(db, "UPDATE serials SET state = ?, reason = ?, closed_at = ? WHERE "
-			   "job_id = ? AND idx = ?", &st);
+			   "series = ? AND idx = ?", &st);
 	if (r < 0)
 		return r;
 	sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
 	bind_text_or_null(st, 2, reason);
 	sqlite3_bind_int64(st, 3, db_now_ms());
-	sqlite3_bind_int64(st, 4, job_id);
+	sqlite3_bind_text(st, 4, series, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, idx);
 	r = db_step_done(db, st, "closing a serial");
 	if (r < 0)
 		return r;
 	data = json_object_new_object();
-	serial_record_json(data, job_id, idx, value, uid);
+	serial_record_json(data, series, job_id, idx, value, uid);
 	db_json_add_str(data, "state", state);
 	if (reason)
 		db_json_add_str(data, "reason", reason);
 	return db_audit_append(db, "serial.result", data);
 }
 
-int db_serial_result(struct db *db, int64_t job_id, int64_t idx, bool written,
+int db_serial_result(struct db *db, const char *series, int64_t idx, bool written,
 		     const char *reason)
 {
 	int r;
 
-	if (job_id <= 0 || idx < 0 || !text_ok(reason, false))
+	if (!text_ok(series, true) || idx < 0 || !text_ok(reason, false))
 		return db_fail(db, -EINVAL, "invalid serial result");
 	r = db_begin(db);
 	if (r < 0)
 		return r;
-	r = serial_close(db, job_id, idx, written ? "written" : "failed", reason);
+	r = serial_close(db, series, idx, written ? "written" : "failed", reason);
 	if (r < 0) {
 		db_rollback(db);
 		return r;
@@ -1359,7 +1364,8 @@ int db_serial_result(struct db *db, int64_t job_id, int64_t idx, bool written,
 
 int db_serial_resolve(struct db *db)
 {
-	int64_t job[64], idx[64];
+	char *series[64];
+	int64_t idx[64];
 	int n = 0, total = 0, r;
 	sqlite3_stmt *st;
 
@@ -1367,20 +1373,24 @@ int db_serial_resolve(struct db *db)
 		r = db_begin(db);
 		if (r < 0)
 			return r;
-		r = db_prepare(db, "SELECT job_id, idx FROM serials WHERE state = 'intent' "
-				   "ORDER BY job_id, idx LIMIT 64", &st);
+		r = db_prepare(db, "SELECT series, idx FROM serials WHERE state = 'intent' "
+				   "ORDER BY series, idx LIMIT 64", &st);
 		if (r < 0) {
 			db_rollback(db);
 			return r;
 		}
 		for (n = 0; n < 64 && sqlite3_step(st) == SQLITE_ROW; n++) {
-			job[n] = sqlite3_column_int64(st, 0);
+			series[n] = strdup((const char *)sqlite3_column_text(st, 0));
 			idx[n] = sqlite3_column_int64(st, 1);
+			if (!series[n])
+				r = db_fail(db, -ENOMEM, "out of memory");
 		}
 		sqlite3_finalize(st);
 		for (int i = 0; i < n && r == 0; i++)
-			r = serial_close(db, job[i], idx[i], "unconfirmed",
+			r = serial_close(db, series[i], idx[i], "unconfirmed",
 					 "sfid stopped before the write's outcome was recorded");
+		for (int i = 0; i < n; i++)
+			free(series[i]);
 		if (r < 0) {
 			db_rollback(db);
 			return r;

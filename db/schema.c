@@ -163,6 +163,26 @@ const char *const db_migrations[] = {
 	"  PRIMARY KEY (job_id, idx)"
 	");"
 	"CREATE UNIQUE INDEX serials_chip ON serials(job_id, chip_uid);",
+	/* v9: serials belong to a series (the job's counter or list, as written in its spec),
+	 * which outlives the job: a job loaded again with the same series goes on from where it
+	 * stopped. A value goes to one chip of the series; a chip keeps the value it was given.
+	 * Values are looked up across series (a list that changed must not give one again).
+	 * v8's table, keyed by job, was never written by a released sfid: it is replaced. */
+	"DROP TABLE serials;"
+	"CREATE TABLE serials ("
+	"  series TEXT NOT NULL,"
+	"  idx INTEGER NOT NULL CHECK (idx >= 0),"
+	"  value TEXT NOT NULL CHECK (length(value) > 0 AND length(value) % 2 = 0),"
+	"  chip_uid TEXT NOT NULL CHECK (length(chip_uid) = 24),"
+	"  job_id INTEGER NOT NULL REFERENCES jobs(id),"
+	"  state TEXT NOT NULL CHECK (state IN ('intent', 'written', 'failed', 'unconfirmed')),"
+	"  reason TEXT,"
+	"  created_at INTEGER NOT NULL,"
+	"  closed_at INTEGER,"
+	"  PRIMARY KEY (series, idx)"
+	");"
+	"CREATE UNIQUE INDEX serials_chip ON serials(series, chip_uid);"
+	"CREATE INDEX serials_value ON serials(value);",
 };
 
 const size_t db_n_migrations = sizeof(db_migrations) / sizeof(db_migrations[0]);

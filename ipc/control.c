@@ -59,6 +59,12 @@ static const struct control_arg job_load_args[] = {
 	{ "firmware_fd", CONTROL_ARG_INT, 0, 63, "the index of the first firmware file's descriptor" },
 	{ "go", CONTROL_ARG_BOOL, 0, 0, "true: start each chip once written and verified" },
 	{ "go_address", CONTROL_ARG_INT, 0, UINT32_MAX, "the address to start at" },
+	/* A plain job's per-chip serial number (docs/operations.md): a counter, written at an
+	 * address in a width and a format; sfid checks the values. */
+	{ "serial_counter", CONTROL_ARG_STRING, 0, 0, "START or START:STEP" },
+	{ "serial_at", CONTROL_ARG_INT, 0, UINT32_MAX, "the address the value is written at" },
+	{ "serial_width", CONTROL_ARG_INT, 0, UINT32_MAX, "the value's bytes (1 to 64)" },
+	{ "serial_format", CONTROL_ARG_STRING, 0, 0, "le, be, bcd, ascii or ascii:FMT" },
 	/* A vendor job: image is ST's .sfi, installed by STM32CubeProgrammer on vendor slots. */
 	{ "vendor", CONTROL_ARG_BOOL, 0, 0, "true: image is for ST's SFI (vendor slots only)" },
 	{ 0 }

@@ -27,6 +27,7 @@
 #include "control.h"
 #include "link.h"
 #include "osfi.h"
+#include "sfi-parse.h"
 #include "sfi-time.h"
 
 enum {
@@ -67,6 +68,8 @@ static void usage(FILE *f)
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
 		"  job load --plain [--go[=ADDR]] [--count N] FIRMWARE...  plain programming, no\n"
 		"      license, not secure: FILE.elf, FILE.hex, FILE.bin@ADDR  (supervisor)\n"
+		"      [--serial-counter START[:STEP] --serial-at ADDR --serial-width N\n"
+		"       [--serial-format le|be|bcd|ascii|ascii:FMT]]  a per-chip serial number\n"
 		"  job load --vendor IMAGE.sfi [--modules MCSV] [--count N] [--global-license LIC]\n"
 		"      ST's own SFI through STM32CubeProgrammer, on vendor slots  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
@@ -1170,6 +1173,8 @@ static void print_job(struct json_object *j)
 		printf("  digest    %s\n  bytes     %" PRId64 " in %" PRId64 " segment%s\n",
 		       jstr(j, "digest"), jint(j, "bytes"), jint(j, "segments"),
 		       jint(j, "segments") == 1 ? "" : "s");
+		if (json_object_object_get(j, "serial"))
+			printf("  serial    %s\n", jstr(j, "serial"));
 		if (json_object_object_get(j, "go"))
 			printf("  then      go 0x%08" PRIx64 "\n", (uint64_t)jint(j, "go"));
 		else
@@ -1415,11 +1420,15 @@ static int cmd_job_load(int argc, char **argv)
 		{ "plain", no_argument, NULL, 'p' },
 		{ "go", optional_argument, NULL, 'G' },
 		{ "vendor", no_argument, NULL, 'V' },
+		{ "serial-counter", required_argument, NULL, 'S' },
+		{ "serial-at", required_argument, NULL, 'A' },
+		{ "serial-width", required_argument, NULL, 'W' },
+		{ "serial-format", required_argument, NULL, 'F' },
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
 	const char *modules = NULL, *global = NULL, *go_addr = NULL;
-	bool plain = false, go = false, vendor = false;
+	bool plain = false, go = false, vendor = false, serial = false;
 	char path[4096];
 	int64_t count;
 	int c, k, r;
@@ -1432,6 +1441,35 @@ static int cmd_job_load(int argc, char **argv)
 			break;
 		case 'V':
 			vendor = true;
+			break;
+		case 'S':
+			json_object_object_add(args, "serial_counter", json_object_new_string(optarg));
+			serial = true;
+			break;
+		case 'F':
+			json_object_object_add(args, "serial_format", json_object_new_string(optarg));
+			serial = true;
+			break;
+		case 'A': {
+			uint32_t a;
+
+			if (sfi_parse_u32(optarg, &a) < 0) {
+				fprintf(stderr, "sfictl: --serial-at %s: expected an address (0x08100000 "
+					"or decimal)\n", optarg);
+				json_object_put(args);
+				return EXIT_USAGE;
+			}
+			json_object_object_add(args, "serial_at", json_object_new_int64(a));
+			serial = true;
+			break;
+		}
+		case 'W':
+			if (parse_number("--serial-width", optarg, 0, UINT32_MAX, &count) < 0) {
+				json_object_put(args);
+				return EXIT_USAGE;
+			}
+			json_object_object_add(args, "serial_width", json_object_new_int64(count));
+			serial = true;
 			break;
 		case 'G':
 			go = true;
@@ -1467,6 +1505,11 @@ static int cmd_job_load(int argc, char **argv)
 	}
 	if (vendor)
 		json_object_object_add(args, "vendor", json_object_new_boolean(true));
+	if (!plain && serial) {
+		fprintf(stderr, "sfictl: --serial-* are for plain jobs (--plain)\n");
+		json_object_put(args);
+		return EXIT_USAGE;
+	}
 	if (!plain && go) {
 		fprintf(stderr, "sfictl: --go is for plain jobs (--plain)\n");
 		json_object_put(args);

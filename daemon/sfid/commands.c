@@ -451,6 +451,36 @@ static int job_fds_take(struct client *c, const struct control_request *req,
 	return bad ? -1 : 0;
 }
 
+/* A plain job's serial number (docs/operations.md): "serial_counter", "serial_at",
+ * "serial_width", "serial_format"; none of them: no serial number. */
+static int job_serial_req(const struct control_request *req, struct job *j, char *msg,
+			  size_t msg_size)
+{
+	const char *counter = arg_string(req, "serial_counter");
+	int64_t at = arg_int(req, "serial_at", -1), width = arg_int(req, "serial_width", -1);
+	const char *format = arg_string(req, "serial_format");
+	struct job_serial_range *fw;
+	int r;
+
+	if (!counter && at < 0 && width < 0 && !format)
+		return 0;
+	if (!counter || at < 0 || width < 0) {
+		snprintf(msg, msg_size, "a serial number needs a counter (--serial-counter "
+			 "START[:STEP]), an address (--serial-at ADDR) and a width (--serial-width N)");
+		return -EINVAL;
+	}
+	fw = calloc(j->n_seg ? j->n_seg : 1, sizeof(*fw));
+	if (!fw) {
+		snprintf(msg, msg_size, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < j->n_seg; i++)
+		fw[i] = (struct job_serial_range){ j->seg[i].address, j->seg[i].size };
+	r = job_serial_set(&j->serial, counter, at, width, format, fw, j->n_seg, msg, msg_size);
+	free(fw);
+	return r;
+}
+
 /* A plain job: firmware files (with the descriptors sfictl passed), no license. */
 static int job_load_plain_req(struct client *c, const struct control_request *req,
 			      struct json_object *list, uint32_t count, struct job **ret,
@@ -489,6 +519,10 @@ static int job_load_plain_req(struct client *c, const struct control_request *re
 
 		r = job_load_plain(files, fds, n, go, ga >= 0, ga >= 0 ? (uint32_t)ga : 0, count,
 				   server_client_user(c), ret, msg, msg_size);
+		if (r == 0)
+			r = job_serial_req(req, *ret, msg, msg_size);
+		if (r < 0)
+			*ret = job_free(*ret);
 	}
 	for (size_t i = 0; i < n; i++)
 		if (fds[i] >= 0)

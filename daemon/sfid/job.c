@@ -610,6 +610,8 @@ struct json_object *job_json(const struct job *j)
 		json_object_object_add(o, "segments", json_object_new_int64((int64_t)j->n_seg));
 		json_object_object_add(o, "sectors", json_object_new_int64((int64_t)j->n_sectors));
 		json_object_object_add(o, "go", j->go ? json_object_new_int64(j->go_address) : NULL);
+		json_object_object_add(o, "serial", j->serial.on ?
+				       json_object_new_string(j->serial.series) : NULL);
 	}
 	json_object_object_add(o, "image", json_object_new_string(j->image_path));
 	json_object_object_add(o, "image_id", json_object_new_string(j->image_id_hex));

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "osfi.h"
+#include "serial.h"
 
 struct json_object;
 
@@ -78,6 +79,7 @@ struct job {
 	size_t n_sectors;
 	bool go;			/* start each chip at go_address once verified */
 	uint32_t go_address;
+	struct job_serial serial;	/* a per-chip value written after the firmware */
 
 	/* A vendor job: an image for ST's own SFI, installed by STM32CubeProgrammer on vendor
 	 * slots only. sfid does not read it: image holds its bytes, digest_hex and image_id_hex

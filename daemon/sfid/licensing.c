@@ -568,6 +568,50 @@ void licensing_cancel(struct licensing *l, void *who)
 		}
 }
 
+/* ---- short ledger tasks beside the chains ---- */
+
+struct ledger_task {
+	struct licensing *l;
+	void (*work)(struct db *ledger, void *arg);
+	void (*done)(void *arg);
+	void *arg;
+};
+
+static void ledger_task_work(void *data)
+{
+	struct ledger_task *t = data;
+
+	pthread_mutex_lock(&t->l->ledger_lock);
+	t->work(t->l->ledger, t->arg);
+	pthread_mutex_unlock(&t->l->ledger_lock);
+}
+
+static void ledger_task_done(void *data)
+{
+	struct ledger_task *t = data;
+
+	t->done(t->arg);
+	free(t);
+}
+
+int licensing_ledger_task(struct licensing *l, void (*work)(struct db *ledger, void *arg),
+			  void (*done)(void *arg), void *arg)
+{
+	struct ledger_task *t;
+
+	if (l->exclusive)
+		return -EBUSY;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	*t = (struct ledger_task){ .l = l, .work = work, .done = done, .arg = arg };
+	if (workers_submit(l->workers, ledger_task_work, ledger_task_done, t) < 0) {
+		free(t);
+		return -ESHUTDOWN;
+	}
+	return 0;
+}
+
 /* ---- tasks that have the ledger to themselves ---- */
 
 struct exclusive {
@@ -581,7 +625,10 @@ static void exclusive_work(void *data)
 {
 	struct exclusive *x = data;
 
+	/* A short ledger task may still be running beside it. */
+	pthread_mutex_lock(&x->l->ledger_lock);
 	x->work(x->l->ledger, x->arg);
+	pthread_mutex_unlock(&x->l->ledger_lock);
 }
 
 static void exclusive_done(void *data)

@@ -426,6 +426,123 @@ static void line_slot_license_cancel(void *user, struct slot *s)
 	licensing_cancel(d->licensing, s);
 }
 
+/* ---- serial numbers through the ledger ---- */
+
+struct serial_task {
+	struct sfid *d;
+	struct slot *s;
+	unsigned ticket;
+	struct job_serial cfg;
+	int64_t job_id;
+	char uid[2 * OSFI_UID_LEN + 1];
+	int64_t idx;
+	bool again, written;
+	char hex[2 * JOB_SERIAL_WIDTH_MAX + 1];
+	char reason[300];
+	int r;
+};
+
+static int serial_task_value(void *arg, int64_t idx, char *hex, size_t size)
+{
+	const struct serial_task *t = arg;
+	uint8_t v[JOB_SERIAL_WIDTH_MAX];
+	int r = job_serial_value(&t->cfg, idx, v);
+
+	if (r < 0)
+		return r;
+	if (size < 2 * t->cfg.width + 1)
+		return -ENOBUFS;
+	sfid_hex(v, t->cfg.width, hex);
+	return 0;
+}
+
+static void serial_take_work(struct db *ledger, void *arg)
+{
+	struct serial_task *t = arg;
+
+	t->r = db_serial_take(ledger, t->cfg.series, t->job_id, t->uid, serial_task_value, t,
+			      &t->idx, t->hex, sizeof(t->hex), &t->again);
+	if (t->r < 0 && t->r != -ENOSPC)
+		snprintf(t->reason, sizeof(t->reason), "%s", db_last_error(ledger));
+}
+
+static void serial_take_done(void *arg)
+{
+	struct serial_task *t = arg;
+
+	if (t->r == -ENOSPC) {
+		snprintf(t->reason, sizeof(t->reason), "the serial counter (%s) has no value left "
+			 "that fits", t->cfg.series);
+		sfid_halt(t->d, "the serial numbers ran out: the counter (%s) has no value left that "
+			  "fits; load a job with another series", t->cfg.series);
+	}
+	slot_serial_taken(t->s, t->ticket, t->r, t->idx, t->hex, t->again, t->reason);
+	free(t);
+}
+
+static void line_slot_serial_take(void *user, struct slot *s, unsigned ticket)
+{
+	struct sfid *d = user;
+	struct serial_task *t = calloc(1, sizeof(*t));
+	int r = -ENOMEM;
+
+	if (t && d->job) {
+		*t = (struct serial_task){ .d = d, .s = s, .ticket = ticket, .cfg = d->job->serial,
+					   .job_id = d->job->id };
+		snprintf(t->uid, sizeof(t->uid), "%s", slot_chip_hex(s));
+		r = licensing_ledger_task(d->licensing, serial_take_work, serial_take_done, t);
+		if (r == 0)
+			return;
+	}
+	free(t);
+	slot_serial_taken(s, ticket, r, -1, "", false, r == -EBUSY ? "the ledger is busy "
+			  "(a check of the tokens runs)" : sfi_strerror(r));
+}
+
+static void serial_result_work(struct db *ledger, void *arg)
+{
+	struct serial_task *t = arg;
+
+	t->r = db_serial_result(ledger, t->cfg.series, t->idx, t->written,
+				t->reason[0] ? t->reason : NULL);
+	if (t->r < 0)
+		snprintf(t->reason, sizeof(t->reason), "%s", db_last_error(ledger));
+}
+
+static void serial_result_done(void *arg)
+{
+	struct serial_task *t = arg;
+
+	if (t->r < 0)
+		log_warning("%s: the serial number's outcome (index %" PRId64 ") cannot be recorded: "
+			    "%s", slot_name(t->s), t->idx, t->reason);
+	if (t->written)
+		slot_serial_recorded(t->s, t->ticket, t->r, t->reason);
+	free(t);
+}
+
+static void line_slot_serial_result(void *user, struct slot *s, int64_t idx, bool written,
+				    const char *reason)
+{
+	struct sfid *d = user;
+	struct serial_task *t = calloc(1, sizeof(*t));
+	int r = -ENOMEM;
+
+	if (t && d->job) {
+		*t = (struct serial_task){ .d = d, .s = s, .ticket = slot_serial_ticket(s),
+					   .cfg = d->job->serial, .idx = idx, .written = written };
+		snprintf(t->reason, sizeof(t->reason), "%s", reason ? reason : "");
+		r = licensing_ledger_task(d->licensing, serial_result_work, serial_result_done, t);
+		if (r == 0)
+			return;
+	}
+	free(t);
+	log_warning("%s: the serial number's outcome (index %" PRId64 ") cannot be recorded: %s",
+		    slot_name(s), idx, sfi_strerror(r));
+	if (written)
+		slot_serial_recorded(s, slot_serial_ticket(s), r, sfi_strerror(r));
+}
+
 static void line_slot_event(void *user, const char *name, struct json_object *data)
 {
 	struct sfid *d = user;
@@ -453,6 +570,8 @@ static const struct slot_callbacks line_slot_callbacks = {
 	.adopt_licenses = line_slot_adopt_licenses,
 	.license_request = line_slot_license_request,
 	.license_cancel = line_slot_license_cancel,
+	.serial_take = line_slot_serial_take,
+	.serial_result = line_slot_serial_result,
 	.event = line_slot_event,
 	.settled = line_slot_settled,
 };

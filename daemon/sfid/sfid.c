@@ -231,6 +231,16 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 				    "interrupted; %u license%s issued to them kept for their chips",
 				    n_att, n_att == 1 ? "" : "s", n_lic, n_lic == 1 ? "" : "s");
 	}
+	/* Serial numbers whose write's outcome a killed sfid did not record: unconfirmed,
+	 * still their chips' (a chip that comes back gets its own value again). */
+	r = db_serial_resolve(ldb);
+	if (r < 0) {
+		log_error("cannot close the serial numbers left open: %s", db_last_error(ldb));
+		return r;
+	}
+	if (r > 0)
+		log_warning("%d serial number%s left without an outcome by a stopped sfid recorded "
+			    "unconfirmed; each stays its chip's", r, r == 1 ? "" : "s");
 	return 0;
 }
 

@@ -102,6 +102,14 @@ struct slot {
 	size_t n_sectors;
 	size_t plain_seg, plain_off, plain_n;
 	uint8_t plain_back[PLAIN_CHUNK];
+	/* Its serial number: the ledger's answer is for the request numbered serial_ticket
+	 * while serial_wait holds; the value's index and bytes, the words written. */
+	unsigned serial_ticket;
+	bool serial_wait;
+	int64_t serial_idx;
+	char serial_hex[2 * JOB_SERIAL_WIDTH_MAX + 1];
+	uint8_t serial_buf[JOB_SERIAL_WIDTH_MAX + 16];
+	uint8_t serial_back[JOB_SERIAL_WIDTH_MAX];
 
 	/* Counters for status. */
 	uint64_t n_ok, n_failed;
@@ -551,6 +559,9 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		break;
 	case SLOT_STATE_IDENTIFYING:
 		s->t_attempt = sfid_mono_ms();
+		/* A ledger answer for the chip before is not for this one. */
+		s->serial_wait = false;
+		s->serial_ticket++;
 		s->cb->chip_begun(s->user);
 		rec_attempt_unref(s->attempt);
 		s->attempt = slot_job(s) ? rec_attempt_begin(s->recorder, slot_job(s)->id,
@@ -662,6 +673,8 @@ static void slot_next_chip(struct slot *s)
 static void slot_osfi_pump(struct slot *s);
 static void slot_install_done(struct slot *s, int r);
 static void slot_plain_identified(struct slot *s);
+static void slot_plain_finish(struct slot *s);
+static void slot_serial_begin(struct slot *s);
 
 /* One sentence for a failed OSFI session: the chip's status, or what the link said. */
 static void slot_describe_session(struct slot *s, char *text, size_t size)
@@ -1003,6 +1016,21 @@ static int job_plain_sectors(const struct job *j, const struct job_device *dev,
 			last = p;
 		}
 	}
+	if (j->serial.on && j->serial.address >= dev->flash_base &&
+	    j->serial.address < limit) {
+		/* The serial number's sector is erased too (a chip that comes back is
+		 * written again), in order. */
+		uint16_t p = (uint16_t)((j->serial.address - dev->flash_base) / dev->sector_size);
+		size_t k = 0;
+
+		while (k < n && sectors[k] < p)
+			k++;
+		if (k == n || sectors[k] != p) {
+			memmove(sectors + k + 1, sectors + k, (n - k) * sizeof(*sectors));
+			sectors[k] = p;
+			n++;
+		}
+	}
 	*ret_n = n;
 	return 0;
 }
@@ -1026,6 +1054,140 @@ static void slot_plain_done(struct slot *s, int r)
 	}
 	slot_enter_state(s, SLOT_STATE_DONE);
 	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
+}
+
+/* Verified (and serial number written): Go, or leave the chip in its bootloader. */
+static void slot_plain_finish(struct slot *s)
+{
+	const struct job *job = slot_job(s);
+
+	if (job->go) {
+		s->op_done = slot_plain_done;
+		slot_op_started(s, slot_plain_done,
+				transport_go(s->tp, job->go_address, slot_op_cb, s));
+		return;
+	}
+	slot_plain_done(s, 0);
+}
+
+/* ---- the serial number: ledger intent, write, read back, outcome ---- */
+
+static void slot_serial_failed(struct slot *s, const char *reason)
+{
+	s->cb->serial_result(s->user, s, s->serial_idx, false, reason);
+}
+
+static void slot_serial_verified(struct slot *s, int r)
+{
+	const struct job *job = slot_job(s);
+	char why[200];
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_serial_failed(s, "the serial number's read-back failed");
+		slot_mem_fail(s, r, "the serial number's read-back");
+		return;
+	}
+	if (memcmp(s->serial_back, s->serial_buf, job->serial.width) != 0) {
+		size_t i = 0;
+
+		while (s->serial_back[i] == s->serial_buf[i])
+			i++;
+		snprintf(why, sizeof(why), "the serial number's read-back differs at 0x%08" PRIx64
+			 ": wrote %02x, read %02x", (uint64_t)job->serial.address + i,
+			 s->serial_buf[i], s->serial_back[i]);
+		slot_serial_failed(s, why);
+		slot_fail(s, "%s", why);
+		return;
+	}
+	/* Recorded written before the chip is started or released. */
+	s->serial_wait = true;
+	s->cb->serial_result(s->user, s, s->serial_idx, true, NULL);
+}
+
+void slot_serial_recorded(struct slot *s, unsigned ticket, int r, const char *why)
+{
+	if (!s->serial_wait || ticket != s->serial_ticket || s->state != SLOT_STATE_VERIFYING)
+		return;
+	s->serial_wait = false;
+	if (r < 0) {
+		slot_fail(s, "the serial number %s was written but its outcome cannot be recorded: "
+			  "%s", s->serial_hex, why);
+		return;
+	}
+	slot_log(s, LOG_PRIO_INFO, "serial number %s (index %" PRId64 ") written at 0x%08" PRIx32,
+		 s->serial_hex, s->serial_idx, slot_job(s)->serial.address);
+	slot_plain_finish(s);
+}
+
+static void slot_serial_written(struct slot *s, int r)
+{
+	const struct job *job = slot_job(s);
+
+	if (!slot_check_link(s, r))
+		return;
+	if (r < 0) {
+		slot_serial_failed(s, "the serial number's write failed");
+		slot_mem_fail(s, r, "writing the serial number");
+		return;
+	}
+	s->op_done = slot_serial_verified;
+	slot_op_started(s, slot_serial_verified,
+			transport_read(s->tp, job->serial.address, s->serial_back, job->serial.width,
+				       slot_op_cb, s));
+}
+
+void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
+		       bool again, const char *why)
+{
+	const struct job *job = slot_job(s);
+	size_t span;
+
+	if (!s->serial_wait || ticket != s->serial_ticket || !job ||
+	    s->state != SLOT_STATE_VERIFYING)
+		return;
+	s->serial_wait = false;
+	if (r < 0) {
+		slot_fail(s, "no serial number for this chip: %s; the chip holds the firmware "
+			  "without one", why);
+		return;
+	}
+	span = job_serial_span(&job->serial);
+	s->serial_idx = idx;
+	snprintf(s->serial_hex, sizeof(s->serial_hex), "%s", hex);
+	memset(s->serial_buf, 0xff, sizeof(s->serial_buf));
+	for (unsigned i = 0; i < job->serial.width; i++) {
+		unsigned b = 0;
+
+		if (sscanf(hex + 2 * i, "%2x", &b) != 1) {
+			slot_serial_failed(s, "the ledger's value is not hex");
+			slot_fail(s, "the ledger's serial value %s is not %u hex bytes", hex,
+				  job->serial.width);
+			return;
+		}
+		s->serial_buf[i] = (uint8_t)b;
+	}
+	if (again)
+		slot_log(s, LOG_PRIO_NOTICE, "the chip comes back: it gets its serial number %s "
+			 "(index %" PRId64 ") again", hex, idx);
+	s->op_done = slot_serial_written;
+	slot_op_started(s, slot_serial_written,
+			transport_write(s->tp, job->serial.address, s->serial_buf, span,
+					slot_op_cb, s));
+}
+
+/* Asks the ledger for the chip's value (its intent is committed before the answer). */
+static void slot_serial_begin(struct slot *s)
+{
+	const char *halt = s->cb->halted(s->user);
+
+	if (halt) {
+		slot_fail(s, "%s; the chip holds the firmware without its serial number", halt);
+		return;
+	}
+	s->serial_wait = true;
+	s->cb->serial_take(s->user, s, ++s->serial_ticket);
 }
 
 /* The read-back, one chunk at a time, each compared with what was written. */
@@ -1057,13 +1219,10 @@ static void slot_plain_verify(struct slot *s, int r)
 		}
 	}
 	if (s->plain_seg == job->n_seg) {
-		if (job->go) {
-			s->op_done = slot_plain_done;
-			slot_op_started(s, slot_plain_done,
-					transport_go(s->tp, job->go_address, slot_op_cb, s));
-			return;
-		}
-		slot_plain_done(s, 0);
+		if (job->serial.on)
+			slot_serial_begin(s);
+		else
+			slot_plain_finish(s);
 		return;
 	}
 	g = &job->seg[s->plain_seg];
@@ -1651,6 +1810,11 @@ bool slot_license_wanted(const struct slot *s)
 const uint8_t *slot_license_cert(const struct slot *s)
 {
 	return s->cert;
+}
+
+unsigned slot_serial_ticket(const struct slot *s)
+{
+	return s->serial_ticket;
 }
 
 const char *slot_chip_hex(const struct slot *s)

@@ -53,6 +53,12 @@ struct slot_callbacks {
 	 * slot_license_failed answers), or takes it out of the queue. */
 	void (*license_request)(void *user, struct slot *s);
 	void (*license_cancel)(void *user, struct slot *s);
+	/* A plain job's serial number: takes the chip's value through the ledger (its intent
+	 * committed first), answered by slot_serial_taken() with ticket; records the outcome
+	 * of the write (failed: answered by nothing; written: slot_serial_recorded()). */
+	void (*serial_take)(void *user, struct slot *s, unsigned ticket);
+	void (*serial_result)(void *user, struct slot *s, int64_t idx, bool written,
+			      const char *reason);
 	/* An event for watchers (data's reference is taken): "state", "progress", "result". */
 	void (*event)(void *user, const char *name, struct json_object *data);
 	/* The slot has nothing left in progress. */
@@ -105,6 +111,12 @@ const char *slot_chip_hex(const struct slot *s);
 int64_t slot_attempt_id(const struct slot *s);
 /* The chip's licenses were issued (or reused) and recorded: install. */
 void slot_licenses_ready(struct slot *s, const struct license_set *set);
+/* The ledger's answers for the serial number (see serial_take); a stale ticket is ignored.
+ * r -ENOSPC: none left (the line is halted by then). */
+void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
+		       bool again, const char *why);
+void slot_serial_recorded(struct slot *s, unsigned ticket, int r, const char *why);
+unsigned slot_serial_ticket(const struct slot *s);
 /* The license queue let go of the slot. */
 void slot_license_dequeued(struct slot *s);
 /* No license could be issued: fail the chip with this cause. */

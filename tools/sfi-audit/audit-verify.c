@@ -572,8 +572,8 @@ static const struct {
 			 "version" } },
 	{ "tool.run", { "run", "attempt", "step", "command", "exit_status", "outcome",
 			"log_digest" } },
-	{ "serial.intent", { "job", "index", "value", "chip_uid", "again" } },
-	{ "serial.result", { "job", "index", "value", "chip_uid", "state", "reason" } },
+	{ "serial.intent", { "series", "job", "index", "value", "chip_uid", "again" } },
+	{ "serial.result", { "series", "job", "index", "value", "chip_uid", "state", "reason" } },
 	{ "checkpoint", { "covers_seq", "covers_hash", "key_id" } },
 	{ "audit.key", { "old_key_id", "new_key_id" } },
 };

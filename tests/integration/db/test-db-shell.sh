@@ -14,7 +14,7 @@ echo 5000 > "$dir/token"
 timeout 60 "$crash" writer "$dir/audit.db" "$dir/key.pem" "$dir/token" 20
 
 db="$dir/audit.db"
-[ "$(sqlite3 "$db" 'PRAGMA user_version')" = 8 ] || fail "schema version"
+[ "$(sqlite3 "$db" 'PRAGMA user_version')" = 9 ] || fail "schema version"
 [ "$(sqlite3 "$db" 'PRAGMA journal_mode')" = wal ] || fail "journal mode"
 tables=$(sqlite3 "$db" "SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name)")
 [ "$tables" = "attempts audit chips counter_changes jobs license_uses licenses serials shipped tokens tool_runs" ] || fail "tables: $tables"

@@ -474,6 +474,8 @@ static void test_migration_failure_keeps_file(void **state)
 		db_migrations[4],
 		db_migrations[5],
 		db_migrations[6],
+		db_migrations[7],
+		db_migrations[8],
 		"ALTER TABLE jobs ADD COLUMN line TEXT; CREATE TABLE extra (x);",
 		"INSERT INTO no_such_table VALUES (1);",
 	};
@@ -485,10 +487,10 @@ static void test_migration_failure_keeps_file(void **state)
 	make_job(f->db);
 	f->db = db_close(f->db);
 	file_bytes(f->path, &before, &n1);
-	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 9, &db, err, sizeof(err)),
+	assert_int_equal(db_open_with_migrations(f->path, NULL, steps, 11, &db, err, sizeof(err)),
 			 -EPROTO);
 	assert_null(db);
-	assert_non_null(strstr(err, "schema version 9"));
+	assert_non_null(strstr(err, "schema version 11"));
 	assert_non_null(strstr(err, "left unchanged"));
 	file_bytes(f->path, &after, &n2);
 	assert_int_equal(n1, n2);
@@ -517,7 +519,8 @@ static void test_full_disk_page_limit(void **state)
 	char *text;
 	int r = 0;
 
-	f->db = open_db(f, 16, 160 * 1024);
+	/* Room for the schema (its tables and indexes) and a few dozen chips. */
+	f->db = open_db(f, 16, 192 * 1024);
 	job = make_job(f->db);
 	while (done < 100000 && (r = chip_cycle(f->db, job, done + 1, &counter, true)) == 0)
 		done++;
@@ -1405,7 +1408,7 @@ static void test_migration_v1_upgrade(void **state)
 	sqlite3_close(h);
 
 	f->db = open_db(f, 0, 0);
-	assert_int_equal(db_schema_version(), 8);
+	assert_int_equal(db_schema_version(), 9);
 	assert_int_equal(sqlite3_prepare_v2(f->db->h, "SELECT (SELECT count(*) FROM "
 					    "pragma_table_info('jobs') WHERE name = "
 					    "'global_license_file'), (SELECT count(*) FROM sqlite_master "
@@ -1664,27 +1667,27 @@ static void test_serials(void **state)
 
 	f->db = open_db(f, 0, 0);
 	job = make_job(f->db);
-	assert_int_equal(db_serial_take(f->db, job, uid[0], serial_value, NULL, &idx, hex,
+	assert_int_equal(db_serial_take(f->db, "counter:0", job, uid[0], serial_value, NULL, &idx, hex,
 					sizeof(hex), &again), 0);
 	assert_int_equal(idx, 0);
 	assert_false(again);
 	assert_string_equal(hex, "0000");
-	assert_int_equal(db_serial_result(f->db, job, idx, false, "read back 00ff"), 0);
-	assert_int_equal(db_serial_result(f->db, job, idx, true, NULL), -ENOENT);
-	assert_int_equal(db_serial_take(f->db, job, uid[1], serial_value, NULL, &idx, hex,
+	assert_int_equal(db_serial_result(f->db, "counter:0", idx, false, "read back 00ff"), 0);
+	assert_int_equal(db_serial_result(f->db, "counter:0", idx, true, NULL), -ENOENT);
+	assert_int_equal(db_serial_take(f->db, "counter:0", job, uid[1], serial_value, NULL, &idx, hex,
 					sizeof(hex), &again), 0);
 	assert_int_equal(idx, 1);
 	/* The first chip comes back: its own value, its own row. */
-	assert_int_equal(db_serial_take(f->db, job, uid[0], serial_value, NULL, &idx, hex,
+	assert_int_equal(db_serial_take(f->db, "counter:0", job, uid[0], serial_value, NULL, &idx, hex,
 					sizeof(hex), &again), 0);
 	assert_int_equal(idx, 0);
 	assert_true(again);
-	assert_int_equal(db_serial_result(f->db, job, 0, true, NULL), 0);
-	assert_int_equal(db_serial_take(f->db, job, uid[2], serial_value, NULL, &idx, hex,
+	assert_int_equal(db_serial_result(f->db, "counter:0", 0, true, NULL), 0);
+	assert_int_equal(db_serial_take(f->db, "counter:0", job, uid[2], serial_value, NULL, &idx, hex,
 					sizeof(hex), &again), 0);
 	assert_int_equal(idx, 2);
 	assert_string_equal(hex, "0202");
-	assert_int_equal(db_serial_take(f->db, job, uid[3], serial_value, NULL, &idx, hex,
+	assert_int_equal(db_serial_take(f->db, "counter:0", job, uid[3], serial_value, NULL, &idx, hex,
 					sizeof(hex), &again), -ENOSPC);
 	/* Indexes 1 and 2 are open intents: a restart marks them unconfirmed. */
 	assert_int_equal(db_serial_resolve(f->db), 2);
@@ -1697,6 +1700,15 @@ static void test_serials(void **state)
 			    "written unconfirmed unconfirmed");
 	sqlite3_finalize(st);
 	assert_true(audit_has(f->db, "serial.result", "\"state\":\"unconfirmed\""));
+	/* Another job with the same series goes on; another series starts at 0. */
+	job = make_job(f->db);
+	assert_int_equal(db_serial_take(f->db, "counter:0", job, uid[1], serial_value, NULL, &idx,
+					hex, sizeof(hex), &again), 0);
+	assert_int_equal(idx, 1);
+	assert_true(again);
+	assert_int_equal(db_serial_take(f->db, "counter:5", job, uid[1], serial_value, NULL, &idx,
+					hex, sizeof(hex), &again), 0);
+	assert_int_equal(idx, 0);
 	assert_int_equal(db_audit_verify(f->db, &bad_seq), 0);
 }
 
