@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -37,6 +38,7 @@ struct license_req {
 struct licensing {
 	struct workers *workers;	/* exclusive tasks */
 	struct workers *chains;		/* the chains: a thread per token */
+	struct workers *tasks;		/* short ledger tasks: one thread, in order */
 	unsigned n_chain_threads;
 	struct tokens *tokens;
 	struct recorder *recorder;
@@ -570,18 +572,29 @@ void licensing_cancel(struct licensing *l, void *who)
 
 /* ---- short ledger tasks beside the chains ---- */
 
+/* The longest a short ledger task waits for the ledger's lock (held by a chain's ledger call
+ * or a task that has the ledger to itself, each short): past it the task is not run. */
+#define LEDGER_TASK_LOCK_MS 10000
+
 struct ledger_task {
 	struct licensing *l;
 	void (*work)(struct db *ledger, void *arg);
-	void (*done)(void *arg);
+	void (*done)(void *arg, int r);
 	void *arg;
+	int r;
 };
 
 static void ledger_task_work(void *data)
 {
 	struct ledger_task *t = data;
+	struct timespec until;
 
-	pthread_mutex_lock(&t->l->ledger_lock);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += LEDGER_TASK_LOCK_MS / 1000;
+	if (pthread_mutex_timedlock(&t->l->ledger_lock, &until) != 0) {
+		t->r = -ETIMEDOUT;
+		return;
+	}
 	t->work(t->l->ledger, t->arg);
 	pthread_mutex_unlock(&t->l->ledger_lock);
 }
@@ -590,12 +603,12 @@ static void ledger_task_done(void *data)
 {
 	struct ledger_task *t = data;
 
-	t->done(t->arg);
+	t->done(t->arg, t->r);
 	free(t);
 }
 
 int licensing_ledger_task(struct licensing *l, void (*work)(struct db *ledger, void *arg),
-			  void (*done)(void *arg), void *arg)
+			  void (*done)(void *arg, int r), void *arg)
 {
 	struct ledger_task *t;
 
@@ -605,7 +618,7 @@ int licensing_ledger_task(struct licensing *l, void (*work)(struct db *ledger, v
 	if (!t)
 		return -ENOMEM;
 	*t = (struct ledger_task){ .l = l, .work = work, .done = done, .arg = arg };
-	if (workers_submit(l->workers, ledger_task_work, ledger_task_done, t) < 0) {
+	if (!l->tasks || workers_submit(l->tasks, ledger_task_work, ledger_task_done, t) < 0) {
 		free(t);
 		return -ESHUTDOWN;
 	}
@@ -911,6 +924,14 @@ int licensing_new(const struct licensing_params *p, struct licensing **ret)
 		free(l);
 		return r;
 	}
+	/* Short ledger tasks run one at a time in the order asked (a chip's failed outcome
+	 * before its next intent), on a thread of their own: the shared workers may be busy. */
+	r = workers_new(workers_base(p->workers), 1, &l->tasks);
+	if (r < 0) {
+		workers_free(l->chains);
+		free(l);
+		return r;
+	}
 	pthread_mutex_init(&l->ledger_lock, NULL);
 	*ret = l;
 	return 0;
@@ -918,8 +939,10 @@ int licensing_new(const struct licensing_params *p, struct licensing **ret)
 
 void licensing_stop(struct licensing *l)
 {
-	if (l)
+	if (l) {
 		l->chains = workers_free(l->chains);
+		l->tasks = workers_free(l->tasks);
+	}
 }
 
 struct licensing *licensing_free(struct licensing *l)

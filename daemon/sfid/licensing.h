@@ -93,10 +93,11 @@ void licensing_request(struct licensing *l, void *who, const char *uid_hex,
 void licensing_cancel(struct licensing *l, void *who);
 
 /* Runs work(ledger, arg) on a worker, one ledger call at a time with the chains (short
- * ledger work such as a serial number's intent), then done(arg) on the loop. Returns 0,
- * -EBUSY while a task has the ledger to itself, -ENOMEM, -ESHUTDOWN. */
+ * ledger work such as a serial number's intent), then done(arg, r) on the loop: r 0, or
+ * -ETIMEDOUT when the ledger's lock stayed taken 10 s (work did not run). Returns 0, -EBUSY
+ * while a task has the ledger to itself, -ENOMEM, -ESHUTDOWN. */
 int licensing_ledger_task(struct licensing *l, void (*work)(struct db *ledger, void *arg),
-			  void (*done)(void *arg), void *arg);
+			  void (*done)(void *arg, int r), void *arg);
 /* Runs work(ledger, arg) on a worker with the ledger to itself, then done(arg) on the
  * loop. Returns 0, -EBUSY while a chain or another task runs, -ESHUTDOWN. */
 int licensing_exclusive(struct licensing *l, void (*work)(struct db *ledger, void *arg),

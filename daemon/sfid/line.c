@@ -466,17 +466,34 @@ static void serial_take_work(struct db *ledger, void *arg)
 		snprintf(t->reason, sizeof(t->reason), "%s", db_last_error(ledger));
 }
 
-static void serial_take_done(void *arg)
+static void line_slot_serial_result(void *user, struct slot *s, int64_t idx, bool written,
+				    const char *reason);
+
+static void serial_take_done(void *arg, int r)
 {
 	struct serial_task *t = arg;
 
+	if (r < 0) {
+		t->r = r;
+		snprintf(t->reason, sizeof(t->reason), "%s", r == -ETIMEDOUT ? "the ledger's lock "
+			 "stayed taken 10 s" : sfi_strerror(r));
+	}
 	if (t->r == -ENOSPC) {
 		snprintf(t->reason, sizeof(t->reason), "the serial counter (%s) has no value left "
 			 "that fits", t->cfg.series);
 		sfid_halt(t->d, "the serial numbers ran out: the counter (%s) has no value left that "
 			  "fits; load a job with another series", t->cfg.series);
 	}
-	slot_serial_taken(t->s, t->ticket, t->r, t->idx, t->hex, t->again, t->reason);
+	if (!slot_serial_taken(t->s, t->ticket, t->r, t->idx, t->hex, t->again, t->reason) &&
+	    t->r == 0) {
+		/* The slot stopped waiting (its deadline, or the chip went): the intent this
+		 * answer opened is closed now, the value stays the chip's. */
+		log_warning("%s: the ledger's answer (serial number %s, index %" PRId64 ") came after "
+			    "the slot stopped waiting; recorded failed", slot_name(t->s), t->hex,
+			    t->idx);
+		line_slot_serial_result(t->d, t->s, t->idx, false, "the ledger's answer came after "
+					"the slot stopped waiting; nothing was written");
+	}
 	free(t);
 }
 
@@ -509,13 +526,19 @@ static void serial_result_work(struct db *ledger, void *arg)
 		snprintf(t->reason, sizeof(t->reason), "%s", db_last_error(ledger));
 }
 
-static void serial_result_done(void *arg)
+static void serial_result_done(void *arg, int r)
 {
 	struct serial_task *t = arg;
 
+	if (r < 0) {
+		t->r = r;
+		snprintf(t->reason, sizeof(t->reason), "%s", r == -ETIMEDOUT ? "the ledger's lock "
+			 "stayed taken 10 s" : sfi_strerror(r));
+	}
 	if (t->r < 0)
 		log_warning("%s: the serial number's outcome (index %" PRId64 ") cannot be recorded: "
-			    "%s", slot_name(t->s), t->idx, t->reason);
+			    "%s; the row stays open until sfid starts again (then unconfirmed)",
+			    slot_name(t->s), t->idx, t->reason);
 	if (t->written)
 		slot_serial_recorded(t->s, t->ticket, t->r, t->reason);
 	free(t);

@@ -28,6 +28,10 @@
 #define PROGRESS_EVENT_MS 200	/* at most this often per slot to watchers */
 #define REMOVAL_MISSES 2	/* unanswered polls that mean "chip removed" */
 #define PLAIN_CHUNK 8192	/* plain jobs: bytes per write or read-back operation */
+/* The longest a slot waits for the ledger's answer about a serial number (the value taken,
+ * or the write's outcome recorded): the answer queues behind other ledger work, then waits
+ * for the ledger's lock (licensing.c) and SQLite's write lock, each with its own deadline. */
+#define SERIAL_LEDGER_MS 30000
 
 typedef void (*xfer_done_fn)(struct slot *s, int r);
 struct job_device;
@@ -103,9 +107,12 @@ struct slot {
 	size_t plain_seg, plain_off, plain_n;
 	uint8_t plain_back[PLAIN_CHUNK];
 	/* Its serial number: the ledger's answer is for the request numbered serial_ticket
-	 * while serial_wait holds; the value's index and bytes, the words written. */
+	 * while serial_wait holds (at most SERIAL_LEDGER_MS, on the tick timer); the value's
+	 * index and bytes, the words written. */
 	unsigned serial_ticket;
 	bool serial_wait;
+	bool serial_taken;		/* the ledger holds an open intent for this chip */
+	bool serial_recording;		/* waiting for the written outcome's record */
 	int64_t serial_idx;
 	char serial_hex[2 * JOB_SERIAL_WIDTH_MAX + 1];
 	uint8_t serial_buf[JOB_SERIAL_WIDTH_MAX + 16];
@@ -118,6 +125,7 @@ struct slot {
 
 static void slot_enter_state(struct slot *s, enum slot_state next);
 static void slot_poll_chip(struct slot *s);
+static void slot_serial_failed(struct slot *s, const char *reason);
 static void slot_fail(struct slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 __attribute__((format(printf, 3, 4)))
@@ -543,6 +551,10 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		 "%s -> %s", slot_state_to_string(prev), slot_state_to_string(next));
 	slot_tick_stop(s);
 	s->state = next;
+	/* Whatever ends the serial step with the value's intent open closes it failed. */
+	if (s->serial_taken && next != SLOT_STATE_VERIFYING)
+		slot_serial_failed(s, s->fail_cause[0] ? s->fail_cause : "the slot let go of the "
+				   "chip before the serial number's outcome was known");
 
 	switch (next) {
 	case SLOT_STATE_IDLE:
@@ -561,6 +573,8 @@ static void slot_enter_state(struct slot *s, enum slot_state next)
 		s->t_attempt = sfid_mono_ms();
 		/* A ledger answer for the chip before is not for this one. */
 		s->serial_wait = false;
+		s->serial_taken = false;
+		s->serial_recording = false;
 		s->serial_ticket++;
 		s->cb->chip_begun(s->user);
 		rec_attempt_unref(s->attempt);
@@ -1072,9 +1086,46 @@ static void slot_plain_finish(struct slot *s)
 
 /* ---- the serial number: ledger intent, write, read back, outcome ---- */
 
+/* The ledger's intent for this chip is closed failed (once), with the reason. */
 static void slot_serial_failed(struct slot *s, const char *reason)
 {
+	if (!s->serial_taken)
+		return;
+	s->serial_taken = false;
 	s->cb->serial_result(s->user, s, s->serial_idx, false, reason);
+}
+
+/* Waits for the ledger's answer, at most SERIAL_LEDGER_MS. */
+static void slot_serial_wait(struct slot *s)
+{
+	s->serial_wait = true;
+	slot_tick_start(s, SERIAL_LEDGER_MS);
+}
+
+/* The ledger's answer came (or is no longer awaited). */
+static void slot_serial_unwait(struct slot *s)
+{
+	s->serial_wait = false;
+	s->serial_recording = false;
+	slot_tick_stop(s);
+}
+
+/* The ledger did not answer in time: the chip fails with a sentence; a late answer carries
+ * an older ticket and is ignored (line.c closes an intent it opened failed). A written
+ * outcome still on its way is left to the ledger: the row stays open until it is recorded,
+ * or is recorded unconfirmed at the next start. */
+static void slot_serial_timeout(struct slot *s)
+{
+	bool recording = s->serial_recording;
+
+	slot_serial_unwait(s);
+	s->serial_ticket++;
+	if (recording)
+		slot_fail(s, "the serial number %s was written and read back, but the ledger did "
+			  "not record it within %d s", s->serial_hex, SERIAL_LEDGER_MS / 1000);
+	else
+		slot_fail(s, "the ledger gave no serial number within %d s; the chip holds the "
+			  "firmware without one", SERIAL_LEDGER_MS / 1000);
 }
 
 static void slot_serial_verified(struct slot *s, int r)
@@ -1082,10 +1133,12 @@ static void slot_serial_verified(struct slot *s, int r)
 	const struct job *job = slot_job(s);
 	char why[200];
 
-	if (!slot_check_link(s, r))
-		return;
 	if (r < 0) {
-		slot_serial_failed(s, "the serial number's read-back failed");
+		slot_serial_failed(s, r == -TRANSPORT_E_GONE ? "the chip's link went away during "
+				   "the serial number's read-back" : "the serial number's read-back "
+				   "failed");
+		if (!slot_check_link(s, r))
+			return;
 		slot_mem_fail(s, r, "the serial number's read-back");
 		return;
 	}
@@ -1102,7 +1155,9 @@ static void slot_serial_verified(struct slot *s, int r)
 		return;
 	}
 	/* Recorded written before the chip is started or released. */
-	s->serial_wait = true;
+	s->serial_taken = false;
+	slot_serial_wait(s);
+	s->serial_recording = true;
 	s->cb->serial_result(s->user, s, s->serial_idx, true, NULL);
 }
 
@@ -1110,7 +1165,7 @@ void slot_serial_recorded(struct slot *s, unsigned ticket, int r, const char *wh
 {
 	if (!s->serial_wait || ticket != s->serial_ticket || s->state != SLOT_STATE_VERIFYING)
 		return;
-	s->serial_wait = false;
+	slot_serial_unwait(s);
 	if (r < 0) {
 		slot_fail(s, "the serial number %s was written but its outcome cannot be recorded: "
 			  "%s", s->serial_hex, why);
@@ -1125,10 +1180,11 @@ static void slot_serial_written(struct slot *s, int r)
 {
 	const struct job *job = slot_job(s);
 
-	if (!slot_check_link(s, r))
-		return;
 	if (r < 0) {
-		slot_serial_failed(s, "the serial number's write failed");
+		slot_serial_failed(s, r == -TRANSPORT_E_GONE ? "the chip's link went away during "
+				   "the serial number's write" : "the serial number's write failed");
+		if (!slot_check_link(s, r))
+			return;
 		slot_mem_fail(s, r, "writing the serial number");
 		return;
 	}
@@ -1138,7 +1194,7 @@ static void slot_serial_written(struct slot *s, int r)
 				       slot_op_cb, s));
 }
 
-void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
+bool slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
 		       bool again, const char *why)
 {
 	const struct job *job = slot_job(s);
@@ -1146,14 +1202,15 @@ void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, cons
 
 	if (!s->serial_wait || ticket != s->serial_ticket || !job ||
 	    s->state != SLOT_STATE_VERIFYING)
-		return;
-	s->serial_wait = false;
+		return false;
+	slot_serial_unwait(s);
 	if (r < 0) {
 		slot_fail(s, "no serial number for this chip: %s; the chip holds the firmware "
 			  "without one", why);
-		return;
+		return true;
 	}
 	span = job_serial_span(&job->serial);
+	s->serial_taken = true;
 	s->serial_idx = idx;
 	snprintf(s->serial_hex, sizeof(s->serial_hex), "%s", hex);
 	memset(s->serial_buf, 0xff, sizeof(s->serial_buf));
@@ -1164,7 +1221,7 @@ void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, cons
 			slot_serial_failed(s, "the ledger's value is not hex");
 			slot_fail(s, "the ledger's serial value %s is not %u hex bytes", hex,
 				  job->serial.width);
-			return;
+			return true;
 		}
 		s->serial_buf[i] = (uint8_t)b;
 	}
@@ -1175,6 +1232,7 @@ void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, cons
 	slot_op_started(s, slot_serial_written,
 			transport_write(s->tp, job->serial.address, s->serial_buf, span,
 					slot_op_cb, s));
+	return true;
 }
 
 /* Asks the ledger for the chip's value (its intent is committed before the answer). */
@@ -1186,7 +1244,8 @@ static void slot_serial_begin(struct slot *s)
 		slot_fail(s, "%s; the chip holds the firmware without its serial number", halt);
 		return;
 	}
-	s->serial_wait = true;
+	s->serial_taken = false;
+	slot_serial_wait(s);
 	s->cb->serial_take(s->user, s, ++s->serial_ticket);
 }
 
@@ -1895,13 +1954,17 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		if (!transport_busy(s->tp))
 			slot_poll_chip(s);
 		return;
+	case SLOT_STATE_VERIFYING:
+		/* The only timer of this state: the ledger's answer about a serial number. */
+		if (s->serial_wait)
+			slot_serial_timeout(s);
+		return;
 	case SLOT_STATE_IDLE:
 	case SLOT_STATE_IDENTIFYING:
 	case SLOT_STATE_CERTIFICATE:
 	case SLOT_STATE_LICENSE:
 	case SLOT_STATE_INSTALLING:
 	case SLOT_STATE_FINALIZING:
-	case SLOT_STATE_VERIFYING:
 	case SLOT_STATE_DONE:
 	case SLOT_STATE_FAILED:
 	case SLOT_STATE_PAUSED:

@@ -111,9 +111,10 @@ const char *slot_chip_hex(const struct slot *s);
 int64_t slot_attempt_id(const struct slot *s);
 /* The chip's licenses were issued (or reused) and recorded: install. */
 void slot_licenses_ready(struct slot *s, const struct license_set *set);
-/* The ledger's answers for the serial number (see serial_take); a stale ticket is ignored.
- * r -ENOSPC: none left (the line is halted by then). */
-void slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
+/* The ledger's answers for the serial number (see serial_take); a stale ticket is ignored
+ * (slot_serial_taken returns false: the slot stopped waiting, an intent the answer opened
+ * is the caller's to close). r -ENOSPC: none left (the line is halted by then). */
+bool slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
 		       bool again, const char *why);
 void slot_serial_recorded(struct slot *s, unsigned ticket, int r, const char *why);
 unsigned slot_serial_ticket(const struct slot *s);

@@ -64,8 +64,19 @@ done
 # A last run: the chips in the slots finish, then a clean stop.
 load_and_start
 job=$(sql "SELECT max(id) FROM jobs")
-wait_for 90 "8 chips written by the last job" \
-	sql_is "SELECT count(*) FROM serials WHERE job_id = $job AND state = 'written'" 8
+deadline=$((SECONDS + 90))
+until sql_is "SELECT count(*) FROM serials WHERE job_id = $job AND state = 'written'" 8; do
+	if [ "$SECONDS" -ge "$deadline" ]; then
+		# What each slot and the ledger say, and where sfid's threads wait.
+		ctl --json status >&2 || true
+		sql "SELECT idx, chip_uid, job_id, state, reason FROM serials ORDER BY idx" >&2 || true
+		if command -v gdb >/dev/null; then
+			timeout 60 gdb -p "$sfid_pid" -batch -ex "thread apply all bt" >&2 2>&1 || true
+		fi
+		line_fail "timed out after 90 s waiting for 8 chips written by the last job"
+	fi
+	sleep 0.2
+done
 ctl stop >/dev/null
 line_stop_pid "$sfid_pid"
 sfid_pid=
