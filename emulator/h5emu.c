@@ -426,6 +426,10 @@ static void usb_activity(void *user_data, unsigned index)
 	if (index >= E.count)
 		return;
 	slot_host_activity(&E.slots[index], now_ns(), true);
+	/* The loop only needs to hear of it for --auto-swap (the swap deadline follows the
+	 * host's activity); waking it for every request costs CPU for nothing otherwise. */
+	if (!E.auto_swap_ms)
+		return;
 	if (!E.slots[index].usb_poke) {
 		E.slots[index].usb_poke = true;
 		(void)!write(E.usbfd, &one, sizeof(one));
