@@ -218,6 +218,11 @@ int db_serial_result(struct db *db, const char *series, int64_t idx, bool writte
  * outcome) becomes unconfirmed, one "serial.result" record each; the chip gets the same
  * value again if it comes back. Returns how many, or a negative errno. */
 int db_serial_resolve(struct db *db);
+/* Whether value (lowercase hex) was given to a chip in a series other than series (any
+ * state): 1 with that series and chip UID (sizes 160 and 25 at least), 0 not, or a
+ * negative errno. A read: any connection. */
+int db_serial_value_given(struct db *db, const char *value, const char *series,
+			  char *other_series, size_t series_size, char *chip_uid, size_t uid_size);
 
 /* ---- license ledger ---- */
 

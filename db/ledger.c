@@ -1402,3 +1402,31 @@ int db_serial_resolve(struct db *db)
 	} while (n == 64);
 	return total;
 }
+
+int db_serial_value_given(struct db *db, const char *value, const char *series,
+			  char *other_series, size_t series_size, char *chip_uid, size_t uid_size)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	if (!value || !series || !other_series || !chip_uid)
+		return db_fail(db, -EINVAL, "invalid serial lookup");
+	r = db_prepare(db, "SELECT series, chip_uid FROM serials WHERE value = ? AND series <> ? "
+			   "ORDER BY created_at LIMIT 1", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_text(st, 1, value, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, series, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		snprintf(other_series, series_size, "%s", (const char *)sqlite3_column_text(st, 0));
+		snprintf(chip_uid, uid_size, "%s", (const char *)sqlite3_column_text(st, 1));
+		r = 1;
+	} else if (rc == SQLITE_DONE) {
+		r = 0;
+	} else {
+		r = db_fail_sqlite(db, rc, "looking a serial value up");
+	}
+	sqlite3_finalize(st);
+	return r;
+}

@@ -64,7 +64,9 @@ static const struct control_arg job_load_args[] = {
 	{ "serial_counter", CONTROL_ARG_STRING, 0, 0, "START or START:STEP" },
 	{ "serial_at", CONTROL_ARG_INT, 0, UINT32_MAX, "the address the value is written at" },
 	{ "serial_width", CONTROL_ARG_INT, 0, UINT32_MAX, "the value's bytes (1 to 64)" },
-	{ "serial_format", CONTROL_ARG_STRING, 0, 0, "le, be, bcd, ascii or ascii:FMT" },
+	{ "serial_format", CONTROL_ARG_STRING, 0, 0, "le, be, bcd, ascii or ascii:FMT; a list: hex or ascii" },
+	{ "serial_list", CONTROL_ARG_STRING, 0, 0, "a list file of values, one a line (its path)" },
+	{ "serial_list_fd", CONTROL_ARG_INT, 0, 63, "the index of the list file's descriptor" },
 	/* A vendor job: image is ST's .sfi, installed by STM32CubeProgrammer on vendor slots. */
 	{ "vendor", CONTROL_ARG_BOOL, 0, 0, "true: image is for ST's SFI (vendor slots only)" },
 	{ 0 }

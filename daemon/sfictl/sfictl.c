@@ -70,6 +70,8 @@ static void usage(FILE *f)
 		"      license, not secure: FILE.elf, FILE.hex, FILE.bin@ADDR  (supervisor)\n"
 		"      [--serial-counter START[:STEP] --serial-at ADDR --serial-width N\n"
 		"       [--serial-format le|be|bcd|ascii|ascii:FMT]]  a per-chip serial number\n"
+		"      [--serial-list FILE --serial-at ADDR [--serial-width N]\n"
+		"       [--serial-format hex|ascii]]  the next line of FILE for each chip\n"
 		"  job load --vendor IMAGE.sfi [--modules MCSV] [--count N] [--global-license LIC]\n"
 		"      ST's own SFI through STM32CubeProgrammer, on vendor slots  (supervisor)\n"
 		"  job show                     the loaded job (supervisor)\n"
@@ -1175,6 +1177,10 @@ static void print_job(struct json_object *j)
 		       jint(j, "segments") == 1 ? "" : "s");
 		if (json_object_object_get(j, "serial"))
 			printf("  serial    %s\n", jstr(j, "serial"));
+		if (json_object_object_get(j, "serial_list"))
+			printf("  list      %s (%" PRId64 " value%s)\n", jstr(j, "serial_list"),
+			       jint(j, "serial_list_values"), jint(j, "serial_list_values") == 1 ? "" :
+			       "s");
 		if (json_object_object_get(j, "go"))
 			printf("  then      go 0x%08" PRIx64 "\n", (uint64_t)jint(j, "go"));
 		else
@@ -1424,6 +1430,7 @@ static int cmd_job_load(int argc, char **argv)
 		{ "serial-at", required_argument, NULL, 'A' },
 		{ "serial-width", required_argument, NULL, 'W' },
 		{ "serial-format", required_argument, NULL, 'F' },
+		{ "serial-list", required_argument, NULL, 'L' },
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
@@ -1448,6 +1455,22 @@ static int cmd_job_load(int argc, char **argv)
 			break;
 		case 'F':
 			json_object_object_add(args, "serial_format", json_object_new_string(optarg));
+			serial = true;
+			break;
+		case 'L':
+			/* Passed open, like the firmware: sfid reads it through the descriptor. */
+			if (!realpath(optarg, path)) {
+				fprintf(stderr, "sfictl: %s: %s\n", optarg, strerror(errno));
+				json_object_put(args);
+				return EXIT_IO;
+			}
+			k = pass_file(path);
+			if (k < 0) {
+				json_object_put(args);
+				return EXIT_IO;
+			}
+			json_object_object_add(args, "serial_list", json_object_new_string(path));
+			json_object_object_add(args, "serial_list_fd", json_object_new_int(k));
 			serial = true;
 			break;
 		case 'A': {

@@ -26,10 +26,13 @@
 #include "log.h"
 #include "recorder.h"
 #include "server.h"
+#include "sfi-error.h"
+#include "sfi-file.h"
 #include "sfid-config.h"
 #include "shipper.h"
 #include "slot.h"
 #include "tokens.h"
+#include "util.h"
 #include "worker.h"
 
 /* A chip is being worked on, or a license issued. Slots that wait for a chip, or for the
@@ -451,38 +454,106 @@ static int job_fds_take(struct client *c, const struct control_request *req,
 	return bad ? -1 : 0;
 }
 
-/* A plain job's serial number (docs/operations.md): "serial_counter", "serial_at",
- * "serial_width", "serial_format"; none of them: no serial number. */
-static int job_serial_req(const struct control_request *req, struct job *j, char *msg,
-			  size_t msg_size)
+/* A list's values must not have been given to a chip in another series (the same file
+ * changed, or another list holding them): the first found is named with its line. */
+static int job_serial_list_unused(struct sfid *d, const struct job_serial *sr, char *msg,
+				  size_t msg_size)
+{
+	char hex[2 * JOB_SERIAL_WIDTH_MAX + 1], other[160], uid[2 * OSFI_UID_LEN + 1];
+
+	for (size_t i = 0; i < sr->list->n; i++) {
+		int r;
+
+		sfid_hex(sr->list->bytes + i * sr->width, sr->width, hex);
+		r = db_serial_value_given(d->db, hex, sr->series, other, sizeof(other), uid,
+					  sizeof(uid));
+		if (r < 0) {
+			snprintf(msg, msg_size, "cannot check the serial list against the ledger: %s",
+				 db_last_error(d->db));
+			return r;
+		}
+		if (r > 0) {
+			sfi_reason(msg, msg_size, "line %zu of the serial list %s (%s) was given to chip %s "
+				 "in another series (%s): a list that changed is a new list, and a value "
+				 "goes to one chip only; remove the lines already given out", i + 1,
+				 sr->list_path, hex, uid, other);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* A plain job's serial number (docs/operations.md): "serial_counter" or "serial_list" with
+ * "serial_list_fd", "serial_at", "serial_width", "serial_format"; none of them: no serial
+ * number. */
+static int job_serial_req(struct sfid *d, struct client *c, const struct control_request *req,
+			  struct job *j, char *msg, size_t msg_size)
 {
 	const char *counter = arg_string(req, "serial_counter");
+	const char *list = arg_string(req, "serial_list");
 	int64_t at = arg_int(req, "serial_at", -1), width = arg_int(req, "serial_width", -1);
+	int64_t list_fd = arg_int(req, "serial_list_fd", -1);
 	const char *format = arg_string(req, "serial_format");
 	struct job_serial_range *fw;
-	int r;
+	uint8_t *text = NULL;
+	size_t len = 0;
+	int fd = -1, r;
 
-	if (!counter && at < 0 && width < 0 && !format)
+	if (!counter && !list && at < 0 && width < 0 && !format)
 		return 0;
-	if (!counter || at < 0 || width < 0) {
-		snprintf(msg, msg_size, "a serial number needs a counter (--serial-counter "
-			 "START[:STEP]), an address (--serial-at ADDR) and a width (--serial-width N)");
+	if (counter && list) {
+		snprintf(msg, msg_size, "a serial number comes from a counter (--serial-counter) or "
+			 "a list file (--serial-list), not both");
 		return -EINVAL;
+	}
+	if (list ? at < 0 : (!counter || at < 0 || width < 0)) {
+		snprintf(msg, msg_size, "a serial number needs a counter (--serial-counter "
+			 "START[:STEP]) and a width (--serial-width N), or a list file (--serial-list "
+			 "FILE), and an address (--serial-at ADDR)");
+		return -EINVAL;
+	}
+	if (list) {
+		fd = list_fd < 0 ? -1 : server_client_take_fd(c, (size_t)list_fd);
+		if (list_fd >= 0 && fd < 0) {
+			snprintf(msg, msg_size, "a descriptor named in the request was not passed with "
+				 "it (SCM_RIGHTS)");
+			return -EINVAL;
+		}
+		r = fd >= 0 ? (lseek(fd, 0, SEEK_SET) < 0 && errno != ESPIPE ? -errno :
+			       sfi_fd_read(fd, JOB_SERIAL_LIST_BYTES_MAX + 1, &text, &len)) :
+			sfi_file_read(list, JOB_SERIAL_LIST_BYTES_MAX + 1, &text, &len);
+		if (fd >= 0)
+			close(fd);
+		if (r < 0) {
+			snprintf(msg, msg_size, "cannot read the serial list %s: %s", list,
+				 sfi_file_strerror(r));
+			return -EINVAL;
+		}
 	}
 	fw = calloc(j->n_seg ? j->n_seg : 1, sizeof(*fw));
 	if (!fw) {
+		free(text);
 		snprintf(msg, msg_size, "out of memory");
 		return -ENOMEM;
 	}
 	for (size_t i = 0; i < j->n_seg; i++)
 		fw[i] = (struct job_serial_range){ j->seg[i].address, j->seg[i].size };
-	r = job_serial_set(&j->serial, counter, at, width, format, fw, j->n_seg, msg, msg_size);
+	if (list)
+		r = job_serial_set_list(&j->serial, list, text, len, at, width < 0 ? 0 : width,
+					format, fw, j->n_seg, msg, msg_size);
+	else
+		r = job_serial_set(&j->serial, counter, at, width, format, fw, j->n_seg, msg,
+				   msg_size);
 	free(fw);
+	free(text);
+	if (r == 0 && j->serial.list)
+		r = job_serial_list_unused(d, &j->serial, msg, msg_size);
 	return r;
 }
 
 /* A plain job: firmware files (with the descriptors sfictl passed), no license. */
-static int job_load_plain_req(struct client *c, const struct control_request *req,
+static int job_load_plain_req(struct sfid *d, struct client *c,
+			      const struct control_request *req,
 			      struct json_object *list, uint32_t count, struct job **ret,
 			      char *msg, size_t msg_size)
 {
@@ -520,7 +591,7 @@ static int job_load_plain_req(struct client *c, const struct control_request *re
 		r = job_load_plain(files, fds, n, go, ga >= 0, ga >= 0 ? (uint32_t)ga : 0, count,
 				   server_client_user(c), ret, msg, msg_size);
 		if (r == 0)
-			r = job_serial_req(req, *ret, msg, msg_size);
+			r = job_serial_req(d, c, req, *ret, msg, msg_size);
 		if (r < 0)
 			*ret = job_free(*ret);
 	}
@@ -581,7 +652,7 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 		return;
 	}
 	if (firmware) {
-		r = job_load_plain_req(c, req, firmware, (uint32_t)count, &j, msg, sizeof(msg));
+		r = job_load_plain_req(d, c, req, firmware, (uint32_t)count, &j, msg, sizeof(msg));
 		if (r == 0)
 			goto loaded;
 		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);

@@ -44,6 +44,7 @@ struct job *job_free(struct job *j)
 	if (j->global_bytes)
 		explicit_bzero(j->global_bytes, j->global_len);
 	free(j->global_bytes);
+	job_serial_list_unref(j->serial.list);
 	free(j);
 	return NULL;
 }
@@ -612,6 +613,12 @@ struct json_object *job_json(const struct job *j)
 		json_object_object_add(o, "go", j->go ? json_object_new_int64(j->go_address) : NULL);
 		json_object_object_add(o, "serial", j->serial.on ?
 				       json_object_new_string(j->serial.series) : NULL);
+		if (j->serial.list) {
+			json_object_object_add(o, "serial_list",
+					       json_object_new_string(j->serial.list_path));
+			json_object_object_add(o, "serial_list_values",
+					       json_object_new_int64((int64_t)j->serial.list->n));
+		}
 	}
 	json_object_object_add(o, "image", json_object_new_string(j->image_path));
 	json_object_object_add(o, "image_id", json_object_new_string(j->image_id_hex));

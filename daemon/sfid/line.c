@@ -478,7 +478,12 @@ static void serial_take_done(void *arg, int r)
 		snprintf(t->reason, sizeof(t->reason), "%s", r == -ETIMEDOUT ? "the ledger's lock "
 			 "stayed taken 10 s" : sfi_strerror(r));
 	}
-	if (t->r == -ENOSPC) {
+	if (t->r == -ENOSPC && t->cfg.list) {
+		snprintf(t->reason, sizeof(t->reason), "the serial list %s has no value left",
+			 t->cfg.list_path);
+		sfid_halt(t->d, "the serial numbers ran out: all %zu values of the list %s were "
+			  "given out; load a job with a new list", t->cfg.list->n, t->cfg.list_path);
+	} else if (t->r == -ENOSPC) {
 		snprintf(t->reason, sizeof(t->reason), "the serial counter (%s) has no value left "
 			 "that fits", t->cfg.series);
 		sfid_halt(t->d, "the serial numbers ran out: the counter (%s) has no value left that "
@@ -494,6 +499,7 @@ static void serial_take_done(void *arg, int r)
 		line_slot_serial_result(t->d, t->s, t->idx, false, "the ledger's answer came after "
 					"the slot stopped waiting; nothing was written");
 	}
+	job_serial_list_unref(t->cfg.list);
 	free(t);
 }
 
@@ -506,10 +512,13 @@ static void line_slot_serial_take(void *user, struct slot *s, unsigned ticket)
 	if (t && d->job) {
 		*t = (struct serial_task){ .d = d, .s = s, .ticket = ticket, .cfg = d->job->serial,
 					   .job_id = d->job->id };
+		/* The list outlives the job while the request is in flight. */
+		job_serial_list_ref(t->cfg.list);
 		snprintf(t->uid, sizeof(t->uid), "%s", slot_chip_hex(s));
 		r = licensing_ledger_task(d->licensing, serial_take_work, serial_take_done, t);
 		if (r == 0)
 			return;
+		job_serial_list_unref(t->cfg.list);
 	}
 	free(t);
 	slot_serial_taken(s, ticket, r, -1, "", false, r == -EBUSY ? "the ledger is busy "
@@ -554,6 +563,7 @@ static void line_slot_serial_result(void *user, struct slot *s, int64_t idx, boo
 	if (t && d->job) {
 		*t = (struct serial_task){ .d = d, .s = s, .ticket = slot_serial_ticket(s),
 					   .cfg = d->job->serial, .idx = idx, .written = written };
+		t->cfg.list = NULL;	/* the outcome needs the series only */
 		snprintf(t->reason, sizeof(t->reason), "%s", reason ? reason : "");
 		r = licensing_ledger_task(d->licensing, serial_result_work, serial_result_done, t);
 		if (r == 0)

@@ -17,14 +17,25 @@ enum job_serial_format {
 	JOB_SERIAL_ASCII,	/* text from a printf-like format: %[0][N](u|x|X) */
 };
 
+/* The values of a list file, in its order: n values of width bytes each, back to back.
+ * Shared by reference (the job and the ledger requests in flight), on the loop only. */
+struct job_serial_list {
+	unsigned refs;
+	size_t n;
+	unsigned width;
+	uint8_t *bytes;
+};
+
 struct job_serial {
 	bool on;
+	struct job_serial_list *list;	/* NULL: a counter */
 	uint64_t start, step;
 	uint32_t address;
 	unsigned width;			/* bytes written */
 	enum job_serial_format format;
 	char text[64];			/* ascii: the format, e.g. "SN%08u" */
 	char series[160];		/* the spec, which names the series in the ledger */
+	char list_path[256];		/* a list: the file, for messages */
 };
 
 /* A segment of the firmware the value must not overlap. */
@@ -50,4 +61,34 @@ int job_serial_value(const struct job_serial *s, int64_t idx, uint8_t *out);
 static inline size_t job_serial_span(const struct job_serial *s)
 {
 	return (s->width + 15u) / 16u * 16u;
+}
+
+/* The longest list file and the most values it may hold. */
+#define JOB_SERIAL_LIST_BYTES_MAX (64u << 20)
+#define JOB_SERIAL_LIST_VALUES_MAX 1000000u
+
+/* Checks and sets a list: text (len bytes, the file's content; path names it in messages)
+ * holds one value a line (docs/operations.md, serial numbers): format "hex" (the default:
+ * hex digits, two a byte, optionally grouped by ':' or '-', as in 00:80:E1:12:34:56; the
+ * bytes written in that order) or "ascii" (printable ASCII, written as is, the rest of the
+ * width 0x00). width 0: the first line's bytes (hex) or the longest line (ascii); each hex
+ * line must hold exactly width bytes, each ascii line 1 to width characters. A line ends
+ * with LF or CR LF; a last line without one counts. Refused, with the line's number: a
+ * blank line, a space at either end, bad hex (a character that is not a hex digit or a
+ * separator, an odd number of digits, a separator at an end or doubled), a value of another
+ * byte count (hex) or over the width (ascii), a character outside printable ASCII, the same
+ * value on two lines; an empty file; more than JOB_SERIAL_LIST_VALUES_MAX values. The
+ * series is named by the file's SHA-256 (a file that changes is a new list). Address and
+ * firmware checks as job_serial_set(). Returns 0, -ENOMEM, or -EINVAL with one sentence. */
+int job_serial_set_list(struct job_serial *s, const char *path, const uint8_t *text,
+			size_t len, int64_t at, int64_t width, const char *format,
+			const struct job_serial_range *fw, size_t n_fw, char *reason,
+			size_t reason_size);
+/* Drops a reference to a list (NULL accepted); frees it with the last. */
+void job_serial_list_unref(struct job_serial_list *l);
+static inline struct job_serial_list *job_serial_list_ref(struct job_serial_list *l)
+{
+	if (l)
+		l->refs++;
+	return l;
 }
