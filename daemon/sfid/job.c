@@ -352,17 +352,15 @@ static int cmp_segment(const void *x, const void *y)
 	return a->address < b->address ? -1 : a->address > b->address;
 }
 
+static int plain_build(struct fw_image *fw, const char *const *files, size_t n, bool go,
+		       bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
+		       struct job **ret, char *reason, size_t reason_size);
+
 int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
 		   bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
 		   struct job **ret, char *reason, size_t reason_size)
 {
-	static const uint32_t n_sectors = STM32H5_FLASH_SIZE / STM32H5_FLASH_SECTOR;
 	struct fw_image fw = { 0 };
-	struct job *j = NULL;
-	uint8_t md[SHA256_DIGEST_LENGTH];
-	bool *touched = NULL;
-	size_t list_len = 0, names_len = 0;
-	EVP_MD_CTX *sha = NULL;
 	int r = -EINVAL;
 
 	if (n == 0 || n > JOB_FIRMWARE_MAX) {
@@ -407,6 +405,31 @@ int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
 			sfi_reason(reason, reason_size, "%s", why);
 			goto out;
 		}
+	}
+	r = plain_build(&fw, files, n, go, go_addr_set, go_addr, target, user, ret, reason,
+			reason_size);
+out:
+	fw_image_clear(&fw);
+	return r;
+}
+
+/* The job made of the loaded firmware fw (files name it): checked against the STM32H5's
+ * flash, its digest and the sectors it touches. fw's segments move into the job. */
+static int plain_build(struct fw_image *fw_in, const char *const *files, size_t n, bool go,
+		       bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
+		       struct job **ret, char *reason, size_t reason_size)
+{
+	static const uint32_t n_sectors = STM32H5_FLASH_SIZE / STM32H5_FLASH_SECTOR;
+	struct fw_image fw = *fw_in;
+	struct job *j = NULL;
+	uint8_t md[SHA256_DIGEST_LENGTH];
+	bool *touched = NULL;
+	size_t list_len = 0, names_len = 0;
+	EVP_MD_CTX *sha = NULL;
+	int r = -EINVAL;
+
+	*fw_in = (struct fw_image){ 0 };
+	for (size_t i = 0; i < n; i++) {
 		list_len += strlen(files[i]) + 1;
 		names_len += strlen(files[i]) + 2;
 	}
@@ -510,6 +533,102 @@ out:
 	free(touched);
 	fw_image_clear(&fw);
 	job_free(j);
+	return r;
+}
+
+/* sfid's copy of a plain job's firmware: "SFIDPLN1", then per segment its address and size
+ * (u32, little endian) and its bytes, in address order. */
+static const char plain_magic[8] = "SFIDPLN1";
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int job_plain_copy(const struct job *j, uint8_t **ret, size_t *ret_len)
+{
+	size_t len = sizeof(plain_magic), o;
+	uint8_t *buf;
+
+	for (size_t i = 0; i < j->n_seg; i++)
+		len += 8 + j->seg[i].size;
+	buf = malloc(len);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, plain_magic, sizeof(plain_magic));
+	o = sizeof(plain_magic);
+	for (size_t i = 0; i < j->n_seg; i++) {
+		put_le32(buf + o, j->seg[i].address);
+		put_le32(buf + o + 4, (uint32_t)j->seg[i].size);
+		memcpy(buf + o + 8, j->seg[i].data, j->seg[i].size);
+		o += 8 + j->seg[i].size;
+	}
+	*ret = buf;
+	*ret_len = len;
+	return 0;
+}
+
+int job_restore_plain(const uint8_t *copy, size_t len, const char *firmware, bool go,
+		      uint32_t go_addr, uint32_t target, const char *user, struct job **ret,
+		      char *reason, size_t reason_size)
+{
+	const char *files[JOB_FIRMWARE_MAX];
+	char *list = strdup(firmware ? firmware : ""), *save = NULL;
+	struct fw_image fw = { 0 };
+	size_t n = 0, o = sizeof(plain_magic);
+	int r = -EINVAL;
+
+	if (!list) {
+		sfi_reason(reason, reason_size, "out of memory");
+		return -ENOMEM;
+	}
+	for (char *t = strtok_r(list, "\n", &save); t && n < JOB_FIRMWARE_MAX;
+	     t = strtok_r(NULL, "\n", &save))
+		files[n++] = t;
+	if (n == 0 || len < o || memcmp(copy, plain_magic, sizeof(plain_magic)) != 0) {
+		sfi_reason(reason, reason_size, "sfid's copy of the firmware is not one it wrote");
+		goto out;
+	}
+	while (o < len) {
+		struct fw_segment *g;
+		uint32_t size;
+
+		if (len - o < 8 || (size = get_le32(copy + o + 4)) == 0 || len - o - 8 < size) {
+			sfi_reason(reason, reason_size, "sfid's copy of the firmware is cut short");
+			goto out;
+		}
+		g = realloc(fw.seg, (fw.n + 1) * sizeof(*g));
+		if (!g) {
+			r = -ENOMEM;
+			sfi_reason(reason, reason_size, "out of memory");
+			goto out;
+		}
+		fw.seg = g;
+		g = &fw.seg[fw.n];
+		*g = (struct fw_segment){ .address = get_le32(copy + o), .size = size };
+		snprintf(g->source, sizeof(g->source), "sfid's copy, piece %zu", fw.n + 1);
+		g->data = malloc(size);
+		if (!g->data) {
+			r = -ENOMEM;
+			sfi_reason(reason, reason_size, "out of memory");
+			goto out;
+		}
+		memcpy(g->data, copy + o + 8, size);
+		fw.n++;
+		o += 8 + size;
+	}
+	r = plain_build(&fw, files, n, go, true, go_addr, target, user, ret, reason, reason_size);
+out:
+	fw_image_clear(&fw);
+	free(list);
 	return r;
 }
 

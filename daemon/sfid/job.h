@@ -12,6 +12,8 @@ struct json_object;
 
 /* A plain job's firmware files at most. */
 #define JOB_FIRMWARE_MAX 16
+/* sfid's copy of a plain job's firmware at most: the STM32H5's 2 MiB and the pieces' heads. */
+#define JOB_PLAIN_COPY_MAX (4u << 20)
 
 /* One piece of a plain job's firmware: bytes at an address of the STM32H5's flash. */
 struct job_segment {
@@ -137,6 +139,15 @@ int job_load(const struct job_line_token *tok, const char *image, const char *mo
 int job_load_plain(const char *const *files, const int *fds, size_t n, bool go,
 		   bool go_addr_set, uint32_t go_addr, uint32_t target, const char *user,
 		   struct job **ret, char *reason, size_t reason_size);
+/* A plain job's loaded firmware as one buffer (malloc'd), for sfid's copy: 0 or -ENOMEM. */
+int job_plain_copy(const struct job *j, uint8_t **ret, size_t *ret_len);
+/* The plain job again from that copy after a restart: firmware names its files as loaded
+ * (one per line), go and go_addr as recorded. Checked as job_load_plain() checks; the
+ * caller compares the digest with the one recorded. Returns 0, or -EINVAL / -ENOMEM with
+ * one sentence in reason. */
+int job_restore_plain(const uint8_t *copy, size_t len, const char *firmware, bool go,
+		      uint32_t go_addr, uint32_t target, const char *user, struct job **ret,
+		      char *reason, size_t reason_size);
 /* Loads a vendor job: image is opaque (any non-empty file up to 64 MiB), recorded by its
  * SHA-256 and size; modules an optional -mcsv file, global an optional license file for
  * every chip (else each chip's license comes from the reader's STM32HSM). Files are read from

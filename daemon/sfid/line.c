@@ -734,11 +734,23 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 		unlink(path);
 		line_job_copy_path(d, old->id, "mcsv", path, sizeof(path));
 		unlink(path);
+		line_job_copy_path(d, old->id, "plain", path, sizeof(path));
+		unlink(path);
 	}
-	if (j->plain)
-		return;		/* no image: a plain job is not restored after a restart */
-	line_job_copy_path(d, j->id, "sfi", path, sizeof(path));
-	r = write_copy(path, j->image, j->image_len);
+	if (j->plain) {
+		/* The firmware as loaded (its files may be gone or changed by then). */
+		uint8_t *copy = NULL;
+		size_t len = 0;
+
+		line_job_copy_path(d, j->id, "plain", path, sizeof(path));
+		r = job_plain_copy(j, &copy, &len);
+		if (r == 0)
+			r = write_copy(path, copy, len);
+		free(copy);
+	} else {
+		line_job_copy_path(d, j->id, "sfi", path, sizeof(path));
+		r = write_copy(path, j->image, j->image_len);
+	}
 	if (r == 0 && j->global) {
 		line_job_copy_path(d, j->id, "lic", path, sizeof(path));
 		/* A vendor job's license file is the tool's, kept as it came. */
@@ -751,7 +763,8 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 	}
 	if (r < 0)
 		log_warning("cannot keep a copy of job %" PRId64 "'s files as %s: %s; the job is "
-			    "restored after a restart only if sfid can read them where they are",
+			    "restored after a restart only if sfid can read them where they are "
+			    "(a plain job not at all)",
 			    j->id, path, strerror(-r));
 }
 

@@ -33,6 +33,7 @@
 #include "job.h"
 #include "licensing.h"
 #include "recorder.h"
+#include "sfi-file.h"
 #include "shipper.h"
 #include "an3155-wire.h"
 #include "log.h"
@@ -262,16 +263,22 @@ static void restore_job(struct sfid *d)
 		return;
 	}
 	if (row.plain) {
-		/* sfid keeps no copy of a plain job's firmware files. */
-		log_warning("job %" PRId64 " (plain: %s) was loaded when sfid stopped; a plain job "
-			    "is not loaded again after a restart: it is ended, a supervisor loads it "
-			    "again", row.id, row.image_path);
-		if (db_job_end(licensing_ledger(d->licensing), row.id) < 0 &&
-		    db_last_error(licensing_ledger(d->licensing))[0])
-			log_debug("job end: %s", db_last_error(licensing_ledger(d->licensing)));
-		return;
-	}
-	{
+		/* A plain job from sfid's copy of its firmware as loaded. */
+		char path[PATH_MAX];
+		uint8_t *copy = NULL;
+		size_t len = 0;
+
+		line_job_copy_path(d, row.id, "plain", path, sizeof(path));
+		r = sfi_file_read(path, JOB_PLAIN_COPY_MAX, &copy, &len);
+		if (r < 0)
+			snprintf(msg, sizeof(msg), "sfid's copy of its firmware (%.300s): %s", path,
+				 sfi_file_strerror(r));
+		else
+			r = job_restore_plain(copy, len, row.firmware, row.go, row.go_address,
+					      row.target_count, row.loaded_user, &j, msg,
+					      sizeof(msg));
+		free(copy);
+	} else {
 		/* sfid's copies stand for files it may not be able to read where they are. */
 		struct job_fds fds = { .image = -1, .modules = -1, .global = -1 };
 		char path[PATH_MAX];
@@ -307,7 +314,7 @@ static void restore_job(struct sfid *d)
 			 row.image_path);
 		r = -EINVAL;
 	}
-	if (r == 0 && !j->vendor && !tokens_resolve_job(d->tokens, j)) {
+	if (r == 0 && !j->vendor && !j->plain && !tokens_resolve_job(d->tokens, j)) {
 		struct token_scan *sc = calloc(1, sizeof(*sc));
 
 		if (sc) {
