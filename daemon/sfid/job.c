@@ -536,7 +536,8 @@ out:
 	return r;
 }
 
-/* sfid's copy of a plain job's firmware: "SFIDPLN1", then per segment its address and size
+/* sfid's copy of a plain job: "SFIDPLN1", the length (u32, little endian) of its serial
+ * number's settings (serial_keep(), 0: none) and them, then per segment its address and size
  * (u32, little endian) and its bytes, in address order. */
 static const char plain_magic[8] = "SFIDPLN1";
 
@@ -553,18 +554,114 @@ static uint32_t get_le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* A plain job's serial number as sfid keeps it: what makes its values and names its series
+ * in the ledger, so that a restored job goes on with the same series. NULL: none. */
+static char *serial_keep(const struct job_serial *sn)
+{
+	struct json_object *o;
+	char num[32];
+	char *text;
+
+	if (!sn->on)
+		return NULL;
+	o = json_object_new_object();
+	snprintf(num, sizeof(num), "%" PRIu64, sn->start);
+	json_object_object_add(o, "start", json_object_new_string(num));
+	snprintf(num, sizeof(num), "%" PRIu64, sn->step);
+	json_object_object_add(o, "step", json_object_new_string(num));
+	json_object_object_add(o, "address", json_object_new_int64(sn->address));
+	json_object_object_add(o, "width", json_object_new_int64(sn->width));
+	json_object_object_add(o, "format", json_object_new_int64(sn->format));
+	json_object_object_add(o, "text", json_object_new_string(sn->text));
+	json_object_object_add(o, "series", json_object_new_string(sn->series));
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}
+
+static const char *kept_string(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static int64_t kept_int(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return -1;
+	return json_object_get_int64(v);
+}
+
+/* The serial number back from serial_keep()'s text; false if it is not one. */
+static bool serial_restore(struct job_serial *sn, const char *text, size_t len)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *o = tok ? json_tokener_parse_ex(tok, text, (int)len) : NULL;
+	const char *start, *step, *t, *series;
+	int64_t address, width, format;
+	struct job_serial n = { .on = true };
+	char *end;
+	bool ok = false;
+
+	json_tokener_free(tok);
+	if (!o || !json_object_is_type(o, json_type_object))
+		goto out;
+	start = kept_string(o, "start");
+	step = kept_string(o, "step");
+	t = kept_string(o, "text");
+	series = kept_string(o, "series");
+	address = kept_int(o, "address");
+	width = kept_int(o, "width");
+	format = kept_int(o, "format");
+	if (!start || !step || !t || !series || address < 0 || address > UINT32_MAX || width < 1 ||
+	    width > JOB_SERIAL_WIDTH_MAX || format < JOB_SERIAL_LE || format > JOB_SERIAL_ASCII ||
+	    strlen(t) >= sizeof(n.text) || !*series || strlen(series) >= sizeof(n.series))
+		goto out;
+	errno = 0;
+	n.start = strtoull(start, &end, 10);
+	if (errno || *end || !*start)
+		goto out;
+	n.step = strtoull(step, &end, 10);
+	if (errno || *end || !*step || n.step == 0)
+		goto out;
+	n.address = (uint32_t)address;
+	n.width = (unsigned)width;
+	n.format = (enum job_serial_format)format;
+	snprintf(n.text, sizeof(n.text), "%s", t);
+	snprintf(n.series, sizeof(n.series), "%s", series);
+	*sn = n;
+	ok = true;
+out:
+	json_object_put(o);
+	return ok;
+}
+
 int job_plain_copy(const struct job *j, uint8_t **ret, size_t *ret_len)
 {
-	size_t len = sizeof(plain_magic), o;
+	char *sn = serial_keep(&j->serial);
+	size_t sn_len = sn ? strlen(sn) : 0, len = sizeof(plain_magic) + 4 + sn_len, o;
 	uint8_t *buf;
 
+	if (j->serial.on && !sn)
+		return -ENOMEM;
 	for (size_t i = 0; i < j->n_seg; i++)
 		len += 8 + j->seg[i].size;
 	buf = malloc(len);
-	if (!buf)
+	if (!buf) {
+		free(sn);
 		return -ENOMEM;
+	}
 	memcpy(buf, plain_magic, sizeof(plain_magic));
 	o = sizeof(plain_magic);
+	put_le32(buf + o, (uint32_t)sn_len);
+	memcpy(buf + o + 4, sn, sn_len);
+	o += 4 + sn_len;
+	free(sn);
 	for (size_t i = 0; i < j->n_seg; i++) {
 		put_le32(buf + o, j->seg[i].address);
 		put_le32(buf + o + 4, (uint32_t)j->seg[i].size);
@@ -583,7 +680,8 @@ int job_restore_plain(const uint8_t *copy, size_t len, const char *firmware, boo
 	const char *files[JOB_FIRMWARE_MAX];
 	char *list = strdup(firmware ? firmware : ""), *save = NULL;
 	struct fw_image fw = { 0 };
-	size_t n = 0, o = sizeof(plain_magic);
+	struct job_serial sn = { 0 };
+	size_t n = 0, o = sizeof(plain_magic), sn_len;
 	int r = -EINVAL;
 
 	if (!list) {
@@ -593,10 +691,17 @@ int job_restore_plain(const uint8_t *copy, size_t len, const char *firmware, boo
 	for (char *t = strtok_r(list, "\n", &save); t && n < JOB_FIRMWARE_MAX;
 	     t = strtok_r(NULL, "\n", &save))
 		files[n++] = t;
-	if (n == 0 || len < o || memcmp(copy, plain_magic, sizeof(plain_magic)) != 0) {
+	if (n == 0 || len < o + 4 || memcmp(copy, plain_magic, sizeof(plain_magic)) != 0 ||
+	    get_le32(copy + o) > len - o - 4) {
 		sfi_reason(reason, reason_size, "sfid's copy of the firmware is not one it wrote");
 		goto out;
 	}
+	sn_len = get_le32(copy + o);
+	if (sn_len > 0 && !serial_restore(&sn, (const char *)copy + o + 4, sn_len)) {
+		sfi_reason(reason, reason_size, "sfid's copy of the job's serial number is damaged");
+		goto out;
+	}
+	o += 4 + sn_len;
 	while (o < len) {
 		struct fw_segment *g;
 		uint32_t size;
@@ -626,6 +731,8 @@ int job_restore_plain(const uint8_t *copy, size_t len, const char *firmware, boo
 		o += 8 + size;
 	}
 	r = plain_build(&fw, files, n, go, true, go_addr, target, user, ret, reason, reason_size);
+	if (r == 0)
+		(*ret)->serial = sn;
 out:
 	fw_image_clear(&fw);
 	free(list);

@@ -2,7 +2,8 @@
 # sfid is SIGKILLed 10 times while slots write serial numbers (each time as soon as the
 # ledger holds an intent without an outcome, after a random extra delay of 0 to 50 ms; h5emu
 # holds each Write Memory answer 400 ms so that the write lasts), and
-# started again; the same plain job (same counter) is loaded each time, and chips are swapped
+# started again; the same plain job (same counter) is loaded again in odd rounds and restored
+# by sfid with its serial number in even ones, and chips are swapped
 # between rounds. Afterwards: every intent a kill left open was recorded unconfirmed at the
 # next start, none is left open; the indexes given out are 0..n-1 with no gap, each value on
 # one chip and each chip with one value; every chip whose value is recorded written holds it
@@ -45,7 +46,14 @@ for round in $(seq 1 10); do
 			swapped[$s]=$((${swapped[$s]:-0} + 1))
 		done
 	fi
-	load_and_start
+	if [ "$round" -gt 1 ] && [ $((round % 2)) -eq 0 ]; then
+		# The job sfid restored from its own copy: the same series, no reload.
+		ctl --json job show | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["kind"] == "plain" and j["serial"].startswith("counter 5000:7 "), j' ||
+			line_fail "round $round: the restored job lost its serial number"
+		ctl start >/dev/null
+	else
+		load_and_start
+	fi
 	# Polled without a pause: the window is a write's 400 ms on each slot.
 	deadline=$((SECONDS + 60))
 	until open_intent; do
