@@ -659,7 +659,8 @@ int job_plain_copy(const struct job *j, uint8_t **ret, size_t *ret_len)
 	memcpy(buf, plain_magic, sizeof(plain_magic));
 	o = sizeof(plain_magic);
 	put_le32(buf + o, (uint32_t)sn_len);
-	memcpy(buf + o + 4, sn, sn_len);
+	if (sn_len)
+		memcpy(buf + o + 4, sn, sn_len);
 	o += 4 + sn_len;
 	free(sn);
 	for (size_t i = 0; i < j->n_seg; i++) {
