@@ -1528,11 +1528,8 @@ static int cmd_job_load(int argc, char **argv)
 	}
 	if (vendor)
 		json_object_object_add(args, "vendor", json_object_new_boolean(true));
-	if (!plain && serial) {
-		fprintf(stderr, "sfictl: --serial-* are for plain jobs (--plain)\n");
-		json_object_put(args);
-		return EXIT_USAGE;
-	}
+	/* Serial options on an OSFI or vendor job go to sfid, which says why it refuses them. */
+	(void)serial;
 	if (!plain && go) {
 		fprintf(stderr, "sfictl: --go is for plain jobs (--plain)\n");
 		json_object_put(args);

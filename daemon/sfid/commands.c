@@ -660,6 +660,19 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   r == -ENOENT ? CONTROL_E_NOT_FOUND : CONTROL_E_FAILED, "%s", msg);
 		return;
 	}
+	if (arg_string(req, "serial_counter") || arg_string(req, "serial_list") ||
+	    arg_int(req, "serial_at", -1) >= 0 || arg_int(req, "serial_width", -1) >= 0 ||
+	    arg_string(req, "serial_format")) {
+		/* docs/operations.md, serial numbers on OSFI and vendor jobs. */
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "serial numbers are written on "
+				   "plain jobs only: an OSFI or vendor image sets the chip's product "
+				   "state at its end from a configuration sfid cannot read (it is "
+				   "encrypted in the image), a chip left beyond Provisioning refuses the "
+				   "bootloader's memory writes after that, and the protocol gives the host "
+				   "no write of its own before it; put the value in the image, or program "
+				   "with a plain job");
+		return;
+	}
 	if (job_fds_take(c, req, &fds) < 0) {
 		job_fds_close(&fds);
 		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "a descriptor named in the "
