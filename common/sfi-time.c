@@ -20,3 +20,11 @@ int64_t sfi_monotonic_ms(void)
 {
 	return clock_ms(CLOCK_MONOTONIC);
 }
+
+int64_t sfi_monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}

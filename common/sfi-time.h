@@ -8,3 +8,5 @@
 int64_t sfi_realtime_ms(void);
 /* CLOCK_MONOTONIC: milliseconds since an arbitrary start; never jumps. */
 int64_t sfi_monotonic_ms(void);
+/* The same clock in microseconds (sfi_monotonic_ms() is this divided by 1000). */
+int64_t sfi_monotonic_us(void);

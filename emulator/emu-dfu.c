@@ -524,6 +524,7 @@ static void getstatus(struct emu_dfu *d, uint8_t *out, uint16_t wlength,
 		if (busy <= d->cfg.timing.command_ns)
 			d->poll_ms = 0;
 		res->busy_ns = busy;
+		res->poll_ms = d->poll_ms;
 		break;
 	case EMU_DFU_DNBUSY:
 		d->state = d->pending_state;

@@ -95,6 +95,7 @@ struct emu_dfu_result {
 	size_t len;	   /* IN: bytes answered (<= wLength); OUT: bytes taken */
 	bool stall;	   /* the request is stalled (-EPIPE) */
 	uint64_t busy_ns;  /* the chip is busy (NAKs every request) this long after it */
+	uint32_t poll_ms;  /* bwPollTimeout this answer gave: no request is due before it */
 	bool reset;	   /* the device resets after this request: re-enumeration */
 };
 

@@ -120,6 +120,9 @@ struct conn {
 	 * free again. */
 	uint64_t link_free;
 	uint64_t busy_until;
+	/* The end of the last bwPollTimeout given (0: none): a host that asks before it ignores
+	 * the wait DFU 1.1 requires, which h5emu says in its log. */
+	uint64_t poll_until;
 };
 
 struct usb_dev {
@@ -795,6 +798,11 @@ static int submit_urb(struct conn *c, struct client *client, uint64_t arg)
 		res.stall = true;
 		r->status = -EPROTO;
 	} else {
+		if (c->poll_until && now < c->poll_until)
+			g_printerr("h5emu: %s dev %u: request %02x %02x came %" G_GUINT64_FORMAT
+				   " us before the bwPollTimeout it was given ended\n", dev->sysname,
+				   c->devnum, setup[0], setup[1], (c->poll_until - now) / 1000);
+		c->poll_until = 0;
 		u->ops.activity(u->ops.user_data, dev->index);
 		f = fault_match(dev, chip, setup);
 		if (f && f->action == EMU_USB_FAULT_DFU_ERROR) {
@@ -825,6 +833,8 @@ static int submit_urb(struct conn *c, struct client *client, uint64_t arg)
 	r->due = urb_schedule(c, now, (setup[0] & 0x80) ? res.len : wlength, &end);
 	/* The chip's work starts once the request's answer is on the bus. */
 	c->busy_until = end + res.busy_ns;
+	if (res.poll_ms)
+		c->poll_until = end + (uint64_t)res.poll_ms * 1000000u;
 	if (res.stall) {
 		r->status = r->status ? r->status : -EPIPE;
 		r->actual = 0;

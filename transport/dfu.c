@@ -594,7 +594,8 @@ static bool engine_step(struct dfu *d)
 				dfuse_xfer_waited(&d->x);
 				continue;
 			}
-			d->wait_until = now(d) + io.wait_ms;
+			/* Never before bwPollTimeout has passed (DFU 1.1, 6.1.2). */
+			d->wait_until = transport_after_ms(d->t, io.wait_ms);
 			transport_debug(d->t, "dfu: %" PRId64 " wait %u ms (bwPollTimeout)", now(d),
 					io.wait_ms);
 			return true;

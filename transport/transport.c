@@ -46,6 +46,13 @@ int64_t transport_now_ms(const struct transport *t)
 	return t->opt.now_ms ? t->opt.now_ms(t->opt.user_data) : sfi_monotonic_ms();
 }
 
+int64_t transport_after_ms(const struct transport *t, unsigned ms)
+{
+	if (t->opt.now_ms)
+		return t->opt.now_ms(t->opt.user_data) + ms;
+	return (sfi_monotonic_us() + (int64_t)ms * 1000 + 999) / 1000;
+}
+
 void transport_debug(const struct transport *t, const char *fmt, ...)
 {
 	char line[512];

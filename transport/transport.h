@@ -166,6 +166,10 @@ void *transport_priv(const struct transport *t);
 const struct transport_options *transport_options(const struct transport *t);
 /* The clock of the options. */
 int64_t transport_now_ms(const struct transport *t);
+/* A time on that clock no earlier than ms milliseconds from now: the monotonic clock's
+ * milliseconds are whole, so "now + ms" may come up to 1 ms early; this rounds up from the
+ * microsecond (an injected clock is taken as it counts). For waits a device asks for. */
+int64_t transport_after_ms(const struct transport *t, unsigned ms);
 /* Backends: the running operation ended with r. Call it last: the callback may start the
  * next operation or close the link. */
 void transport_complete(struct transport *t, int r);

@@ -183,4 +183,7 @@ sb 0 --erase write 0x08000000 a.bin
 [ "$rc" -eq 0 ] || fail "write after the faults: exit $rc: $(cat "$tmp/err")"
 sb 1 --erase write 0x08000000 a.bin
 [ "$rc" -eq 0 ] || fail "write with a slow GETSTATUS: exit $rc: $(cat "$tmp/err")"
+# sfi-boot never asked again before the bwPollTimeout it was given had passed.
+! grep -q "before the bwPollTimeout" "$tmp/emu.log" ||
+	fail "sfi-boot did not wait bwPollTimeout: $(grep -m 5 "before the bwPollTimeout" "$tmp/emu.log")"
 echo "ok"

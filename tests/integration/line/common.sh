@@ -52,6 +52,13 @@ line_cleanup() {
 			"$tmp/sfid.log" | head -n 60 >&2
 		rc=1
 	fi
+	# sfid never asks a DfuSe device again before the bwPollTimeout it was given has passed
+	# (h5emu names every request that does).
+	if [ -f "$tmp/emu.log" ] && grep -q "before the bwPollTimeout" "$tmp/emu.log"; then
+		echo "FAIL: sfid did not wait bwPollTimeout:" >&2
+		grep -m 5 "before the bwPollTimeout" "$tmp/emu.log" >&2
+		rc=1
+	fi
 	if [ -n "${SFID_KEEP_TMP:-}" ]; then
 		echo "kept $tmp" >&2
 	else
