@@ -574,6 +574,20 @@ static char *serial_keep(const struct job_serial *sn)
 	json_object_object_add(o, "format", json_object_new_int64(sn->format));
 	json_object_object_add(o, "text", json_object_new_string(sn->text));
 	json_object_object_add(o, "series", json_object_new_string(sn->series));
+	if (sn->list) {
+		/* A list's values go with it: the file may be gone or changed by then. */
+		size_t n = sn->list->n * sn->list->width;
+		char *hex = malloc(2 * n + 1);
+
+		if (!hex) {
+			json_object_put(o);
+			return NULL;
+		}
+		sfid_hex(sn->list->bytes, n, hex);
+		json_object_object_add(o, "list", json_object_new_string(hex));
+		json_object_object_add(o, "list_path", json_object_new_string(sn->list_path));
+		free(hex);
+	}
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;
@@ -627,8 +641,31 @@ static bool serial_restore(struct job_serial *sn, const char *text, size_t len)
 	if (errno || *end || !*start)
 		goto out;
 	n.step = strtoull(step, &end, 10);
-	if (errno || *end || !*step || n.step == 0)
+	if (errno || *end || !*step || (n.step == 0 && !kept_string(o, "list")))
 		goto out;
+	if (kept_string(o, "list")) {
+		const char *hex = kept_string(o, "list"), *path = kept_string(o, "list_path");
+		size_t hn = strlen(hex);
+
+		if (!path || hn == 0 || hn % (2 * (size_t)width) != 0)
+			goto out;
+		n.list = calloc(1, sizeof(*n.list));
+		if (n.list)
+			n.list->bytes = malloc(hn / 2);
+		if (!n.list || !n.list->bytes)
+			goto list_bad;
+		n.list->refs = 1;
+		n.list->width = (unsigned)width;
+		n.list->n = hn / 2 / (size_t)width;
+		for (size_t i = 0; i < hn / 2; i++) {
+			unsigned b;
+
+			if (sscanf(hex + 2 * i, "%2x", &b) != 1)
+				goto list_bad;
+			n.list->bytes[i] = (uint8_t)b;
+		}
+		snprintf(n.list_path, sizeof(n.list_path), "%s", path);
+	}
 	n.address = (uint32_t)address;
 	n.width = (unsigned)width;
 	n.format = (enum job_serial_format)format;
@@ -636,6 +673,9 @@ static bool serial_restore(struct job_serial *sn, const char *text, size_t len)
 	snprintf(n.series, sizeof(n.series), "%s", series);
 	*sn = n;
 	ok = true;
+	goto out;
+list_bad:
+	job_serial_list_unref(n.list);
 out:
 	json_object_put(o);
 	return ok;

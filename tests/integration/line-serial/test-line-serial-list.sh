@@ -8,7 +8,7 @@
 # its value; the 11th chip finds the list used up and the line halts with its sentence
 # (sfictl status). The same file changed (one line added) is refused at load: its values
 # were given out in the first list's series. An OSFI job with a serial number is refused at
-# load with its sentence.
+# load with its sentence. After a restart the job comes back with its list.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-serial-list.XXXXXX")
@@ -149,4 +149,14 @@ for c in "$tmp/emu-state"/chip*; do
 	n=$((n + 1))
 done
 [ "$n" -eq 10 ] || line_fail "$n stamped chips checked, expected 10"
+
+# After a restart the job comes back with its list (kept by sfid, the file gone): the same
+# series, the same 10 values.
+rm -f "$list"
+line_stop_pid "$sfid_pid"
+sfid_pid=
+line_start_sfid
+ctl job show >"$tmp/show.out" 2>&1 || line_fail "job show after the restart: $(cat "$tmp/show.out")"
+grep -q "serial *$series" "$tmp/show.out" && grep -q "list .*macs.txt (10 values)" "$tmp/show.out" ||
+	line_fail "the restored job's serial list: $(cat "$tmp/show.out")"
 echo "serial list: 10 lines for 16 chips: 10 stamped in the list's order, no value twice, $failed failed on the used-up list and the line halted with its sentence; 11 malformed lists refused with the line; the changed file refused"
