@@ -513,6 +513,10 @@ void emu_chip_set_osfi(struct emu_chip *c, struct emu_osfi *o)
 #define MEM_FILE "memory.bin"
 #define CONF_FILE "chip.conf"
 
+/* Through a temporary name and rename: a reader (h5emu at its next start, a test) finds the
+ * old file or the new one, whole. No fsync: what the chip holds must survive h5emu stopping
+ * or being killed, which the page cache ensures, not a crash of the machine; an fsync here
+ * held up every emulated USB device's requests for 5-40 ms (docs/emulator.md, "State"). */
 static int write_file_atomic(const char *dir, const char *name, const void *a, size_t na,
 			     const void *b, size_t nb)
 {
@@ -542,8 +546,6 @@ static int write_file_atomic(const char *dir, const char *name, const void *a, s
 			off += (size_t)n;
 		}
 	}
-	if (r == 0 && fsync(fd) < 0)
-		r = -errno;
 	if (close(fd) < 0 && r == 0)
 		r = -errno;
 	if (r == 0 && rename(tmp, path) < 0)

@@ -303,8 +303,11 @@ static int path_join(char *buf, size_t len, const char *dir, const char *name)
 	return 0;
 }
 
-/* Writes a file through a temporary name and rename, mode 0600. */
-static int write_file_private(const char *dir, const char *name, const void *data, size_t len)
+/* Writes a file through a temporary name and rename, mode 0600; `sync`: fsync before the
+ * rename (the chip's key and certificate, made once; not the session record, written at
+ * every change of state from the USB ioctl thread: see write_file_atomic in emu-chip.c). */
+static int write_file_private(const char *dir, const char *name, const void *data, size_t len,
+			      bool sync)
 {
 	char tmp[4096], path[4096];
 	const uint8_t *p = data;
@@ -332,8 +335,10 @@ static int write_file_private(const char *dir, const char *name, const void *dat
 		p += n;
 		len -= (size_t)n;
 	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
+	r = sync && fsync(fd) < 0 ? -errno : 0;
+	if (close(fd) < 0 && r == 0)
 		r = -errno;
+	if (r < 0) {
 		unlink(tmp);
 		return r;
 	}
@@ -435,7 +440,7 @@ static int chip_key_load_or_create(struct emu_osfi *o, const char *dir)
 		return -ENOMEM;
 	}
 	n = BIO_get_mem_data(bio, &pem);
-	r = write_file_private(dir, EMU_OSFI_KEY_FILE, pem, (size_t)n);
+	r = write_file_private(dir, EMU_OSFI_KEY_FILE, pem, (size_t)n, true);
 	BIO_free(bio);	/* secmem BIO: the PEM copy is wiped */
 	if (r < 0) {
 		EVP_PKEY_free(pkey);
@@ -548,7 +553,7 @@ static int chip_cert_load_or_create(struct emu_osfi *o, const char *dir, const c
 	if (r < 0)
 		goto out;
 	if (dir) {
-		r = write_file_private(dir, EMU_OSFI_CERT_FILE, want, OSFI_CERT_LEN);
+		r = write_file_private(dir, EMU_OSFI_CERT_FILE, want, OSFI_CERT_LEN, true);
 		if (r < 0)
 			goto out;
 	}
@@ -602,7 +607,7 @@ static void record_save(struct emu_osfi *o)
 		     "state=%u\nstatus=0x%04x\nareas=%u\nstream=%u\ninstalled=%s\n",
 		     (unsigned)o->state, (unsigned)o->last_status, (unsigned)o->areas_done,
 		     (unsigned)(o->pos - OSFI_HEADER_LEN), hex);
-	r = write_file_private(dir, EMU_OSFI_SESSION_FILE, buf, (size_t)n);
+	r = write_file_private(dir, EMU_OSFI_SESSION_FILE, buf, (size_t)n, false);
 	if (r < 0)
 		fprintf(stderr, "h5emu: chip %u: saving the OSFI session record failed: %s\n",
 			emu_chip_index(o->chip), strerror(-r));

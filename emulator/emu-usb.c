@@ -21,12 +21,12 @@
  * this process runs under libumockdev-preload (h5emu re-executes itself under it).
  *
  * Time: every URB gets a completion time on the emulated bus (see urb_schedule) and is
- * reapable only from then on; a timerfd in the harness thread's main context drains the
- * FIFO of the device at that moment. Chip work (flash) keeps the device busy: requests
+ * reapable only from then on; a timerfd in the ioctl server's epoll set drains the FIFO of
+ * the device at that moment. Chip work (flash) keeps the device busy: requests
  * submitted meanwhile complete after it.
  *
  * Threads: the ioctl server thread ("emu-usb-io") accepts the clients of every node's
- * socket and runs their ioctls; the timer, the uevent listeners and calls from h5emu's loop
+ * socket, runs their ioctls and the timer; the uevent listeners and calls from h5emu's loop
  * run in the harness thread. Conns, clients, URBs, devices and the timer are touched by
  * both, under u->mu (taken at each entry point, before ops.lock). The chip model belongs
  * to h5emu's loop and is reached under ops.lock only. Calls from the loop are run in the
@@ -148,8 +148,7 @@ struct emu_usb {
 	GMainContext *context;
 	GMainLoop *loop;
 	GThread *thread;
-	GSource *timer_source;
-	int timer;
+	int timer;			/* in the ioctl server's epoll set */
 	uint64_t armed;			/* when the timer fires (UINT64_MAX: disarmed) */
 	/* The ioctl server (see "ioctl socket" below): its thread, epoll set, wake-up eventfd,
 	 * clients and the bytes of the answer being built. */
@@ -165,8 +164,8 @@ struct emu_usb {
 	GSource *inotify_source;
 	int inotify;
 	char listeners[PATH_MAX];
-	/* Held by every entry point: the ioctls run in the ioctl server thread, the timer,
-	 * uevent listeners and calls from h5emu's loop in the harness thread. */
+	/* Held by every entry point: the ioctls and the timer run in the ioctl server thread,
+	 * the uevent listeners and calls from h5emu's loop in the harness thread. */
 	GRecMutex mu;
 	struct conn *conns;
 	unsigned next_conn_id;
@@ -466,19 +465,14 @@ static void usb_tick(struct emu_usb *u)
 	timerfd_settime(u->timer, TFD_TIMER_ABSTIME, &its, NULL);
 }
 
-static gboolean on_timer(gint fd, GIOCondition cond, gpointer user_data)
+/* The timer fired (in the ioctl server thread, under u->mu). */
+static void on_timer(struct emu_usb *u)
 {
 	uint64_t exp;
 
-	struct emu_usb *u = user_data;
-
-	(void)cond;
-	(void)!read(fd, &exp, sizeof(exp));
-	g_rec_mutex_lock(&u->mu);
+	(void)!read(u->timer, &exp, sizeof(exp));
 	u->armed = UINT64_MAX;		/* it fired: a one-shot timer is disarmed */
 	usb_tick(u);
-	g_rec_mutex_unlock(&u->mu);
-	return G_SOURCE_CONTINUE;
 }
 
 /* --- uevent listeners ---
@@ -618,6 +612,7 @@ static void usb_uevent(struct emu_usb *u, const char *syspath, const char *actio
 #define EV_LISTEN 1ull
 #define EV_CLIENT 2ull
 #define EV_WAKE 3ull
+#define EV_TIMER 4ull
 #define EV_KEY(kind, id) ((kind) << 32 | (uint64_t)(id))
 
 static void out_append(struct emu_usb *u, const void *p, size_t len)
@@ -1194,6 +1189,8 @@ static gpointer io_thread_main(gpointer user_data)
 
 				(void)!read(u->wake, &x, sizeof(x));
 				stop = u->io_stop;
+			} else if (kind == EV_TIMER) {
+				on_timer(u);
 			} else if (kind == EV_LISTEN) {
 				struct conn *c = conn_by_id(u, id);
 
@@ -1714,17 +1711,16 @@ int emu_usb_start(const struct emu_usb_config *cfg, const struct emu_usb_ops *op
 	}
 	{
 		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EV_KEY(EV_WAKE, 0) };
+		struct epoll_event tev = { .events = EPOLLIN, .data.u64 = EV_KEY(EV_TIMER, 0) };
 
-		if (epoll_ctl(u->epoll, EPOLL_CTL_ADD, u->wake, &ev) < 0) {
+		if (epoll_ctl(u->epoll, EPOLL_CTL_ADD, u->wake, &ev) < 0 ||
+		    epoll_ctl(u->epoll, EPOLL_CTL_ADD, u->timer, &tev) < 0) {
 			r = -errno;
 			emu_usb_stop(u);
 			return r;
 		}
 	}
 	u->io_thread = g_thread_new("emu-usb-io", io_thread_main, u);
-	u->timer_source = g_unix_fd_source_new(u->timer, G_IO_IN);
-	g_source_set_callback(u->timer_source, (GSourceFunc)(void (*)(void))on_timer, u, NULL);
-	g_source_attach(u->timer_source, u->context);
 	u->thread = g_thread_new("emu-usb", usb_thread_main, u);
 	r = usb_call(u, 0, call_setup);
 	if (r < 0) {
@@ -1792,10 +1788,6 @@ void emu_usb_stop(struct emu_usb *u)
 		close(u->epoll);
 	if (u->wake >= 0)
 		close(u->wake);
-	if (u->timer_source) {
-		g_source_destroy(u->timer_source);
-		g_source_unref(u->timer_source);
-	}
 	if (u->timer >= 0)
 		close(u->timer);
 	if (u->inotify_source) {

@@ -5,22 +5,34 @@
 # the last chip recorded installed, each chip's image rate (image bytes / that time), and
 # how the SLOTS-slot time compares with one slot's.
 # Also the CPU time (user + system) h5emu and sfid used in each run, and the load average.
+# --tokens N: the licenses come from a pool of N line tokens ([hsm] pool, each provisioned
+# for the same image with its own counter) instead of the line token alone.
 #
-# Usage: bench/dfu/bench-line-dfu.sh [--runs N] BUILDDIR [SLOTS] [IMAGE_KB]
+# Usage: bench/dfu/bench-line-dfu.sh [--runs N] [--tokens N] BUILDDIR [SLOTS] [IMAGE_KB]
 set -euo pipefail
 RUNS=3
-if [ "${1:-}" = --runs ]; then
-	RUNS=${2:?--runs needs a number}
-	shift 2
-fi
-BUILD=$(realpath "${1:?usage: bench-line-dfu.sh [--runs N] BUILDDIR [SLOTS] [IMAGE_KB]}")
+TOKENS=1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--runs) RUNS=${2:?--runs needs a number}; shift 2 ;;
+	--tokens) TOKENS=${2:?--tokens needs a number}; shift 2 ;;
+	*) break ;;
+	esac
+done
+BUILD=$(realpath "${1:?usage: bench-line-dfu.sh [--runs N] [--tokens N] BUILDDIR [SLOTS] [IMAGE_KB]}")
 SLOTS=${2:-16}
 KB=${3:-256}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-line-dfu.XXXXXX")
 . "$(dirname "$0")/../../tests/integration/line/common.sh"
+. "$(dirname "$0")/../../tests/integration/line-pool/pool.sh"
 trap line_cleanup EXIT INT TERM
 
 line_setup_pki $((RUNS * (SLOTS + 1) + 10)) "$KB"
+pool=
+for t in $(seq 2 "$TOKENS"); do
+	pool_add_token "pool-$t" $((RUNS * (SLOTS + 1) + 10))
+	pool="${pool:+$pool, }pool-$t"
+done
 size=$(stat -c %s "$tmp/pki/demo.sfi")
 
 # cpu_s PID: user + system CPU seconds of a running process (its threads included).
@@ -39,6 +51,7 @@ run() {
 		printf '[station]\nname = bench-dfu\n'
 		printf '[hsm]\nmodule = %s\ntoken = %s\npin_file = %s\n' "$SOFTHSM_MODULE" \
 			"$TOKEN_LABEL" "$tmp/pki/pin"
+		[ -z "$pool" ] || printf 'pool = %s\n' "$pool"
 		printf '[database]\npath = %s\n' "$tmp/sfid.db"
 		printf '[control]\nsocket = %s\noperator_group = users\nsupervisor_group = root\n' \
 			"$tmp/sfid.sock"
@@ -80,14 +93,14 @@ for r in $(seq "$RUNS"); do
 		"$r" "${one[-1]}" "$e1" "$s1" "$SLOTS" "${many[-1]}" "$en" "$sn" \
 		"$(cut -d' ' -f1-3 /proc/loadavg)"
 done
-python3 - "$size" "$SLOTS" "${one[*]}" "${many[*]}" "${one_cpu[*]}" "${many_cpu[*]}" <<'PY'
+python3 - "$size" "$SLOTS" "${one[*]}" "${many[*]}" "${one_cpu[*]}" "${many_cpu[*]}" "$TOKENS" <<'PY'
 import statistics, sys
-size, slots = int(sys.argv[1]), int(sys.argv[2])
+size, slots, tokens = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[7])
 one = statistics.median(float(x) for x in sys.argv[3].split())
 many = statistics.median(float(x) for x in sys.argv[4].split())
 def cpu(arg, i):
     return statistics.median(float(x.split(":")[i]) for x in arg.split())
-print(f"image {size} bytes, one chip per slot, medians:")
+print(f"image {size} bytes, one chip per slot, {tokens} line token(s), medians:")
 print(f"  1 slot:   {one:6.2f} s  {size / 1024 / one:6.1f} KiB/s per chip")
 print(f"  {slots} slots: {many:6.2f} s  {size / 1024 / many:6.1f} KiB/s per chip, "
       f"{slots * size / 1024 / many:7.1f} KiB/s for the line")
