@@ -70,7 +70,8 @@ run() {
 	# CPU seconds (user + system) each process used from `sfictl start` to here.
 	echo "$(cpu_s "$emu_pid") - $c0" | bc >"$tmp/cpu.emu"
 	echo "$(cpu_s "$sfid_pid") - $s0" | bc >"$tmp/cpu.sfid"
-	paste -d' ' "$tmp/cpu.emu" "$tmp/cpu.sfid" >"$tmp/cpu"
+	sql "SELECT count(DISTINCT token_serial) FROM licenses" >"$tmp/cpu.tokens"
+	paste -d' ' "$tmp/cpu.emu" "$tmp/cpu.sfid" "$tmp/cpu.tokens" >"$tmp/cpu"
 	line_stop_pid "$sfid_pid"
 	sfid_pid=
 	line_stop_pid "$emu_pid"
@@ -84,13 +85,13 @@ one_cpu=()
 many_cpu=()
 for r in $(seq "$RUNS"); do
 	one+=("$(run 1)")
-	read -r e1 s1 <"$tmp/cpu"
+	read -r e1 s1 _ <"$tmp/cpu"
 	many+=("$(run "$SLOTS")")
-	read -r en sn <"$tmp/cpu"
+	read -r en sn tn <"$tmp/cpu"
 	one_cpu+=("$e1:$s1")
 	many_cpu+=("$en:$sn")
-	printf 'run %d: 1 slot %.2f s (CPU h5emu %s s, sfid %s s), %d slots %.2f s (CPU h5emu %s s, sfid %s s), load %s\n' \
-		"$r" "${one[-1]}" "$e1" "$s1" "$SLOTS" "${many[-1]}" "$en" "$sn" \
+	printf 'run %d: 1 slot %.2f s (CPU h5emu %s s, sfid %s s), %d slots %.2f s (CPU h5emu %s s, sfid %s s, licenses from %s tokens), load %s\n' \
+		"$r" "${one[-1]}" "$e1" "$s1" "$SLOTS" "${many[-1]}" "$en" "$sn" "$tn" \
 		"$(cut -d' ' -f1-3 /proc/loadavg)"
 done
 python3 - "$size" "$SLOTS" "${one[*]}" "${many[*]}" "${one_cpu[*]}" "${many_cpu[*]}" "$TOKENS" <<'PY'
