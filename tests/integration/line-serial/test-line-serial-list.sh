@@ -8,7 +8,8 @@
 # its value; the 11th chip finds the list used up and the line halts with its sentence
 # (sfictl status). The same file changed (one line added) is refused at load: its values
 # were given out in the first list's series. An OSFI job with a serial number is refused at
-# load with its sentence. After a restart the job comes back with its list.
+# load with its sentence. After a restart the job comes back with its list. sfid SIGKILLed 4
+# times in a list's serial step gives no value twice and skips none.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-serial-list.XXXXXX")
@@ -159,4 +160,42 @@ line_start_sfid
 ctl job show >"$tmp/show.out" 2>&1 || line_fail "job show after the restart: $(cat "$tmp/show.out")"
 grep -q "serial *$series" "$tmp/show.out" && grep -q "list .*macs.txt (10 values)" "$tmp/show.out" ||
 	line_fail "the restored job's serial list: $(cat "$tmp/show.out")"
-echo "serial list: 10 lines for 16 chips: 10 stamped in the list's order, no value twice, $failed failed on the used-up list and the line halted with its sentence; 11 malformed lists refused with the line; the changed file refused"
+
+# sfid SIGKILLed 4 times while slots take list values (h5emu holds each Write Memory answer
+# 400 ms), the job restored each time: no value twice, none skipped without a row, each
+# index the list's line.
+line_stop_pid "$sfid_pid"
+sfid_pid=
+EMU_STATE=$tmp/emu-state-3 line_start_emu 8 1 --baud 115200 --fault cmd=0x31,repeat,action=delay:400
+sed -i 's/^shutdown_timeout_ms = 5000$/&\nretries_per_chip = 100/' "$tmp/sfid.conf"
+line_start_sfid
+head -c 1024 /dev/urandom >"$tmp/small.bin"
+for i in $(seq 0 39); do printf 'A5A5%04X\n' $((i * 3 + 1)); done >"$tmp/keys.txt"
+keys="list sha256:$(sha256sum "$tmp/keys.txt" | cut -c1-64) hex width 4 at 0x08100000"
+ctl job load --plain "$tmp/small.bin@0x08000000" --serial-list "$tmp/keys.txt" \
+	--serial-at 0x08100000 >/dev/null || line_fail "job load (keys)"
+for round in 1 2 3 4; do
+	ctl start >/dev/null
+	deadline=$((SECONDS + 60))
+	until [ "$(sql "SELECT count(*) FROM serials WHERE series = '$keys' AND state = 'intent'")" -ge 1 ]; do
+		[ "$SECONDS" -lt "$deadline" ] || line_fail "no open list intent in 60 s (round $round)"
+	done
+	sleep "0.0$((RANDOM % 5))$((RANDOM % 10))"
+	line_kill_sfid
+	line_start_sfid
+	[ "$(sql "SELECT count(*) FROM serials WHERE state = 'intent'")" -eq 0 ] ||
+		line_fail "round $round: an intent is still open after the restart"
+done
+ctl start >/dev/null
+wait_for 90 "8 chips written from the keys" \
+	sql_is "SELECT count(*) FROM serials WHERE series = '$keys' AND state = 'written'" 8
+ctl stop >/dev/null
+rows=$(sql "SELECT count(*) FROM serials WHERE series = '$keys'")
+[ "$rows" -eq 8 ] || line_fail "$rows rows in the keys' series for 8 chips"
+[ "$(sql "SELECT (max(idx) + 1) || ' ' || count(DISTINCT value) || ' ' || count(DISTINCT chip_uid) FROM serials WHERE series = '$keys'")" = "$rows $rows $rows" ] ||
+	line_fail "the keys' series has a gap or a value twice: $(sql "SELECT idx, value, chip_uid, state FROM serials WHERE series = '$keys'")"
+[ "$(sql "SELECT count(*) FROM serials WHERE series = '$keys' AND value <> printf('a5a5%04x', idx * 3 + 1)")" -eq 0 ] ||
+	line_fail "a key is not its line"
+unconfirmed=$(sql "SELECT count(*) FROM audit WHERE type = 'serial.result' AND content LIKE '%\"state\":\"unconfirmed\"%' AND content LIKE '%$(sha256sum "$tmp/keys.txt" | cut -c1-64)%'")
+[ "$unconfirmed" -ge 4 ] || line_fail "$unconfirmed intents recorded unconfirmed for 4 kills"
+echo "serial list: 4 SIGKILLs in the list's serial step, $rows keys on $rows chips, no gap, $unconfirmed left unconfirmed and resolved; 10 lines for 16 chips: 10 stamped in the list's order, no value twice, $failed failed on the used-up list and the line halted with its sentence; 11 malformed lists refused with the line; the changed file refused"
