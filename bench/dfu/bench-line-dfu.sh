@@ -41,6 +41,15 @@ cpu_s() {
 		"/proc/$1/stat"
 }
 
+# threads_cpu PID: "TID NAME TICKS" for each thread of a running process.
+threads_cpu() {
+	local t
+	for t in /proc/"$1"/task/*; do
+		awk -v tid="${t##*/}" '{ n = $0; sub(/^[^(]*\(/, "", n); sub(/\) .*/, "", n)
+			sub(/.*\) /, ""); print tid, n, $12 + $13 }' "$t/stat" 2>/dev/null || true
+	done
+}
+
 # run SLOTS: prints the seconds from start to the last chip installed.
 run() {
 	local slots=$1 t0 t1
@@ -62,6 +71,7 @@ run() {
 	line_start_sfid
 	ctl job load "$tmp/pki/demo.sfi" --count "$slots" >/dev/null
 	c0=$(cpu_s "$emu_pid")
+	threads_cpu "$emu_pid" >"$tmp/threads0"
 	s0=$(cpu_s "$sfid_pid")
 	t0=$(date +%s.%N)
 	ctl start >/dev/null
@@ -69,6 +79,12 @@ run() {
 	t1=$(date +%s.%N)
 	# CPU seconds (user + system) each process used from `sfictl start` to here.
 	echo "$(cpu_s "$emu_pid") - $c0" | bc >"$tmp/cpu.emu"
+	# h5emu's CPU by thread name (threads of one name summed), seconds.
+	threads_cpu "$emu_pid" | awk -v hz="$(getconf CLK_TCK)" '
+		NR == FNR { t0[$1] = $3; next }
+		{ s[$2] += $3 - t0[$1] }
+		END { for (n in s) { printf "%s%s %.2f", sep, n, s[n] / hz; sep = ", " }; print "" }' \
+		"$tmp/threads0" - >"$tmp/threads"
 	echo "$(cpu_s "$sfid_pid") - $s0" | bc >"$tmp/cpu.sfid"
 	sql "SELECT count(DISTINCT token_serial) FROM licenses" >"$tmp/cpu.tokens"
 	paste -d' ' "$tmp/cpu.emu" "$tmp/cpu.sfid" "$tmp/cpu.tokens" >"$tmp/cpu"
@@ -88,10 +104,11 @@ for r in $(seq "$RUNS"); do
 	read -r e1 s1 _ <"$tmp/cpu"
 	many+=("$(run "$SLOTS")")
 	read -r en sn tn <"$tmp/cpu"
+	threads=$(cat "$tmp/threads")
 	one_cpu+=("$e1:$s1")
 	many_cpu+=("$en:$sn")
-	printf 'run %d: 1 slot %.2f s (CPU h5emu %s s, sfid %s s), %d slots %.2f s (CPU h5emu %s s, sfid %s s, licenses from %s tokens), load %s\n' \
-		"$r" "${one[-1]}" "$e1" "$s1" "$SLOTS" "${many[-1]}" "$en" "$sn" "$tn" \
+	printf 'run %d: 1 slot %.2f s (CPU h5emu %s s, sfid %s s), %d slots %.2f s (CPU h5emu %s s: %s; sfid %s s; licenses from %s tokens), load %s\n' \
+		"$r" "${one[-1]}" "$e1" "$s1" "$SLOTS" "${many[-1]}" "$en" "$threads" "$sn" "$tn" \
 		"$(cut -d' ' -f1-3 /proc/loadavg)"
 done
 python3 - "$size" "$SLOTS" "${one[*]}" "${many[*]}" "${one_cpu[*]}" "${many_cpu[*]}" "$TOKENS" <<'PY'
