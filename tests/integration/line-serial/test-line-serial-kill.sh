@@ -12,6 +12,7 @@ set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-serial-kill.XXXXXX")
 . "$(dirname "$0")/../line/common.sh"
+. "$(dirname "$0")/serial.sh"
 trap line_cleanup EXIT INT TERM
 
 line_setup_pki 100 64
@@ -109,16 +110,7 @@ unconfirmed=$(sql "SELECT count(*) FROM audit WHERE type = 'serial.result' AND c
 
 line_stop_pid "$emu_pid"
 emu_pid=
-n=0
-for c in "$tmp/emu-state"/chip*; do
-	[ -f "$c/memory.bin" ] || continue
-	uid=$(sed -n 's/^uid=//p' "$c/chip.conf")
-	want=$(sql "SELECT value FROM serials WHERE chip_uid = '$uid' AND state = 'written'")
-	[ -n "$want" ] || continue
-	got=$(od -An -tx1 -j $((0x100000)) -N 8 "$c/memory.bin" | tr -d ' \n')
-	[ "$got" = "$want" ] || line_fail "$c ($uid): flash holds $got, the ledger $want (written)"
-	n=$((n + 1))
-done
+n=$(serial_flash_check 8 "state = 'written'")
 [ "$n" -ge 8 ] || line_fail "only $n chips hold a value recorded written"
 
 line_start_emu 8 1

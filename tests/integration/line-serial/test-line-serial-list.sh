@@ -14,6 +14,7 @@ set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-serial-list.XXXXXX")
 . "$(dirname "$0")/../line/common.sh"
+. "$(dirname "$0")/serial.sh"
 trap line_cleanup EXIT INT TERM
 
 line_setup_pki 100 64
@@ -139,16 +140,7 @@ ctl stop >/dev/null
 # Each stamped chip's flash holds its value after the firmware.
 line_stop_pid "$emu_pid"
 emu_pid=
-n=0
-for c in "$tmp/emu-state"/chip*; do
-	[ -f "$c/memory.bin" ] || continue
-	uid=$(sed -n 's/^uid=//p' "$c/chip.conf")
-	want=$(sql "SELECT value FROM serials WHERE chip_uid = '$uid' AND series = '$series'")
-	[ -n "$want" ] || continue
-	got=$(od -An -tx1 -j $((0x100000)) -N 6 "$c/memory.bin" | tr -d ' \n')
-	[ "$got" = "$want" ] || line_fail "$c ($uid): flash holds $got at 0x08100000, the ledger $want"
-	n=$((n + 1))
-done
+n=$(serial_flash_check 6 "series = '$series'")
 [ "$n" -eq 10 ] || line_fail "$n stamped chips checked, expected 10"
 
 # After a restart the job comes back with its list (kept by sfid, the file gone): the same

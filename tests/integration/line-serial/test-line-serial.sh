@@ -12,6 +12,7 @@ set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-serial.XXXXXX")
 . "$(dirname "$0")/../line/common.sh"
+. "$(dirname "$0")/serial.sh"
 trap line_cleanup EXIT INT TERM
 
 line_setup_pki 100 64
@@ -95,18 +96,12 @@ ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
 ctl stop >/dev/null
 line_stop_pid "$emu_pid"
 emu_pid=
-n=0
 for c in "$tmp/emu-state"/chip*; do
 	[ -f "$c/memory.bin" ] || continue
-	uid=$(sed -n 's/^uid=//p' "$c/chip.conf")
-	want=$(sql "SELECT value FROM serials WHERE chip_uid = '$uid'")
-	[ -n "$want" ] || line_fail "$c ($uid): no serial row"
 	cmp -s -n 65536 "$fw" "$c/memory.bin" || line_fail "$c: flash does not hold the firmware"
-	got=$(od -An -tx1 -j $((0x100000)) -N 4 "$c/memory.bin" | tr -d ' \n')
-	[ "$got" = "$want" ] || line_fail "$c ($uid): flash holds $got at 0x08100000, the ledger $want"
-	n=$((n + 1))
 done
-[ "$n" -eq 24 ] || line_fail "$n chips checked, expected 24"
+n=$(serial_flash_check 4 1)
+[ "$n" -eq 24 ] || line_fail "$n of the 24 chips hold the value the ledger gave them"
 
 # A counter that runs out of its width halts the line with its sentence (new chips).
 line_stop_pid "$sfid_pid"
