@@ -384,6 +384,20 @@ static int cmp_values(const void *a, const void *b, void *arg)
 	return c ? c : (i < k ? -1 : i > k);
 }
 
+/* The list's line at *pos (without its LF or CR LF): its start, its length in *n_line;
+ * *pos moves to the next line. */
+static const char *list_next_line(const uint8_t *text, size_t len, size_t *pos, size_t *n_line)
+{
+	const char *p = (const char *)text + *pos;
+	const char *nl = memchr(p, '\n', len - *pos);
+
+	*n_line = nl ? (size_t)(nl - p) : len - *pos;
+	*pos += *n_line + (nl ? 1 : 0);
+	if (*n_line && p[*n_line - 1] == '\r')
+		(*n_line)--;
+	return p;
+}
+
 int job_serial_set_list(struct job_serial *s, const char *path, const uint8_t *text,
 			size_t len, int64_t at, int64_t width, const char *format,
 			const struct job_serial_range *fw, size_t n_fw, char *reason,
@@ -416,14 +430,9 @@ int job_serial_set_list(struct job_serial *s, const char *path, const uint8_t *t
 		return -EINVAL;
 	}
 	/* First pass: every line checked, the values counted, the width found. */
-	for (size_t pos = 0, line = 1; pos < len; line++) {
-		const char *p = (const char *)text + pos;
-		const char *nl = memchr(p, '\n', len - pos);
-		size_t n_line = nl ? (size_t)(nl - p) : len - pos;
+	for (size_t pos = 0, line = 1, n_line; pos < len; line++) {
+		const char *p = list_next_line(text, len, &pos, &n_line);
 
-		pos += n_line + (nl ? 1 : 0);
-		if (n_line && p[n_line - 1] == '\r')
-			n_line--;
 		if (list_line(p, n_line, hex, v, &vlen, why, sizeof(why)) < 0) {
 			sfi_reason(reason, reason_size, "line %zu of the serial list %s %s", line, path,
 				   why);
@@ -474,14 +483,9 @@ int job_serial_set_list(struct job_serial *s, const char *path, const uint8_t *t
 	l->n = count;
 	l->width = n.width;
 	/* Second pass: the values, each padded with 0x00 to the width (ascii). */
-	for (size_t pos = 0, i = 0; pos < len; i++) {
-		const char *p = (const char *)text + pos;
-		const char *nl = memchr(p, '\n', len - pos);
-		size_t n_line = nl ? (size_t)(nl - p) : len - pos;
+	for (size_t pos = 0, i = 0, n_line; pos < len; i++) {
+		const char *p = list_next_line(text, len, &pos, &n_line);
 
-		pos += n_line + (nl ? 1 : 0);
-		if (n_line && p[n_line - 1] == '\r')
-			n_line--;
 		(void)list_line(p, n_line, hex, l->bytes + i * n.width, &vlen, why, sizeof(why));
 		order[i] = i;
 	}
