@@ -64,6 +64,7 @@ struct slot {
 	struct transport_identity ident;
 	struct transport_answer ans;
 	uint16_t last_subop;	/* of the last OSFI request */
+	struct osfi_request held;	/* FINALIZE, sent once the attempt's step is on disk */
 
 	/* The chip. */
 	uint8_t uid[OSFI_UID_LEN];
@@ -1535,15 +1536,30 @@ static void slot_follow_step(struct slot *s)
 		slot_enter_state(s, want);
 }
 
+static void slot_send_held(struct slot *s)
+{
+	slot_request(s, &s->held, slot_osfi_answered);
+}
+
 static void slot_osfi_pump(struct slot *s)
 {
 	struct osfi_request req;
+	enum slot_state before = s->state;
 	int r;
 
 	switch (osfi_session_next(s->sess, &req)) {
 	case OSFI_NEXT_REQUEST:
 		if (s->state >= SLOT_STATE_INSTALLING)
 			slot_follow_step(s);
+		if (s->state == SLOT_STATE_FINALIZING && before != SLOT_STATE_FINALIZING) {
+			/* FINALIZE cannot be taken back: the attempt's step goes to disk first,
+			 * so that a chip finalized before sfid stopped is known as this job's
+			 * even when no ledger row names it (a global license). The session is
+			 * not called until the request is sent, so its data stay valid. */
+			s->held = req;
+			slot_after_sync(s, slot_send_held, "FINALIZE was not sent");
+			return;
+		}
 		slot_request(s, &req, slot_osfi_answered);
 		return;
 	case OSFI_NEXT_RECONNECT:

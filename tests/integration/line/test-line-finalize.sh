@@ -8,7 +8,8 @@
 #   running attempt is closed as interrupted, its license kept for the chip; started again,
 #   the chip still in its slot shows the image installed and is recorded installed.
 # - the same with a job whose license is global (no ledger row): the attempt that reached
-#   FINALIZE ties the chip to the job.
+#   FINALIZE ties the chip to the job, so it is on disk before FINALIZE is sent (the
+#   database held by another writer while the chip installs).
 # After each: chips the emulator holds finalized with the job's image = attempts ok =
 # licenses installed, and every spent license is installed or not installed; the exported
 # trail verifies.
@@ -95,17 +96,32 @@ sfid_pid=
 line_stop_pid "$emu_pid"
 emu_pid=
 EMU_STATE=$tmp/emu-state-global line_start_emu 1 1 \
+	--fault chip=0,cmd=0x51,subop=0x5304,byte=1,action=delay:1500 \
 	--fault chip=0,cmd=0x50,subop=0x5305,byte=2,action=delay:15000
 line_start_sfid
 ctl job load "$tmp/pki/demo.sfi" --global-license "$tmp/pki/global.lic" >/dev/null ||
 	line_fail "global job load"
-seen=$(grep -c "slot S0 .*installing -> finalizing" "$tmp/sfid.log" || true)
 ok=$(sql "SELECT count(*) FROM attempts WHERE result = 'ok'")
 licenses=$(sql "SELECT count(*) FROM licenses")
+installing() { [ "$(grep -c "slot S0 .*-> installing" "$tmp/sfid.log")" -gt "$1" ]; }
+seen_inst=$(grep -c "slot S0 .*-> installing" "$tmp/sfid.log" || true)
 ctl start S0 >/dev/null
-wait_for 60 "the chip at FINALIZE" finalizing "$seen"
-wait_for 10 "the chip to finalize" grep -qx "state=4" "$tmp/emu-state-global/chip0/osfi.session"
+wait_for 60 "the chip installing" installing "$seen_inst"
+# The database is held by another writer (4 s, within sfid's 5 s busy wait) while the chip
+# installs (its first PUT_DATA answered 1.5 s late, so the hold starts in time): the
+# finalizing step reaches the disk late, and FINALIZE waits for it. sfid is killed as
+# soon as the chip is finalized; the attempt's row must already say it reached FINALIZE.
+rm -f "$tmp/db-held"
+printf '.timeout 5000\nBEGIN IMMEDIATE;\n.shell touch %s\n.shell sleep 4\nCOMMIT;\n' \
+	"$tmp/db-held" | sqlite3 -bail "$tmp/sfid.db" 2>"$tmp/db-held.err" &
+holder=$!
+wait_for 10 "the database held" test -e "$tmp/db-held"
+wait_for 60 "the chip to finalize" grep -qx "state=4" "$tmp/emu-state-global/chip0/osfi.session"
 line_kill_sfid
+wait "$holder" || line_fail "the database holder failed: $(cat "$tmp/db-held.err")"
+[ "$(sql "SELECT step FROM attempts WHERE result = 'running'")" = finalizing ] ||
+	line_fail "a chip was finalized before its attempt recorded FINALIZE:" \
+		"$(sql "SELECT id, step, result FROM attempts ORDER BY id DESC LIMIT 1")"
 line_start_sfid
 ctl start S0 >/dev/null
 wait_for 60 "the finalized chip of the global job recorded installed" \
