@@ -59,8 +59,10 @@ static const struct control_arg job_load_args[] = {
 	{ "firmware_fd", CONTROL_ARG_INT, 0, 63, "the index of the first firmware file's descriptor" },
 	{ "go", CONTROL_ARG_BOOL, 0, 0, "true: start each chip once written and verified" },
 	{ "go_address", CONTROL_ARG_INT, 0, UINT32_MAX, "the address to start at" },
-	/* A plain job's per-chip serial number (docs/operations.md): a counter, written at an
-	 * address in a width and a format; sfid checks the values. */
+	/* A job's per-chip serial number (docs/operations.md): a counter, written at an
+	 * address in a width and a format; sfid checks the values. An OSFI job's is written
+	 * after the install, in the product state declared for its image. */
+	{ "image_state", CONTROL_ARG_STRING, 0, 0, "the product state the image sets (Open or Provisioning)" },
 	{ "serial_counter", CONTROL_ARG_STRING, 0, 0, "START or START:STEP" },
 	{ "serial_at", CONTROL_ARG_INT, 0, UINT32_MAX, "the address the value is written at" },
 	{ "serial_width", CONTROL_ARG_INT, 0, UINT32_MAX, "the value's bytes (1 to 64)" },

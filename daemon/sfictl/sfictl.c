@@ -66,6 +66,8 @@ static void usage(FILE *f)
 		"  ports --scan                 USB-serial adapters connected to this machine, with\n"
 		"                               the port spec naming each (a local scan; no sfid)\n"
 		"  job load IMAGE [--modules CSV] [--count N] [--global-license LIC]  (supervisor)\n"
+		"      [--image-state Open|Provisioning SERIAL...]  a serial number after the\n"
+		"      install (SERIAL: the --serial-... options below; the state the image sets)\n"
 		"  job load --plain [--go[=ADDR]] [--count N] FIRMWARE...  plain programming, no\n"
 		"      license, not secure: FILE.elf, FILE.hex, FILE.bin@ADDR  (supervisor)\n"
 		"      [--serial-counter START[:STEP] --serial-at ADDR --serial-width N\n"
@@ -1227,6 +1229,15 @@ static void print_job(struct json_object *j)
 		printf("  licenses  %s\n", strcmp(jstr(j, "license"), "global") == 0 ?
 		       "global (uncounted)" : "HSM (counted)");
 	}
+	if (json_object_object_get(j, "serial")) {
+		/* Written after the install, in the product state declared for the image. */
+		printf("  leaves    %s (declared at load)\n  serial    %s\n", jstr(j, "image_state"),
+		       jstr(j, "serial"));
+		if (json_object_object_get(j, "serial_list"))
+			printf("  list      %s (%" PRId64 " value%s)\n", jstr(j, "serial_list"),
+			       jint(j, "serial_list_values"), jint(j, "serial_list_values") == 1 ? "" :
+			       "s");
+	}
 	printf("  target    %" PRId64 "\n  installed %" PRId64 "\n  failed    %" PRId64
 	       "\n  loaded by %s\n", jint(j, "target"), jint(j, "installed"), jint(j, "failed"),
 	       jstr(j, "loaded_by"));
@@ -1431,6 +1442,7 @@ static int cmd_job_load(int argc, char **argv)
 		{ "serial-width", required_argument, NULL, 'W' },
 		{ "serial-format", required_argument, NULL, 'F' },
 		{ "serial-list", required_argument, NULL, 'L' },
+		{ "image-state", required_argument, NULL, 'I' },
 		{ 0 }
 	};
 	struct json_object *args = json_object_new_object();
@@ -1448,6 +1460,9 @@ static int cmd_job_load(int argc, char **argv)
 			break;
 		case 'V':
 			vendor = true;
+			break;
+		case 'I':
+			json_object_object_add(args, "image_state", json_object_new_string(optarg));
 			break;
 		case 'S':
 			json_object_object_add(args, "serial_counter", json_object_new_string(optarg));
@@ -1528,7 +1543,8 @@ static int cmd_job_load(int argc, char **argv)
 	}
 	if (vendor)
 		json_object_object_add(args, "vendor", json_object_new_boolean(true));
-	/* Serial options on an OSFI or vendor job go to sfid, which says why it refuses them. */
+	/* Serial options go to sfid, which checks them against the job (an OSFI job needs
+	 * --image-state; a vendor job takes none) and says why it refuses them. */
 	(void)serial;
 	if (!plain && go) {
 		fprintf(stderr, "sfictl: --go is for plain jobs (--plain)\n");

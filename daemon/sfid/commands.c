@@ -483,9 +483,10 @@ static int job_serial_list_unused(struct sfid *d, const struct job_serial *sr, c
 	return 0;
 }
 
-/* A plain job's serial number (docs/operations.md): "serial_counter" or "serial_list" with
+/* A job's serial number (docs/operations.md): "serial_counter" or "serial_list" with
  * "serial_list_fd", "serial_at", "serial_width", "serial_format"; none of them: no serial
- * number. */
+ * number. It must not overlap what the job writes (a plain job's firmware, an OSFI image's
+ * areas). */
 static int job_serial_req(struct sfid *d, struct client *c, const struct control_request *req,
 			  struct job *j, char *msg, size_t msg_size)
 {
@@ -494,9 +495,9 @@ static int job_serial_req(struct sfid *d, struct client *c, const struct control
 	int64_t at = arg_int(req, "serial_at", -1), width = arg_int(req, "serial_width", -1);
 	int64_t list_fd = arg_int(req, "serial_list_fd", -1);
 	const char *format = arg_string(req, "serial_format");
-	struct job_serial_range *fw;
+	struct job_serial_range *fw = NULL;
 	uint8_t *text = NULL;
-	size_t len = 0;
+	size_t len = 0, n_fw = 0;
 	int fd = -1, r;
 
 	if (!counter && !list && at < 0 && width < 0 && !format)
@@ -530,19 +531,26 @@ static int job_serial_req(struct sfid *d, struct client *c, const struct control
 			return -EINVAL;
 		}
 	}
-	fw = calloc(j->n_seg ? j->n_seg : 1, sizeof(*fw));
-	if (!fw) {
+	if (j->plain) {
+		n_fw = j->n_seg;
+		fw = calloc(j->n_seg ? j->n_seg : 1, sizeof(*fw));
+		for (size_t i = 0; fw && i < j->n_seg; i++)
+			fw[i] = (struct job_serial_range){ j->seg[i].address, j->seg[i].size };
+		r = fw ? 0 : -ENOMEM;
+	} else {
+		/* An OSFI image's areas name their addresses in clear. */
+		r = job_image_ranges(j, &fw, &n_fw);
+	}
+	if (r < 0) {
 		free(text);
 		snprintf(msg, msg_size, "out of memory");
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < j->n_seg; i++)
-		fw[i] = (struct job_serial_range){ j->seg[i].address, j->seg[i].size };
 	if (list)
 		r = job_serial_set_list(&j->serial, list, text, len, at, width < 0 ? 0 : width,
-					format, fw, j->n_seg, msg, msg_size);
+					format, fw, n_fw, msg, msg_size);
 	else
-		r = job_serial_set(&j->serial, counter, at, width, format, fw, j->n_seg, msg,
+		r = job_serial_set(&j->serial, counter, at, width, format, fw, n_fw, msg,
 				   msg_size);
 	free(fw);
 	free(text);
@@ -632,6 +640,9 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 	struct job_line_token tok;
 	struct pending_job *pj;
 	struct job *j = NULL;
+	const char *image_state = arg_string(req, "image_state");
+	bool serial, vendor;
+	uint8_t final_state = 0;
 	struct job_fds fds;
 	char msg[512];
 	int r;
@@ -651,6 +662,11 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   "stop the slots first");
 		return;
 	}
+	if (firmware && image_state) {
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "--image-state is for OSFI "
+				   "jobs: a plain job leaves the chip's product state as it is");
+		return;
+	}
 	if (firmware) {
 		r = job_load_plain_req(d, c, req, firmware, (uint32_t)count, &j, msg, sizeof(msg));
 		if (r == 0)
@@ -660,18 +676,50 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 				   r == -ENOENT ? CONTROL_E_NOT_FOUND : CONTROL_E_FAILED, "%s", msg);
 		return;
 	}
-	if (arg_string(req, "serial_counter") || arg_string(req, "serial_list") ||
-	    arg_int(req, "serial_at", -1) >= 0 || arg_int(req, "serial_width", -1) >= 0 ||
-	    arg_string(req, "serial_format")) {
-		/* docs/operations.md, serial numbers on OSFI and vendor jobs. */
-		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "serial numbers are written on "
-				   "plain jobs only: an OSFI or vendor image sets the chip's product "
-				   "state at its end from a configuration sfid cannot read (it is "
-				   "encrypted in the image), a chip left beyond Provisioning refuses the "
-				   "bootloader's memory writes after that, and the protocol gives the host "
-				   "no write of its own before it; put the value in the image, or program "
-				   "with a plain job");
+	serial = arg_string(req, "serial_counter") || arg_string(req, "serial_list") ||
+		 arg_int(req, "serial_at", -1) >= 0 || arg_int(req, "serial_width", -1) >= 0 ||
+		 arg_string(req, "serial_format");
+	vendor = req->args && json_object_object_get_ex(req->args, "vendor", &v) &&
+		 json_object_get_boolean(v);
+	/* docs/operations.md, serial numbers on OSFI and vendor jobs. */
+	if (serial && vendor) {
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "serial numbers are not written "
+				   "on vendor jobs: STM32CubeProgrammer's SFI leaves the chip in the "
+				   "state its image sets, beyond sfid's reach; put the value in the "
+				   "image, or program with a plain or OSFI job");
 		return;
+	}
+	if (image_state && !serial) {
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "--image-state goes with a "
+				   "serial number (--serial-counter or --serial-list)");
+		return;
+	}
+	if (serial && !image_state) {
+		server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "a serial number on an OSFI job "
+				   "is written after the install, when the chip is in the product "
+				   "state its image sets, which sfid cannot read (the image's "
+				   "configuration is encrypted): declare it with --image-state Open or "
+				   "--image-state Provisioning");
+		return;
+	}
+	if (image_state) {
+		uint8_t ps;
+
+		if (osfi_product_state_parse(image_state, &ps) < 0) {
+			server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "--image-state %s is not "
+					   "a product state (Open, Provisioning, iROT-Provisioned, "
+					   "TZ-Closed, Closed, Locked)", image_state);
+			return;
+		}
+		if (!job_serial_state_takes_writes(ps)) {
+			server_reply_error(c, req->id, CONTROL_E_ARGUMENT, "an image that leaves the "
+					   "chip %s takes no serial number after it: beyond "
+					   "Provisioning the bootloader refuses memory writes; put the "
+					   "value in the image, or program with a plain job",
+					   image_state);
+			return;
+		}
+		final_state = ps;
 	}
 	if (job_fds_take(c, req, &fds) < 0) {
 		job_fds_close(&fds);
@@ -680,14 +728,23 @@ static void cmd_job_load(struct sfid *d, struct client *c, const struct control_
 		return;
 	}
 	/* A vendor job: an image for ST's own SFI, which sfid passes to the tool unread. */
-	if (req->args && json_object_object_get_ex(req->args, "vendor", &v) &&
-	    json_object_get_boolean(v))
+	if (vendor)
 		r = job_load_vendor(image, modules, global, &fds, (uint32_t)count,
 				    server_client_user(c), &j, msg, sizeof(msg));
 	else
 		r = job_load(line_token(d, &tok), image, modules, global, &fds, (uint32_t)count,
 			     server_client_user(c), &j, msg, sizeof(msg));
 	job_fds_close(&fds);
+	if (r == 0 && serial) {
+		/* The install checks the declared state after FINALIZE, before any value. */
+		j->final_state = final_state;
+		j->has_final_state = true;
+		r = job_serial_req(d, c, req, j, msg, sizeof(msg));
+		if (r != 0) {
+			job_free(j);
+			j = NULL;
+		}
+	}
 	if (r != 0) {
 		log_warning("control: %s: job load refused: %s", server_client_user(c), msg);
 		server_reply_error(c, req->id, r == -EINVAL ? CONTROL_E_ARGUMENT :

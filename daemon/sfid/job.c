@@ -556,11 +556,10 @@ static uint32_t get_le32(const uint8_t *p)
 
 /* A plain job's serial number as sfid keeps it: what makes its values and names its series
  * in the ledger, so that a restored job goes on with the same series. NULL: none. */
-static char *serial_keep(const struct job_serial *sn)
+static struct json_object *serial_keep_json(const struct job_serial *sn)
 {
 	struct json_object *o;
 	char num[32];
-	char *text;
 
 	if (!sn->on)
 		return NULL;
@@ -588,6 +587,16 @@ static char *serial_keep(const struct job_serial *sn)
 		json_object_object_add(o, "list_path", json_object_new_string(sn->list_path));
 		free(hex);
 	}
+	return o;
+}
+
+static char *serial_keep(const struct job_serial *sn)
+{
+	struct json_object *o = serial_keep_json(sn);
+	char *text;
+
+	if (!o)
+		return NULL;
 	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;
@@ -679,6 +688,66 @@ list_bad:
 out:
 	json_object_put(o);
 	return ok;
+}
+
+char *job_osfi_serial_keep(const struct job *j)
+{
+	struct json_object *o = serial_keep_json(&j->serial);
+	char *text;
+
+	if (!o)
+		return NULL;
+	json_object_object_add(o, "image_state", json_object_new_int64(j->final_state));
+	text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}
+
+int job_osfi_serial_restore(struct job *j, const char *text, size_t len)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *o = tok ? json_tokener_parse_ex(tok, text, (int)len) : NULL;
+	int64_t state = o && json_object_is_type(o, json_type_object) ?
+			kept_int(o, "image_state") : -1;
+	struct job_serial sn = { 0 };
+
+	json_tokener_free(tok);
+	json_object_put(o);
+	if (state < 0 || state > 0xff || !job_serial_state_takes_writes((uint8_t)state) ||
+	    !serial_restore(&sn, text, len))
+		return -EINVAL;
+	job_serial_list_unref(j->serial.list);
+	j->serial = sn;
+	j->final_state = (uint8_t)state;
+	j->has_final_state = true;
+	return 0;
+}
+
+int job_image_ranges(const struct job *j, struct job_serial_range **ret, size_t *ret_n)
+{
+	struct osfi_image *img = NULL;
+	struct job_serial_range *r;
+	size_t n = 0;
+
+	*ret = NULL;
+	*ret_n = 0;
+	if (osfi_image_parse(j->image, j->image_len, &img, NULL, 0) < 0)
+		return -EINVAL;
+	r = calloc(img->n_areas ? img->n_areas : 1, sizeof(*r));
+	if (!r) {
+		osfi_image_free(img);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < img->n_areas; i++)
+		if (img->areas[i].desc.type == OSFI_AREA_FIRMWARE ||
+		    img->areas[i].desc.type == OSFI_AREA_SECRETS ||
+		    img->areas[i].desc.type == OSFI_AREA_MODULE)
+			r[n++] = (struct job_serial_range){ img->areas[i].desc.address,
+							    img->areas[i].desc.size };
+	osfi_image_free(img);
+	*ret = r;
+	*ret_n = n;
+	return 0;
 }
 
 int job_plain_copy(const struct job *j, uint8_t **ret, size_t *ret_len)
@@ -878,14 +947,20 @@ struct json_object *job_json(const struct job *j)
 		json_object_object_add(o, "segments", json_object_new_int64((int64_t)j->n_seg));
 		json_object_object_add(o, "sectors", json_object_new_int64((int64_t)j->n_sectors));
 		json_object_object_add(o, "go", j->go ? json_object_new_int64(j->go_address) : NULL);
-		json_object_object_add(o, "serial", j->serial.on ?
-				       json_object_new_string(j->serial.series) : NULL);
+	}
+	if (j->serial.on) {
+		json_object_object_add(o, "serial", json_object_new_string(j->serial.series));
 		if (j->serial.list) {
 			json_object_object_add(o, "serial_list",
 					       json_object_new_string(j->serial.list_path));
 			json_object_object_add(o, "serial_list_values",
 					       json_object_new_int64((int64_t)j->serial.list->n));
 		}
+	}
+	if (!j->plain && j->has_final_state) {
+		const char *ps = osfi_product_state_name(j->final_state);
+
+		json_object_object_add(o, "image_state", json_object_new_string(ps ? ps : "?"));
 	}
 	json_object_object_add(o, "image", json_object_new_string(j->image_path));
 	json_object_object_add(o, "image_id", json_object_new_string(j->image_id_hex));

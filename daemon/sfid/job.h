@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "an3155-wire.h"
 #include "osfi.h"
 #include "serial.h"
 
@@ -155,6 +156,23 @@ int job_restore_plain(const uint8_t *copy, size_t len, const char *firmware, boo
 int job_load_vendor(const char *image, const char *modules, const char *global,
 		    const struct job_fds *fds, uint32_t target, const char *user,
 		    struct job **ret, char *reason, size_t reason_size);
+/* An OSFI job's serial number is written after the install, over the bootloader's memory
+ * commands, so only on a chip its image leaves Open or Provisioning (later states refuse
+ * them). final_state holds the state the supervisor declared at load (sfid cannot read the
+ * image's encrypted configuration); the install checks it after FINALIZE. */
+static inline bool job_serial_state_takes_writes(uint8_t product_state)
+{
+	return product_state == STM32H5_PS_OPEN || product_state == STM32H5_PS_PROVISIONING;
+}
+/* The addresses an OSFI job's image writes (its F, K and M areas; malloc'd), for the serial
+ * number's overlap check: 0, -EINVAL, -ENOMEM. */
+int job_image_ranges(const struct job *j, struct job_serial_range **ret, size_t *ret_n);
+/* An OSFI job's serial number and declared product state as sfid keeps them next to its
+ * database (job-ID.serial): malloc'd text, NULL without a serial number (or out of memory).
+ * Back onto the job loaded again after a restart: 0, or -EINVAL (not such a text). */
+char *job_osfi_serial_keep(const struct job *j);
+int job_osfi_serial_restore(struct job *j, const char *text, size_t len);
+
 /* "osfi", "plain" or "vendor". */
 static inline const char *job_kind(const struct job *j)
 {

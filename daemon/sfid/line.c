@@ -380,6 +380,11 @@ static void line_slot_chip_ended(void *user, int kind, const char *uid_hex)
 	}
 }
 
+static void line_slot_halt(void *user, const char *why)
+{
+	sfid_halt(user, "%s", why);
+}
+
 static const char *line_slot_halted(void *user)
 {
 	struct sfid *d = user;
@@ -597,6 +602,7 @@ static const struct slot_callbacks line_slot_callbacks = {
 	.chip_begun = line_slot_chip_begun,
 	.chip_ended = line_slot_chip_ended,
 	.halted = line_slot_halted,
+	.halt = line_slot_halt,
 	.holding = line_slot_holding,
 	.chip_failures = line_slot_chip_failures,
 	.chip_installed = line_slot_chip_installed,
@@ -736,6 +742,8 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 		unlink(path);
 		line_job_copy_path(d, old->id, "plain", path, sizeof(path));
 		unlink(path);
+		line_job_copy_path(d, old->id, "serial", path, sizeof(path));
+		unlink(path);
 	}
 	if (j->plain) {
 		/* The firmware as loaded (its files may be gone or changed by then). */
@@ -751,6 +759,14 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 		line_job_copy_path(d, j->id, "sfi", path, sizeof(path));
 		r = write_copy(path, j->image, j->image_len);
 	}
+	if (r == 0 && !j->plain && j->serial.on) {
+		/* An OSFI job's serial number and the product state declared for its image. */
+		char *text = job_osfi_serial_keep(j);
+
+		line_job_copy_path(d, j->id, "serial", path, sizeof(path));
+		r = text ? write_copy(path, (const uint8_t *)text, strlen(text)) : -ENOMEM;
+		free(text);
+	}
 	if (r == 0 && j->global) {
 		line_job_copy_path(d, j->id, "lic", path, sizeof(path));
 		/* A vendor job's license file is the tool's, kept as it came. */
@@ -764,7 +780,7 @@ static void job_keep_copies(struct sfid *d, const struct job *old, const struct 
 	if (r < 0)
 		log_warning("cannot keep a copy of job %" PRId64 "'s files as %s: %s; the job is "
 			    "restored after a restart only if sfid can read them where they are "
-			    "(a plain job not at all)",
+			    "(a plain job, or an OSFI job's serial number, not at all)",
 			    j->id, path, strerror(-r));
 }
 

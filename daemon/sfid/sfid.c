@@ -245,6 +245,28 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 	return 0;
 }
 
+/* An OSFI job's serial number, from sfid's copy (none: the job has none). */
+static int restore_serial(struct sfid *d, int64_t job_id, struct job *j, char *msg,
+			  size_t msg_size)
+{
+	char path[PATH_MAX];
+	uint8_t *text = NULL;
+	size_t len = 0;
+	int r;
+
+	line_job_copy_path(d, job_id, "serial", path, sizeof(path));
+	r = sfi_file_read(path, JOB_SERIAL_LIST_BYTES_MAX * 3, &text, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r == 0 && job_osfi_serial_restore(j, (const char *)text, len) < 0)
+		r = -EINVAL;
+	free(text);
+	if (r < 0)
+		snprintf(msg, msg_size, "sfid's copy of the job's serial number (%.300s): %s", path,
+			 r == -EINVAL ? "damaged" : sfi_file_strerror(r));
+	return r;
+}
+
 /* The job that was loaded when sfid last stopped is loaded again, if its files are still
  * the same; otherwise it is ended and a supervisor loads a job. Runs before the loop. */
 static void restore_job(struct sfid *d)
@@ -308,6 +330,8 @@ static void restore_job(struct sfid *d)
 			close(fds.image);
 		if (fds.global >= 0)
 			close(fds.global);
+		if (r == 0 && !row.vendor)
+			r = restore_serial(d, row.id, j, msg, sizeof(msg));
 	}
 	if (r == 0 && strcmp(j->digest_hex, row.image_digest) != 0) {
 		snprintf(msg, sizeof(msg), "image %.400s changed since the job was loaded",

@@ -690,6 +690,7 @@ static void slot_install_done(struct slot *s, int r);
 static void slot_plain_identified(struct slot *s);
 static void slot_plain_finish(struct slot *s);
 static void slot_serial_begin(struct slot *s);
+static void slot_osfi_serial(struct slot *s);
 
 /* One sentence for a failed OSFI session: the chip's status, or what the link said. */
 static void slot_describe_session(struct slot *s, char *text, size_t size)
@@ -827,6 +828,10 @@ static void slot_cert_done(struct slot *s, int r)
 		s->info = *info;
 		slot_enter_state(s, SLOT_STATE_CERTIFICATE);
 		slot_enter_state(s, SLOT_STATE_VERIFYING);
+		if (job->serial.on) {
+			slot_osfi_serial(s);
+			return;
+		}
 		slot_enter_state(s, SLOT_STATE_DONE);
 		slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
 		return;
@@ -835,6 +840,20 @@ static void slot_cert_done(struct slot *s, int r)
 	if (failures >= s->retry_limit) {
 		slot_fail(s, "this chip already failed %u times on this line; set it aside for "
 			  "analysis (no license was spent now)", failures);
+		return;
+	}
+	if (info->product_state != STM32H5_PS_OPEN && job && job->serial.on &&
+	    osfi_info_installed_is(info, job->image_id) &&
+	    !s->cb->chip_installed(s->user, s->uid_hex)) {
+		/* Installed by this line before, without its serial number (it failed, or sfid
+		 * stopped): the serial number only, no license. */
+		slot_log(s, LOG_PRIO_NOTICE, "the chip holds the job's image without its serial "
+			 "number: the serial number only");
+		s->info = *info;
+		s->lic = (struct license_set){ 0 };
+		slot_enter_state(s, SLOT_STATE_CERTIFICATE);
+		slot_enter_state(s, SLOT_STATE_VERIFYING);
+		slot_osfi_serial(s);
 		return;
 	}
 	if (info->product_state != STM32H5_PS_OPEN && job &&
@@ -1174,7 +1193,12 @@ void slot_serial_recorded(struct slot *s, unsigned ticket, int r, const char *wh
 	}
 	slot_log(s, LOG_PRIO_INFO, "serial number %s (index %" PRId64 ") written at 0x%08" PRIx32,
 		 s->serial_hex, s->serial_idx, slot_job(s)->serial.address);
-	slot_plain_finish(s);
+	if (slot_job(s)->plain) {
+		slot_plain_finish(s);
+		return;
+	}
+	slot_enter_state(s, SLOT_STATE_DONE);
+	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
 }
 
 static void slot_serial_written(struct slot *s, int r)
@@ -1193,6 +1217,48 @@ static void slot_serial_written(struct slot *s, int r)
 	slot_op_started(s, slot_serial_verified,
 			transport_read(s->tp, job->serial.address, s->serial_back, job->serial.width,
 				       slot_op_cb, s));
+}
+
+/* An OSFI job's chip: the value's place as read before the write. Erased: written; holding
+ * the value already (written for this chip before its outcome was recorded): read back as
+ * written; anything else: the chip keeps it and fails. */
+static void slot_serial_looked(struct slot *s, int r)
+{
+	const struct job *job = slot_job(s);
+	size_t span = job_serial_span(&job->serial);
+	bool erased = true;
+
+	if (r < 0) {
+		slot_serial_failed(s, r == -TRANSPORT_E_GONE ? "the chip's link went away before "
+				   "the serial number's write" : "the serial number's place could "
+				   "not be read");
+		if (!slot_check_link(s, r))
+			return;
+		slot_mem_fail(s, r, "reading the serial number's place");
+		return;
+	}
+	if (memcmp(s->serial_back, s->serial_buf, span) == 0) {
+		slot_log(s, LOG_PRIO_NOTICE, "the chip already holds its serial number %s at "
+			 "0x%08" PRIx32, s->serial_hex, job->serial.address);
+		slot_serial_verified(s, 0);
+		return;
+	}
+	for (size_t i = 0; i < span; i++)
+		erased &= s->serial_back[i] == 0xff;
+	if (!erased) {
+		char got[2 * JOB_SERIAL_WIDTH_MAX + 1];
+
+		sfid_hex(s->serial_back, job->serial.width, got);
+		slot_serial_failed(s, "the place holds other data; nothing was written");
+		slot_fail(s, "the serial number's place 0x%08" PRIx32 " already holds %s, not %s "
+			  "and not erased: nothing was written", job->serial.address, got,
+			  s->serial_hex);
+		return;
+	}
+	s->op_done = slot_serial_written;
+	slot_op_started(s, slot_serial_written,
+			transport_write(s->tp, job->serial.address, s->serial_buf, span,
+					slot_op_cb, s));
 }
 
 bool slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, const char *hex,
@@ -1229,6 +1295,14 @@ bool slot_serial_taken(struct slot *s, unsigned ticket, int r, int64_t idx, cons
 	if (again)
 		slot_log(s, LOG_PRIO_NOTICE, "the chip comes back: it gets its serial number %s "
 			 "(index %" PRId64 ") again", hex, idx);
+	if (!job->plain) {
+		/* After an install nothing erased the value's place: what it holds first. */
+		s->op_done = slot_serial_looked;
+		slot_op_started(s, slot_serial_looked,
+				transport_read(s->tp, job->serial.address, s->serial_back, span,
+					       slot_op_cb, s));
+		return true;
+	}
 	s->op_done = slot_serial_written;
 	slot_op_started(s, slot_serial_written,
 			transport_write(s->tp, job->serial.address, s->serial_buf, span,
@@ -1578,6 +1652,54 @@ static void slot_osfi_pump(struct slot *s)
 
 /* ---- install ---- */
 
+/* The licenses of an installed chip are recorded installed now (not with the attempt's
+ * outcome): whatever befalls the steps after the install, the chip holds them. */
+static void slot_settle_installed(struct slot *s)
+{
+	for (size_t i = 0; i < s->lic.n; i++)
+		if (s->lic.id[i] > 0) {
+			rec_license_installed(s->recorder, s->lic.id[i]);
+			s->lic.id[i] = 0;
+		}
+}
+
+/* An installed chip in another product state than the job declared for its image: its
+ * licenses are installed, it takes no serial number, and the line halts (every chip of the
+ * image ends so). */
+static void slot_osfi_state_wrong(struct slot *s)
+{
+	const struct job *job = slot_job(s);
+	const char *got = osfi_product_state_name(s->info.product_state);
+	const char *want = osfi_product_state_name(job->final_state);
+	char why[300];
+
+	slot_settle_installed(s);
+	snprintf(why, sizeof(why), "after the install the chip is %s, not %s as declared at job "
+		 "load (--image-state): the image is installed, no serial number was taken; load "
+		 "the job again with the state its image sets", got ? got : "in an unknown "
+		 "product state", want ? want : "?");
+	if (s->cb->halt)
+		s->cb->halt(s->user, why);
+	slot_fail(s, "%s", why);
+}
+
+/* An OSFI job's chip after its install (or found installed without its value): the serial
+ * number, in the state the image left it, which the supervisor declared. */
+static void slot_osfi_serial(struct slot *s)
+{
+	const struct job *job = slot_job(s);
+	const char *ps = osfi_product_state_name(s->info.product_state);
+
+	slot_settle_installed(s);
+	if (!job_serial_state_takes_writes(s->info.product_state) ||
+	    (job->has_final_state && s->info.product_state != job->final_state)) {
+		slot_osfi_state_wrong(s);
+		return;
+	}
+	slot_log(s, LOG_PRIO_INFO, "the chip is %s: its serial number next", ps ? ps : "?");
+	slot_serial_begin(s);
+}
+
 static void slot_install_succeeded(struct slot *s)
 {
 	if (s->sess)
@@ -1592,6 +1714,10 @@ static void slot_install_succeeded(struct slot *s)
 
 		slot_log(s, LOG_PRIO_INFO, "installed %" PRIu64 " bytes; chip is %s", s->bytes_done,
 			 ps ? ps : "in an unknown product state");
+	}
+	if (slot_job(s) && slot_job(s)->serial.on) {
+		slot_osfi_serial(s);
+		return;
 	}
 	slot_enter_state(s, SLOT_STATE_DONE);
 	slot_enter_state(s, SLOT_STATE_WAIT_REMOVAL);
@@ -1635,6 +1761,11 @@ static void slot_confirm_info(struct slot *s, int r)
 			 "and its session finalized: it is recorded installed", s->confirm_text);
 		s->info = info;
 		slot_install_succeeded(s);
+		return;
+	}
+	if (j && osfi_info_installed_is(&info, j->image_id) && j->serial.on) {
+		s->info = info;
+		slot_osfi_state_wrong(s);
 		return;
 	}
 	slot_fail(s, "%s; the chip reports no finished install of the job's image", s->confirm_text);

@@ -40,6 +40,8 @@ struct slot_callbacks {
 	void (*chip_ended)(void *user, int kind, const char *uid_hex);
 	/* Why the line is halted (one sentence), or NULL while it runs. */
 	const char *(*halted)(void *user);
+	/* Halts the line with one sentence (what every next chip would fail on). */
+	void (*halt)(void *user, const char *why);
 	/* True when no new chip is to be taken (halted, shutting down, job complete). */
 	bool (*holding)(void *user);
 	/* Failed attempts of a chip recorded over every job. */
@@ -53,7 +55,7 @@ struct slot_callbacks {
 	 * slot_license_failed answers), or takes it out of the queue. */
 	void (*license_request)(void *user, struct slot *s);
 	void (*license_cancel)(void *user, struct slot *s);
-	/* A plain job's serial number: takes the chip's value through the ledger (its intent
+	/* A job's serial number: takes the chip's value through the ledger (its intent
 	 * committed first), answered by slot_serial_taken() with ticket; records the outcome
 	 * of the write (failed: answered by nothing; written: slot_serial_recorded()). */
 	void (*serial_take)(void *user, struct slot *s, unsigned ticket);

@@ -7,8 +7,8 @@
 # line i + 1), each recorded written with its UID, no value twice, each chip's flash holding
 # its value; the 11th chip finds the list used up and the line halts with its sentence
 # (sfictl status). The same file changed (one line added) is refused at load: its values
-# were given out in the first list's series. An OSFI job with a serial number is refused at
-# load with its sentence. After a restart the job comes back with its list. sfid SIGKILLed 4
+# were given out in the first list's series. An OSFI job with a serial number and no declared
+# image state, or a list on an image declared Closed, is refused at load with its sentence. After a restart the job comes back with its list. sfid SIGKILLed 4
 # times in a list's serial step gives no value twice and skips none.
 set -euo pipefail
 BUILD=${SFID_BUILD_ROOT:?run through meson test}
@@ -55,14 +55,15 @@ refuse "line 1 of the serial list .* ends with a space" "$tmp/space.txt" --seria
 : >"$tmp/empty.txt"
 refuse "holds no value" "$tmp/empty.txt"
 refuse "not hex or ascii" "$tmp/dup.txt" --serial-format le
-# On an OSFI job the step is refused at load: the chip may be closed after the install.
+# On an OSFI job the state the image leaves must be declared, and take writes.
 out=$(ctl job load "$tmp/pki/demo.sfi" --serial-counter 1 --serial-at 0x08100000 \
 	--serial-width 4 2>&1) && line_fail "an OSFI job with a serial number was accepted"
-grep -q "serial numbers are written on plain jobs only: an OSFI or vendor image sets the chip's product state" <<<"$out" ||
+grep -q "a serial number on an OSFI job is written after the install.*declare it with --image-state" <<<"$out" ||
 	line_fail "OSFI job with a serial number: $out"
-out=$(ctl job load "$tmp/pki/demo.sfi" --serial-list "$tmp/dup.txt" --serial-at 0x08100000 2>&1) &&
-	line_fail "an OSFI job with a serial list was accepted"
-grep -q "serial numbers are written on plain jobs only" <<<"$out" || line_fail "OSFI job with a list: $out"
+out=$(ctl job load "$tmp/pki/demo.sfi" --image-state Closed --serial-list "$tmp/dup.txt" \
+	--serial-at 0x08100000 2>&1) && line_fail "an OSFI job declared Closed with a serial list was accepted"
+grep -q "an image that leaves the chip Closed takes no serial number" <<<"$out" ||
+	line_fail "OSFI job with a list: $out"
 [ "$(sql "SELECT count(*) FROM jobs")" -eq 0 ] || line_fail "a refused job was recorded"
 
 # An ascii list is taken: each value padded with 0x00 to the width.

@@ -67,7 +67,8 @@ line_cleanup() {
 	exit "$rc"
 }
 
-# line_setup_pki COUNT [IMAGE_KB]: token with COUNT licenses for a demo image.
+# line_setup_pki COUNT [IMAGE_KB]: token with COUNT licenses for a demo image (which leaves
+# the chip in product state LINE_IMAGE_STATE, Closed by default).
 line_setup_pki() {
 	local count=$1 kb=${2:-64}
 	mkdir -p "$tmp/tokens" "$tmp/pki"
@@ -86,7 +87,7 @@ line_setup_pki() {
 	chmod 600 "$tmp/pki/image.key" "$tmp/pki/global.key"
 	# A leading zero byte: random data must not look like Intel HEX or ELF to sfi-pack.
 	{ printf '\000'; head -c $((kb * 1024 - 1)) /dev/urandom; } >"$tmp/pki/firmware.bin"
-	printf 'PRODUCT_STATE, Closed\n' >"$tmp/pki/options.csv"
+	printf 'PRODUCT_STATE, %s\n' "${LINE_IMAGE_STATE:-Closed}" >"$tmp/pki/options.csv"
 	"$SFIPACK" create --out "$tmp/pki/demo.sfi" --firmware "$tmp/pki/firmware.bin@0x08000000" \
 		--options "$tmp/pki/options.csv" --key "$tmp/pki/image.key" >/dev/null \
 		|| line_fail "sfi-pack create failed"

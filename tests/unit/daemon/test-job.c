@@ -143,6 +143,66 @@ static void test_good(void **state)
 	job_free(j);
 }
 
+/* An OSFI job's serial number: the image's areas for the overlap check (F and M, not C),
+ * sfid's copy of the settings and the declared state back onto the job after a restart, and
+ * copies it must refuse (damaged, a state beyond Provisioning). */
+static void test_osfi_serial(void **state)
+{
+	static const struct job_serial_range none[1];
+	char path[600], reason[SFI_REASON_MAX];
+	struct job_serial_range *r = NULL;
+	struct job *j = NULL, *k = NULL;
+	size_t n = 0;
+	char *text, *bad;
+
+	make_image("serial.sfi", DEVICE, true, NULL);
+	path_of("serial.sfi", path, sizeof(path));
+	assert_int_equal(job_load(NULL, path, NULL, NULL, NULL, 0, "op", &j, reason,
+				  sizeof(reason)), -EINVAL); /* modules without their file */
+	make_image("serial.sfi", DEVICE, false, NULL);
+	assert_int_equal(job_load(NULL, path, NULL, NULL, NULL, 0, "op", &j, reason,
+				  sizeof(reason)), 0);
+	assert_null(job_osfi_serial_keep(j)); /* no serial number yet */
+	assert_int_equal(job_image_ranges(j, &r, &n), 0);
+	/* The firmware in two areas (2048-byte RAM buffer), one after the other. */
+	assert_int_equal(n, 2);
+	assert_int_equal(r[0].address, 0x08000000);
+	assert_int_equal(r[1].address, 0x08000000 + r[0].size);
+	assert_true(r[0].size + r[1].size >= sizeof(fw) && r[0].size + r[1].size < sizeof(fw) + 32);
+	/* Over the firmware area: refused; past it: taken. */
+	assert_int_equal(job_serial_set(&j->serial, "7:3", 0x08000b00, 4, "be", r, n, reason,
+					sizeof(reason)), -EINVAL);
+	assert_int_equal(job_serial_set(&j->serial, "7:3", 0x08100000, 4, "be", none, 0, reason,
+					sizeof(reason)), 0);
+	free(r);
+	j->final_state = STM32H5_PS_PROVISIONING;
+	j->has_final_state = true;
+	text = job_osfi_serial_keep(j);
+	assert_non_null(text);
+
+	assert_int_equal(job_load(NULL, path, NULL, NULL, NULL, 0, "op", &k, reason,
+				  sizeof(reason)), 0);
+	assert_false(k->serial.on);
+	assert_int_equal(job_osfi_serial_restore(k, text, strlen(text)), 0);
+	assert_true(k->serial.on && k->has_final_state);
+	assert_int_equal(k->final_state, STM32H5_PS_PROVISIONING);
+	assert_string_equal(k->serial.series, j->serial.series);
+	assert_int_equal(k->serial.start, 7);
+	assert_int_equal(k->serial.step, 3);
+	assert_int_equal(k->serial.address, 0x08100000);
+	/* Damaged, cut, or naming a state that refuses writes: refused, the job unchanged. */
+	assert_int_equal(job_osfi_serial_restore(k, text, strlen(text) / 2), -EINVAL);
+	bad = strdup(text);
+	assert_non_null(bad);
+	memcpy(strstr(bad, "\"image_state\":") + 14, "114", 3); /* 0x72 Closed */
+	assert_int_equal(job_osfi_serial_restore(k, bad, strlen(bad)), -EINVAL);
+	assert_int_equal(k->final_state, STM32H5_PS_PROVISIONING);
+	free(bad);
+	free(text);
+	job_free(k);
+	job_free(j);
+}
+
 static void test_by_descriptor(void **state)
 {
 	char path[600], reason[SFI_REASON_MAX] = "";
@@ -391,6 +451,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_plain),
+		cmocka_unit_test(test_osfi_serial),
 		cmocka_unit_test(test_vendor),
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_by_descriptor),
