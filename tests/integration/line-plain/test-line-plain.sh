@@ -69,23 +69,8 @@ ctl start >/dev/null
 
 # The fixture: once a slot's chip is written (and started: it no longer answers) the next
 # chip goes in; the third stays in its slot.
-swaps=0
-declare -A swapped
-deadline=$((SECONDS + 180))
-while [ "$SECONDS" -lt "$deadline" ]; do
-	done_n=$(sql "SELECT count(*) FROM attempts WHERE result <> 'running'")
-	[ "$done_n" -ge 24 ] && break
-	while IFS='|' read -r s n; do
-		s=${s#S}
-		[ "${swapped[$s]:-0}" -lt 2 ] && [ "$n" -gt "${swapped[$s]:-0}" ] || continue
-		emu_ctl remove "$s" | grep -q '^ok' || line_fail "h5emu: remove $s refused"
-		emu_ctl insert "$s" | grep -q '^ok' || line_fail "h5emu: insert $s refused"
-		swapped[$s]=$((${swapped[$s]:-0} + 1))
-		swaps=$((swaps + 1))
-	done < <(sql "SELECT slot, count(*) FROM attempts WHERE result <> 'running' GROUP BY slot")
-	sleep 0.2
-done
-[ "$done_n" -ge 24 ] || line_fail "$done_n of 24 chips ended in 180 s; slots: $(ctl status 2>&1 | tr '\n' ' ')"
+line_swap_until "SELECT count(*) FROM attempts WHERE result <> 'running'" 24 \
+	"SELECT slot, count(*) FROM attempts WHERE result <> 'running' GROUP BY slot" 3 180
 [ "$swaps" -eq 16 ] || line_fail "$swaps chips swapped in, expected 16"
 wait "$watch_pid" || line_fail "watch: $(tail -n 5 "$tmp/watch.out")"
 

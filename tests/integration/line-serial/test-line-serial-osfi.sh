@@ -5,10 +5,12 @@
 #   unknown state, --image-state without a serial number, a value over the image's area,
 #   serial options on a vendor job, --image-state on a plain job;
 # - 4 slots x 3 chips of an image that leaves the chip Provisioning, counter 500 (4 bytes
-#   little endian at 0x08100000); sfid SIGKILLed once while a value's write is under way
-#   (h5emu holds each Write Memory answer 400 ms), started again (the job restored from its
-#   copy with its serial number): 12 chips installed, 12 licenses installed, 12 consecutive
-#   values written, one per chip, each in its chip's flash; the export verifies;
+#   little endian at 0x08100000); sfid SIGKILLed once between a value's write and its
+#   record (h5emu holds each Write Memory's last ACK 800 ms): the chip found holding its
+#   value is recorded without a second write; sfid started again (the job restored from its
+#   copy with its serial number): 12 chips installed, 12 licenses installed (none left open),
+#   12 consecutive values written, one per chip, each in its chip's flash; the export
+#   verifies;
 # - an image that leaves the chip Closed, declared Provisioning: the chip is installed (its
 #   license stays installed), takes no value, and the line halts with the sentence.
 set -euo pipefail
@@ -19,8 +21,9 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/sfid-line-serial-osfi.XXXXXX")
 trap line_cleanup EXIT INT TERM
 
 LINE_IMAGE_STATE=Provisioning line_setup_pki 40 16
-line_start_emu 4 3 --fault cmd=0x31,repeat,action=delay:400
-line_write_config 4
+# Each Write Memory's last ACK (after the bytes are programmed) is held 800 ms.
+line_start_emu 4 3 --fault cmd=0x31,byte=2,repeat,action=delay:800
+line_write_config 4 'block_timeout_ms = 5000\n'	# the held ACK is no timeout
 # The killed attempts count as failures of their chips: they come back.
 sed -i 's/^shutdown_timeout_ms = 5000$/&\nretries_per_chip = 100/' "$tmp/sfid.conf"
 grep -q '^retries_per_chip = 100$' "$tmp/sfid.conf" || line_fail "cannot raise retries_per_chip"
@@ -57,7 +60,11 @@ ctl start >/dev/null
 # SIGKILL while a value's intent is open (its write under way), then the restored job.
 wait_for 60 "a serial number's write under way" \
 	sql_is "SELECT count(*) > 0 FROM serials WHERE state = 'intent'" 1
+sleep 0.3	# the value is in the chip, its ACK not yet
 line_kill_sfid
+# The held ACKs come out before sfid is back (a chip answers in microseconds; only h5emu's
+# fault holds them): sfid drains what is on the line when it opens the port.
+sleep 1
 line_start_sfid
 ctl --json job show | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["kind"] == "osfi" and j["serial"].startswith("counter 500:1 ") and j["image_state"] == "Provisioning", j' ||
 	line_fail "the restored job lost its serial number: $(ctl job show)"
@@ -66,32 +73,25 @@ ctl --json job show | python3 -c 'import json,sys; j=json.load(sys.stdin); asser
 ctl start >/dev/null
 
 # The fixture: once a slot's chip is done the next one goes in; the third stays.
-declare -A swapped
-deadline=$((SECONDS + 180))
-while [ "$SECONDS" -lt "$deadline" ]; do
-	[ "$(sql "SELECT count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok'")" -ge 12 ] &&
-		break
-	while IFS='|' read -r s n; do
-		s=${s#S}
-		[ "${swapped[$s]:-0}" -lt 2 ] && [ "$n" -gt "${swapped[$s]:-0}" ] || continue
-		emu_ctl remove "$s" | grep -q '^ok' || line_fail "h5emu: remove $s refused"
-		emu_ctl insert "$s" | grep -q '^ok' || line_fail "h5emu: insert $s refused"
-		swapped[$s]=$((${swapped[$s]:-0} + 1))
-	done < <(sql "SELECT slot, count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok' GROUP BY slot")
-	sleep 0.2
-done
+line_swap_until "SELECT count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok'" 12 \
+	"SELECT slot, count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok' GROUP BY slot" 3 180
 ok=$(sql "SELECT count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok'")
 [ "$ok" -eq 12 ] || line_fail "$ok chips ok, expected 12: $(sql "SELECT slot, step, error_text FROM attempts WHERE result <> 'ok'")"
 [ "$(sql "SELECT count(*) FROM licenses WHERE state = 'installed'")" -eq 12 ] ||
 	line_fail "licenses: $(sql "SELECT state, count(*) FROM licenses GROUP BY state")"
-[ "$(sql "SELECT count(*) FROM licenses WHERE state <> 'installed'")" -eq 0 ] ||
-	line_fail "a license is not installed: $(sql "SELECT id, state FROM licenses WHERE state <> 'installed'")"
+# Other rows: a license step the kill cut (reserved, unconfirmed), never one left open.
+[ "$(sql "SELECT count(*) FROM licenses WHERE state IN ('reserved', 'issued')")" -eq 0 ] ||
+	line_fail "a license is left open: $(sql "SELECT id, state FROM licenses WHERE state <> 'installed'")"
+line_no_unrecorded
 [ "$(sql "SELECT count(*) FROM serials WHERE state = 'written'")" -eq 12 ] ||
 	line_fail "serials: $(sql "SELECT idx, state, reason FROM serials")"
 [ "$(sql "SELECT min(idx) || ' ' || max(idx) || ' ' || count(*) || ' ' || count(DISTINCT chip_uid) FROM serials")" = "0 11 12 12" ] ||
 	line_fail "serials are not 12 consecutive values on 12 chips: $(sql "SELECT idx, chip_uid, state FROM serials")"
 [ "$(sql "SELECT count(*) FROM serials WHERE chip_uid NOT IN (SELECT chip_uid FROM attempts WHERE result = 'ok')")" -eq 0 ] ||
 	line_fail "a serial names a chip without an attempt ok"
+# The chip killed between its value's write and the record: found holding it, recorded.
+grep -q "the chip already holds its serial number" "$tmp/sfid.log" ||
+	line_fail "no chip was found holding its value after the kill"
 bad=$(sql "SELECT count(*) FROM serials WHERE value <> printf('%02x%02x0000', (500 + idx) % 256, (500 + idx) / 256)")
 [ "$bad" -eq 0 ] || line_fail "$bad values are not 500 + index, little endian"
 

@@ -50,23 +50,8 @@ ctl job show | grep -q "serial *counter 1000:1 le width 4 at 0x08100000" ||
 ctl start >/dev/null
 
 # The fixture: once a slot's chip is done the next chip goes in; the third stays.
-swaps=0
-declare -A swapped
-deadline=$((SECONDS + 180))
-while [ "$SECONDS" -lt "$deadline" ]; do
-	done_n=$(sql "SELECT count(*) FROM attempts WHERE result <> 'running'")
-	[ "$done_n" -ge 24 ] && break
-	while IFS='|' read -r s n; do
-		s=${s#S}
-		[ "${swapped[$s]:-0}" -lt 2 ] && [ "$n" -gt "${swapped[$s]:-0}" ] || continue
-		emu_ctl remove "$s" | grep -q '^ok' || line_fail "h5emu: remove $s refused"
-		emu_ctl insert "$s" | grep -q '^ok' || line_fail "h5emu: insert $s refused"
-		swapped[$s]=$((${swapped[$s]:-0} + 1))
-		swaps=$((swaps + 1))
-	done < <(sql "SELECT slot, count(*) FROM attempts WHERE result <> 'running' GROUP BY slot")
-	sleep 0.2
-done
-[ "$done_n" -ge 24 ] || line_fail "$done_n of 24 chips ended in 180 s"
+line_swap_until "SELECT count(*) FROM attempts WHERE result <> 'running'" 24 \
+	"SELECT slot, count(*) FROM attempts WHERE result <> 'running' GROUP BY slot" 3 180
 ok=$(sql "SELECT count(DISTINCT chip_uid) FROM attempts WHERE result = 'ok'")
 [ "$ok" -eq 24 ] || line_fail "$ok chips ok, expected 24: $(sql "SELECT slot, error_text FROM attempts WHERE result = 'failed'")"
 

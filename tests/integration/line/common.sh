@@ -203,6 +203,32 @@ wait_for() {
 	line_fail "timed out after $secs s waiting for $what"
 }
 
+# line_swap_until DONE_SQL N PER_SLOT_SQL CHIPS SECONDS: the fixture's operator. While
+# DONE_SQL counts fewer than N, a slot whose chips done (PER_SLOT_SQL: rows SLOT|COUNT, slot
+# names S0, S1, ...) reach the chips swapped into it gets the next chip (h5emu remove and
+# insert), up to CHIPS chips a slot; fails after SECONDS. Sets swaps and done_n.
+line_swap_until() {
+	local done_sql=$1 n=$2 per_slot=$3 chips=$4 secs=$5 s k deadline
+	local -A swapped=()
+	swaps=0
+	deadline=$((SECONDS + secs))
+	while [ "$SECONDS" -lt "$deadline" ]; do
+		done_n=$(sql "$done_sql")
+		[ "$done_n" -ge "$n" ] && return 0
+		while IFS='|' read -r s k; do
+			s=${s#S}
+			[ "${swapped[$s]:-0}" -lt $((chips - 1)) ] && [ "$k" -gt "${swapped[$s]:-0}" ] ||
+				continue
+			emu_ctl remove "$s" | grep -q '^ok' || line_fail "h5emu: remove $s refused"
+			emu_ctl insert "$s" | grep -q '^ok' || line_fail "h5emu: insert $s refused"
+			swapped[$s]=$((${swapped[$s]:-0} + 1))
+			swaps=$((swaps + 1))
+		done < <(sql "$per_slot")
+		sleep 0.2
+	done
+	line_fail "$done_n of $n chips done in $secs s; slots: $(ctl status 2>&1 | tr '\n' ' ')"
+}
+
 # slot_state NAME: the slot's state from sfictl status --json.
 slot_state() {
 	ctl --json status | python3 -c 'import json,sys
