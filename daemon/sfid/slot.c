@@ -1148,20 +1148,29 @@ static void slot_serial_timeout(struct slot *s)
 			  "firmware without one", SERIAL_LEDGER_MS / 1000);
 }
 
+/* A serial step's link operation ended in r: on a failure the value's intent is closed failed
+ * (gone: the link went away, otherwise failed), then the chip fails with what (or the slot
+ * follows its lost port). True when r was a failure. */
+static bool slot_serial_op_failed(struct slot *s, int r, const char *gone, const char *failed,
+				  const char *what)
+{
+	if (r >= 0)
+		return false;
+	slot_serial_failed(s, r == -TRANSPORT_E_GONE ? gone : failed);
+	if (slot_check_link(s, r))
+		slot_mem_fail(s, r, what);
+	return true;
+}
+
 static void slot_serial_verified(struct slot *s, int r)
 {
 	const struct job *job = slot_job(s);
 	char why[200];
 
-	if (r < 0) {
-		slot_serial_failed(s, r == -TRANSPORT_E_GONE ? "the chip's link went away during "
-				   "the serial number's read-back" : "the serial number's read-back "
-				   "failed");
-		if (!slot_check_link(s, r))
-			return;
-		slot_mem_fail(s, r, "the serial number's read-back");
+	if (slot_serial_op_failed(s, r, "the chip's link went away during the serial number's "
+				  "read-back", "the serial number's read-back failed",
+				  "the serial number's read-back"))
 		return;
-	}
 	if (memcmp(s->serial_back, s->serial_buf, job->serial.width) != 0) {
 		size_t i = 0;
 
@@ -1205,14 +1214,10 @@ static void slot_serial_written(struct slot *s, int r)
 {
 	const struct job *job = slot_job(s);
 
-	if (r < 0) {
-		slot_serial_failed(s, r == -TRANSPORT_E_GONE ? "the chip's link went away during "
-				   "the serial number's write" : "the serial number's write failed");
-		if (!slot_check_link(s, r))
-			return;
-		slot_mem_fail(s, r, "writing the serial number");
+	if (slot_serial_op_failed(s, r, "the chip's link went away during the serial number's "
+				  "write", "the serial number's write failed",
+				  "writing the serial number"))
 		return;
-	}
 	s->op_done = slot_serial_verified;
 	slot_op_started(s, slot_serial_verified,
 			transport_read(s->tp, job->serial.address, s->serial_back, job->serial.width,
@@ -1228,15 +1233,10 @@ static void slot_serial_looked(struct slot *s, int r)
 	size_t span = job_serial_span(&job->serial);
 	bool erased = true;
 
-	if (r < 0) {
-		slot_serial_failed(s, r == -TRANSPORT_E_GONE ? "the chip's link went away before "
-				   "the serial number's write" : "the serial number's place could "
-				   "not be read");
-		if (!slot_check_link(s, r))
-			return;
-		slot_mem_fail(s, r, "reading the serial number's place");
+	if (slot_serial_op_failed(s, r, "the chip's link went away before the serial number's "
+				  "write", "the serial number's place could not be read",
+				  "reading the serial number's place"))
 		return;
-	}
 	if (memcmp(s->serial_back, s->serial_buf, span) == 0) {
 		slot_log(s, LOG_PRIO_NOTICE, "the chip already holds its serial number %s at "
 			 "0x%08" PRIx32, s->serial_hex, job->serial.address);

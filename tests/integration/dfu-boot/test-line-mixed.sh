@@ -56,11 +56,7 @@ done
 grep -q "slot S$U .*open (dfu:usb:2-1.$((U + 1))" "$tmp/sfid.log" ||
 	line_fail "slot S$U did not open its DFU port: $(grep "S$U" "$tmp/sfid.log" | head -n 5)"
 
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 grep -q "$N spent, $N installed" "$tmp/verify.out" ||
 	line_fail "the export does not account $N installed licenses: $(cat "$tmp/verify.out")"
 

@@ -81,9 +81,5 @@ grep -q "job 2 was loaded when sfid stopped but cannot be loaded again: .*change
 [ "$(sql "SELECT count(*) FROM licenses")" -eq 0 ] || line_fail "a plain job has license rows"
 after=$(line_counter)
 [ "$after" -eq "$before" ] || line_fail "the token's counter went $before -> $after"
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 echo "plain job failures: refused untouched (does not fit), a lost Write Memory ACK failed once, the next chip written"

@@ -100,11 +100,7 @@ after=$(line_counter)
 ctl export --format csv --out "$tmp/audit.csv" 2>/dev/null
 [ "$(grep -c ',plain'$'\r''$' "$tmp/audit.csv")" -eq 24 ] ||
 	line_fail "the CSV export does not mark 24 rows plain: $(head -n 3 "$tmp/audit.csv")"
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 "$SFIAUDIT" report "$tmp/audit.jsonl" >"$tmp/report.out" ||
 	line_fail "sfi-audit report: $(cat "$tmp/report.out")"
 grep -q "plain-not-secure" "$tmp/report.out" && grep -Eq "plain_ok +24" "$tmp/report.out" ||

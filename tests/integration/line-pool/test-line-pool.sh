@@ -66,11 +66,7 @@ grep -q "HSM token $line_serial has no licenses left; the other tokens of its po
 status=$(ctl status)
 echo "$status" | grep -q "exhausted" || line_fail "status does not tell the halt: $status"
 
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 grep -q "12 spent, 12 installed" "$tmp/verify.out" ||
 	line_fail "the export does not account 12 installed licenses: $(cat "$tmp/verify.out")"
 echo "pool of 3 tokens: 12 chips,$per_token; $after_dry issued after the line token ran dry"

@@ -115,9 +115,5 @@ n=$(serial_flash_check 8 "state = 'written'")
 
 line_start_emu 8 1
 line_start_sfid
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 echo "serial kills: $kills SIGKILLs in the serial step, $rows values on $rows chips, no gap, $unconfirmed left unconfirmed and resolved, $n chips' flash checked; the last run's 8 chips written in ${t_last} s"

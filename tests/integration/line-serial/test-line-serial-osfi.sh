@@ -95,11 +95,7 @@ grep -q "the chip already holds its serial number" "$tmp/sfid.log" ||
 bad=$(sql "SELECT count(*) FROM serials WHERE value <> printf('%02x%02x0000', (500 + idx) % 256, (500 + idx) / 256)")
 [ "$bad" -eq 0 ] || line_fail "$bad values are not 500 + index, little endian"
 
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 ctl stop >/dev/null
 line_stop_pid "$emu_pid"
 emu_pid=

@@ -70,11 +70,7 @@ for t in serial.intent serial.result; do
 	[ "$n" -eq 24 ] || line_fail "$n $t records name a chip and its value, expected 24"
 done
 
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 
 # Every chip's flash, as the emulator keeps it: the firmware, and at 0x08100000 the value
 # the ledger gave its UID.

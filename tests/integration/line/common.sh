@@ -203,6 +203,17 @@ wait_for() {
 	line_fail "timed out after $secs s waiting for $what"
 }
 
+# line_export_verify: the trail exported as JSON lines ($tmp/audit.jsonl) verifies offline
+# with sfi-audit against the line token's audit key ($tmp/audit.pem); its report is in
+# $tmp/verify.out.
+line_export_verify() {
+	ctl export --format jsonl --out "$tmp/audit.jsonl" >/dev/null 2>&1 || line_fail "export"
+	"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
+		--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
+	"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
+		line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+}
+
 # line_swap_until DONE_SQL N PER_SLOT_SQL CHIPS SECONDS: the fixture's operator. While
 # DONE_SQL counts fewer than N, a slot whose chips done (PER_SLOT_SQL: rows SLOT|COUNT, slot
 # names S0, S1, ...) reach the chips swapped into it gets the next chip (h5emu remove and

@@ -36,11 +36,7 @@ for s in $(seq 0 7); do
 	[ "$n" -eq 3 ] || line_fail "slot S$s installed $n chips, expected 3"
 done
 
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 grep -q "24 spent, 24 installed" "$tmp/verify.out" ||
 	line_fail "the export does not account 24 installed licenses: $(cat "$tmp/verify.out")"
 

@@ -131,9 +131,5 @@ wait_for 60 "the finalized chip of the global job recorded installed" \
 	line_fail "an attempt is still running"
 echo "SIGKILL after FINALIZE, global license: the chip recorded installed"
 
-ctl export --format jsonl --out "$tmp/audit.jsonl" 2>/dev/null || line_fail "export"
-"$SFIHSM" audit-pubkey --module "$SOFTHSM_MODULE" --token "$TOKEN_LABEL" \
-	--pin-file "$tmp/pki/pin" --out "$tmp/audit.pem" >/dev/null
-"$SFIAUDIT" verify "$tmp/audit.jsonl" --pubkey "$tmp/audit.pem" >"$tmp/verify.out" ||
-	line_fail "sfi-audit verify: $(cat "$tmp/verify.out")"
+line_export_verify
 echo "FINALIZE's answer lost on 4 chips and sfid killed after FINALIZE: every finished chip recorded installed"
