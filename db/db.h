@@ -223,6 +223,9 @@ int db_serial_resolve(struct db *db);
  * negative errno. A read: any connection. */
 int db_serial_value_given(struct db *db, const char *value, const char *series,
 			  char *other_series, size_t series_size, char *chip_uid, size_t uid_size);
+/* Whether job_id gave any chip a serial number (any state): 1, 0, or a negative errno. A
+ * read: any connection. */
+int db_serial_job_has(struct db *db, int64_t job_id);
 
 /* ---- license ledger ---- */
 

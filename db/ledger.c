@@ -1430,3 +1430,19 @@ int db_serial_value_given(struct db *db, const char *value, const char *series,
 	sqlite3_finalize(st);
 	return r;
 }
+
+int db_serial_job_has(struct db *db, int64_t job_id)
+{
+	sqlite3_stmt *st;
+	int r, rc;
+
+	r = db_prepare(db, "SELECT 1 FROM serials WHERE job_id = ? LIMIT 1", &st);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, job_id);
+	rc = sqlite3_step(st);
+	r = rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 :
+	    db_fail_sqlite(db, rc, "looking up a job's serial numbers");
+	sqlite3_finalize(st);
+	return r;
+}

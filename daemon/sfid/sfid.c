@@ -245,7 +245,8 @@ static int open_db(struct sfid *d, struct db_signer *signer)
 	return 0;
 }
 
-/* An OSFI job's serial number, from sfid's copy (none: the job has none). */
+/* An OSFI job's serial number, from sfid's copy (none: the job has none, unless the ledger
+ * says it gave values). */
 static int restore_serial(struct sfid *d, int64_t job_id, struct job *j, char *msg,
 			  size_t msg_size)
 {
@@ -256,8 +257,14 @@ static int restore_serial(struct sfid *d, int64_t job_id, struct job *j, char *m
 
 	line_job_copy_path(d, job_id, "serial", path, sizeof(path));
 	r = sfi_file_read(path, JOB_SERIAL_LIST_BYTES_MAX * 3, &text, &len);
-	if (r == -ENOENT)
+	if (r == -ENOENT && db_serial_job_has(d->db, job_id) == 0)
 		return 0;
+	if (r == -ENOENT) {
+		/* The job gave serial numbers: without its settings it must not go on. */
+		snprintf(msg, msg_size, "sfid's copy of the job's serial number (%.300s) is gone, "
+			 "and the job gave serial numbers; load the job again", path);
+		return -ENOENT;
+	}
 	if (r == 0 && job_osfi_serial_restore(j, (const char *)text, len) < 0)
 		r = -EINVAL;
 	free(text);

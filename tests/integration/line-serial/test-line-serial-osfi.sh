@@ -11,6 +11,7 @@
 #   copy with its serial number): 12 chips installed, 12 licenses installed (none left open),
 #   12 consecutive values written, one per chip, each in its chip's flash; the export
 #   verifies;
+# - its copy of the serial settings deleted: the job is not restored at the next start;
 # - an image that leaves the chip Closed, declared Provisioning: the chip is installed (its
 #   license stays installed), takes no value, and the line halts with the sentence.
 set -euo pipefail
@@ -111,7 +112,11 @@ printf 'PRODUCT_STATE, Closed\n' >"$tmp/pki/closed.csv"
 line_stop_pid "$sfid_pid"
 sfid_pid=
 EMU_STATE=$tmp/emu-state-closed line_start_emu 1 1
+# sfid's copy of the serial settings gone: a job that gave values is not restored without.
+rm "$tmp/job-1.serial"
 line_start_sfid
+grep -q "job 1 was loaded when sfid stopped but cannot be loaded again: sfid's copy of the job's serial number .* is gone, and the job gave serial numbers" "$tmp/sfid.log" ||
+	line_fail "the job was restored without its serial settings: $(ctl job show 2>&1)"
 ctl job load "$tmp/pki/closed.sfi" --global-license "$tmp/pki/closed.lic" \
 	--image-state Provisioning --serial-counter 900 --serial-at 0x08100000 --serial-width 4 \
 	>/dev/null || line_fail "job load (closed image)"
