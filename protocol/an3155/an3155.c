@@ -946,10 +946,20 @@ bool an3155_repeat_safe(uint8_t op, uint16_t subop)
 	}
 }
 
+/* Get, Get Version and Get ID: every bootloader takes them, under readout protection too
+ * (AN3155), so a NACK to one is no refusal but a stale byte of an earlier command (a chip
+ * still answering what a stopped host sent it, e.g. an erase that lasts seconds): the line
+ * is out of step. */
+static bool nack_is_stale(const struct an3155_xfer *x)
+{
+	return x->op == AN3155_CMD_GET || x->op == AN3155_CMD_GET_VERSION ||
+	       x->op == AN3155_CMD_GET_ID;
+}
+
 bool an3155_retry_allowed(const struct an3155_xfer *x, int r, unsigned tries, unsigned retries)
 {
 	if (r != -AN3155_E_TIMEOUT && r != -AN3155_E_UNEXPECTED && r != -AN3155_E_TOO_LONG &&
-	    r != -AN3155_E_CHECKSUM)
+	    r != -AN3155_E_CHECKSUM && !(r == -AN3155_E_NACK && nack_is_stale(x)))
 		return false;
 	if (x->op == AN3155_SYNC || tries >= retries)
 		return false;

@@ -6,11 +6,12 @@
 #   serial options on a vendor job, --image-state on a plain job;
 # - 4 slots x 3 chips of an image that leaves the chip Provisioning, counter 500 (4 bytes
 #   little endian at 0x08100000); sfid SIGKILLed once between a value's write and its
-#   record (h5emu holds each Write Memory's last ACK 800 ms): the chip found holding its
-#   value is recorded without a second write; sfid started again (the job restored from its
-#   copy with its serial number): 12 chips installed, 12 licenses installed (none left open),
-#   12 consecutive values written, one per chip, each in its chip's flash; the export
-#   verifies;
+#   record (h5emu holds each Write Memory's last ACK 800 ms), started again at once (the
+#   held ACKs meet its sync and Get: the line out of step is resynchronised, no chip is
+#   refused; the job is restored from its copy with its serial number); a chip found holding
+#   its value is recorded without a second write: 12 chips installed, 12 licenses installed
+#   (none left open), 12 consecutive values written, one per chip, each in its chip's flash;
+#   the export verifies;
 # - its copy of the serial settings deleted: the job is not restored at the next start;
 # - an image that leaves the chip Closed, declared Provisioning: the chip is installed (its
 #   license stays installed), takes no value, and the line halts with the sentence.
@@ -63,9 +64,9 @@ wait_for 60 "a serial number's write under way" \
 	sql_is "SELECT count(*) > 0 FROM serials WHERE state = 'intent'" 1
 sleep 0.3	# the value is in the chip, its ACK not yet
 line_kill_sfid
-# The held ACKs come out before sfid is back (a chip answers in microseconds; only h5emu's
-# fault holds them): sfid drains what is on the line when it opens the port.
-sleep 1
+# sfid is back before the chips' held ACKs come out (as after a stop during a long erase):
+# they meet its sync and its Get, which reads a stale NACK; Get is never refused, so sfid
+# takes the line for out of step, resynchronises and asks again.
 line_start_sfid
 ctl --json job show | python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["kind"] == "osfi" and j["serial"].startswith("counter 500:1 ") and j["image_state"] == "Provisioning", j' ||
 	line_fail "the restored job lost its serial number: $(ctl job show)"

@@ -55,10 +55,18 @@ static void test_errors(void **state)
 	assert_true(an3155_retry_allowed(&x, -AN3155_E_UNEXPECTED, 0, 2));
 	assert_true(an3155_retry_allowed(&x, -AN3155_E_TOO_LONG, 0, 2));
 	assert_true(an3155_retry_allowed(&x, -AN3155_E_CHECKSUM, 0, 2));
-	/* The chip's word and a vanished port are final. */
-	assert_false(an3155_retry_allowed(&x, -AN3155_E_NACK, 0, 2));
+	/* A vanished port is final. */
 	assert_false(an3155_retry_allowed(&x, -AN3155_E_PORT_GONE, 0, 2));
 	assert_false(an3155_retry_allowed(&x, -EIO, 0, 2));
+	/* Get is never refused: its NACK is a stale byte, the line out of step. */
+	assert_true(an3155_retry_allowed(&x, -AN3155_E_NACK, 0, 2));
+	assert_false(an3155_retry_allowed(&x, -AN3155_E_NACK, 2, 2));
+	/* Any other command's NACK is the chip's word. */
+	x = xfer(AN3155_CMD_WRITE_MEMORY, 0, false);
+	assert_false(an3155_retry_allowed(&x, -AN3155_E_NACK, 0, 2));
+	x = xfer(AN3155_CMD_SPECIAL, OSFI_OP_GET_INFO, false);
+	assert_false(an3155_retry_allowed(&x, -AN3155_E_NACK, 0, 2));
+	x = xfer(AN3155_CMD_GET, 0, false);
 	/* Bounded. */
 	assert_true(an3155_retry_allowed(&x, -AN3155_E_TIMEOUT, 1, 2));
 	assert_false(an3155_retry_allowed(&x, -AN3155_E_TIMEOUT, 2, 2));
